@@ -1,0 +1,173 @@
+//! The SDK for writing weir jobs in Rust.
+//!
+//! A job is a plain struct that derives `Serialize`/`Deserialize` and
+//! implements [`Job`]; the struct *is* the job's state. [`export_job!`] turns it
+//! into a component of the `weir:job/job` world: the SDK encodes snapshots,
+//! unrolls the host's batches into one [`Job::process`] call per event, and
+//! provides [`CountWindow`] and [`TumblingWindow`].
+//!
+//! ```ignore
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter { window: CountWindow<i64> }
+//!
+//! impl Job for Counter {
+//!     fn process(&mut self, event: Event, out: &mut Emitter) {
+//!         if let Event::Int(n) = event {
+//!             if let Some(sum) = self.window.add(100, |acc| *acc += n) {
+//!                 out.emit(Event::Int(sum));
+//!             }
+//!         }
+//!     }
+//! }
+//! weir_guest::export_job!(Counter);
+//! ```
+
+extern crate alloc;
+
+mod windows;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::cell::RefCell;
+
+pub use serde;
+pub use windows::{CountWindow, TumblingWindow};
+
+/// Bindings generated from `wit/job.wit`; used by [`export_job!`].
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "job",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "weir_guest::bindings",
+    });
+}
+
+pub use bindings::weir::job::types::{Event, Level};
+
+/// Settings given at deploy time with `--config key=value`.
+pub type Config = [(String, String)];
+
+/// Looks up a setting and parses it, for use in [`Job::init`].
+///
+/// Returns `Ok(None)` when the key is absent, and an error naming the key
+/// when its value does not parse.
+pub fn config_value<T: core::str::FromStr>(
+    config: &Config,
+    key: &str,
+) -> Result<Option<T>, String> {
+    match config.iter().find(|(k, _)| k == key) {
+        None => Ok(None),
+        Some((_, v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| alloc::format!("config `{key}`: cannot parse {v:?}")),
+    }
+}
+
+/// A stream job: its fields are its state, snapshotted at every checkpoint.
+pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'static {
+    /// Applies the deploy-time settings. Runs before the first event, and
+    /// again after a restore, so it must configure without clearing state.
+    fn init(&mut self, _config: &Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Handles one event, emitting zero or more events through `out`.
+    fn process(&mut self, event: Event, out: &mut Emitter);
+}
+
+/// Collects the events a job emits while it processes one batch.
+pub struct Emitter {
+    events: Vec<Event>,
+}
+
+impl Emitter {
+    /// Queues an event for the job's sink.
+    pub fn emit(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+/// Writes a line to the supervisor's log, tagged with the job's name.
+pub fn log(level: Level, message: &str) {
+    bindings::weir::job::host::log(level, message);
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch, from the host.
+pub fn now_millis() -> u64 {
+    bindings::weir::job::host::now_millis()
+}
+
+thread_local! {
+    /// The one instance of the exported job. A component instance is
+    /// single-threaded, so a thread-local is the whole of its memory.
+    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
+    STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let job = slot.get_or_insert_with(|| Box::new(J::default()));
+        f(job.downcast_mut::<J>().expect("one job type per component"))
+    })
+}
+
+/// The glue [`export_job!`] wires to the component's exports.
+#[doc(hidden)]
+pub mod glue {
+    use super::*;
+
+    pub fn init<J: Job>(config: Vec<(String, String)>) -> Result<(), String> {
+        with_job::<J, _>(|job| job.init(&config))
+    }
+
+    pub fn process<J: Job>(batch: Vec<Event>) -> Vec<Event> {
+        let mut out = Emitter { events: Vec::new() };
+        with_job::<J, _>(|job| {
+            for event in batch {
+                job.process(event, &mut out);
+            }
+        });
+        out.events
+    }
+
+    pub fn snapshot<J: Job>() -> Vec<u8> {
+        with_job::<J, _>(|job| postcard::to_allocvec(job).expect("job state must serialize"))
+    }
+
+    pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
+        let restored: J = postcard::from_bytes(&state)
+            .map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
+        with_job::<J, _>(|job| *job = restored);
+        Ok(())
+    }
+}
+
+/// Exports a [`Job`] type as the component's `weir:job/job` world.
+#[macro_export]
+macro_rules! export_job {
+    ($job:ty) => {
+        struct __WeirExportedJob;
+
+        impl $crate::bindings::Guest for __WeirExportedJob {
+            fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::glue::init::<$job>(config)
+            }
+            fn process(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::Event> {
+                $crate::glue::process::<$job>(batch)
+            }
+            fn snapshot() -> ::std::vec::Vec<u8> {
+                $crate::glue::snapshot::<$job>()
+            }
+            fn restore(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::glue::restore::<$job>(state)
+            }
+        }
+
+        $crate::bindings::export_world!(__WeirExportedJob with_types_in $crate::bindings);
+    };
+}

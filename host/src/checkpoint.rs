@@ -1,0 +1,263 @@
+//! Checkpoints: what one holds, where it lives in the storage dir, and how it
+//! is verified on restore. A checkpoint is written to storage first and only
+//! then named by the pointer in ZooKeeper; a checkpoint without a pointer does
+//! not exist. The pointer keeps the newest [`RETAINED`] so a restore can fall
+//! back when the newest is unreadable.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{sha256_hex, Storage, StorageError};
+
+/// How many committed checkpoints are kept per job.
+pub const RETAINED: usize = 3;
+
+/// One committed checkpoint, as named by the pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    /// Sequence number, increasing across leaders.
+    pub id: u64,
+    /// Epoch of the leader that wrote it.
+    pub epoch: u64,
+    /// When its barrier was taken (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// The content of `jobs/<name>/checkpoint` in ZooKeeper.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// Committed checkpoints, newest first, at most [`RETAINED`].
+    pub retained: Vec<CheckpointRef>,
+}
+
+impl Pointer {
+    /// Decodes a pointer znode; an empty node means "no checkpoint yet".
+    pub fn decode(data: &[u8]) -> Result<Pointer, CheckpointError> {
+        if data.is_empty() {
+            return Ok(Pointer::default());
+        }
+        serde_json::from_slice(data).map_err(|e| CheckpointError::Corrupt {
+            what: "checkpoint pointer".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Encodes for the znode.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("pointer serializes")
+    }
+
+    /// The newest committed checkpoint.
+    pub fn latest(&self) -> Option<CheckpointRef> {
+        self.retained.first().copied()
+    }
+
+    /// The pointer after committing `newest`, and the checkpoints it drops.
+    pub fn advance(&self, newest: CheckpointRef) -> (Pointer, Vec<CheckpointRef>) {
+        let mut retained = vec![newest];
+        retained.extend(self.retained.iter().copied());
+        let dropped = retained.split_off(RETAINED.min(retained.len()));
+        (Pointer { retained }, dropped)
+    }
+}
+
+/// A checkpoint's metadata, `meta.json` beside its snapshot and output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Which checkpoint this is.
+    pub checkpoint: CheckpointRef,
+    /// Source offset just after the last event the snapshot includes.
+    pub source_offset: u64,
+    /// Sink position (bytes already published) before this checkpoint's output.
+    pub sink_offset: u64,
+    /// sha256 of the guest snapshot.
+    pub snapshot_sha256: String,
+    /// sha256 of the staged sink output.
+    pub output_sha256: String,
+}
+
+/// Failures reading or writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The storage dir failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An object is unreadable or its checksum does not match.
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt {
+        /// The object.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A checkpoint with its content, as taken at a barrier or read back on restore.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Metadata.
+    pub meta: CheckpointMeta,
+    /// The guest's snapshot.
+    pub snapshot: Bytes,
+    /// Sink output staged since the previous committed checkpoint, to be
+    /// published once this checkpoint's pointer is committed.
+    pub output: Bytes,
+}
+
+/// Where a job deployment's checkpoints live: `checkpoints/<job>/<uid>/<id>-<epoch>`.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    storage: Storage,
+    prefix: String,
+}
+
+impl CheckpointStore {
+    /// The checkpoints of deployment `uid` of job `job`.
+    pub fn new(storage: Storage, job: &str, uid: &str) -> Self {
+        CheckpointStore {
+            storage,
+            prefix: format!("checkpoints/{job}/{uid}"),
+        }
+    }
+
+    fn dir(&self, c: CheckpointRef) -> String {
+        format!("{}/{}-{}", self.prefix, c.id, c.epoch)
+    }
+
+    /// Writes all three objects, metadata last. Create-only: an existing
+    /// object is never replaced.
+    pub async fn write(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let dir = self.dir(checkpoint.meta.checkpoint);
+        self.storage
+            .put_if_absent(&format!("{dir}/snapshot"), checkpoint.snapshot.clone())
+            .await?;
+        self.storage
+            .put_if_absent(&format!("{dir}/output"), checkpoint.output.clone())
+            .await?;
+        let meta = serde_json::to_vec(&checkpoint.meta).expect("meta serializes");
+        self.storage
+            .put_if_absent(&format!("{dir}/meta.json"), meta.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a checkpoint back and verifies its checksums.
+    pub async fn read(&self, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
+        let dir = self.dir(c);
+        let raw = self.storage.get(&format!("{dir}/meta.json")).await?;
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&raw).map_err(|e| CheckpointError::Corrupt {
+                what: format!("{dir}/meta.json"),
+                reason: e.to_string(),
+            })?;
+        if meta.checkpoint.id != c.id || meta.checkpoint.epoch != c.epoch {
+            return Err(CheckpointError::Corrupt {
+                what: format!("{dir}/meta.json"),
+                reason: "names another checkpoint".into(),
+            });
+        }
+        let snapshot = self
+            .read_verified(&format!("{dir}/snapshot"), &meta.snapshot_sha256)
+            .await?;
+        let output = self
+            .read_verified(&format!("{dir}/output"), &meta.output_sha256)
+            .await?;
+        Ok(Checkpoint {
+            meta,
+            snapshot,
+            output,
+        })
+    }
+
+    async fn read_verified(&self, path: &str, sha256: &str) -> Result<Bytes, CheckpointError> {
+        let bytes = self.storage.get(path).await?;
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(CheckpointError::Corrupt {
+                what: path.to_string(),
+                reason: format!("sha256 {actual}, expected {sha256}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes a checkpoint that the pointer no longer names.
+    pub async fn delete(&self, c: CheckpointRef) -> Result<(), CheckpointError> {
+        Ok(self.storage.delete_prefix(&self.dir(c)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cref(id: u64) -> CheckpointRef {
+        CheckpointRef {
+            id,
+            epoch: 1,
+            created_ms: 0,
+        }
+    }
+
+    fn checkpoint(id: u64) -> Checkpoint {
+        let snapshot = Bytes::from(format!("state {id}"));
+        let output = Bytes::from(format!("{id}\n"));
+        Checkpoint {
+            meta: CheckpointMeta {
+                checkpoint: cref(id),
+                source_offset: id * 10,
+                sink_offset: 0,
+                snapshot_sha256: sha256_hex(&snapshot),
+                output_sha256: sha256_hex(&output),
+            },
+            snapshot,
+            output,
+        }
+    }
+
+    #[test]
+    fn pointer_keeps_the_newest_three() {
+        let mut pointer = Pointer::default();
+        let mut dropped_all = Vec::new();
+        for id in 1..=5 {
+            let (next, dropped) = pointer.advance(cref(id));
+            pointer = next;
+            dropped_all.extend(dropped);
+        }
+        assert_eq!(
+            pointer.retained.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![5, 4, 3]
+        );
+        assert_eq!(
+            dropped_all.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(Pointer::decode(&pointer.encode()).unwrap(), pointer);
+        assert_eq!(Pointer::decode(b"").unwrap().latest(), None);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_round_trip_and_corruption_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        let store = CheckpointStore::new(storage, "job", "uid");
+        store.write(&checkpoint(7)).await.unwrap();
+        let back = store.read(cref(7)).await.unwrap();
+        assert_eq!(back.meta, checkpoint(7).meta);
+        assert_eq!(back.snapshot, checkpoint(7).snapshot);
+
+        std::fs::write(
+            dir.path().join("checkpoints/job/uid/7-1/snapshot"),
+            b"flipped",
+        )
+        .unwrap();
+        let err = store.read(cref(7)).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        store.delete(cref(7)).await.unwrap();
+        assert!(matches!(
+            store.read(cref(7)).await,
+            Err(CheckpointError::Storage(StorageError::NotFound { .. }))
+        ));
+    }
+}

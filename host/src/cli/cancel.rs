@@ -1,0 +1,72 @@
+//! `weir cancel`: mark a job cancelled; the leader stops it and its output.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use zookeeper_client as zkc;
+
+use super::ClusterArgs;
+use crate::ha::candidates;
+use crate::spec::{Desired, JobSpec, JobState, JobStatus};
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job to cancel.
+    name: String,
+    /// How long to wait for the leader to confirm the job stopped (0: do not wait).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
+    let layout = args.cluster.layout()?;
+    let client = args.cluster.connect().await?;
+    let name = &args.name;
+    let path = layout.job(name);
+    let (data, stat) = match client.get_data(&path).await {
+        Ok(found) => found,
+        Err(zkc::Error::NoNode) => bail!("no job named `{name}`; `weir jobs` lists them"),
+        Err(e) => bail!("cannot read job `{name}`: {e}"),
+    };
+    let mut spec: JobSpec = serde_json::from_slice(&data)
+        .with_context(|| format!("job `{name}` has an unreadable spec"))?;
+    if spec.desired == Desired::Cancelled {
+        println!("job `{name}` is already cancelled");
+        return Ok(());
+    }
+    spec.desired = Desired::Cancelled;
+    match client
+        .set_data(&path, &serde_json::to_vec(&spec)?, Some(stat.version))
+        .await
+    {
+        Ok(_) => {}
+        Err(zkc::Error::BadVersion) => {
+            bail!("job `{name}` changed while cancelling it; run the command again")
+        }
+        Err(e) => bail!("cannot cancel job `{name}`: {e}"),
+    }
+    if args.wait.is_zero() {
+        println!("job `{name}` cancelled; the leader stops it shortly");
+        return Ok(());
+    }
+    if candidates(&client, &layout).await?.is_empty() {
+        println!("job `{name}` cancelled (no supervisor is running, so nothing was running)");
+        return Ok(());
+    }
+    let deadline = Instant::now() + args.wait;
+    while Instant::now() < deadline {
+        if let Ok((data, _)) = client.get_data(&layout.job_status(name)).await {
+            if serde_json::from_slice::<JobStatus>(&data)
+                .is_ok_and(|s| s.state == JobState::Canceled)
+            {
+                println!("job `{name}` cancelled and stopped");
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("job `{name}` is marked cancelled but the leader has not confirmed it stopped within {:?}; check `weir status`", args.wait)
+}

@@ -1,0 +1,212 @@
+//! `weir deploy`: validate the component and the specs here, where the user
+//! can fix them, store the module, then write the job's spec to ZooKeeper.
+//! No leader is needed: the next one to reconcile starts the job.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use zookeeper_client::{self as zkc, Acls, CreateMode};
+
+use super::{ClusterArgs, StorageArgs};
+use crate::ha::now_ms;
+use crate::runtime::Runtime;
+use crate::spec::{
+    parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, SinkSpec,
+    SourceSpec,
+};
+use crate::storage::{sha256_hex, Storage};
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The job's component (`.wasm`, built for wasm32-wasip2).
+    module: PathBuf,
+    /// Job name (default: the module's file name without `.wasm`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Input: `sequence[:start=N,rate=R]` (R events/s, 0 = unthrottled; default 1000) or `file:PATH`.
+    #[arg(long, default_value = "sequence")]
+    source: SourceSpec,
+    /// Output: `stdout` or `file:PATH` (exactly-once).
+    #[arg(long, default_value = "stdout")]
+    sink: SinkSpec,
+    /// Time between checkpoints, e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
+    /// A setting for the job's `init`, `key=value`; repeat for more.
+    #[arg(long = "config", value_parser = parse_config_pair)]
+    config: Vec<(String, String)>,
+    /// Cap on the job's memory, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_limit: u64,
+    /// Cap on the CPU time of one guest call, e.g. `5s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    call_timeout: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Makes a path absolute against this shell's directory: supervisors run elsewhere.
+fn absolute(path: &str) -> anyhow::Result<String> {
+    Ok(std::path::absolute(path)
+        .with_context(|| format!("bad path {path}"))?
+        .display()
+        .to_string())
+}
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => args
+            .module
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    validate_job_name(&name)?;
+    if args.checkpoint_interval < Duration::from_millis(10) {
+        bail!(
+            "--checkpoint-interval {:?} is too short: use 10ms or more",
+            args.checkpoint_interval
+        );
+    }
+    if args.memory_limit == 0 || args.call_timeout.is_zero() {
+        bail!("--memory-limit and --call-timeout must be greater than zero");
+    }
+    let source = match args.source {
+        SourceSpec::File { path } => SourceSpec::File {
+            path: absolute(&path)?,
+        },
+        other => other,
+    };
+    let sink = match args.sink {
+        SinkSpec::File { path } => {
+            let path = absolute(&path)?;
+            let dir = Path::new(&path).parent().unwrap_or(Path::new("/"));
+            if !dir.is_dir() {
+                bail!(
+                    "file sink {path}: directory {} does not exist; create it first",
+                    dir.display()
+                );
+            }
+            SinkSpec::File { path }
+        }
+        other => other,
+    };
+
+    let bytes = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let runtime = Runtime::new()?;
+    runtime
+        .check(&bytes)
+        .with_context(|| format!("{} cannot be deployed", args.module.display()))?;
+    let sha256 = sha256_hex(&bytes);
+
+    let storage = args.storage.open()?;
+    storage
+        .put_if_absent(&Storage::module_path(&sha256), bytes.into())
+        .await?;
+
+    let layout = args.cluster.layout()?;
+    let client = args.cluster.connect().await?;
+    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    client
+        .mkdir(&layout.jobs(), &options)
+        .await
+        .with_context(|| format!("cannot create {}", layout.jobs()))?;
+
+    let job_path = layout.job(&name);
+    match client.get_data(&job_path).await {
+        Ok((data, _)) => {
+            let running = serde_json::from_slice::<JobSpec>(&data)
+                .map_or(true, |s| s.desired == Desired::Running);
+            if running {
+                bail!("job `{name}` already exists; cancel it first (`weir cancel {name}`) or choose another --name");
+            }
+            remove_job(&client, &layout, &name).await?;
+        }
+        Err(zkc::Error::NoNode) => {}
+        Err(e) => bail!("cannot read {job_path}: {e}"),
+    }
+
+    let spec = JobSpec {
+        name: name.clone(),
+        uid: format!("{:016x}", rand_u64()),
+        module_sha256: sha256.clone(),
+        source,
+        sink,
+        checkpoint_interval: args.checkpoint_interval,
+        config: args.config,
+        memory_limit: args.memory_limit * 1024 * 1024,
+        call_timeout: args.call_timeout,
+        desired: Desired::Running,
+        created_ms: now_ms(),
+    };
+    let status = JobStatus {
+        state: JobState::Created,
+        supervisor: None,
+        epoch: 0,
+        restarts: 0,
+        error: None,
+        since_ms: now_ms(),
+    };
+    let mut writer = client.new_multi_writer();
+    writer.add_create(&job_path, &serde_json::to_vec(&spec)?, &options)?;
+    writer.add_create(
+        &layout.job_status(&name),
+        &serde_json::to_vec(&status)?,
+        &options,
+    )?;
+    writer.add_create(&layout.job_checkpoint(&name), b"", &options)?;
+    match writer.commit().await {
+        Ok(_) => {}
+        Err(zkc::MultiWriteError::OperationFailed {
+            source: zkc::Error::NodeExists,
+            ..
+        }) => {
+            bail!("job `{name}` was deployed concurrently by someone else; check `weir jobs`")
+        }
+        Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}"),
+    }
+    println!(
+        "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}",
+        &sha256[..12],
+        spec.source,
+        spec.sink,
+        humantime::format_duration(spec.checkpoint_interval)
+    );
+    Ok(())
+}
+
+/// Deletes a cancelled job's znodes so its name can be reused.
+async fn remove_job(
+    client: &zkc::Client,
+    layout: &crate::ha::Layout,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut writer = client.new_multi_writer();
+    writer.add_delete(&layout.job_status(name), None)?;
+    writer.add_delete(&layout.job_checkpoint(name), None)?;
+    writer.add_delete(&layout.job(name), None)?;
+    writer
+        .commit()
+        .await
+        .with_context(|| format!("cannot replace cancelled job `{name}`"))?;
+    Ok(())
+}
+
+/// A random number for deployment ids, from the OS's hasher seed.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}

@@ -1,0 +1,176 @@
+//! The `weir` command line: argument parsing and dispatch. Every failure
+//! reaches the user as one line naming the cause and the fix.
+
+mod cancel;
+mod deploy;
+mod jobs;
+mod status;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ha::{self, Layout, SupervisorInfo, ZkSettings};
+use crate::storage::Storage;
+use crate::supervisor::{self, SupervisorSettings};
+
+/// weir: stateful stream jobs as WebAssembly components, highly available through ZooKeeper.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a supervisor replica: contend for leadership and, as leader, run the jobs.
+    Supervisor(SupervisorArgs),
+    /// Deploy a job: store its module and write its spec; the leader starts it.
+    Deploy(deploy::DeployArgs),
+    /// List the jobs with their state and last checkpoint.
+    Jobs(jobs::JobsArgs),
+    /// Show the cluster: leader, epoch and live replicas.
+    Status(status::StatusArgs),
+    /// Cancel a job: the leader stops it and its output.
+    Cancel(cancel::CancelArgs),
+}
+
+/// Where the cluster's coordination lives.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// ZooKeeper connect string.
+    #[arg(long, env = "WEIR_ZOOKEEPER", default_value = "127.0.0.1:2181")]
+    zookeeper: String,
+    /// Cluster name: clusters sharing an ensemble are kept apart by it.
+    #[arg(long, env = "WEIR_CLUSTER_ID", default_value = "default")]
+    cluster_id: String,
+    /// Root znode under which weir keeps its clusters.
+    #[arg(long, env = "WEIR_ZK_ROOT", default_value = "/weir")]
+    zk_root: String,
+    /// ZooKeeper session timeout: how long a dead leader keeps its lead.
+    #[arg(long, env = "WEIR_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    session_timeout: Duration,
+    /// How long to wait for ZooKeeper to answer before giving up.
+    #[arg(long, env = "WEIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+}
+
+impl ClusterArgs {
+    fn zk(&self) -> ZkSettings {
+        ZkSettings {
+            connect: self.zookeeper.clone(),
+            session_timeout: self.session_timeout,
+        }
+    }
+
+    fn layout(&self) -> anyhow::Result<Layout> {
+        anyhow::ensure!(
+            self.zk_root.starts_with('/')
+                && !self.cluster_id.is_empty()
+                && !self.cluster_id.contains('/'),
+            "--zk-root must start with `/` and --cluster-id must be a non-empty name without `/`"
+        );
+        Ok(Layout::new(&self.zk_root, &self.cluster_id))
+    }
+
+    /// Opens a session for a one-shot command.
+    async fn connect(&self) -> anyhow::Result<zookeeper_client::Client> {
+        Ok(ha::connect(&self.zk(), self.connect_timeout).await?)
+    }
+}
+
+/// Where checkpoints and modules live.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Storage dir URL shared by all replicas: `file:///path`.
+    #[arg(long, env = "WEIR_STORAGE_DIR", default_value = "file:///var/lib/weir")]
+    storage_dir: String,
+}
+
+impl StorageArgs {
+    fn open(&self) -> anyhow::Result<Storage> {
+        Ok(Storage::open(&self.storage_dir)?)
+    }
+}
+
+/// Output format of the inspection commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document with stable field names, for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct SupervisorArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// This replica's name in `weir status` (default: `<host>-<pid>`).
+    #[arg(long, env = "WEIR_SUPERVISOR_ID")]
+    id: Option<String>,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Supervisor(args) => {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            let pid = std::process::id();
+            let info = SupervisorInfo {
+                id: args.id.unwrap_or_else(|| format!("{host}-{pid}")),
+                pid,
+                host,
+                started_ms: ha::now_ms(),
+            };
+            let settings = SupervisorSettings {
+                zk: args.cluster.zk(),
+                layout: args.cluster.layout()?,
+                storage: args.storage.open().context(
+                    "cannot open the storage dir (set --storage-dir or WEIR_STORAGE_DIR)",
+                )?,
+                info,
+            };
+            supervisor::run(settings).await
+        }
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Jobs(args) => jobs::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Cancel(args) => cancel::run(args).await,
+    }
+}
+
+/// Formats a duration as a short age: `850ms`, `12s`, `5m`.
+fn age(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=119_999 => format!("{}s", ms / 1000),
+        _ => format!("{}m", ms / 60_000),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,233 @@
+//! Sources: where events come from, each resumable from an offset.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+use crate::runtime::Event;
+use crate::spec::SourceSpec;
+
+/// A replayable stream of events.
+pub trait Source: Send {
+    /// Appends up to `max` events to `batch`, waiting until `until` at most
+    /// for the first one. Returns with an empty batch when none came in time.
+    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()>;
+
+    /// The position just after the last event returned: where a restore resumes.
+    fn offset(&self) -> u64;
+}
+
+/// Opens the source a spec names, positioned at `offset`.
+pub fn open_source(spec: &SourceSpec, offset: u64) -> Box<dyn Source> {
+    match spec {
+        SourceSpec::Sequence { start, rate } => Box::new(Sequence::new(*start, *rate, offset)),
+        SourceSpec::File { path } => Box::new(FileLines {
+            path: path.clone(),
+            reader: None,
+            offset,
+        }),
+    }
+}
+
+/// Shortest sleep between two throttled batches: waking more often only
+/// makes smaller batches.
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// Sleeps until `when` or `until`, whichever is first; false if `until` came.
+fn wait_until(when: Instant, until: Instant) -> bool {
+    let now = Instant::now();
+    let wake = when.max(now + MIN_WAIT).min(until);
+    if wake > now {
+        std::thread::sleep(wake - now);
+    }
+    wake < until
+}
+
+/// `start, start+1, ...` at `rate` per second, the offset being the count emitted.
+struct Sequence {
+    start: i64,
+    rate: u64,
+    offset: u64,
+    /// When this run began, and the offset it began at: the throttle's origin.
+    origin: (Instant, u64),
+}
+
+impl Sequence {
+    fn new(start: i64, rate: u64, offset: u64) -> Self {
+        Sequence {
+            start,
+            rate,
+            offset,
+            origin: (Instant::now(), offset),
+        }
+    }
+
+    fn due(&self) -> u64 {
+        let (t0, base) = self.origin;
+        base + (t0.elapsed().as_secs_f64() * self.rate as f64) as u64
+    }
+}
+
+impl Source for Sequence {
+    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()> {
+        let n = loop {
+            if self.rate == 0 {
+                break max as u64;
+            }
+            let due = self.due();
+            if due > self.offset {
+                break (due - self.offset).min(max as u64);
+            }
+            let (t0, base) = self.origin;
+            let next =
+                t0 + Duration::from_secs_f64((self.offset + 1 - base) as f64 / self.rate as f64);
+            if !wait_until(next, until) {
+                break 0;
+            }
+        };
+        let first = self.start + self.offset as i64;
+        batch.extend((first..first + n as i64).map(Event::Int));
+        self.offset += n;
+        Ok(())
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// The lines of a file, tailed; the offset is the byte position after the last whole line.
+struct FileLines {
+    path: String,
+    reader: Option<BufReader<File>>,
+    offset: u64,
+}
+
+const POLL: Duration = Duration::from_millis(50);
+
+impl FileLines {
+    fn reader(&mut self) -> io::Result<Option<&mut BufReader<File>>> {
+        if self.reader.is_none() {
+            let mut file = match File::open(&self.path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("file source {}: {e}", self.path),
+                    ))
+                }
+            };
+            file.seek(SeekFrom::Start(self.offset))?;
+            self.reader = Some(BufReader::new(file));
+        }
+        Ok(self.reader.as_mut())
+    }
+}
+
+impl Source for FileLines {
+    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()> {
+        loop {
+            let offset = self.offset;
+            if let Some(reader) = self.reader()? {
+                let mut line = String::new();
+                let mut read = 0u64;
+                while batch.len() < max {
+                    line.clear();
+                    let n = reader.read_line(&mut line)?;
+                    if n == 0 || !line.ends_with('\n') {
+                        // End of file, or a line still being written: read it again later.
+                        reader.seek(SeekFrom::Start(offset + read))?;
+                        break;
+                    }
+                    read += n as u64;
+                    batch.push(Event::Text(line.trim_end_matches(['\n', '\r']).to_string()));
+                }
+                self.offset += read;
+            }
+            if !batch.is_empty() || !wait_until(Instant::now() + POLL, until) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn ints(events: &[Event]) -> Vec<i64> {
+        events
+            .iter()
+            .map(|e| {
+                if let Event::Int(n) = e {
+                    *n
+                } else {
+                    panic!("{e:?}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unthrottled_sequence_resumes_from_its_offset() {
+        let mut source = open_source(&SourceSpec::Sequence { start: 10, rate: 0 }, 5);
+        let mut batch = Vec::new();
+        source.next_batch(&mut batch, 3, Instant::now()).unwrap();
+        assert_eq!(ints(&batch), vec![15, 16, 17]);
+        assert_eq!(source.offset(), 8);
+    }
+
+    #[test]
+    fn throttled_sequence_emits_at_most_what_is_due() {
+        let mut source = open_source(
+            &SourceSpec::Sequence {
+                start: 0,
+                rate: 100,
+            },
+            0,
+        );
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            source.next_batch(&mut batch, 1000, deadline).unwrap();
+        }
+        assert!(
+            (10..=30).contains(&batch.len()),
+            "{} events in 200 ms at 100/s",
+            batch.len()
+        );
+        assert_eq!(ints(&batch), (0..batch.len() as i64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn file_source_reads_whole_lines_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let mut file = File::create(&path).unwrap();
+        file.write_all(b"a b\nc\npartial").unwrap();
+        let spec = SourceSpec::File {
+            path: path.display().to_string(),
+        };
+        let mut source = open_source(&spec, 0);
+        let mut batch = Vec::new();
+        source.next_batch(&mut batch, 10, Instant::now()).unwrap();
+        assert_eq!(
+            batch,
+            vec![Event::Text("a b".into()), Event::Text("c".into())]
+        );
+        assert_eq!(source.offset(), 6);
+
+        file.write_all(b" line\n").unwrap();
+        let mut resumed = open_source(&spec, 6);
+        batch.clear();
+        resumed.next_batch(&mut batch, 10, Instant::now()).unwrap();
+        assert_eq!(batch, vec![Event::Text("partial line".into())]);
+    }
+}

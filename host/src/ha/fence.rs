@@ -1,0 +1,184 @@
+//! Fenced writes: every write the leader makes to ZooKeeper is a multi-op
+//! that first checks the leader's own latch node, so a deposed leader (paused,
+//! partitioned, expired) can change nothing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zookeeper_client::{self as zkc, Acls, CheckWriteError, CreateMode, Stat};
+
+use super::{Latch, Layout, LeaderRecord, SupervisorInfo};
+
+/// Why a fenced write did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FenceError {
+    /// Our latch node is gone: another supervisor leads now. Fatal for this leadership.
+    #[error("this supervisor no longer leads (its latch node is gone)")]
+    Deposed,
+    /// The target changed since we read it (a version mismatch or a node
+    /// that exists, or does not). Re-read and decide again.
+    #[error("{path} changed concurrently: {source}")]
+    Conflict {
+        /// The node written.
+        path: String,
+        /// BadVersion, NodeExists or NoNode.
+        source: zkc::Error,
+    },
+    /// The write failed for another reason (connection loss, ...): its outcome is unknown.
+    #[error("ZooKeeper write to {path} failed: {source}")]
+    Zk {
+        /// The node written.
+        path: String,
+        /// What the client said.
+        source: zkc::Error,
+    },
+}
+
+impl FenceError {
+    fn from_check(path: &str, err: CheckWriteError) -> Self {
+        match err {
+            CheckWriteError::CheckFailed { .. } => FenceError::Deposed,
+            CheckWriteError::OperationFailed {
+                source:
+                    source @ (zkc::Error::BadVersion | zkc::Error::NodeExists | zkc::Error::NoNode),
+                ..
+            } => FenceError::Conflict {
+                path: path.to_string(),
+                source,
+            },
+            CheckWriteError::OperationFailed { source, .. }
+            | CheckWriteError::RequestFailed { source } => FenceError::Zk {
+                path: path.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+/// Write access to ZooKeeper for one leadership term. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    latch: Latch,
+    epoch: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Fence {
+    /// Turns a won latch into a leadership term: bumps the epoch in the
+    /// `leader` record, fenced by the latch itself.
+    pub async fn take_lead(
+        latch: Latch,
+        layout: &Layout,
+        me: &SupervisorInfo,
+    ) -> Result<Fence, FenceError> {
+        let path = layout.leader();
+        loop {
+            let current = match latch.client().get_data(&path).await {
+                Ok((data, stat)) => {
+                    Some((serde_json::from_slice::<LeaderRecord>(&data).ok(), stat))
+                }
+                Err(zkc::Error::NoNode) => None,
+                Err(source) => return Err(FenceError::Zk { path, source }),
+            };
+            let previous_epoch = current
+                .as_ref()
+                .and_then(|(r, _)| r.as_ref())
+                .map_or(0, |r| r.epoch);
+            let record = LeaderRecord {
+                epoch: previous_epoch + 1,
+                supervisor: me.clone(),
+                latch: latch.path().to_string(),
+                since_ms: now_ms(),
+            };
+            let data = serde_json::to_vec(&record).expect("leader record serializes");
+            let fence = Fence {
+                latch: latch.clone(),
+                epoch: record.epoch,
+            };
+            let written = match current {
+                Some((_, stat)) => fence.set(&path, &data, Some(stat.version)).await.map(drop),
+                None => fence.create(&path, &data).await,
+            };
+            match written {
+                Ok(()) => return Ok(fence),
+                Err(FenceError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// This leadership's epoch: the fencing token put in every object path.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The session of this leadership, for reads.
+    pub fn client(&self) -> &zkc::Client {
+        self.latch.client()
+    }
+
+    /// The latch node that proves this leadership.
+    pub fn latch(&self) -> &Latch {
+        &self.latch
+    }
+
+    fn writer(&self) -> zkc::CheckWriter<'_> {
+        self.client()
+            .new_check_writer(self.latch.path(), None)
+            .expect("latch path is valid")
+    }
+
+    /// Sets `path` to `data` if we still lead (and if its version is `expected`).
+    pub async fn set(
+        &self,
+        path: &str,
+        data: &[u8],
+        expected: Option<i32>,
+    ) -> Result<Stat, FenceError> {
+        let mut writer = self.writer();
+        writer
+            .add_set_data(path, data, expected)
+            .map_err(|source| FenceError::Zk {
+                path: path.into(),
+                source,
+            })?;
+        let results = writer
+            .commit()
+            .await
+            .map_err(|e| FenceError::from_check(path, e))?;
+        match results.into_iter().next() {
+            Some(zkc::MultiWriteResult::SetData { stat }) => Ok(stat),
+            other => Err(FenceError::Zk {
+                path: path.into(),
+                source: zkc::Error::UnexpectedError(format!("set_data answered {other:?}")),
+            }),
+        }
+    }
+
+    /// Creates the persistent node `path` if we still lead.
+    pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
+        let mut writer = self.writer();
+        writer
+            .add_create(
+                path,
+                data,
+                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+            )
+            .map_err(|source| FenceError::Zk {
+                path: path.into(),
+                source,
+            })?;
+        writer
+            .commit()
+            .await
+            .map_err(|e| FenceError::from_check(path, e))?;
+        Ok(())
+    }
+}

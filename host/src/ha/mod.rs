@@ -1,0 +1,98 @@
+//! High availability through ZooKeeper: the znode layout, the leader latch,
+//! the epoch, and fenced writes. This module decides *whether* this process
+//! leads; it never looks inside a job.
+//!
+//! Layout under `<root>/<cluster-id>`:
+//! - `leader-latch/_c_<uuid>-latch-<seq>`: one ephemeral-sequential node per
+//!   live supervisor (Curator's LeaderLatch layout); the lowest one leads.
+//! - `leader`: the [`LeaderRecord`] of the latest leader; its `epoch` is the
+//!   fencing token, bumped by every new leader.
+//! - `jobs/<name>`: a job's [`JobSpec`](crate::spec::JobSpec), written by the CLI;
+//!   `jobs/<name>/status` and `jobs/<name>/checkpoint` are written by the leader.
+
+mod fence;
+mod latch;
+mod zk;
+
+pub use fence::now_ms;
+pub use fence::{Fence, FenceError};
+pub use latch::{candidates, contend, Latch};
+pub use zk::{connect, ZkError, ZkSettings};
+
+use serde::{Deserialize, Serialize};
+
+/// Paths of one cluster's znodes.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    base: String,
+}
+
+impl Layout {
+    /// The layout of cluster `cluster_id` under `root` (e.g. `/weir`).
+    pub fn new(root: &str, cluster_id: &str) -> Self {
+        Layout {
+            base: format!("{}/{}", root.trim_end_matches('/'), cluster_id),
+        }
+    }
+
+    /// The cluster's own znode.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Parent of the latch nodes.
+    pub fn latch_dir(&self) -> String {
+        format!("{}/leader-latch", self.base)
+    }
+
+    /// The leader record, whose version guards the epoch bump.
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.base)
+    }
+
+    /// Parent of the job specs.
+    pub fn jobs(&self) -> String {
+        format!("{}/jobs", self.base)
+    }
+
+    /// A job's spec.
+    pub fn job(&self, name: &str) -> String {
+        format!("{}/jobs/{name}", self.base)
+    }
+
+    /// A job's runtime status, written by the leader.
+    pub fn job_status(&self, name: &str) -> String {
+        format!("{}/jobs/{name}/status", self.base)
+    }
+
+    /// A job's pointer to its latest committed checkpoint, written by the leader.
+    pub fn job_checkpoint(&self, name: &str) -> String {
+        format!("{}/jobs/{name}/checkpoint", self.base)
+    }
+}
+
+/// What a supervisor says about itself in its latch node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    /// Stable name of the replica (`--id`, default `<host>-<pid>`).
+    pub id: String,
+    /// Operating-system process id.
+    pub pid: u32,
+    /// Host name the replica runs on.
+    pub host: String,
+    /// When the replica started (ms since the Unix epoch).
+    pub started_ms: u64,
+}
+
+/// The latest leader and its epoch, kept in the `leader` znode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    /// Fencing token: strictly increases with every leadership.
+    pub epoch: u64,
+    /// Who won it.
+    pub supervisor: SupervisorInfo,
+    /// The latch node the leader holds; it leads only while this node exists.
+    pub latch: String,
+    /// When it took over (ms since the Unix epoch).
+    pub since_ms: u64,
+}

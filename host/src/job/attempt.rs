@@ -1,0 +1,195 @@
+//! One attempt of a job: restore from the newest readable checkpoint, then
+//! run the batch loop and commit its barriers until stopped or failed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::committer::Committer;
+use super::runner::{self, Barrier, RunEnd};
+use super::{Control, JobEnd, LeaderContext};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Pointer};
+use crate::connectors::{open_sink, open_source};
+use crate::ha::FenceError;
+use crate::runtime::Limits;
+use crate::spec::{JobSpec, JobState};
+use crate::storage::Storage;
+
+/// Why an attempt ended without a clean stop.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// This supervisor no longer leads: stop, do not retry.
+    Deposed,
+    /// Anything else: retry from the last checkpoint after a backoff.
+    Failed(String),
+}
+
+impl From<FenceError> for AttemptError {
+    fn from(e: FenceError) -> Self {
+        match e {
+            FenceError::Deposed => AttemptError::Deposed,
+            e => AttemptError::Failed(e.to_string()),
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> AttemptError {
+    AttemptError::Failed(e.to_string())
+}
+
+/// Barriers in flight between the batch loop and the committer: a slow
+/// storage dir holds processing back after this many.
+const BARRIERS_IN_FLIGHT: usize = 2;
+
+/// Runs one attempt to its end.
+pub async fn run(
+    ctx: &LeaderContext,
+    spec: &JobSpec,
+    restarts: u32,
+    control: watch::Receiver<Control>,
+) -> Result<JobEnd, AttemptError> {
+    let name = spec.name.as_str();
+    let pointer_path = ctx.layout.job_checkpoint(name);
+    let (data, stat) = ctx
+        .fence
+        .client()
+        .get_data(&pointer_path)
+        .await
+        .map_err(|e| failed(format!("reading {pointer_path}: {e}")))?;
+    let pointer = Pointer::decode(&data).map_err(failed)?;
+    let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
+    let restored = restore_point(&checkpoints, &pointer, name).await?;
+
+    load_module(&ctx.storage, &ctx.runtime, &spec.module_sha256).await?;
+    let mut sink = open_sink(&spec.sink);
+    let position = match &restored {
+        Some(c) => {
+            sink.recover(c.meta.sink_offset, &c.output)
+                .map_err(failed)?;
+            c.meta.sink_offset + c.output.len() as u64
+        }
+        None => sink.initial_position().map_err(failed)?,
+    };
+
+    let limits = Limits {
+        memory_bytes: spec.memory_limit,
+        call_timeout: spec.call_timeout,
+    };
+    let mut instance = ctx
+        .runtime
+        .instantiate(&spec.module_sha256, name, limits)
+        .map_err(failed)?;
+    if let Some(c) = &restored {
+        instance.restore(&c.snapshot).map_err(failed)?;
+    }
+    instance.init(&spec.config).map_err(failed)?;
+    let source = open_source(
+        &spec.source,
+        restored.as_ref().map_or(0, |c| c.meta.source_offset),
+    );
+
+    ctx.write_status(name, JobState::Running, restarts, None)
+        .await?;
+    match &restored {
+        Some(c) => tracing::info!(
+            job = name,
+            checkpoint = c.meta.checkpoint.id,
+            epoch = c.meta.checkpoint.epoch,
+            "restored job from checkpoint"
+        ),
+        None => tracing::info!(job = name, "started job with no checkpoint"),
+    }
+
+    let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
+    let abort = Arc::new(AtomicBool::new(false));
+    let loop_abort = abort.clone();
+    let interval = spec.checkpoint_interval;
+    let batch_loop = tokio::task::spawn_blocking(move || {
+        runner::run(instance, source, control, barriers, interval, &loop_abort)
+    });
+
+    let next_id = pointer.latest().map_or(1, |c| c.id + 1);
+    let mut committer = Committer::new(
+        ctx,
+        checkpoints,
+        pointer,
+        stat.version,
+        next_id,
+        position,
+        sink,
+        pointer_path,
+    );
+    let mut commit_error = None;
+    while let Some(barrier) = received.recv().await {
+        if let Err(e) = committer.commit(barrier).await {
+            commit_error = Some(e);
+            abort.store(true, Ordering::Relaxed);
+            break;
+        }
+    }
+    drop(received);
+    let end = batch_loop
+        .await
+        .map_err(|e| failed(format!("batch loop panicked: {e}")))?;
+    if let Some(e) = commit_error {
+        return Err(e);
+    }
+    match end {
+        Ok(RunEnd::Stopped) => Ok(JobEnd::Stopped),
+        Ok(RunEnd::Finished) => Ok(JobEnd::Finished),
+        Err(e) => Err(AttemptError::Failed(e)),
+    }
+}
+
+/// The newest retained checkpoint that reads back whole, warning about each
+/// one skipped. A job that has checkpoints never silently starts from nothing.
+async fn restore_point(
+    store: &CheckpointStore,
+    pointer: &Pointer,
+    job: &str,
+) -> Result<Option<Checkpoint>, AttemptError> {
+    let mut problems = Vec::new();
+    for c in &pointer.retained {
+        match store.read(*c).await {
+            Ok(checkpoint) => return Ok(Some(checkpoint)),
+            Err(e) => {
+                tracing::warn!(
+                    job,
+                    checkpoint = c.id,
+                    "checkpoint unreadable, falling back to the previous one: {e}"
+                );
+                problems.push(format!("checkpoint {}: {e}", c.id));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(None)
+    } else {
+        Err(AttemptError::Failed(format!(
+            "no retained checkpoint is readable ({})",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Fetches and compiles a module unless it is compiled already (hot standby).
+pub async fn load_module(
+    storage: &Storage,
+    runtime: &crate::runtime::Runtime,
+    sha256: &str,
+) -> Result<(), AttemptError> {
+    if runtime.is_compiled(sha256) {
+        return Ok(());
+    }
+    let bytes = storage
+        .get(&Storage::module_path(sha256))
+        .await
+        .map_err(failed)?;
+    let runtime = runtime.clone();
+    let sha256 = sha256.to_string();
+    tokio::task::spawn_blocking(move || runtime.prepare(&sha256, &bytes))
+        .await
+        .map_err(failed)?
+        .map_err(failed)
+}

@@ -1,0 +1,123 @@
+//! Turns barriers into committed checkpoints, one at a time and in order:
+//! objects to the storage dir, then the pointer to ZooKeeper (fenced), then
+//! the output to the sink. Output of a checkpoint that failed to reach the
+//! storage dir is carried into the next one, so none is lost.
+
+use bytes::Bytes;
+
+use super::attempt::AttemptError;
+use super::runner::Barrier;
+use super::LeaderContext;
+use crate::checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, Pointer};
+use crate::connectors::Sink;
+use crate::storage::sha256_hex;
+
+/// The commit side of one attempt.
+pub struct Committer<'a> {
+    ctx: &'a LeaderContext,
+    store: CheckpointStore,
+    pointer: Pointer,
+    pointer_path: String,
+    pointer_version: i32,
+    next_id: u64,
+    /// Bytes of the sink already published: where the next output goes.
+    position: u64,
+    /// Output staged since the last committed checkpoint.
+    carry: Vec<u8>,
+    sink: Box<dyn Sink>,
+}
+
+impl<'a> Committer<'a> {
+    /// A committer resuming after `pointer` (read at `pointer_version`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: &'a LeaderContext,
+        store: CheckpointStore,
+        pointer: Pointer,
+        pointer_version: i32,
+        next_id: u64,
+        position: u64,
+        sink: Box<dyn Sink>,
+        pointer_path: String,
+    ) -> Self {
+        Committer {
+            ctx,
+            store,
+            pointer,
+            pointer_path,
+            pointer_version,
+            next_id,
+            position,
+            carry: Vec::new(),
+            sink,
+        }
+    }
+
+    /// Commits one barrier. A storage failure skips this checkpoint (the job
+    /// keeps running); a ZooKeeper or sink failure ends the attempt, since the
+    /// committed state is then only known to ZooKeeper.
+    pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
+        self.carry.extend_from_slice(&barrier.output);
+        let checkpoint_ref = CheckpointRef {
+            id: self.next_id,
+            epoch: self.ctx.fence.epoch(),
+            created_ms: barrier.created_ms,
+        };
+        self.next_id += 1;
+        let output = Bytes::from(self.carry.clone());
+        let snapshot = Bytes::from(barrier.snapshot);
+        let checkpoint = Checkpoint {
+            meta: CheckpointMeta {
+                checkpoint: checkpoint_ref,
+                source_offset: barrier.source_offset,
+                sink_offset: self.position,
+                snapshot_sha256: sha256_hex(&snapshot),
+                output_sha256: sha256_hex(&output),
+            },
+            snapshot,
+            output,
+        };
+        if let Err(e) = self.store.write(&checkpoint).await {
+            tracing::warn!(
+                checkpoint = checkpoint_ref.id,
+                "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
+            );
+            return Ok(());
+        }
+        let (pointer, dropped) = self.pointer.advance(checkpoint_ref);
+        let stat = self
+            .ctx
+            .fence
+            .set(
+                &self.pointer_path,
+                &pointer.encode(),
+                Some(self.pointer_version),
+            )
+            .await?;
+        self.pointer = pointer;
+        self.pointer_version = stat.version;
+
+        self.sink
+            .publish(self.position, &checkpoint.output)
+            .map_err(|e| {
+                AttemptError::Failed(format!("publishing checkpoint {}: {e}", checkpoint_ref.id))
+            })?;
+        self.position += checkpoint.output.len() as u64;
+        self.carry.clear();
+        tracing::debug!(
+            checkpoint = checkpoint_ref.id,
+            bytes = checkpoint.output.len(),
+            "checkpoint committed"
+        );
+
+        for old in dropped {
+            if let Err(e) = self.store.delete(old).await {
+                tracing::warn!(
+                    checkpoint = old.id,
+                    "cannot delete a checkpoint past retention: {e}"
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Running one job on the leader: attempts that restore from the latest
+//! readable checkpoint, a batch loop that takes barriers between batches, and
+//! a committer that makes each barrier a checkpoint (storage, then the fenced
+//! pointer, then the sink). A failed attempt restarts with a backoff; it
+//! never affects another job.
+
+mod attempt;
+mod committer;
+mod runner;
+
+pub use attempt::load_module;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ha::{Fence, Layout};
+use crate::runtime::Runtime;
+use crate::spec::{JobSpec, JobState, JobStatus};
+use crate::storage::Storage;
+
+/// What the leader wants a running job to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Process and checkpoint.
+    Run,
+    /// Hold still: ZooKeeper is unreachable and we may no longer lead.
+    Pause,
+    /// Stop now, committing nothing more.
+    Stop,
+    /// Take a final checkpoint, commit and publish it, then stop (planned handoff).
+    Finish,
+}
+
+/// How a job's task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Stopped on request.
+    Stopped,
+    /// Finished after a final checkpoint.
+    Finished,
+    /// A fenced write found this supervisor deposed.
+    Deposed,
+}
+
+/// What every job on this leader shares.
+#[derive(Clone)]
+pub struct LeaderContext {
+    /// Write access for this leadership term.
+    pub fence: Fence,
+    /// Where the cluster's znodes are.
+    pub layout: Layout,
+    /// The storage dir.
+    pub storage: Storage,
+    /// The wasm runtime.
+    pub runtime: Runtime,
+    /// This supervisor's id, recorded in job statuses.
+    pub supervisor_id: String,
+}
+
+impl LeaderContext {
+    /// Writes a job's status, fenced. A deposed leader's write is refused.
+    pub async fn write_status(
+        &self,
+        job: &str,
+        state: JobState,
+        restarts: u32,
+        error: Option<String>,
+    ) -> Result<(), crate::ha::FenceError> {
+        let status = JobStatus {
+            state,
+            supervisor: (state != JobState::Canceled).then(|| self.supervisor_id.clone()),
+            epoch: self.fence.epoch(),
+            restarts,
+            error,
+            since_ms: crate::ha::now_ms(),
+        };
+        let data = serde_json::to_vec(&status).expect("status serializes");
+        self.fence
+            .set(&self.layout.job_status(&job), &data, None)
+            .await
+            .map(drop)
+    }
+}
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An attempt that lasted this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+
+/// Starts a job's task; it runs attempts until told to stop or deposed.
+pub fn spawn(
+    ctx: Arc<LeaderContext>,
+    spec: JobSpec,
+    restarts: u32,
+    control: watch::Receiver<Control>,
+) -> JoinHandle<JobEnd> {
+    tokio::spawn(supervise(ctx, spec, restarts, control))
+}
+
+async fn supervise(
+    ctx: Arc<LeaderContext>,
+    spec: JobSpec,
+    mut restarts: u32,
+    mut control: watch::Receiver<Control>,
+) -> JobEnd {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let error = match attempt::run(&ctx, &spec, restarts, control.clone()).await {
+            Ok(end) => return end,
+            Err(attempt::AttemptError::Deposed) => return JobEnd::Deposed,
+            Err(attempt::AttemptError::Failed(error)) => error,
+        };
+        restarts += 1;
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = Duration::from_secs(1);
+        }
+        tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {backoff:?}");
+        if let Err(crate::ha::FenceError::Deposed) = ctx
+            .write_status(&spec.name, JobState::Restarting, restarts, Some(error))
+            .await
+        {
+            return JobEnd::Deposed;
+        }
+        let wake = tokio::time::sleep(backoff);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = &mut wake => break,
+                changed = control.changed() => {
+                    if changed.is_err() || matches!(*control.borrow(), Control::Stop | Control::Finish) {
+                        return JobEnd::Stopped;
+                    }
+                }
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,96 @@
+//! The batch loop, on a blocking thread: source -> guest -> staged output,
+//! with a barrier (a snapshot between two batches) every checkpoint interval.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::Control;
+use crate::connectors::{encode_events, Source};
+use crate::runtime::Instance;
+
+/// Most events handed to the guest in one call.
+pub const MAX_BATCH: usize = 1024;
+
+/// What a barrier hands the committer.
+pub struct Barrier {
+    /// The guest's state after the last batch before the barrier.
+    pub snapshot: Vec<u8>,
+    /// The source position matching that state.
+    pub source_offset: u64,
+    /// Sink lines produced since the previous barrier.
+    pub output: Vec<u8>,
+    /// When the barrier was taken (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// How the loop ended when it did not fail.
+pub enum RunEnd {
+    /// Told to stop, or the committer gave up.
+    Stopped,
+    /// Took its final barrier.
+    Finished,
+}
+
+/// How long a paused loop sleeps before looking at its control again.
+const PAUSE_POLL: Duration = Duration::from_millis(50);
+
+/// Runs batches until stopped. Errors are the guest's or the source's, as text.
+pub fn run(
+    mut instance: Instance,
+    mut source: Box<dyn Source>,
+    control: watch::Receiver<Control>,
+    barriers: mpsc::Sender<Barrier>,
+    interval: Duration,
+    abort: &AtomicBool,
+) -> Result<RunEnd, String> {
+    let mut staged = Vec::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut next_barrier = Instant::now() + interval;
+    let barrier = |instance: &mut Instance,
+                   source: &dyn Source,
+                   staged: &mut Vec<u8>|
+     -> Result<bool, String> {
+        let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
+        let barrier = Barrier {
+            snapshot,
+            source_offset: source.offset(),
+            output: std::mem::take(staged),
+            created_ms: crate::ha::now_ms(),
+        };
+        Ok(barriers.blocking_send(barrier).is_ok())
+    };
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return Ok(RunEnd::Stopped);
+        }
+        let now_control = *control.borrow();
+        match now_control {
+            Control::Stop => return Ok(RunEnd::Stopped),
+            Control::Pause => {
+                std::thread::sleep(PAUSE_POLL);
+                continue;
+            }
+            Control::Finish => {
+                barrier(&mut instance, source.as_ref(), &mut staged)?;
+                return Ok(RunEnd::Finished);
+            }
+            Control::Run => {}
+        }
+        batch.clear();
+        source
+            .next_batch(&mut batch, MAX_BATCH, next_barrier)
+            .map_err(|e| e.to_string())?;
+        if !batch.is_empty() {
+            let out = instance.process(&batch).map_err(|e| e.to_string())?;
+            encode_events(&out, &mut staged);
+        }
+        if Instant::now() >= next_barrier {
+            if !barrier(&mut instance, source.as_ref(), &mut staged)? {
+                return Ok(RunEnd::Stopped);
+            }
+            next_barrier = Instant::now() + interval;
+        }
+    }
+}

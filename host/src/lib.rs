@@ -1,0 +1,16 @@
+//! weir: a runtime for stateful stream jobs written as WebAssembly
+//! components, made highly available by supervisor replicas that elect a
+//! leader through ZooKeeper. See `docs/ARCHITECTURE.md` for how the modules
+//! fit together: data flows source -> instance -> sink with the checkpoint
+//! barrier riding along; `ha` decides whether this process runs jobs, never
+//! how a job runs.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod connectors;
+pub mod ha;
+pub mod job;
+pub mod runtime;
+pub mod spec;
+pub mod storage;
+pub mod supervisor;

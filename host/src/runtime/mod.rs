@@ -1,0 +1,127 @@
+//! The wasm runtime: one shared wasmtime `Engine`, compiled components cached
+//! by the module's sha256, and job instances with a memory cap and a CPU
+//! deadline per call. A guest that traps or hits a limit fails its own call;
+//! it can never take the supervisor or another job down.
+
+mod instance;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+pub use instance::{GuestError, Instance, Limits};
+pub use validate::{validate_component, ModuleError};
+
+/// Bindings generated from the one contract between host and guest.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "job",
+    });
+}
+
+pub use bindings::weir::job::types::Event;
+
+/// How often the engine's epoch advances: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The shared engine, linker and compile cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<instance::GuestState>>,
+    compiled: Arc<Mutex<HashMap<String, bindings::JobPre<instance::GuestState>>>>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the thread that drives call deadlines.
+    pub fn new() -> Result<Runtime, ModuleError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let linker = instance::linker(&engine).map_err(|e| ModuleError::Engine(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            compiled: Default::default(),
+        })
+    }
+
+    /// Compiles and type-checks a component against the `weir:job/job` world.
+    fn compile(&self, bytes: &[u8]) -> Result<bindings::JobPre<instance::GuestState>, ModuleError> {
+        validate_component(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::Imports(format!("{e:#}")))?;
+        bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))
+    }
+
+    /// Checks that `bytes` is a weir job, without caching it.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), ModuleError> {
+        self.compile(bytes).map(drop)
+    }
+
+    /// Whether the module with this digest is compiled already.
+    pub fn is_compiled(&self, sha256: &str) -> bool {
+        self.compiled
+            .lock()
+            .expect("compile cache lock")
+            .contains_key(sha256)
+    }
+
+    /// Compiles `bytes` once per digest; later calls for the same digest are free.
+    pub fn prepare(&self, sha256: &str, bytes: &[u8]) -> Result<(), ModuleError> {
+        if self.is_compiled(sha256) {
+            return Ok(());
+        }
+        let actual = crate::storage::sha256_hex(bytes);
+        if actual != sha256 {
+            return Err(ModuleError::Digest {
+                expected: sha256.to_string(),
+                actual,
+            });
+        }
+        let pre = self.compile(bytes)?;
+        self.compiled
+            .lock()
+            .expect("compile cache lock")
+            .insert(sha256.to_string(), pre);
+        Ok(())
+    }
+
+    /// Instantiates a prepared module for job `job`.
+    pub fn instantiate(
+        &self,
+        sha256: &str,
+        job: &str,
+        limits: Limits,
+    ) -> Result<Instance, GuestError> {
+        let pre = self
+            .compiled
+            .lock()
+            .expect("compile cache lock")
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| GuestError::Instantiate(format!("module {sha256} is not compiled")))?;
+        Instance::new(&self.engine, &pre, job, limits)
+    }
+}

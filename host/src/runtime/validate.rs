@@ -1,0 +1,63 @@
+//! Telling a user exactly why a file is not a weir job.
+
+/// Why a module cannot run as a job; each message names the fix.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModuleError {
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header): build the job with `cargo build --target wasm32-wasip2 --release`")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error("a core WebAssembly module, not a component: build the job for the `wasm32-wasip2` target, which emits components")]
+    CoreModule,
+    /// wasmtime could not compile it.
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// It imports something weir does not grant.
+    #[error("the component imports what weir does not grant (jobs get logging, the clock and an empty WASI): {0}")]
+    Imports(String),
+    /// A component of another world.
+    #[error("the component is not a weir job (world `weir:job/job`): {0}; export it with `weir_guest::export_job!`")]
+    WrongWorld(String),
+    /// The bytes do not match the digest they were stored under.
+    #[error("module digest mismatch: expected sha256 {expected}, got {actual}; the storage dir's copy is damaged, deploy the job again")]
+    Digest {
+        /// The digest the job spec names.
+        expected: String,
+        /// The digest of the bytes read.
+        actual: String,
+    },
+    /// The engine itself could not start.
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// Checks the header: `\0asm`, then a layer field that says module or component.
+pub fn validate_component(bytes: &[u8]) -> Result<(), ModuleError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(ModuleError::NotWasm);
+    }
+    // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(ModuleError::CoreModule);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_files_apart() {
+        assert_eq!(
+            validate_component(b"hello world"),
+            Err(ModuleError::NotWasm)
+        );
+        assert_eq!(
+            validate_component(b"\0asm\x01\0\0\0"),
+            Err(ModuleError::CoreModule)
+        );
+        assert_eq!(validate_component(b"\0asm\x0d\0\x01\0"), Ok(()));
+    }
+}

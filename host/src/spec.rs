@@ -1,0 +1,296 @@
+//! The records kept in ZooKeeper for a job (its spec, written by the CLI, and
+//! its status, written by the leader), and the parsing
+//! of the user-facing source and sink specs. Pure data: no I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a spec string was refused; the message names the accepted forms.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct SpecError(String);
+
+fn spec_error(msg: impl Into<String>) -> SpecError {
+    SpecError(msg.into())
+}
+
+/// Where a job's input comes from. Every source is replayable from an offset,
+/// which is what makes restoring from a checkpoint exactly-once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// The integers `start, start+1, ...` at `rate` events per second (0: unthrottled).
+    Sequence { start: i64, rate: u64 },
+    /// The lines of a file, tailed as it grows; the offset is a byte position.
+    File { path: String },
+}
+
+/// Where a job's output goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SinkSpec {
+    /// The supervisor's standard output, written when a checkpoint commits
+    /// (at-least-once across failovers).
+    Stdout,
+    /// A file holding only output of committed checkpoints, each event once.
+    File { path: String },
+}
+
+const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R]` or `file:PATH`";
+const SINK_FORMS: &str = "expected `stdout` or `file:PATH`";
+
+/// Splits `key=value,key=value` into pairs, refusing anything else.
+fn parse_params<'a>(spec: &'a str, forms: &str) -> Result<Vec<(&'a str, &'a str)>, SpecError> {
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| spec_error(format!("`{p}` is not key=value; {forms}")))
+        })
+        .collect()
+}
+
+impl FromStr for SourceSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "sequence" => {
+                let (mut start, mut rate) = (0i64, 1000u64);
+                for (key, value) in parse_params(rest, SOURCE_FORMS)? {
+                    let bad =
+                        || spec_error(format!("sequence source: `{key}={value}` is not a number"));
+                    match key {
+                        "start" => start = value.parse().map_err(|_| bad())?,
+                        "rate" => rate = value.parse().map_err(|_| bad())?,
+                        _ => {
+                            return Err(spec_error(format!(
+                                "sequence source: unknown setting `{key}`; expected start or rate"
+                            )))
+                        }
+                    }
+                }
+                Ok(SourceSpec::Sequence { start, rate })
+            }
+            "file" if !rest.is_empty() => Ok(SourceSpec::File {
+                path: rest.to_string(),
+            }),
+            "file" => Err(spec_error("file source needs a path: `file:PATH`")),
+            _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Sequence { start, rate } => write!(f, "sequence:start={start},rate={rate}"),
+            SourceSpec::File { path } => write!(f, "file:{path}"),
+        }
+    }
+}
+
+impl FromStr for SinkSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.split_once(':') {
+            None if s == "stdout" => Ok(SinkSpec::Stdout),
+            Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File {
+                path: path.to_string(),
+            }),
+            Some(("file", _)) => Err(spec_error("file sink needs a path: `file:PATH`")),
+            _ => Err(spec_error(format!("unknown sink `{s}`; {SINK_FORMS}"))),
+        }
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Stdout => f.write_str("stdout"),
+            SinkSpec::File { path } => write!(f, "file:{path}"),
+        }
+    }
+}
+
+/// Whether the job should run. The CLI flips it; the leader acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    /// Run the job (and keep it running across failovers).
+    Running,
+    /// Stop the job for good.
+    Cancelled,
+}
+
+/// Everything needed to run a job, as stored in `jobs/<name>` in ZooKeeper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's name, unique in the cluster.
+    pub name: String,
+    /// Random id of this deployment, so a job deployed again under the same
+    /// name never reads the checkpoints of its predecessor.
+    pub uid: String,
+    /// sha256 of the component, which lives at `modules/<sha256>.wasm`.
+    pub module_sha256: String,
+    /// Input.
+    pub source: SourceSpec,
+    /// Output.
+    pub sink: SinkSpec,
+    /// Time between two checkpoint barriers.
+    #[serde(with = "millis")]
+    pub checkpoint_interval: Duration,
+    /// Settings passed to the job's `init`.
+    pub config: Vec<(String, String)>,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_limit: u64,
+    /// Cap on the CPU time of one guest call (one batch, a snapshot, a restore).
+    #[serde(with = "millis")]
+    pub call_timeout: Duration,
+    /// Run or stop.
+    pub desired: Desired,
+    /// When it was deployed (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Checks a job name: it becomes a znode name and a storage path segment.
+pub fn validate_job_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(spec_error(format!(
+            "invalid job name `{name}`: use 1-100 letters, digits, `-`, `_` or `.`, not starting with `.`"
+        )))
+    }
+}
+
+/// Parses a `key=value` pair given to `--config`.
+pub fn parse_config_pair(s: &str) -> Result<(String, String), SpecError> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| spec_error(format!("`{s}` is not key=value")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_and_print_back() {
+        for s in ["sequence:start=5,rate=0", "file:/tmp/in.txt"] {
+            assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "sequence".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Sequence {
+                start: 0,
+                rate: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn bad_sources_and_sinks_name_the_accepted_forms() {
+        assert!("kafka:topic"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("expected `sequence"));
+        assert!("sequence:rate=fast"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("not a number"));
+        assert!("sequence:speed=1"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("unknown setting"));
+        assert!("file:".parse::<SourceSpec>().is_err());
+        assert!("s3:bucket"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .0
+            .contains("expected `stdout`"));
+        assert_eq!(
+            "file:/x".parse::<SinkSpec>().unwrap(),
+            SinkSpec::File { path: "/x".into() }
+        );
+    }
+
+    #[test]
+    fn job_names_must_be_path_safe() {
+        assert!(validate_job_name("counter-1.v2").is_ok());
+        for bad in ["", "a/b", ".hidden", "with space"] {
+            assert!(validate_job_name(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// Where a job is in its life, as `weir jobs` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Deployed; no leader has started it yet.
+    Created,
+    /// Processing on the leader.
+    Running,
+    /// Its last attempt failed; it will restart from its last checkpoint.
+    Restarting,
+    /// Stopped by `weir cancel`.
+    Canceled,
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            JobState::Created => "CREATED",
+            JobState::Running => "RUNNING",
+            JobState::Restarting => "RESTARTING",
+            JobState::Canceled => "CANCELED",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A job's runtime status, in `jobs/<name>/status`, written by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Where the job is.
+    pub state: JobState,
+    /// The supervisor running it, if any.
+    pub supervisor: Option<String>,
+    /// Epoch of the leader that wrote this status.
+    pub epoch: u64,
+    /// Failed attempts since the job was deployed.
+    pub restarts: u32,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+    /// When this status was written (ms since the Unix epoch).
+    pub since_ms: u64,
+}

@@ -1,0 +1,29 @@
+//! Flink's HA demo job: the numbers from the source, `countWindowAll(100).sum()`.
+//! With the source starting at 0, the k-th output is `10000*k + 4950`.
+//! `--config window=N` changes the window size.
+
+use serde::{Deserialize, Serialize};
+use weir_guest::{config_value, Config, CountWindow, Emitter, Event, Job};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    size: u64,
+    window: CountWindow<i64>,
+}
+
+impl Job for Counter {
+    fn init(&mut self, config: &Config) -> Result<(), String> {
+        self.size = config_value(config, "window")?.unwrap_or(100);
+        Ok(())
+    }
+
+    fn process(&mut self, event: Event, out: &mut Emitter) {
+        if let Event::Int(n) = event {
+            if let Some(sum) = self.window.add(self.size, |acc| *acc += n) {
+                out.emit(Event::Int(sum));
+            }
+        }
+    }
+}
+
+weir_guest::export_job!(Counter);

@@ -1,0 +1,49 @@
+//! A job that misbehaves on purpose, for weir's fault tests. It echoes every
+//! number it sees, and on the number named in its config it:
+//! `trap_on=N` panics (a trap); `spin_on=N` loops forever;
+//! `grow_on=N` allocates without bound.
+
+use serde::{Deserialize, Serialize};
+use weir_guest::{config_value, Config, Emitter, Event, Job};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Faulty {
+    #[serde(skip)]
+    trap_on: Option<i64>,
+    #[serde(skip)]
+    spin_on: Option<i64>,
+    #[serde(skip)]
+    grow_on: Option<i64>,
+}
+
+impl Job for Faulty {
+    fn init(&mut self, config: &Config) -> Result<(), String> {
+        self.trap_on = config_value(config, "trap_on")?;
+        self.spin_on = config_value(config, "spin_on")?;
+        self.grow_on = config_value(config, "grow_on")?;
+        Ok(())
+    }
+
+    fn process(&mut self, event: Event, out: &mut Emitter) {
+        let Event::Int(n) = event else { return };
+        if self.trap_on == Some(n) {
+            panic!("faulty job: trap_on={n} reached");
+        }
+        if self.spin_on == Some(n) {
+            let mut x = n as u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        if self.grow_on == Some(n) {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        out.emit(Event::Int(n));
+    }
+}
+
+weir_guest::export_job!(Faulty);

@@ -1,0 +1,26 @@
+//! A keyed job: the running count of every word, emitted as `word count`
+//! each time the word is seen. Words are split on whitespace and lowercased.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use weir_guest::{Emitter, Event, Job};
+
+#[derive(Default, Serialize, Deserialize)]
+struct WordCount {
+    counts: HashMap<String, u64>,
+}
+
+impl Job for WordCount {
+    fn process(&mut self, event: Event, out: &mut Emitter) {
+        let Event::Text(line) = event else { return };
+        for word in line.split_whitespace() {
+            let word = word.to_lowercase();
+            let count = self.counts.entry(word.clone()).or_insert(0);
+            *count += 1;
+            out.emit(Event::Text(format!("{word} {count}")));
+        }
+    }
+}
+
+weir_guest::export_job!(WordCount);

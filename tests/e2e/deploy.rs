@@ -1,0 +1,156 @@
+//! Deploying, cancelling and refusing bad input, from the CLI as a user runs it.
+
+use std::time::Duration;
+
+use crate::harness::{job_wasm, read_lines, wait_for, Cluster};
+
+fn deploy_counter(cluster: &Cluster, name: &str) -> std::path::PathBuf {
+    let out = cluster.path(&format!("{name}.out"));
+    let wasm = job_wasm("counter");
+    cluster.weir_ok(&[
+        "deploy",
+        wasm.to_str().unwrap(),
+        "--name",
+        name,
+        "--source",
+        "sequence:rate=5000",
+        "--sink",
+        &format!("file:{}", out.display()),
+        "--checkpoint-interval",
+        "200ms",
+    ]);
+    out
+}
+
+#[test]
+fn job_deployed_with_no_supervisor_runs_once_one_starts() {
+    let mut cluster = Cluster::new();
+    let out = deploy_counter(&cluster, "early");
+    assert_eq!(cluster.job("early").unwrap()["state"], "CREATED");
+    assert!(cluster.status()["leader"].is_null());
+
+    cluster.start_supervisor();
+    wait_for("the early job's output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 5).then_some(())
+    });
+    let job = cluster.job("early").unwrap();
+    assert_eq!(job["state"], "RUNNING");
+    assert_eq!(job["supervisor"], "s0");
+}
+
+#[test]
+fn cancel_stops_the_job_and_its_output() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    let out = deploy_counter(&cluster, "doomed");
+    wait_for("output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 5).then_some(())
+    });
+
+    cluster.weir_ok(&["cancel", "doomed"]);
+    assert_eq!(cluster.job("doomed").unwrap()["state"], "CANCELED");
+    let after_cancel = std::fs::read(&out).unwrap();
+    // The job checkpointed every 200 ms while it ran: five intervals without a
+    // byte written show the output stopped.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        after_cancel,
+        "output changed after cancel"
+    );
+
+    let again = cluster.weir(&["cancel", "nonexistent"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no job named `nonexistent`"));
+}
+
+/// Runs a command that must fail with one line on stderr containing `expected`.
+fn assert_refused(cluster: &Cluster, args: &[&str], expected: &str) {
+    let out = cluster.weir(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "weir {args:?} succeeded");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "weir {args:?} printed more than one line:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "weir {args:?}: expected {expected:?} in {stderr:?}"
+    );
+}
+
+#[test]
+fn bad_modules_and_flags_are_refused_with_one_clear_line() {
+    let cluster = Cluster::new();
+    let text = cluster.path("notes.txt");
+    std::fs::write(&text, "not wasm at all").unwrap();
+    let core = cluster.path("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let other_world = job_wasm("not-a-job");
+    let counter = job_wasm("counter");
+
+    assert_refused(
+        &cluster,
+        &["deploy", text.to_str().unwrap(), "--name", "a"],
+        "not a WebAssembly file",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", core.to_str().unwrap(), "--name", "a"],
+        "core WebAssembly module, not a component",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", other_world.to_str().unwrap(), "--name", "a"],
+        "not a weir job",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", "/nonexistent.wasm"],
+        "cannot read /nonexistent.wasm",
+    );
+    let counter = counter.to_str().unwrap();
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--source", "kafka:x"],
+        "unknown source",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--sink", "file:/nonexistent-dir/out"],
+        "does not exist",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--checkpoint-interval", "soon"],
+        "--checkpoint-interval",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--name", "a/b"],
+        "invalid job name",
+    );
+    assert_refused(
+        &cluster,
+        &[
+            "jobs",
+            "--zookeeper",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "1s",
+        ],
+        "cannot reach ZooKeeper at 127.0.0.1:1",
+    );
+    assert!(
+        cluster.jobs().is_empty(),
+        "a refused deploy left a job behind"
+    );
+
+    cluster.weir_ok(&["deploy", counter, "--name", "twice"]);
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--name", "twice"],
+        "already exists",
+    );
+}

@@ -1,0 +1,306 @@
+//! Shared test parts: a real ZooKeeper on a free loopback port with a temp
+//! data dir, real `weir` processes, and waiting on conditions with deadlines.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Session timeout the test supervisors use: short, so failovers are quick.
+pub const SESSION_TIMEOUT: &str = "2s";
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A standalone ZooKeeper from Debian's `zookeeper` package.
+pub struct ZooKeeper {
+    process: Child,
+    /// `127.0.0.1:PORT`.
+    pub connect: String,
+    _dir: TempDir,
+}
+
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+impl ZooKeeper {
+    /// Starts a server and waits until it answers `ruok`. Panics (never
+    /// skips) when ZooKeeper is not installed.
+    pub fn start() -> ZooKeeper {
+        assert!(
+            Path::new(ZOOKEEPER_JAR).exists(),
+            "ZooKeeper is not installed ({ZOOKEEPER_JAR} missing): run `apt-get install zookeeper`, or use the README's test command"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+                 4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=200\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("zookeeper.log")).unwrap();
+        let process = Command::new("java")
+            .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp"])
+            .arg(format!("{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar"))
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start java (install Debian's `zookeeper` package, which brings Java)");
+        let zk = ZooKeeper {
+            process,
+            connect: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        wait_for("ZooKeeper to answer ruok", Duration::from_secs(30), || {
+            (zk.four_letter("ruok") == "imok").then_some(())
+        });
+        zk
+    }
+
+    fn four_letter(&self, word: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(&self.connect) else {
+            return String::new();
+        };
+        let _ = stream.write_all(word.as_bytes());
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Where the build put the `weir` binary and the example jobs.
+pub fn weir_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// A job component built by `scripts/build-jobs`.
+pub fn job_wasm(name: &str) -> PathBuf {
+    // CARGO_BIN_EXE_weir is <target>/<profile>/weir; jobs are in <target>/wasm32-wasip2/release.
+    let target = weir_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the jobs first with `scripts/build-jobs`",
+        path.display()
+    );
+    path
+}
+
+/// One weir cluster: a ZooKeeper, a storage dir, and supervisor processes.
+pub struct Cluster {
+    /// The ensemble.
+    pub zk: ZooKeeper,
+    /// Scratch space: storage dir, logs, sink files.
+    pub dir: TempDir,
+    supervisors: Vec<Child>,
+}
+
+impl Cluster {
+    /// A ZooKeeper and an empty storage dir; no supervisor yet.
+    pub fn new() -> Cluster {
+        Cluster {
+            zk: ZooKeeper::start(),
+            dir: tempfile::tempdir().unwrap(),
+            supervisors: Vec::new(),
+        }
+    }
+
+    /// A path in the cluster's scratch dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn env(&self, command: &mut Command) {
+        command
+            .env("WEIR_ZOOKEEPER", &self.zk.connect)
+            .env(
+                "WEIR_STORAGE_DIR",
+                format!("file://{}", self.path("storage").display()),
+            )
+            .env("WEIR_CLUSTER_ID", "test")
+            .env("WEIR_SESSION_TIMEOUT", SESSION_TIMEOUT);
+    }
+
+    /// Starts a supervisor; returns its pid.
+    pub fn start_supervisor(&mut self) -> u32 {
+        let n = self.supervisors.len();
+        let log = std::fs::File::create(self.path(&format!("supervisor-{n}.log"))).unwrap();
+        let mut command = Command::new(weir_bin());
+        self.env(&mut command);
+        command
+            .args(["supervisor", "--id", &format!("s{n}")])
+            .env("RUST_LOG", "info,zookeeper_client=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = command.spawn().expect("start weir supervisor");
+        let pid = child.id();
+        self.supervisors.push(child);
+        pid
+    }
+
+    /// Runs a `weir` CLI command to completion.
+    pub fn weir(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(weir_bin());
+        self.env(&mut command);
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run weir")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn weir_ok(&self, args: &[&str]) -> String {
+        let out = self.weir(args);
+        assert!(
+            out.status.success(),
+            "weir {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `weir status --output json`.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.weir_ok(&["status", "--output", "json"])).unwrap()
+    }
+
+    /// `weir jobs --output json`, as a list.
+    pub fn jobs(&self) -> Vec<Value> {
+        serde_json::from_str(&self.weir_ok(&["jobs", "--output", "json"])).unwrap()
+    }
+
+    /// One job from `weir jobs`.
+    pub fn job(&self, name: &str) -> Option<Value> {
+        self.jobs().into_iter().find(|j| j["name"] == name)
+    }
+
+    /// The pid of the leader, once one has taken the lead (epoch set).
+    pub fn leader_pid(&self) -> u32 {
+        wait_for("a leader", Duration::from_secs(30), || {
+            let status = self.status();
+            let leader = &status["leader"];
+            leader["epoch"]
+                .as_u64()
+                .and_then(|_| leader["pid"].as_u64())
+                .map(|pid| pid as u32)
+        })
+    }
+
+    /// Whether a supervisor process is still alive.
+    pub fn is_alive(&mut self, pid: u32) -> bool {
+        self.supervisors
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Sends a signal to a supervisor.
+    pub fn signal(&mut self, pid: u32, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+        if signal == "KILL" {
+            if let Some(child) = self.supervisors.iter_mut().find(|c| c.id() == pid) {
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// The supervisors' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.supervisors.len())
+            .map(|n| {
+                let log = std::fs::read_to_string(self.path(&format!("supervisor-{n}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                format!("--- supervisor-{n}.log (tail)\n{}", tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.supervisors {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The complete lines of a sink file (a line still being written is left out).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_string).collect()
+}
+
+/// Asserts that the counter's output is exactly the failure-free sequence:
+/// the k-th line is `10000*k + 4950`, no gap, no duplicate.
+pub fn assert_counter_sequence(lines: &[String]) {
+    for (k, line) in lines.iter().enumerate() {
+        let expected = 10000 * k as i64 + 4950;
+        assert_eq!(
+            line.parse::<i64>().ok(),
+            Some(expected),
+            "line {k} of the counter's output is {line:?}, expected {expected}"
+        );
+    }
+}

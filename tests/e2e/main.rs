@@ -1,0 +1,9 @@
+//! weir's end-to-end suite: one test binary (so the heavy build happens
+//! once), a module per feature, shared helpers in `harness`. Every test runs a
+//! real ZooKeeper and real `weir` processes, and fails loudly without them.
+
+mod harness;
+
+mod deploy;
+mod failover;
+mod faults;
