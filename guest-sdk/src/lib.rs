@@ -55,10 +55,7 @@ pub type Config = [(String, String)];
 ///
 /// Returns `Ok(None)` when the key is absent, and an error naming the key
 /// when its value does not parse.
-pub fn config_value<T: core::str::FromStr>(
-    config: &Config,
-    key: &str,
-) -> Result<Option<T>, String> {
+pub fn config_value<T: core::str::FromStr>(config: &Config, key: &str) -> Result<Option<T>, String> {
     match config.iter().find(|(k, _)| k == key) {
         None => Ok(None),
         Some((_, v)) => v
@@ -140,8 +137,7 @@ pub mod glue {
     }
 
     pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
-        let restored: J = postcard::from_bytes(&state)
-            .map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
+        let restored: J = postcard::from_bytes(&state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
         with_job::<J, _>(|job| *job = restored);
         Ok(())
     }

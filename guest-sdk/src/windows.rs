@@ -47,12 +47,7 @@ pub struct TumblingWindow<A> {
 impl<A: Default> TumblingWindow<A> {
     /// Folds an event at `timestamp_ms` into its window. When the event falls
     /// past the open window, closes it first and returns `(window start, aggregate)`.
-    pub fn add(
-        &mut self,
-        size_ms: u64,
-        timestamp_ms: u64,
-        fold: impl FnOnce(&mut A),
-    ) -> Option<(u64, A)> {
+    pub fn add(&mut self, size_ms: u64, timestamp_ms: u64, fold: impl FnOnce(&mut A)) -> Option<(u64, A)> {
         let size = size_ms.max(1);
         let start = timestamp_ms - timestamp_ms % size;
         let closed = match self.start {
@@ -72,9 +67,7 @@ mod tests {
     #[test]
     fn count_window_closes_every_size_events() {
         let mut w = CountWindow::<i64>::default();
-        let sums: Vec<i64> = (0..300)
-            .filter_map(|n| w.add(100, |acc| *acc += n))
-            .collect();
+        let sums: Vec<i64> = (0..300).filter_map(|n| w.add(100, |acc| *acc += n)).collect();
         assert_eq!(sums, vec![4950, 14950, 24950]);
         assert!(w.is_empty());
     }

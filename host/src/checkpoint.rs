@@ -146,11 +146,10 @@ impl CheckpointStore {
     pub async fn read(&self, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
         let dir = self.dir(c);
         let raw = self.storage.get(&format!("{dir}/meta.json")).await?;
-        let meta: CheckpointMeta =
-            serde_json::from_slice(&raw).map_err(|e| CheckpointError::Corrupt {
-                what: format!("{dir}/meta.json"),
-                reason: e.to_string(),
-            })?;
+        let meta: CheckpointMeta = serde_json::from_slice(&raw).map_err(|e| CheckpointError::Corrupt {
+            what: format!("{dir}/meta.json"),
+            reason: e.to_string(),
+        })?;
         if meta.checkpoint.id != c.id || meta.checkpoint.epoch != c.epoch {
             return Err(CheckpointError::Corrupt {
                 what: format!("{dir}/meta.json"),
@@ -163,11 +162,7 @@ impl CheckpointStore {
         let output = self
             .read_verified(&format!("{dir}/output"), &meta.output_sha256)
             .await?;
-        Ok(Checkpoint {
-            meta,
-            snapshot,
-            output,
-        })
+        Ok(Checkpoint { meta, snapshot, output })
     }
 
     async fn read_verified(&self, path: &str, sha256: &str) -> Result<Bytes, CheckpointError> {
@@ -225,14 +220,8 @@ mod tests {
             pointer = next;
             dropped_all.extend(dropped);
         }
-        assert_eq!(
-            pointer.retained.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![5, 4, 3]
-        );
-        assert_eq!(
-            dropped_all.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(pointer.retained.iter().map(|c| c.id).collect::<Vec<_>>(), vec![5, 4, 3]);
+        assert_eq!(dropped_all.iter().map(|c| c.id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(Pointer::decode(&pointer.encode()).unwrap(), pointer);
         assert_eq!(Pointer::decode(b"").unwrap().latest(), None);
     }
@@ -247,11 +236,7 @@ mod tests {
         assert_eq!(back.meta, checkpoint(7).meta);
         assert_eq!(back.snapshot, checkpoint(7).snapshot);
 
-        std::fs::write(
-            dir.path().join("checkpoints/job/uid/7-1/snapshot"),
-            b"flipped",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("checkpoints/job/uid/7-1/snapshot"), b"flipped").unwrap();
         let err = store.read(cref(7)).await.unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
         store.delete(cref(7)).await.unwrap();

@@ -62,8 +62,7 @@ impl FromStr for SourceSpec {
             "sequence" => {
                 let (mut start, mut rate) = (0i64, 1000u64);
                 for (key, value) in parse_params(rest, SOURCE_FORMS)? {
-                    let bad =
-                        || spec_error(format!("sequence source: `{key}={value}` is not a number"));
+                    let bad = || spec_error(format!("sequence source: `{key}={value}` is not a number"));
                     match key {
                         "start" => start = value.parse().map_err(|_| bad())?,
                         "rate" => rate = value.parse().map_err(|_| bad())?,
@@ -76,9 +75,7 @@ impl FromStr for SourceSpec {
                 }
                 Ok(SourceSpec::Sequence { start, rate })
             }
-            "file" if !rest.is_empty() => Ok(SourceSpec::File {
-                path: rest.to_string(),
-            }),
+            "file" if !rest.is_empty() => Ok(SourceSpec::File { path: rest.to_string() }),
             "file" => Err(spec_error("file source needs a path: `file:PATH`")),
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
         }
@@ -100,9 +97,7 @@ impl FromStr for SinkSpec {
     fn from_str(s: &str) -> Result<Self, SpecError> {
         match s.split_once(':') {
             None if s == "stdout" => Ok(SinkSpec::Stdout),
-            Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File {
-                path: path.to_string(),
-            }),
+            Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File { path: path.to_string() }),
             Some(("file", _)) => Err(spec_error("file sink needs a path: `file:PATH`")),
             _ => Err(spec_error(format!("unknown sink `{s}`; {SINK_FORMS}"))),
         }
@@ -207,10 +202,7 @@ mod tests {
         }
         assert_eq!(
             "sequence".parse::<SourceSpec>().unwrap(),
-            SourceSpec::Sequence {
-                start: 0,
-                rate: 1000
-            }
+            SourceSpec::Sequence { start: 0, rate: 1000 }
         );
     }
 

@@ -71,18 +71,14 @@ impl Storage {
                 None if url.starts_with('/') => url.to_string(),
                 None => {
                     return Err(bad(
-                        "unsupported scheme; use file:///absolute/path (or an absolute path)"
-                            .to_string(),
+                        "unsupported scheme; use file:///absolute/path (or an absolute path)".to_string(),
                     ))
                 }
             };
             if !path.starts_with('/') {
-                return Err(bad(
-                    "the path must be absolute, e.g. file:///var/lib/weir".to_string()
-                ));
+                return Err(bad("the path must be absolute, e.g. file:///var/lib/weir".to_string()));
             }
-            std::fs::create_dir_all(&path)
-                .map_err(|e| bad(format!("cannot create {path}: {e}")))?;
+            std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create {path}: {e}")))?;
             Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?)
         };
         Ok(Storage {
@@ -127,11 +123,7 @@ impl Storage {
     pub async fn get(&self, path: &str) -> Result<Bytes, StorageError> {
         let result = match self.store.get(&Path::from(path)).await {
             Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StorageError::NotFound {
-                    path: path.to_string(),
-                })
-            }
+            Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound { path: path.to_string() }),
             Err(source) => {
                 return Err(StorageError::Store {
                     what: "read",
@@ -183,10 +175,7 @@ mod tests {
             .put_if_absent("a/b/one", Bytes::from_static(b"2"))
             .await
             .unwrap());
-        assert_eq!(
-            storage.get("a/b/one").await.unwrap(),
-            Bytes::from_static(b"1")
-        );
+        assert_eq!(storage.get("a/b/one").await.unwrap(), Bytes::from_static(b"1"));
         assert!(matches!(
             storage.get("a/none").await,
             Err(StorageError::NotFound { .. })

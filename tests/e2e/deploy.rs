@@ -4,28 +4,10 @@ use std::time::Duration;
 
 use crate::harness::{job_wasm, read_lines, wait_for, Cluster};
 
-fn deploy_counter(cluster: &Cluster, name: &str) -> std::path::PathBuf {
-    let out = cluster.path(&format!("{name}.out"));
-    let wasm = job_wasm("counter");
-    cluster.weir_ok(&[
-        "deploy",
-        wasm.to_str().unwrap(),
-        "--name",
-        name,
-        "--source",
-        "sequence:rate=5000",
-        "--sink",
-        &format!("file:{}", out.display()),
-        "--checkpoint-interval",
-        "200ms",
-    ]);
-    out
-}
-
 #[test]
 fn job_deployed_with_no_supervisor_runs_once_one_starts() {
     let mut cluster = Cluster::new();
-    let out = deploy_counter(&cluster, "early");
+    let out = cluster.deploy("counter", "early", &[]);
     assert_eq!(cluster.job("early").unwrap()["state"], "CREATED");
     assert!(cluster.status()["leader"].is_null());
 
@@ -42,7 +24,7 @@ fn job_deployed_with_no_supervisor_runs_once_one_starts() {
 fn cancel_stops_the_job_and_its_output() {
     let mut cluster = Cluster::new();
     cluster.start_supervisor();
-    let out = deploy_counter(&cluster, "doomed");
+    let out = cluster.deploy("counter", "doomed", &[]);
     wait_for("output", Duration::from_secs(30), || {
         (read_lines(&out).len() >= 5).then_some(())
     });
@@ -111,11 +93,7 @@ fn bad_modules_and_flags_are_refused_with_one_clear_line() {
         "cannot read /nonexistent.wasm",
     );
     let counter = counter.to_str().unwrap();
-    assert_refused(
-        &cluster,
-        &["deploy", counter, "--source", "kafka:x"],
-        "unknown source",
-    );
+    assert_refused(&cluster, &["deploy", counter, "--source", "kafka:x"], "unknown source");
     assert_refused(
         &cluster,
         &["deploy", counter, "--sink", "file:/nonexistent-dir/out"],
@@ -126,31 +104,14 @@ fn bad_modules_and_flags_are_refused_with_one_clear_line() {
         &["deploy", counter, "--checkpoint-interval", "soon"],
         "--checkpoint-interval",
     );
+    assert_refused(&cluster, &["deploy", counter, "--name", "a/b"], "invalid job name");
     assert_refused(
         &cluster,
-        &["deploy", counter, "--name", "a/b"],
-        "invalid job name",
-    );
-    assert_refused(
-        &cluster,
-        &[
-            "jobs",
-            "--zookeeper",
-            "127.0.0.1:1",
-            "--connect-timeout",
-            "1s",
-        ],
+        &["jobs", "--zookeeper", "127.0.0.1:1", "--connect-timeout", "1s"],
         "cannot reach ZooKeeper at 127.0.0.1:1",
     );
-    assert!(
-        cluster.jobs().is_empty(),
-        "a refused deploy left a job behind"
-    );
+    assert!(cluster.jobs().is_empty(), "a refused deploy left a job behind");
 
     cluster.weir_ok(&["deploy", counter, "--name", "twice"]);
-    assert_refused(
-        &cluster,
-        &["deploy", counter, "--name", "twice"],
-        "already exists",
-    );
+    assert_refused(&cluster, &["deploy", counter, "--name", "twice"], "already exists");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, job_wasm, read_lines, wait_for, Cluster};
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster};
 
 #[test]
 fn counter_output_is_exactly_once_across_repeated_leader_kills() {
@@ -10,20 +10,7 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
     for _ in 0..3 {
         cluster.start_supervisor();
     }
-    let out = cluster.path("counter.out");
-    let wasm = job_wasm("counter");
-    cluster.weir_ok(&[
-        "deploy",
-        wasm.to_str().unwrap(),
-        "--name",
-        "counter",
-        "--source",
-        "sequence:rate=5000",
-        "--sink",
-        &format!("file:{}", out.display()),
-        "--checkpoint-interval",
-        "200ms",
-    ]);
+    let out = cluster.deploy("counter", "counter", &[]);
 
     let mut seen = 0;
     for round in 0..3 {
@@ -38,22 +25,12 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
         let leader = cluster.leader_pid();
         cluster.signal(leader, "KILL");
         cluster.start_supervisor();
-        let new_leader = cluster.leader_pid();
-        assert_ne!(
-            new_leader,
-            leader,
-            "a killed leader cannot lead\n{}",
-            cluster.logs()
-        );
+        cluster.leader_pid_after(Some(leader));
     }
-    let lines = wait_for(
-        "output after the last failover",
-        Duration::from_secs(60),
-        || {
-            let lines = read_lines(&out);
-            (lines.len() >= seen + 20).then_some(lines)
-        },
-    );
+    let lines = wait_for("output after the last failover", Duration::from_secs(60), || {
+        let lines = read_lines(&out);
+        (lines.len() >= seen + 20).then_some(lines)
+    });
     assert_counter_sequence(&lines);
     let job = cluster.job("counter").expect("counter is listed");
     assert_eq!(job["state"], "RUNNING", "{job}");

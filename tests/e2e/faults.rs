@@ -1,96 +1,64 @@
-//! Guest faults: a job that traps is restarted from its checkpoint; the
-//! supervisor and the other jobs carry on.
+//! Guest faults: a job that traps, loops forever or eats memory is stopped by
+//! its own limit, restarted from its checkpoint, and reported; the supervisor
+//! and the other jobs carry on.
 
 use std::time::Duration;
 
-use crate::harness::{job_wasm, read_lines, wait_for, Cluster};
+use serde_json::Value;
+
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster};
+
+fn wait_for_restart_with(cluster: &Cluster, name: &str, error: &str) -> Value {
+    let job = wait_for(&format!("job {name} to restart"), Duration::from_secs(60), || {
+        cluster
+            .job(name)
+            .filter(|j| j["restarts"].as_u64() >= Some(1) && !j["error"].is_null())
+    });
+    assert!(
+        job["error"].as_str().unwrap().contains(error),
+        "expected {error:?} in {job}"
+    );
+    job
+}
 
 #[test]
-fn trapping_job_restarts_from_its_checkpoint_while_others_carry_on() {
+fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
     let mut cluster = Cluster::new();
     let supervisor = cluster.start_supervisor();
-    let good = cluster.path("good.out");
-    let bad = cluster.path("bad.out");
-    let counter = job_wasm("counter");
-    let faulty = job_wasm("faulty");
-    let common = [
-        "--source",
-        "sequence:rate=2000",
-        "--checkpoint-interval",
-        "200ms",
-    ];
-    let good_sink = format!("file:{}", good.display());
-    let bad_sink = format!("file:{}", bad.display());
-    cluster.weir_ok(
-        &[
-            &[
-                "deploy",
-                counter.to_str().unwrap(),
-                "--name",
-                "good",
-                "--sink",
-                &good_sink,
-            ][..],
-            &common,
-        ]
-        .concat(),
+    let good = cluster.deploy("counter", "good", &[]);
+    let trap = cluster.deploy(
+        "faulty",
+        "trap",
+        &["--config", "trap_on=1500", "--source", "sequence:rate=2000"],
     );
-    cluster.weir_ok(
-        &[
-            &[
-                "deploy",
-                faulty.to_str().unwrap(),
-                "--name",
-                "bad",
-                "--sink",
-                &bad_sink,
-                "--config",
-                "trap_on=1500",
-            ][..],
-            &common,
-        ]
-        .concat(),
+    cluster.deploy(
+        "faulty",
+        "spin",
+        &["--config", "spin_on=100", "--call-timeout", "300ms"],
     );
+    cluster.deploy("faulty", "grow", &["--config", "grow_on=100", "--memory-limit", "16"]);
 
-    let job = wait_for(
-        "the trapping job to restart twice",
-        Duration::from_secs(60),
-        || {
-            cluster
-                .job("bad")
-                .filter(|j| j["restarts"].as_u64() >= Some(2))
-        },
-    );
+    wait_for_restart_with(&cluster, "spin", "call timeout of 300ms");
+    wait_for_restart_with(&cluster, "grow", "memory limit of 16777216 bytes");
+    let trapped = wait_for("the trapping job to restart twice", Duration::from_secs(60), || {
+        cluster.job("trap").filter(|j| j["restarts"].as_u64() >= Some(2))
+    });
     assert!(
-        job["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("trapped"),
-        "{job}"
+        trapped["error"].as_str().unwrap_or_default().contains("trapped"),
+        "{trapped}"
     );
 
     let before = read_lines(&good).len();
-    wait_for(
-        "the good job to keep producing",
-        Duration::from_secs(30),
-        || (read_lines(&good).len() > before + 5).then_some(()),
-    );
-    assert!(
-        cluster.is_alive(supervisor),
-        "the supervisor died\n{}",
-        cluster.logs()
-    );
+    wait_for("the good job to keep producing", Duration::from_secs(30), || {
+        (read_lines(&good).len() > before + 5).then_some(())
+    });
+    assert!(cluster.is_alive(supervisor), "the supervisor died\n{}", cluster.logs());
+    assert_counter_sequence(&read_lines(&good));
 
     // Every restart resumed from a checkpoint: the echoed numbers are 0, 1, 2, ...
     // with none repeated, and none at or past the trap.
-    let echoed: Vec<i64> = read_lines(&bad)
-        .iter()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert!(
-        !echoed.is_empty(),
-        "the faulty job committed nothing before its trap"
-    );
+    let echoed: Vec<i64> = read_lines(&trap).iter().map(|l| l.parse().unwrap()).collect();
+    assert!(!echoed.is_empty(), "the trapping job committed nothing before its trap");
     assert_eq!(echoed, (0..echoed.len() as i64).collect::<Vec<_>>());
     assert!(echoed.len() <= 1500);
 }

@@ -92,6 +92,8 @@ impl ZooKeeper {
         let Ok(mut stream) = TcpStream::connect(&self.connect) else {
             return String::new();
         };
+        // A server still starting may accept and never answer: bound the read.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let _ = stream.write_all(word.as_bytes());
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
@@ -119,9 +121,7 @@ pub fn job_wasm(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .to_path_buf();
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+    let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the jobs first with `scripts/build-jobs`",
@@ -157,10 +157,7 @@ impl Cluster {
     fn env(&self, command: &mut Command) {
         command
             .env("WEIR_ZOOKEEPER", &self.zk.connect)
-            .env(
-                "WEIR_STORAGE_DIR",
-                format!("file://{}", self.path("storage").display()),
-            )
+            .env("WEIR_STORAGE_DIR", format!("file://{}", self.path("storage").display()))
             .env("WEIR_CLUSTER_ID", "test")
             .env("WEIR_SESSION_TIMEOUT", SESSION_TIMEOUT);
     }
@@ -205,6 +202,30 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Deploys the job component `wasm` as `name` with a file sink `<name>.out`
+    /// in the scratch dir, a 5000/s sequence source and 200 ms checkpoints;
+    /// `extra` flags come last and so win. Returns the sink's path.
+    pub fn deploy(&self, wasm: &str, name: &str, extra: &[&str]) -> PathBuf {
+        let out = self.path(&format!("{name}.out"));
+        let sink = format!("file:{}", out.display());
+        let wasm = job_wasm(wasm);
+        let mut args = vec![
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--name",
+            name,
+            "--sink",
+            &sink,
+            "--source",
+            "sequence:rate=5000",
+            "--checkpoint-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        self.weir_ok(&args);
+        out
+    }
+
     /// `weir status --output json`.
     pub fn status(&self) -> Value {
         serde_json::from_str(&self.weir_ok(&["status", "--output", "json"])).unwrap()
@@ -222,13 +243,16 @@ impl Cluster {
 
     /// The pid of the leader, once one has taken the lead (epoch set).
     pub fn leader_pid(&self) -> u32 {
-        wait_for("a leader", Duration::from_secs(30), || {
+        self.leader_pid_after(None)
+    }
+
+    /// The pid of a leader other than `old`, waiting for `old`'s session to expire.
+    pub fn leader_pid_after(&self, old: Option<u32>) -> u32 {
+        wait_for("a new leader", Duration::from_secs(30), || {
             let status = self.status();
             let leader = &status["leader"];
-            leader["epoch"]
-                .as_u64()
-                .and_then(|_| leader["pid"].as_u64())
-                .map(|pid| pid as u32)
+            let pid = leader["epoch"].as_u64().and_then(|_| leader["pid"].as_u64());
+            pid.map(|pid| pid as u32).filter(|pid| Some(*pid) != old)
         })
     }
 
@@ -259,8 +283,7 @@ impl Cluster {
     pub fn logs(&self) -> String {
         (0..self.supervisors.len())
             .map(|n| {
-                let log = std::fs::read_to_string(self.path(&format!("supervisor-{n}.log")))
-                    .unwrap_or_default();
+                let log = std::fs::read_to_string(self.path(&format!("supervisor-{n}.log"))).unwrap_or_default();
                 let tail: Vec<&str> = log
                     .lines()
                     .rev()

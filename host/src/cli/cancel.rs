@@ -31,8 +31,8 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
         Err(zkc::Error::NoNode) => bail!("no job named `{name}`; `weir jobs` lists them"),
         Err(e) => bail!("cannot read job `{name}`: {e}"),
     };
-    let mut spec: JobSpec = serde_json::from_slice(&data)
-        .with_context(|| format!("job `{name}` has an unreadable spec"))?;
+    let mut spec: JobSpec =
+        serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))?;
     if spec.desired == Desired::Cancelled {
         println!("job `{name}` is already cancelled");
         return Ok(());
@@ -59,14 +59,15 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.wait;
     while Instant::now() < deadline {
         if let Ok((data, _)) = client.get_data(&layout.job_status(name)).await {
-            if serde_json::from_slice::<JobStatus>(&data)
-                .is_ok_and(|s| s.state == JobState::Canceled)
-            {
+            if serde_json::from_slice::<JobStatus>(&data).is_ok_and(|s| s.state == JobState::Canceled) {
                 println!("job `{name}` cancelled and stopped");
                 return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("job `{name}` is marked cancelled but the leader has not confirmed it stopped within {:?}; check `weir status`", args.wait)
+    bail!(
+        "job `{name}` is marked cancelled but the leader has not confirmed it stopped within {:?}; check `weir status`",
+        args.wait
+    )
 }

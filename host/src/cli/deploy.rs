@@ -12,10 +12,7 @@ use zookeeper_client::{self as zkc, Acls, CreateMode};
 use super::{ClusterArgs, StorageArgs};
 use crate::ha::now_ms;
 use crate::runtime::Runtime;
-use crate::spec::{
-    parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, SinkSpec,
-    SourceSpec,
-};
+use crate::spec::{parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, SinkSpec, SourceSpec};
 use crate::storage::{sha256_hex, Storage};
 
 #[derive(Debug, Args)]
@@ -77,9 +74,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         bail!("--memory-limit and --call-timeout must be greater than zero");
     }
     let source = match args.source {
-        SourceSpec::File { path } => SourceSpec::File {
-            path: absolute(&path)?,
-        },
+        SourceSpec::File { path } => SourceSpec::File { path: absolute(&path)? },
         other => other,
     };
     let sink = match args.sink {
@@ -97,8 +92,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         other => other,
     };
 
-    let bytes = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
     let runtime = Runtime::new()?;
     runtime
         .check(&bytes)
@@ -121,8 +115,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let job_path = layout.job(&name);
     match client.get_data(&job_path).await {
         Ok((data, _)) => {
-            let running = serde_json::from_slice::<JobSpec>(&data)
-                .map_or(true, |s| s.desired == Desired::Running);
+            let running = serde_json::from_slice::<JobSpec>(&data).map_or(true, |s| s.desired == Desired::Running);
             if running {
                 bail!("job `{name}` already exists; cancel it first (`weir cancel {name}`) or choose another --name");
             }
@@ -155,11 +148,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     };
     let mut writer = client.new_multi_writer();
     writer.add_create(&job_path, &serde_json::to_vec(&spec)?, &options)?;
-    writer.add_create(
-        &layout.job_status(&name),
-        &serde_json::to_vec(&status)?,
-        &options,
-    )?;
+    writer.add_create(&layout.job_status(&name), &serde_json::to_vec(&status)?, &options)?;
     writer.add_create(&layout.job_checkpoint(&name), b"", &options)?;
     match writer.commit().await {
         Ok(_) => {}
@@ -182,11 +171,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// Deletes a cancelled job's znodes so its name can be reused.
-async fn remove_job(
-    client: &zkc::Client,
-    layout: &crate::ha::Layout,
-    name: &str,
-) -> anyhow::Result<()> {
+async fn remove_job(client: &zkc::Client, layout: &crate::ha::Layout, name: &str) -> anyhow::Result<()> {
     let mut writer = client.new_multi_writer();
     writer.add_delete(&layout.job_status(name), None)?;
     writer.add_delete(&layout.job_checkpoint(name), None)?;

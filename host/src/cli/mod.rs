@@ -67,9 +67,7 @@ impl ClusterArgs {
 
     fn layout(&self) -> anyhow::Result<Layout> {
         anyhow::ensure!(
-            self.zk_root.starts_with('/')
-                && !self.cluster_id.is_empty()
-                && !self.cluster_id.contains('/'),
+            self.zk_root.starts_with('/') && !self.cluster_id.is_empty() && !self.cluster_id.contains('/'),
             "--zk-root must start with `/` and --cluster-id must be a non-empty name without `/`"
         );
         Ok(Layout::new(&self.zk_root, &self.cluster_id))
@@ -130,9 +128,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = SupervisorSettings {
                 zk: args.cluster.zk(),
                 layout: args.cluster.layout()?,
-                storage: args.storage.open().context(
-                    "cannot open the storage dir (set --storage-dir or WEIR_STORAGE_DIR)",
-                )?,
+                storage: args
+                    .storage
+                    .open()
+                    .context("cannot open the storage dir (set --storage-dir or WEIR_STORAGE_DIR)")?,
                 info,
             };
             supervisor::run(settings).await
@@ -162,11 +161,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());

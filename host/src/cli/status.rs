@@ -115,14 +115,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = view
                 .replicas
                 .iter()
-                .map(|r| {
-                    vec![
-                        r.id.clone(),
-                        r.role.to_string(),
-                        r.pid.to_string(),
-                        r.host.clone(),
-                    ]
-                })
+                .map(|r| vec![r.id.clone(), r.role.to_string(), r.pid.to_string(), r.host.clone()])
                 .collect();
             print_table(&["REPLICA", "ROLE", "PID", "HOST"], &rows);
         }

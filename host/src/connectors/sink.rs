@@ -89,10 +89,7 @@ impl Sink for FileSink {
         match std::fs::metadata(&self.path) {
             Ok(meta) => Ok(meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("file sink {}: {e}", self.path),
-            )),
+            Err(e) => Err(io::Error::new(e.kind(), format!("file sink {}: {e}", self.path))),
         }
     }
 
@@ -118,11 +115,7 @@ mod tests {
     fn events_become_lines() {
         let mut out = Vec::new();
         encode_events(
-            &[
-                Event::Int(-4950),
-                Event::Text("a\nb".into()),
-                Event::Text("w 2".into()),
-            ],
+            &[Event::Int(-4950), Event::Text("a\nb".into()), Event::Text("w 2".into())],
             &mut out,
         );
         assert_eq!(out, b"-4950\na\\nb\nw 2\n");

@@ -79,8 +79,7 @@ impl Source for Sequence {
                 break (due - self.offset).min(max as u64);
             }
             let (t0, base) = self.origin;
-            let next =
-                t0 + Duration::from_secs_f64((self.offset + 1 - base) as f64 / self.rate as f64);
+            let next = t0 + Duration::from_secs_f64((self.offset + 1 - base) as f64 / self.rate as f64);
             if !wait_until(next, until) {
                 break 0;
             }
@@ -111,12 +110,7 @@ impl FileLines {
             let mut file = match File::open(&self.path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("file source {}: {e}", self.path),
-                    ))
-                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("file source {}: {e}", self.path))),
             };
             file.seek(SeekFrom::Start(self.offset))?;
             self.reader = Some(BufReader::new(file));
@@ -165,13 +159,7 @@ mod tests {
     fn ints(events: &[Event]) -> Vec<i64> {
         events
             .iter()
-            .map(|e| {
-                if let Event::Int(n) = e {
-                    *n
-                } else {
-                    panic!("{e:?}")
-                }
-            })
+            .map(|e| if let Event::Int(n) = e { *n } else { panic!("{e:?}") })
             .collect()
     }
 
@@ -186,13 +174,7 @@ mod tests {
 
     #[test]
     fn throttled_sequence_emits_at_most_what_is_due() {
-        let mut source = open_source(
-            &SourceSpec::Sequence {
-                start: 0,
-                rate: 100,
-            },
-            0,
-        );
+        let mut source = open_source(&SourceSpec::Sequence { start: 0, rate: 100 }, 0);
         let mut batch = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(200);
         while Instant::now() < deadline {
@@ -218,10 +200,7 @@ mod tests {
         let mut source = open_source(&spec, 0);
         let mut batch = Vec::new();
         source.next_batch(&mut batch, 10, Instant::now()).unwrap();
-        assert_eq!(
-            batch,
-            vec![Event::Text("a b".into()), Event::Text("c".into())]
-        );
+        assert_eq!(batch, vec![Event::Text("a b".into()), Event::Text("c".into())]);
         assert_eq!(source.offset(), 6);
 
         file.write_all(b" line\n").unwrap();

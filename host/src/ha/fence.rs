@@ -39,18 +39,18 @@ impl FenceError {
         match err {
             CheckWriteError::CheckFailed { .. } => FenceError::Deposed,
             CheckWriteError::OperationFailed {
-                source:
-                    source @ (zkc::Error::BadVersion | zkc::Error::NodeExists | zkc::Error::NoNode),
+                source: source @ (zkc::Error::BadVersion | zkc::Error::NodeExists | zkc::Error::NoNode),
                 ..
             } => FenceError::Conflict {
                 path: path.to_string(),
                 source,
             },
-            CheckWriteError::OperationFailed { source, .. }
-            | CheckWriteError::RequestFailed { source } => FenceError::Zk {
-                path: path.to_string(),
-                source,
-            },
+            CheckWriteError::OperationFailed { source, .. } | CheckWriteError::RequestFailed { source } => {
+                FenceError::Zk {
+                    path: path.to_string(),
+                    source,
+                }
+            }
         }
     }
 }
@@ -73,24 +73,15 @@ pub fn now_ms() -> u64 {
 impl Fence {
     /// Turns a won latch into a leadership term: bumps the epoch in the
     /// `leader` record, fenced by the latch itself.
-    pub async fn take_lead(
-        latch: Latch,
-        layout: &Layout,
-        me: &SupervisorInfo,
-    ) -> Result<Fence, FenceError> {
+    pub async fn take_lead(latch: Latch, layout: &Layout, me: &SupervisorInfo) -> Result<Fence, FenceError> {
         let path = layout.leader();
         loop {
             let current = match latch.client().get_data(&path).await {
-                Ok((data, stat)) => {
-                    Some((serde_json::from_slice::<LeaderRecord>(&data).ok(), stat))
-                }
+                Ok((data, stat)) => Some((serde_json::from_slice::<LeaderRecord>(&data).ok(), stat)),
                 Err(zkc::Error::NoNode) => None,
                 Err(source) => return Err(FenceError::Zk { path, source }),
             };
-            let previous_epoch = current
-                .as_ref()
-                .and_then(|(r, _)| r.as_ref())
-                .map_or(0, |r| r.epoch);
+            let previous_epoch = current.as_ref().and_then(|(r, _)| r.as_ref()).map_or(0, |r| r.epoch);
             let record = LeaderRecord {
                 epoch: previous_epoch + 1,
                 supervisor: me.clone(),
@@ -136,12 +127,7 @@ impl Fence {
     }
 
     /// Sets `path` to `data` if we still lead (and if its version is `expected`).
-    pub async fn set(
-        &self,
-        path: &str,
-        data: &[u8],
-        expected: Option<i32>,
-    ) -> Result<Stat, FenceError> {
+    pub async fn set(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<Stat, FenceError> {
         let mut writer = self.writer();
         writer
             .add_set_data(path, data, expected)
@@ -149,10 +135,7 @@ impl Fence {
                 path: path.into(),
                 source,
             })?;
-        let results = writer
-            .commit()
-            .await
-            .map_err(|e| FenceError::from_check(path, e))?;
+        let results = writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
         match results.into_iter().next() {
             Some(zkc::MultiWriteResult::SetData { stat }) => Ok(stat),
             other => Err(FenceError::Zk {
@@ -166,19 +149,12 @@ impl Fence {
     pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
         let mut writer = self.writer();
         writer
-            .add_create(
-                path,
-                data,
-                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
-            )
+            .add_create(path, data, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
             .map_err(|source| FenceError::Zk {
                 path: path.into(),
                 source,
             })?;
-        writer
-            .commit()
-            .await
-            .map_err(|e| FenceError::from_check(path, e))?;
+        writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
         Ok(())
     }
 }

@@ -33,15 +33,10 @@ impl Latch {
 ///
 /// Cancel-safe: dropping the future withdraws the candidacy. Fails with
 /// `SessionExpired` if the session ends first.
-pub async fn contend(
-    client: &Client,
-    layout: &Layout,
-    info: &SupervisorInfo,
-) -> Result<Latch, ZkError> {
+pub async fn contend(client: &Client, layout: &Layout, info: &SupervisorInfo) -> Result<Latch, ZkError> {
     let latch_dir = layout.latch_dir();
     let data = serde_json::to_vec(info).expect("supervisor info serializes");
-    let prefix =
-        LockPrefix::new_curator(&latch_dir, "latch-").map_err(|e| ZkError::op("latch path", e))?;
+    let prefix = LockPrefix::new_curator(&latch_dir, "latch-").map_err(|e| ZkError::op("latch path", e))?;
     let options = LockOptions::new(Acls::anyone_all())
         .with_ancestor_options(CreateMode::Persistent.with_acls(Acls::anyone_all()))
         .map_err(|e| ZkError::op("latch options", e))?;
@@ -55,10 +50,7 @@ pub async fn contend(
 }
 
 /// Latch nodes in election order (lowest sequence first), with their owners.
-pub async fn candidates(
-    client: &Client,
-    layout: &Layout,
-) -> Result<Vec<(String, Option<SupervisorInfo>)>, ZkError> {
+pub async fn candidates(client: &Client, layout: &Layout) -> Result<Vec<(String, Option<SupervisorInfo>)>, ZkError> {
     let dir = layout.latch_dir();
     let mut children = match client.list_children(&dir).await {
         Ok(children) => children,

@@ -18,7 +18,9 @@ pub struct ZkSettings {
 #[non_exhaustive]
 pub enum ZkError {
     /// No server answered within the deadline.
-    #[error("cannot reach ZooKeeper at {connect} within {timeout:?}: is it running? (set --zookeeper or WEIR_ZOOKEEPER)")]
+    #[error(
+        "cannot reach ZooKeeper at {connect} within {timeout:?}: is it running? (set --zookeeper or WEIR_ZOOKEEPER)"
+    )]
     Unreachable {
         /// The connect string tried.
         connect: String,
@@ -26,9 +28,7 @@ pub enum ZkError {
         timeout: Duration,
     },
     /// The connect string does not parse.
-    #[error(
-        "bad ZooKeeper connect string `{connect}`: {source} (expected host:port[,host:port...])"
-    )]
+    #[error("bad ZooKeeper connect string `{connect}`: {source} (expected host:port[,host:port...])")]
     BadConnectString {
         /// The connect string given.
         connect: String,
@@ -69,8 +69,7 @@ impl ZkError {
 pub async fn connect(settings: &ZkSettings, deadline: Duration) -> Result<zkc::Client, ZkError> {
     let connector = zkc::Client::connector().with_session_timeout(settings.session_timeout);
     match tokio::time::timeout(deadline, connector.connect(&settings.connect)).await {
-        Err(_)
-        | Ok(Err(zkc::Error::Timeout | zkc::Error::NoHosts | zkc::Error::ConnectionLoss)) => {
+        Err(_) | Ok(Err(zkc::Error::Timeout | zkc::Error::NoHosts | zkc::Error::ConnectionLoss)) => {
             Err(ZkError::Unreachable {
                 connect: settings.connect.clone(),
                 timeout: deadline,
@@ -80,10 +79,7 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration) -> Result<zkc::C
             connect: settings.connect.clone(),
             source,
         }),
-        Ok(Err(source)) => Err(ZkError::op(
-            format!("connect to {}", settings.connect),
-            source,
-        )),
+        Ok(Err(source)) => Err(ZkError::op(format!("connect to {}", settings.connect), source)),
         Ok(Ok(client)) => Ok(client),
     }
 }

@@ -65,8 +65,7 @@ pub async fn run(
     let mut sink = open_sink(&spec.sink);
     let position = match &restored {
         Some(c) => {
-            sink.recover(c.meta.sink_offset, &c.output)
-                .map_err(failed)?;
+            sink.recover(c.meta.sink_offset, &c.output).map_err(failed)?;
             c.meta.sink_offset + c.output.len() as u64
         }
         None => sink.initial_position().map_err(failed)?,
@@ -84,13 +83,9 @@ pub async fn run(
         instance.restore(&c.snapshot).map_err(failed)?;
     }
     instance.init(&spec.config).map_err(failed)?;
-    let source = open_source(
-        &spec.source,
-        restored.as_ref().map_or(0, |c| c.meta.source_offset),
-    );
+    let source = open_source(&spec.source, restored.as_ref().map_or(0, |c| c.meta.source_offset));
 
-    ctx.write_status(name, JobState::Running, restarts, None)
-        .await?;
+    ctx.write_status(name, JobState::Running, restarts, None).await?;
     match &restored {
         Some(c) => tracing::info!(
             job = name,
@@ -105,9 +100,8 @@ pub async fn run(
     let abort = Arc::new(AtomicBool::new(false));
     let loop_abort = abort.clone();
     let interval = spec.checkpoint_interval;
-    let batch_loop = tokio::task::spawn_blocking(move || {
-        runner::run(instance, source, control, barriers, interval, &loop_abort)
-    });
+    let batch_loop =
+        tokio::task::spawn_blocking(move || runner::run(instance, source, control, barriers, interval, &loop_abort));
 
     let next_id = pointer.latest().map_or(1, |c| c.id + 1);
     let mut committer = Committer::new(
@@ -182,10 +176,7 @@ pub async fn load_module(
     if runtime.is_compiled(sha256) {
         return Ok(());
     }
-    let bytes = storage
-        .get(&Storage::module_path(sha256))
-        .await
-        .map_err(failed)?;
+    let bytes = storage.get(&Storage::module_path(sha256)).await.map_err(failed)?;
     let runtime = runtime.clone();
     let sha256 = sha256.to_string();
     tokio::task::spawn_blocking(move || runtime.prepare(&sha256, &bytes))

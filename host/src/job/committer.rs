@@ -88,20 +88,14 @@ impl<'a> Committer<'a> {
         let stat = self
             .ctx
             .fence
-            .set(
-                &self.pointer_path,
-                &pointer.encode(),
-                Some(self.pointer_version),
-            )
+            .set(&self.pointer_path, &pointer.encode(), Some(self.pointer_version))
             .await?;
         self.pointer = pointer;
         self.pointer_version = stat.version;
 
         self.sink
             .publish(self.position, &checkpoint.output)
-            .map_err(|e| {
-                AttemptError::Failed(format!("publishing checkpoint {}: {e}", checkpoint_ref.id))
-            })?;
+            .map_err(|e| AttemptError::Failed(format!("publishing checkpoint {}: {e}", checkpoint_ref.id)))?;
         self.position += checkpoint.output.len() as u64;
         self.carry.clear();
         tracing::debug!(
@@ -112,10 +106,7 @@ impl<'a> Committer<'a> {
 
         for old in dropped {
             if let Err(e) = self.store.delete(old).await {
-                tracing::warn!(
-                    checkpoint = old.id,
-                    "cannot delete a checkpoint past retention: {e}"
-                );
+                tracing::warn!(checkpoint = old.id, "cannot delete a checkpoint past retention: {e}");
             }
         }
         Ok(())

@@ -79,7 +79,7 @@ impl LeaderContext {
         };
         let data = serde_json::to_vec(&status).expect("status serializes");
         self.fence
-            .set(&self.layout.job_status(&job), &data, None)
+            .set(&self.layout.job_status(job), &data, None)
             .await
             .map(drop)
     }

@@ -48,10 +48,7 @@ pub fn run(
     let mut staged = Vec::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut next_barrier = Instant::now() + interval;
-    let barrier = |instance: &mut Instance,
-                   source: &dyn Source,
-                   staged: &mut Vec<u8>|
-     -> Result<bool, String> {
+    let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
         let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
         let barrier = Barrier {
             snapshot,

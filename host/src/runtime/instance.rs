@@ -41,7 +41,9 @@ pub enum GuestError {
         timeout: Duration,
     },
     /// The guest tried to grow its memory past the cap.
-    #[error("the job exceeded its memory limit of {limit} bytes in `{call}`; raise it with `weir deploy --memory-limit`")]
+    #[error(
+        "the job exceeded its memory limit of {limit} bytes in `{call}`; raise it with `weir deploy --memory-limit`"
+    )]
     MemoryLimit {
         /// The export called.
         call: &'static str,
@@ -105,28 +107,15 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
             self.hit = true;
-            return Err(wasmtime::format_err!(
-                "memory limit of {} bytes reached",
-                self.limit
-            ));
+            return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.limit));
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -177,8 +166,7 @@ impl Instance {
         call: &'static str,
         f: impl FnOnce(&Job, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
         let result = f(&self.job, &mut self.store);
         result.map_err(|err| {
             if std::mem::take(&mut self.store.data_mut().limiter.hit) {
@@ -203,10 +191,7 @@ impl Instance {
     /// Configures the job (`init`).
     pub fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
         let result = self.call("init", |job, store| job.call_init(store, config))?;
-        result.map_err(|reason| GuestError::Refused {
-            call: "init",
-            reason,
-        })
+        result.map_err(|reason| GuestError::Refused { call: "init", reason })
     }
 
     /// Runs one batch through the job and returns what it emits.

@@ -21,6 +21,7 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
         world: "job",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -66,8 +67,7 @@ impl Runtime {
     /// Compiles and type-checks a component against the `weir:job/job` world.
     fn compile(&self, bytes: &[u8]) -> Result<bindings::JobPre<instance::GuestState>, ModuleError> {
         validate_component(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -82,10 +82,7 @@ impl Runtime {
 
     /// Whether the module with this digest is compiled already.
     pub fn is_compiled(&self, sha256: &str) -> bool {
-        self.compiled
-            .lock()
-            .expect("compile cache lock")
-            .contains_key(sha256)
+        self.compiled.lock().expect("compile cache lock").contains_key(sha256)
     }
 
     /// Compiles `bytes` once per digest; later calls for the same digest are free.
@@ -109,12 +106,7 @@ impl Runtime {
     }
 
     /// Instantiates a prepared module for job `job`.
-    pub fn instantiate(
-        &self,
-        sha256: &str,
-        job: &str,
-        limits: Limits,
-    ) -> Result<Instance, GuestError> {
+    pub fn instantiate(&self, sha256: &str, job: &str, limits: Limits) -> Result<Instance, GuestError> {
         let pre = self
             .compiled
             .lock()

@@ -50,14 +50,8 @@ mod tests {
 
     #[test]
     fn headers_tell_files_apart() {
-        assert_eq!(
-            validate_component(b"hello world"),
-            Err(ModuleError::NotWasm)
-        );
-        assert_eq!(
-            validate_component(b"\0asm\x01\0\0\0"),
-            Err(ModuleError::CoreModule)
-        );
+        assert_eq!(validate_component(b"hello world"), Err(ModuleError::NotWasm));
+        assert_eq!(validate_component(b"\0asm\x01\0\0\0"), Err(ModuleError::CoreModule));
         assert_eq!(validate_component(b"\0asm\x0d\0\x01\0"), Ok(()));
     }
 }

@@ -87,9 +87,7 @@ impl Leader {
     async fn on_session(&mut self, state: SessionState) -> Option<LeaderEnd> {
         match state {
             SessionState::Disconnected => {
-                tracing::warn!(
-                    "disconnected from ZooKeeper: pausing every job until the session is confirmed"
-                );
+                tracing::warn!("disconnected from ZooKeeper: pausing every job until the session is confirmed");
                 self.set_mode(Control::Pause);
                 None
             }
@@ -97,21 +95,15 @@ impl Leader {
                 let latch = self.ctx.fence.latch().path().to_string();
                 match self.ctx.fence.client().check_stat(&latch).await {
                     Ok(Some(_)) => {
-                        tracing::info!(
-                            "reconnected to ZooKeeper with the session intact: resuming jobs"
-                        );
+                        tracing::info!("reconnected to ZooKeeper with the session intact: resuming jobs");
                         self.set_mode(Control::Run);
                         None
                     }
                     Ok(None) => Some(LeaderEnd::Lost("the latch node is gone".into())),
-                    Err(e) => Some(LeaderEnd::Lost(format!(
-                        "cannot confirm the latch node: {e}"
-                    ))),
+                    Err(e) => Some(LeaderEnd::Lost(format!("cannot confirm the latch node: {e}"))),
                 }
             }
-            state if state.is_terminated() => {
-                Some(LeaderEnd::Lost(format!("ZooKeeper session {state:?}")))
-            }
+            state if state.is_terminated() => Some(LeaderEnd::Lost(format!("ZooKeeper session {state:?}"))),
             _ => None,
         }
     }
@@ -131,11 +123,7 @@ impl Leader {
         let unwanted: Vec<String> = self
             .jobs
             .iter()
-            .filter(|(name, job)| {
-                wanted
-                    .get(name.as_str())
-                    .is_none_or(|spec| spec.uid != job.uid)
-            })
+            .filter(|(name, job)| wanted.get(name.as_str()).is_none_or(|spec| spec.uid != job.uid))
             .map(|(name, _)| name.clone())
             .collect();
         for name in unwanted {
@@ -148,11 +136,7 @@ impl Leader {
                 .await
                 .is_some_and(|s| s.state != JobState::Canceled)
             {
-                if let Err(e) = self
-                    .ctx
-                    .write_status(&spec.name, JobState::Canceled, 0, None)
-                    .await
-                {
+                if let Err(e) = self.ctx.write_status(&spec.name, JobState::Canceled, 0, None).await {
                     return Some(LeaderEnd::Lost(e.to_string()));
                 }
             }
@@ -197,9 +181,7 @@ impl Leader {
         for name in ended {
             let job = self.jobs.remove(&name).expect("listed above");
             if let Ok(JobEnd::Deposed) = job.task.await {
-                return Some(LeaderEnd::Lost(format!(
-                    "job {name} found this supervisor deposed"
-                )));
+                return Some(LeaderEnd::Lost(format!("job {name} found this supervisor deposed")));
             }
         }
         None
@@ -222,11 +204,7 @@ impl Leader {
     /// Planned handoff: every job takes a final checkpoint and publishes it.
     async fn finish_all(&mut self) {
         self.set_mode(Control::Finish);
-        let tasks: Vec<_> = self
-            .jobs
-            .drain()
-            .map(|(_, job)| (job.control, job.task))
-            .collect();
+        let tasks: Vec<_> = self.jobs.drain().map(|(_, job)| (job.control, job.task)).collect();
         for (control, task) in tasks {
             if tokio::time::timeout(FINISH_TIMEOUT, task).await.is_err() {
                 control.send_replace(Control::Stop);

@@ -38,10 +38,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -115,11 +112,7 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
                 continue;
             }
         };
-        tracing::info!(
-            epoch = fence.epoch(),
-            latch = fence.latch().path(),
-            "became leader"
-        );
+        tracing::info!(epoch = fence.epoch(), latch = fence.latch().path(), "became leader");
         let ctx = Arc::new(LeaderContext {
             fence: fence.clone(),
             layout: layout.clone(),
@@ -129,10 +122,7 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
         });
         match leader::lead(ctx, &mut states, &mut shutdown).await {
             LeaderEnd::Lost(reason) => {
-                tracing::warn!(
-                    epoch = fence.epoch(),
-                    "stepped down: {reason}; rejoining as a follower"
-                );
+                tracing::warn!(epoch = fence.epoch(), "stepped down: {reason}; rejoining as a follower");
             }
             LeaderEnd::Shutdown => {
                 tracing::info!(epoch = fence.epoch(), "handing off leadership");
