@@ -26,11 +26,7 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
     let mut cluster = Cluster::new();
     let supervisor = cluster.start_supervisor();
     let good = cluster.deploy("counter", "good", &[]);
-    let trap = cluster.deploy(
-        "faulty",
-        "trap",
-        &["--config", "trap_on=3000"],
-    );
+    let trap = cluster.deploy("faulty", "trap", &["--config", "trap_on=3000"]);
     cluster.deploy(
         "faulty",
         "spin",

@@ -7,3 +7,4 @@ mod harness;
 mod deploy;
 mod failover;
 mod faults;
+mod wordcount;

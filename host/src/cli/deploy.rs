@@ -195,3 +195,24 @@ fn rand_u64() -> u64 {
     );
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn repeated_config_accumulates_and_a_repeated_flag_takes_the_last() {
+        let cli = Cli::try_parse_from([
+            "weir", "deploy", "j.wasm", "--config", "a=1", "--config", "b=2", "--source", "sequence", "--source",
+            "file:/in",
+        ])
+        .unwrap();
+        let Command::Deploy(args) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(args.config, vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
+        assert_eq!(args.source, crate::spec::SourceSpec::File { path: "/in".into() });
+    }
+}

@@ -17,7 +17,7 @@ use crate::supervisor::{self, SupervisorSettings};
 
 /// weir: stateful stream jobs as WebAssembly components, highly available through ZooKeeper.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about)]
+#[command(name = "weir", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
