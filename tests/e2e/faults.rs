@@ -34,6 +34,12 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
     );
     cluster.deploy("faulty", "grow", &["--config", "grow_on=100", "--memory-limit", "16"]);
 
+    cluster.deploy(
+        "faulty",
+        "doomed",
+        &["--config", "trap_on=10", "--restart", "fixed:attempts=2,delay=100ms"],
+    );
+
     wait_for_restart_with(&cluster, "spin", "call timeout of 300ms");
     wait_for_restart_with(&cluster, "grow", "memory limit of 16777216 bytes");
     let trapped = wait_for("the trapping job to restart twice", Duration::from_secs(60), || {
@@ -42,6 +48,15 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
     assert!(
         trapped["error"].as_str().unwrap_or_default().contains("trapped"),
         "{trapped}"
+    );
+
+    let failed = wait_for("the job out of restarts to be FAILED", Duration::from_secs(30), || {
+        cluster.job("doomed").filter(|j| j["state"] == "FAILED")
+    });
+    assert_eq!(failed["restarts"], 2, "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap_or_default().contains("trapped"),
+        "{failed}"
     );
 
     let before = read_lines(&good).len();

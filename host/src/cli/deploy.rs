@@ -12,7 +12,9 @@ use zookeeper_client::{self as zkc, Acls, CreateMode};
 use super::{ClusterArgs, StorageArgs};
 use crate::ha::now_ms;
 use crate::runtime::Runtime;
-use crate::spec::{parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, SinkSpec, SourceSpec};
+use crate::spec::{
+    parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, RestartStrategy, SinkSpec, SourceSpec,
+};
 use crate::storage::{sha256_hex, Storage};
 
 #[derive(Debug, Args)]
@@ -40,6 +42,10 @@ pub struct DeployArgs {
     /// Cap on the CPU time of one guest call, e.g. `5s`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
+    /// After a failed attempt: `none`, `fixed:attempts=N,delay=D` or
+    /// `exponential:initial=D,max=D[,attempts=N]`.
+    #[arg(long, default_value = "exponential:initial=1s,max=30s")]
+    restart: RestartStrategy,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -135,6 +141,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         config: args.config,
         memory_limit: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
+        restart: args.restart,
         desired: Desired::Running,
         created_ms: now_ms(),
     };

@@ -43,6 +43,8 @@ pub enum JobEnd {
     Finished,
     /// A fenced write found this supervisor deposed.
     Deposed,
+    /// The restart strategy gave up; the job is marked FAILED.
+    Failed,
 }
 
 /// What every job on this leader shares.
@@ -85,12 +87,12 @@ impl LeaderContext {
     }
 }
 
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// An attempt that lasted this long resets the backoff.
+/// An attempt that lasted this long ends a streak of failures (resetting
+/// an exponential backoff).
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
-/// Starts a job's task; it runs attempts until told to stop or deposed.
+/// Starts a job's task; it runs attempts until told to stop, deposed, or
+/// its restart strategy gives up.
 pub fn spawn(
     ctx: Arc<LeaderContext>,
     spec: JobSpec,
@@ -106,7 +108,7 @@ async fn supervise(
     mut restarts: u32,
     mut control: watch::Receiver<Control>,
 ) -> JobEnd {
-    let mut backoff = Duration::from_secs(1);
+    let mut streak = 0;
     loop {
         let started = Instant::now();
         let error = match attempt::run(&ctx, &spec, restarts, control.clone()).await {
@@ -114,18 +116,30 @@ async fn supervise(
             Err(attempt::AttemptError::Deposed) => return JobEnd::Deposed,
             Err(attempt::AttemptError::Failed(error)) => error,
         };
+        streak = if started.elapsed() >= HEALTHY_RUN {
+            1
+        } else {
+            streak + 1
+        };
+        let Some(delay) = spec.restart.delay(restarts + 1, streak) else {
+            tracing::error!(job = %spec.name, restarts, strategy = %spec.restart, "job failed for good: {error}");
+            return match ctx
+                .write_status(&spec.name, JobState::Failed, restarts, Some(error))
+                .await
+            {
+                Err(crate::ha::FenceError::Deposed) => JobEnd::Deposed,
+                _ => JobEnd::Failed,
+            };
+        };
         restarts += 1;
-        if started.elapsed() >= HEALTHY_RUN {
-            backoff = Duration::from_secs(1);
-        }
-        tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {backoff:?}");
+        tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
         if let Err(crate::ha::FenceError::Deposed) = ctx
             .write_status(&spec.name, JobState::Restarting, restarts, Some(error))
             .await
         {
             return JobEnd::Deposed;
         }
-        let wake = tokio::time::sleep(backoff);
+        let wake = tokio::time::sleep(delay);
         tokio::pin!(wake);
         loop {
             tokio::select! {
@@ -137,6 +151,5 @@ async fn supervise(
                 }
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

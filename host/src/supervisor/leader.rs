@@ -143,7 +143,11 @@ impl Leader {
         }
         for (name, spec) in wanted {
             if !self.jobs.contains_key(name) {
-                let restarts = self.status(name).await.map_or(0, |s| s.restarts);
+                let status = self.status(name).await;
+                if status.as_ref().is_some_and(|s| s.state == JobState::Failed) {
+                    continue;
+                }
+                let restarts = status.map_or(0, |s| s.restarts);
                 let (control, watch) = watch::channel(self.mode);
                 let task = job::spawn(self.ctx.clone(), spec.clone(), restarts, watch);
                 self.jobs.insert(
