@@ -39,3 +39,79 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
         "three kills make at least epoch 4: {job}"
     );
 }
+
+/// Waits until the sink holds at least `more` lines beyond `than`; returns the count.
+fn wait_for_growth(out: &std::path::Path, than: usize, more: usize) -> usize {
+    wait_for(
+        &format!("output to grow past {} lines", than + more),
+        Duration::from_secs(60),
+        || {
+            let n = read_lines(out).len();
+            (n >= than + more).then_some(n)
+        },
+    )
+}
+
+#[test]
+fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    let seen = wait_for_growth(&out, 0, 20);
+
+    let old = cluster.leader_pid();
+    cluster.signal(old, "STOP");
+    let new = cluster.leader_pid_after(Some(old));
+    let seen = wait_for_growth(&out, seen, 20);
+
+    cluster.signal(old, "CONT");
+    wait_for(
+        "the old leader to rejoin as a follower",
+        Duration::from_secs(30),
+        || {
+            let status = cluster.status();
+            let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+            replicas
+                .iter()
+                .any(|r| r["pid"] == old && r["role"] == "follower")
+                .then_some(())
+        },
+    );
+    assert_eq!(cluster.leader_pid(), new, "the woken leader took the lead back");
+    let seen = wait_for_growth(&out, seen, 20);
+    assert_counter_sequence(&read_lines(&out)[..seen]);
+    assert!(cluster.log_of(old).contains("stepped down"), "{}", cluster.log_of(old));
+}
+
+#[test]
+fn sigterm_hands_off_without_waiting_for_session_expiry() {
+    // The longest session the test ZooKeeper allows (20 ticks of 200 ms): a
+    // takeover faster than this did not wait for the old session to expire.
+    let session = Duration::from_secs(4);
+    let mut cluster = Cluster::with_session_timeout("4s");
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    let seen = wait_for_growth(&out, 0, 20);
+
+    let old = cluster.leader_pid();
+    let asked = std::time::Instant::now();
+    cluster.signal(old, "TERM");
+    cluster.leader_pid_after(Some(old));
+    let took = asked.elapsed();
+    assert!(
+        took < session,
+        "handoff took {took:?}, as long as a session expiry\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.wait_exit(old),
+        "the old leader did not exit cleanly\n{}",
+        cluster.log_of(old)
+    );
+    assert!(cluster.log_of(old).contains("handing off leadership"));
+
+    let seen = wait_for_growth(&out, seen, 20);
+    assert_counter_sequence(&read_lines(&out)[..seen]);
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// Session timeout the test supervisors use: short, so failovers are quick.
+/// Session timeout the test supervisors use unless a test sets its own:
+/// short, so failovers are quick.
 pub const SESSION_TIMEOUT: &str = "2s";
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
@@ -137,15 +138,22 @@ pub struct Cluster {
     /// Scratch space: storage dir, logs, sink files.
     pub dir: TempDir,
     supervisors: Vec<Child>,
+    session_timeout: &'static str,
 }
 
 impl Cluster {
     /// A ZooKeeper and an empty storage dir; no supervisor yet.
     pub fn new() -> Cluster {
+        Cluster::with_session_timeout(SESSION_TIMEOUT)
+    }
+
+    /// Like [`Cluster::new`], with another ZooKeeper session timeout.
+    pub fn with_session_timeout(session_timeout: &'static str) -> Cluster {
         Cluster {
             zk: ZooKeeper::start(),
             dir: tempfile::tempdir().unwrap(),
             supervisors: Vec::new(),
+            session_timeout,
         }
     }
 
@@ -159,7 +167,7 @@ impl Cluster {
             .env("WEIR_ZOOKEEPER", &self.zk.connect)
             .env("WEIR_STORAGE_DIR", format!("file://{}", self.path("storage").display()))
             .env("WEIR_CLUSTER_ID", "test")
-            .env("WEIR_SESSION_TIMEOUT", SESSION_TIMEOUT);
+            .env("WEIR_SESSION_TIMEOUT", self.session_timeout);
     }
 
     /// Starts a supervisor; returns its pid.
@@ -262,6 +270,29 @@ impl Cluster {
             .iter_mut()
             .find(|c| c.id() == pid)
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for a supervisor to exit; returns whether it exited successfully.
+    pub fn wait_exit(&mut self, pid: u32) -> bool {
+        let child = self
+            .supervisors
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("a supervisor of this cluster");
+        wait_for("the supervisor to exit", Duration::from_secs(30), || {
+            child.try_wait().ok().flatten()
+        })
+        .success()
+    }
+
+    /// One supervisor's log.
+    pub fn log_of(&self, pid: u32) -> String {
+        let n = self
+            .supervisors
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("a supervisor of this cluster");
+        std::fs::read_to_string(self.path(&format!("supervisor-{n}.log"))).unwrap_or_default()
     }
 
     /// Sends a signal to a supervisor.
