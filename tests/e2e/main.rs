@@ -7,4 +7,5 @@ mod harness;
 mod deploy;
 mod failover;
 mod faults;
+mod storage;
 mod wordcount;

@@ -1,0 +1,81 @@
+//! Storage dir faults: a missing checkpoint object is noticed, a corrupt one
+//! is caught by its checksum, and
+//! the restore falls back to the previous one; a job whose checkpoints are
+//! all unreadable never silently starts from nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster};
+
+/// The snapshot files of a job's retained checkpoints, newest first.
+fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
+    let pointer = cluster.job(job).expect("job listed")["last_checkpoint"].clone();
+    let newest = pointer["id"].as_u64().expect("a committed checkpoint");
+
+    let deployments = cluster.path("storage/checkpoints").join(job);
+    let uid = std::fs::read_dir(&deployments).unwrap().next().unwrap().unwrap().path();
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&uid)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|dir| {
+            let id = dir.file_name()?.to_str()?.split('-').next()?.parse().ok()?;
+            // A deleted checkpoint may leave its empty directory behind.
+            Some((id, dir.join("snapshot"))).filter(|(_, snapshot)| snapshot.exists())
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(
+        found.first().map(|f| f.0),
+        Some(newest),
+        "the pointer names the newest checkpoint on disk"
+    );
+    found.into_iter().map(|(_, path)| path).collect()
+}
+
+#[test]
+fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
+    let mut cluster = Cluster::new();
+    let first = cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    wait_for("output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 50).then_some(())
+    });
+    cluster.signal(first, "KILL");
+
+    let snapshots = retained_snapshots(&cluster, "counter");
+    assert_eq!(snapshots.len(), 3, "three checkpoints are retained: {snapshots:?}");
+    // The newest checkpoint's snapshot goes missing: the pointer names an object that is not there.
+    std::fs::remove_file(&snapshots[0]).unwrap();
+    let seen = read_lines(&out).len();
+    let second = cluster.start_supervisor();
+    wait_for(
+        "output after restoring the previous checkpoint",
+        Duration::from_secs(30),
+        || (read_lines(&out).len() >= seen + 50).then_some(()),
+    );
+    assert_counter_sequence(&read_lines(&out));
+    assert!(
+        cluster.log_of(second).contains("falling back to the previous one"),
+        "{}",
+        cluster.log_of(second)
+    );
+    cluster.signal(second, "KILL");
+
+    for snapshot in retained_snapshots(&cluster, "counter") {
+        std::fs::write(snapshot, b"bit rot").unwrap();
+    }
+    let before = std::fs::read(&out).unwrap();
+    cluster.start_supervisor();
+    let job = wait_for("the job to refuse to start", Duration::from_secs(30), || {
+        cluster.job("counter").filter(|j| j["state"] == "RESTARTING")
+    });
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("no retained checkpoint is readable"),
+        "{job}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before, "the job restarted from nothing");
+}
