@@ -139,6 +139,8 @@ pub struct Cluster {
     pub dir: TempDir,
     supervisors: Vec<Child>,
     session_timeout: &'static str,
+    /// Environment every `weir` process of this cluster gets.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -154,7 +156,13 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             supervisors: Vec::new(),
             session_timeout,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for every `weir` process started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// A path in the cluster's scratch dir.
@@ -167,7 +175,8 @@ impl Cluster {
             .env("WEIR_ZOOKEEPER", &self.zk.connect)
             .env("WEIR_STORAGE_DIR", format!("file://{}", self.path("storage").display()))
             .env("WEIR_CLUSTER_ID", "test")
-            .env("WEIR_SESSION_TIMEOUT", self.session_timeout);
+            .env("WEIR_SESSION_TIMEOUT", self.session_timeout)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
     }
 
     /// Starts a supervisor; returns its pid.

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod deploy;
 mod failover;
 mod faults;

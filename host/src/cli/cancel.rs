@@ -7,7 +7,7 @@ use clap::Args;
 use zookeeper_client as zkc;
 
 use super::ClusterArgs;
-use crate::ha::candidates;
+use crate::ha::{candidates, hint};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]
@@ -29,7 +29,7 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
     let (data, stat) = match client.get_data(&path).await {
         Ok(found) => found,
         Err(zkc::Error::NoNode) => bail!("no job named `{name}`; `weir jobs` lists them"),
-        Err(e) => bail!("cannot read job `{name}`: {e}"),
+        Err(e) => bail!("cannot read job `{name}`: {e}{}", hint(&e)),
     };
     let mut spec: JobSpec =
         serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))?;
@@ -46,7 +46,7 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
         Err(zkc::Error::BadVersion) => {
             bail!("job `{name}` changed while cancelling it; run the command again")
         }
-        Err(e) => bail!("cannot cancel job `{name}`: {e}"),
+        Err(e) => bail!("cannot cancel job `{name}`: {e}{}", hint(&e)),
     }
     if args.wait.is_zero() {
         println!("job `{name}` cancelled; the leader stops it shortly");

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use zookeeper_client::{self as zkc, Acls, CreateMode};
+use zookeeper_client::{self as zkc, CreateMode};
 
 use super::{ClusterArgs, StorageArgs};
-use crate::ha::now_ms;
+use crate::ha::{hint, now_ms};
 use crate::runtime::Runtime;
 use crate::spec::{
     parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, RestartStrategy, SinkSpec, SourceSpec,
@@ -112,11 +112,10 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
 
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
-    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    client
-        .mkdir(&layout.jobs(), &options)
-        .await
-        .with_context(|| format!("cannot create {}", layout.jobs()))?;
+    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
+    if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
+        bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
+    }
 
     let job_path = layout.job(&name);
     match client.get_data(&job_path).await {
@@ -128,7 +127,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             remove_job(&client, &layout, &name).await?;
         }
         Err(zkc::Error::NoNode) => {}
-        Err(e) => bail!("cannot read {job_path}: {e}"),
+        Err(e) => bail!("cannot read {job_path}: {e}{}", hint(&e)),
     }
 
     let spec = JobSpec {
@@ -165,7 +164,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }) => {
             bail!("job `{name}` was deployed concurrently by someone else; check `weir jobs`")
         }
-        Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}"),
+        Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}{}", hint(&e.clone().into())),
     }
     println!(
         "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}",

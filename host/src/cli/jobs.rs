@@ -6,7 +6,7 @@ use zookeeper_client::Client;
 
 use super::{age, print_table, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
-use crate::ha::{now_ms, Layout};
+use crate::ha::{hint, now_ms, Layout};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]
@@ -90,7 +90,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     let mut names = match client.list_children(&layout.jobs()).await {
         Ok(names) => names,
         Err(zookeeper_client::Error::NoNode) => Vec::new(),
-        Err(e) => anyhow::bail!("cannot list {}: {e}", layout.jobs()),
+        Err(e) => anyhow::bail!("cannot list {}: {e}{}", layout.jobs(), hint(&e)),
     };
     names.sort();
     let mut views = Vec::with_capacity(names.len());

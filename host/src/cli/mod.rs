@@ -52,6 +52,10 @@ pub struct ClusterArgs {
     /// ZooKeeper session timeout: how long a dead leader keeps its lead.
     #[arg(long, env = "WEIR_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
     session_timeout: Duration,
+    /// `user:password` for ZooKeeper digest authentication; every znode weir
+    /// creates is then readable and writable only with the same credentials.
+    #[arg(long, env = "WEIR_ZK_AUTH", hide_env_values = true)]
+    zk_auth: Option<String>,
     /// How long to wait for ZooKeeper to answer before giving up.
     #[arg(long, env = "WEIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -62,10 +66,15 @@ impl ClusterArgs {
         ZkSettings {
             connect: self.zookeeper.clone(),
             session_timeout: self.session_timeout,
+            auth: self.zk_auth.clone(),
         }
     }
 
     fn layout(&self) -> anyhow::Result<Layout> {
+        anyhow::ensure!(
+            self.zk_auth.as_deref().is_none_or(|a| a.contains(':')),
+            "--zk-auth must be `user:password`"
+        );
         anyhow::ensure!(
             self.zk_root.starts_with('/') && !self.cluster_id.is_empty() && !self.cluster_id.contains('/'),
             "--zk-root must start with `/` and --cluster-id must be a non-empty name without `/`"

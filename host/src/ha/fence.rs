@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use zookeeper_client::{self as zkc, Acls, CheckWriteError, CreateMode, Stat};
+use zookeeper_client::{self as zkc, CheckWriteError, CreateMode, Stat};
 
 use super::{Latch, Layout, LeaderRecord, SupervisorInfo};
 
@@ -149,7 +149,7 @@ impl Fence {
     pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
         let mut writer = self.writer();
         writer
-            .add_create(path, data, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
+            .add_create(path, data, &CreateMode::Persistent.with_acls(self.latch.acls()))
             .map_err(|source| FenceError::Zk {
                 path: path.into(),
                 source,

@@ -15,12 +15,18 @@ use super::{Layout, SupervisorInfo, ZkError};
 #[derive(Debug, Clone)]
 pub struct Latch {
     lock: Arc<OwnedLockClient>,
+    acls: Acls<'static>,
 }
 
 impl Latch {
     /// Path of the latch node this process holds.
     pub fn path(&self) -> &str {
         self.lock.lock_path()
+    }
+
+    /// The ACL for znodes created while holding the latch.
+    pub fn acls(&self) -> Acls<'static> {
+        self.acls
     }
 
     /// The session that holds the latch.
@@ -33,12 +39,17 @@ impl Latch {
 ///
 /// Cancel-safe: dropping the future withdraws the candidacy. Fails with
 /// `SessionExpired` if the session ends first.
-pub async fn contend(client: &Client, layout: &Layout, info: &SupervisorInfo) -> Result<Latch, ZkError> {
+pub async fn contend(
+    client: &Client,
+    layout: &Layout,
+    info: &SupervisorInfo,
+    acls: Acls<'static>,
+) -> Result<Latch, ZkError> {
     let latch_dir = layout.latch_dir();
     let data = serde_json::to_vec(info).expect("supervisor info serializes");
     let prefix = LockPrefix::new_curator(&latch_dir, "latch-").map_err(|e| ZkError::op("latch path", e))?;
-    let options = LockOptions::new(Acls::anyone_all())
-        .with_ancestor_options(CreateMode::Persistent.with_acls(Acls::anyone_all()))
+    let options = LockOptions::new(acls)
+        .with_ancestor_options(CreateMode::Persistent.with_acls(acls))
         .map_err(|e| ZkError::op("latch options", e))?;
     let lock = client
         .lock(prefix, &data, options)
@@ -46,6 +57,7 @@ pub async fn contend(client: &Client, layout: &Layout, info: &SupervisorInfo) ->
         .map_err(|e| ZkError::op(format!("contend for leadership under {latch_dir}"), e))?;
     Ok(Latch {
         lock: Arc::new(lock.into_owned()),
+        acls,
     })
 }
 

@@ -17,7 +17,7 @@ mod zk;
 pub use fence::now_ms;
 pub use fence::{Fence, FenceError};
 pub use latch::{candidates, contend, Latch};
-pub use zk::{connect, ZkError, ZkSettings};
+pub use zk::{connect, hint, ZkError, ZkSettings};
 
 use serde::{Deserialize, Serialize};
 

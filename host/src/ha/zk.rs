@@ -11,6 +11,29 @@ pub struct ZkSettings {
     pub connect: String,
     /// Session timeout negotiated with the server (which clamps it to 2..20 ticks).
     pub session_timeout: Duration,
+    /// `user:password` for digest authentication. When set, every znode weir
+    /// creates is readable and writable only by sessions with the same credentials.
+    pub auth: Option<String>,
+}
+
+impl ZkSettings {
+    /// The ACL for every znode weir creates.
+    pub fn acls(&self) -> zkc::Acls<'static> {
+        if self.auth.is_some() {
+            zkc::Acls::creator_all()
+        } else {
+            zkc::Acls::anyone_all()
+        }
+    }
+}
+
+/// A hint for errors whose fix is not obvious from the client's words.
+pub fn hint(error: &zkc::Error) -> &'static str {
+    match error {
+        zkc::Error::NoAuth => " (the cluster uses digest authentication: set --zk-auth user:password or WEIR_ZK_AUTH)",
+        zkc::Error::AuthFailed => " (ZooKeeper rejected the --zk-auth credentials)",
+        _ => "",
+    }
 }
 
 /// Failures talking to ZooKeeper, split by what the caller can do about them.
@@ -36,7 +59,7 @@ pub enum ZkError {
         source: zkc::Error,
     },
     /// Any other ZooKeeper error, with what we were doing.
-    #[error("ZooKeeper {what}: {source}")]
+    #[error("ZooKeeper {what}: {source}{}", hint(source))]
     Op {
         /// The operation that failed.
         what: String,
@@ -67,7 +90,10 @@ impl ZkError {
 ///
 /// Cancel-safe: dropping the future drops the half-open session.
 pub async fn connect(settings: &ZkSettings, deadline: Duration) -> Result<zkc::Client, ZkError> {
-    let connector = zkc::Client::connector().with_session_timeout(settings.session_timeout);
+    let mut connector = zkc::Client::connector().with_session_timeout(settings.session_timeout);
+    if let Some(auth) = &settings.auth {
+        connector = connector.with_auth("digest", auth.as_bytes());
+    }
     match tokio::time::timeout(deadline, connector.connect(&settings.connect)).await {
         Err(_) | Ok(Err(zkc::Error::Timeout | zkc::Error::NoHosts | zkc::Error::ConnectionLoss)) => {
             Err(ZkError::Unreachable {

@@ -90,7 +90,7 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
         tracing::info!(session = ?client.session_id(), timeout = ?client.session_timeout(), "connected to ZooKeeper; following");
 
         let latch = tokio::select! {
-            latch = ha::contend(&client, &layout, &info) => latch,
+            latch = ha::contend(&client, &layout, &info, zk.acls()) => latch,
             state = session_lost(&mut states) => {
                 tracing::warn!(?state, "ZooKeeper session ended while following; reconnecting");
                 continue;

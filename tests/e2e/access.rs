@@ -1,0 +1,36 @@
+//! Access: with digest authentication on, every znode weir creates is
+//! closed to sessions without the cluster's credentials.
+
+use std::time::Duration;
+
+use crate::harness::{read_lines, wait_for, Cluster};
+
+#[test]
+fn digest_auth_closes_every_znode_to_other_credentials() {
+    let mut cluster = Cluster::new();
+    cluster.set_env("WEIR_ZK_AUTH", "weir:s3cret");
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "guarded", &[]);
+    wait_for("output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 5).then_some(())
+    });
+    assert_eq!(cluster.job("guarded").unwrap()["state"], "RUNNING");
+
+    for args in [&["jobs"][..], &["cancel", "guarded"], &["status"]] {
+        let intruder = cluster.weir(&[args, &["--zk-auth", "intruder:guess"]].concat());
+        let stderr = String::from_utf8_lossy(&intruder.stderr);
+        assert!(
+            !intruder.status.success(),
+            "weir {args:?} with other credentials succeeded"
+        );
+        assert!(stderr.contains("set --zk-auth"), "weir {args:?}: {stderr}");
+    }
+    assert_eq!(
+        cluster.job("guarded").unwrap()["desired"],
+        "running",
+        "the intruder cancelled the job"
+    );
+
+    let malformed = cluster.weir(&["jobs", "--zk-auth", "no-colon"]);
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("--zk-auth must be `user:password`"));
+}
