@@ -1,14 +1,14 @@
 //! Shared test parts: a real ZooKeeper on a free loopback port with a temp
 //! data dir, real `weir` processes, and waiting on conditions with deadlines.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
+
+pub use crate::zookeeper::ZooKeeper;
 
 /// Session timeout the test supervisors use unless a test sets its own:
 /// short, so failovers are quick.
@@ -26,86 +26,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A standalone ZooKeeper from Debian's `zookeeper` package.
-pub struct ZooKeeper {
-    process: Child,
-    /// `127.0.0.1:PORT`.
-    pub connect: String,
-    _dir: TempDir,
-}
-
-const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
-
-impl ZooKeeper {
-    /// Starts a server and waits until it answers `ruok`. Panics (never
-    /// skips) when ZooKeeper is not installed.
-    pub fn start() -> ZooKeeper {
-        assert!(
-            Path::new(ZOOKEEPER_JAR).exists(),
-            "ZooKeeper is not installed ({ZOOKEEPER_JAR} missing): run `apt-get install zookeeper`, or use the README's test command"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("zoo.cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
-                 4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=200\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("zookeeper.log")).unwrap();
-        let process = Command::new("java")
-            .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp"])
-            .arg(format!("{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar"))
-            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start java (install Debian's `zookeeper` package, which brings Java)");
-        let zk = ZooKeeper {
-            process,
-            connect: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        wait_for("ZooKeeper to answer ruok", Duration::from_secs(30), || {
-            (zk.four_letter("ruok") == "imok").then_some(())
-        });
-        zk
-    }
-
-    fn four_letter(&self, word: &str) -> String {
-        let Ok(mut stream) = TcpStream::connect(&self.connect) else {
-            return String::new();
-        };
-        // A server still starting may accept and never answer: bound the read.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let _ = stream.write_all(word.as_bytes());
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer
-    }
-}
-
-impl Drop for ZooKeeper {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
     }
 }
 
@@ -151,8 +71,13 @@ impl Cluster {
 
     /// Like [`Cluster::new`], with another ZooKeeper session timeout.
     pub fn with_session_timeout(session_timeout: &'static str) -> Cluster {
+        Cluster::with(ZooKeeper::start(), session_timeout)
+    }
+
+    /// A cluster on a given ZooKeeper (an ensemble, say).
+    pub fn with(zk: ZooKeeper, session_timeout: &'static str) -> Cluster {
         Cluster {
-            zk: ZooKeeper::start(),
+            zk,
             dir: tempfile::tempdir().unwrap(),
             supervisors: Vec::new(),
             session_timeout,

@@ -3,9 +3,11 @@
 //! real ZooKeeper and real `weir` processes, and fails loudly without them.
 
 mod harness;
+mod zookeeper;
 
 mod access;
 mod deploy;
+mod ensemble;
 mod failover;
 mod faults;
 mod storage;

@@ -1,0 +1,186 @@
+//! A real ZooKeeper for the tests, from Debian's `zookeeper` package: one
+//! standalone server, or an ensemble on loopback whose nodes can be killed
+//! and restarted with their data.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::harness::wait_for;
+
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One server: its config, its client address, and its process while it runs.
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    address: String,
+    main_class: &'static str,
+    process: Option<Child>,
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let process = Command::new("java")
+            .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp"])
+            .arg(format!("{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar"))
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg(format!("org.apache.zookeeper.server.{}", self.main_class))
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start java (install Debian's `zookeeper` package, which brings Java)");
+        self.process = Some(process);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Sends a four-letter word and returns the answer ("" if none).
+    fn four_letter(&self, word: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(&self.address) else {
+            return String::new();
+        };
+        // A server still starting may accept and never answer: bound the read.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = stream.write_all(word.as_bytes());
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    /// Whether the server serves clients (it is in a quorum, or standalone).
+    fn serving(&self) -> bool {
+        self.four_letter("srvr").contains("Mode:")
+    }
+}
+
+/// A ZooKeeper server or ensemble. Every process is killed on drop.
+pub struct ZooKeeper {
+    nodes: Vec<Node>,
+    /// The connect string for clients: every node's `127.0.0.1:PORT`.
+    pub connect: String,
+    _dir: TempDir,
+}
+
+fn assert_installed() {
+    assert!(
+        Path::new(ZOOKEEPER_JAR).exists(),
+        "ZooKeeper is not installed ({ZOOKEEPER_JAR} missing): run `apt-get install zookeeper`, or use the README's test command"
+    );
+}
+
+const COMMON_CONFIG: &str = "tickTime=200\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+                             4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=200\n";
+
+impl ZooKeeper {
+    /// Starts a standalone server and waits until it serves. Panics (never
+    /// skips) when ZooKeeper is not installed.
+    pub fn start() -> ZooKeeper {
+        ZooKeeper::launch(1)
+    }
+
+    /// Starts an ensemble of `size` servers and waits until all serve.
+    pub fn ensemble(size: usize) -> ZooKeeper {
+        ZooKeeper::launch(size)
+    }
+
+    fn launch(size: usize) -> ZooKeeper {
+        assert_installed();
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer, election))| format!("server.{}=127.0.0.1:{peer}:{election}\n", i + 1))
+            .collect();
+        let nodes: Vec<Node> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, _, _))| {
+                let data = dir.path().join(format!("data-{}", i + 1));
+                std::fs::create_dir_all(&data).unwrap();
+                let mut config = format!("{COMMON_CONFIG}dataDir={}\nclientPort={client}\n", data.display());
+                if size > 1 {
+                    std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
+                    config.push_str(&format!("initLimit=20\nsyncLimit=10\n{servers}"));
+                }
+                let path = dir.path().join(format!("zoo-{}.cfg", i + 1));
+                std::fs::write(&path, config).unwrap();
+                Node {
+                    config: path,
+                    log: dir.path().join(format!("zookeeper-{}.log", i + 1)),
+                    address: format!("127.0.0.1:{client}"),
+                    main_class: if size > 1 {
+                        "quorum.QuorumPeerMain"
+                    } else {
+                        "ZooKeeperServerMain"
+                    },
+                    process: None,
+                }
+            })
+            .collect();
+        let connect = nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
+        let mut zk = ZooKeeper {
+            nodes,
+            connect,
+            _dir: dir,
+        };
+        for n in 0..size {
+            zk.nodes[n].spawn();
+        }
+        zk.wait_serving();
+        zk
+    }
+
+    /// Waits until every running node serves clients.
+    pub fn wait_serving(&self) {
+        wait_for("ZooKeeper to serve", Duration::from_secs(60), || {
+            self.nodes
+                .iter()
+                .filter(|n| n.process.is_some())
+                .all(Node::serving)
+                .then_some(())
+        });
+    }
+
+    /// Kills node `n` (0-based) with SIGKILL.
+    pub fn kill(&mut self, n: usize) {
+        self.nodes[n].kill();
+    }
+
+    /// Starts node `n` again, on its old data.
+    pub fn restart(&mut self, n: usize) {
+        self.nodes[n].spawn();
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
