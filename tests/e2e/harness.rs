@@ -1,6 +1,7 @@
 //! Shared test parts: a real ZooKeeper on a free loopback port with a temp
 //! data dir, real `weir` processes, and waiting on conditions with deadlines.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -217,6 +218,31 @@ impl Cluster {
             child.try_wait().ok().flatten()
         })
         .success()
+    }
+
+    /// A supervisor's `/metrics`, found through `weir status`.
+    pub fn metrics(&self, pid: u32) -> String {
+        let status = self.status();
+        let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+        let replica = replicas
+            .iter()
+            .find(|r| r["pid"] == pid)
+            .expect("the supervisor is in `weir status`");
+        let address = replica["address"].as_str().expect("the supervisor has an HTTP address");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// One value from a supervisor's `/metrics`, e.g. `weir_leader`.
+    pub fn metric(&self, pid: u32, series: &str) -> Option<f64> {
+        let text = self.metrics(pid);
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// One supervisor's log.

@@ -79,3 +79,44 @@ fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), before, "the job restarted from nothing");
 }
+
+#[test]
+fn unwritable_storage_fails_checkpoints_while_the_job_runs_on() {
+    let mut cluster = Cluster::new();
+    let supervisor = cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    wait_for("output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 20).then_some(())
+    });
+    assert_eq!(cluster.metric(supervisor, "weir_leader"), Some(1.0));
+
+    // Root ignores permissions, so make the job's checkpoint directory
+    // unwritable by putting a plain file where it should be.
+    let deployments = cluster.path("storage/checkpoints/counter");
+    let uid = std::fs::read_dir(&deployments).unwrap().next().unwrap().unwrap().path();
+    let aside = deployments.join("aside");
+    std::fs::rename(&uid, &aside).unwrap();
+    std::fs::write(&uid, b"not a directory").unwrap();
+    let failed = r#"weir_checkpoints_failed_total{job="counter"}"#;
+    wait_for("checkpoints to fail", Duration::from_secs(30), || {
+        (cluster.metric(supervisor, failed)? >= 3.0).then_some(())
+    });
+    let job = cluster.job("counter").unwrap();
+    assert_eq!(
+        (job["state"].as_str(), job["restarts"].as_u64()),
+        (Some("RUNNING"), Some(0)),
+        "{job}"
+    );
+    assert!(cluster
+        .log_of(supervisor)
+        .contains("checkpoint failed, the job keeps running"));
+
+    std::fs::remove_file(&uid).unwrap();
+    std::fs::rename(&aside, &uid).unwrap();
+    let stalled = read_lines(&out).len();
+    wait_for("output to resume", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= stalled + 20).then_some(())
+    });
+    // The failed checkpoints' output was carried into the next one: nothing lost.
+    assert_counter_sequence(&read_lines(&out));
+}

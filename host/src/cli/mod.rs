@@ -120,6 +120,9 @@ struct SupervisorArgs {
     /// This replica's name in `weir status` (default: `<host>-<pid>`).
     #[arg(long, env = "WEIR_SUPERVISOR_ID")]
     id: Option<String>,
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`); port 0 picks a free one.
+    #[arg(long, env = "WEIR_HTTP", default_value = "127.0.0.1:0")]
+    http: std::net::SocketAddr,
 }
 
 /// Runs the parsed command.
@@ -128,11 +131,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervisor(args) => {
             let host = gethostname::gethostname().to_string_lossy().into_owned();
             let pid = std::process::id();
+            let http = tokio::net::TcpListener::bind(args.http)
+                .await
+                .with_context(|| format!("cannot listen on --http {}", args.http))?;
             let info = SupervisorInfo {
                 id: args.id.unwrap_or_else(|| format!("{host}-{pid}")),
                 pid,
                 host,
                 started_ms: ha::now_ms(),
+                address: Some(http.local_addr()?.to_string()),
             };
             let settings = SupervisorSettings {
                 zk: args.cluster.zk(),
@@ -142,6 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .open()
                     .context("cannot open the storage dir (set --storage-dir or WEIR_STORAGE_DIR)")?,
                 info,
+                http,
             };
             supervisor::run(settings).await
         }

@@ -4,7 +4,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{print_table, ClusterArgs, OutputFormat};
-use crate::ha::{candidates, LeaderRecord, SupervisorInfo};
+use crate::ha::{candidates, LeaderRecord};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -35,6 +35,8 @@ pub struct LeaderView {
     pub pid: u32,
     /// Its host.
     pub host: String,
+    /// Its HTTP endpoint (`/metrics`, `/healthz`).
+    pub address: Option<String>,
     /// Its epoch; `null` while it is still taking the lead.
     pub epoch: Option<u64>,
     /// When it took the lead (ms since the Unix epoch).
@@ -50,6 +52,8 @@ pub struct ReplicaView {
     pub pid: u32,
     /// Its host.
     pub host: String,
+    /// Its HTTP endpoint (`/metrics`, `/healthz`).
+    pub address: Option<String>,
     /// `leader` or `follower`.
     pub role: &'static str,
     /// Its latch node.
@@ -68,16 +72,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .into_iter()
         .enumerate()
         .map(|(i, (latch, info))| {
-            let info = info.unwrap_or(SupervisorInfo {
-                id: "?".into(),
-                pid: 0,
-                host: "?".into(),
-                started_ms: 0,
-            });
+            let info = info.unwrap_or_default();
             ReplicaView {
                 id: info.id,
                 pid: info.pid,
                 host: info.host,
+                address: info.address,
                 role: if i == 0 { "leader" } else { "follower" },
                 latch,
             }
@@ -89,6 +89,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             id: r.id.clone(),
             pid: r.pid,
             host: r.host.clone(),
+            address: r.address.clone(),
             epoch: current.map(|rec| rec.epoch),
             since_ms: current.map(|rec| rec.since_ms),
         }

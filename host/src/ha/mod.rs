@@ -72,7 +72,7 @@ impl Layout {
 }
 
 /// What a supervisor says about itself in its latch node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
     /// Stable name of the replica (`--id`, default `<host>-<pid>`).
     pub id: String,
@@ -82,6 +82,9 @@ pub struct SupervisorInfo {
     pub host: String,
     /// When the replica started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// Where its HTTP endpoint (`/metrics`, `/healthz`) listens.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// The latest leader and its epoch, kept in the `leader` znode.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::committer::Committer;
+use super::committer::{Committer, PointerAt};
 use super::runner::{self, Barrier, RunEnd};
 use super::{Control, JobEnd, LeaderContext};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Pointer};
@@ -103,17 +103,12 @@ pub async fn run(
     let batch_loop =
         tokio::task::spawn_blocking(move || runner::run(instance, source, control, barriers, interval, &loop_abort));
 
-    let next_id = pointer.latest().map_or(1, |c| c.id + 1);
-    let mut committer = Committer::new(
-        ctx,
-        checkpoints,
+    let pointer = PointerAt {
+        path: pointer_path,
         pointer,
-        stat.version,
-        next_id,
-        position,
-        sink,
-        pointer_path,
-    );
+        version: stat.version,
+    };
+    let mut committer = Committer::new(ctx, name, checkpoints, pointer, sink, position);
     let mut commit_error = None;
     while let Some(barrier) = received.recv().await {
         if let Err(e) = committer.commit(barrier).await {

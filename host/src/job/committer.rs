@@ -3,6 +3,9 @@
 //! the output to the sink. Output of a checkpoint that failed to reach the
 //! storage dir is carried into the next one, so none is lost.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::attempt::AttemptError;
@@ -10,15 +13,26 @@ use super::runner::Barrier;
 use super::LeaderContext;
 use crate::checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, Pointer};
 use crate::connectors::Sink;
+use crate::metrics::JobMetrics;
 use crate::storage::sha256_hex;
+
+/// A pointer as read from (or last written to) its znode.
+pub struct PointerAt {
+    /// Its znode.
+    pub path: String,
+    /// Its content.
+    pub pointer: Pointer,
+    /// The znode version it was read or written at: the next write expects it.
+    pub version: i32,
+}
 
 /// The commit side of one attempt.
 pub struct Committer<'a> {
     ctx: &'a LeaderContext,
+    job: String,
+    metrics: Arc<JobMetrics>,
     store: CheckpointStore,
-    pointer: Pointer,
-    pointer_path: String,
-    pointer_version: i32,
+    pointer: PointerAt,
     next_id: u64,
     /// Bytes of the sink already published: where the next output goes.
     position: u64,
@@ -28,24 +42,24 @@ pub struct Committer<'a> {
 }
 
 impl<'a> Committer<'a> {
-    /// A committer resuming after `pointer` (read at `pointer_version`).
-    #[allow(clippy::too_many_arguments)]
+    /// A committer for `job` resuming after `pointer`, publishing to `sink`
+    /// from byte `position` on.
     pub fn new(
         ctx: &'a LeaderContext,
+        job: &str,
         store: CheckpointStore,
-        pointer: Pointer,
-        pointer_version: i32,
-        next_id: u64,
-        position: u64,
+        pointer: PointerAt,
         sink: Box<dyn Sink>,
-        pointer_path: String,
+        position: u64,
     ) -> Self {
+        let next_id = pointer.pointer.latest().map_or(1, |c| c.id + 1);
+        let metrics = ctx.metrics.job(job);
         Committer {
             ctx,
+            job: job.to_string(),
+            metrics,
             store,
             pointer,
-            pointer_path,
-            pointer_version,
             next_id,
             position,
             carry: Vec::new(),
@@ -78,27 +92,31 @@ impl<'a> Committer<'a> {
             output,
         };
         if let Err(e) = self.store.write(&checkpoint).await {
+            self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
+                job = %self.job,
                 checkpoint = checkpoint_ref.id,
                 "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
             );
             return Ok(());
         }
-        let (pointer, dropped) = self.pointer.advance(checkpoint_ref);
+        let (pointer, dropped) = self.pointer.pointer.advance(checkpoint_ref);
         let stat = self
             .ctx
             .fence
-            .set(&self.pointer_path, &pointer.encode(), Some(self.pointer_version))
+            .set(&self.pointer.path, &pointer.encode(), Some(self.pointer.version))
             .await?;
-        self.pointer = pointer;
-        self.pointer_version = stat.version;
+        self.pointer.pointer = pointer;
+        self.pointer.version = stat.version;
 
         self.sink
             .publish(self.position, &checkpoint.output)
             .map_err(|e| AttemptError::Failed(format!("publishing checkpoint {}: {e}", checkpoint_ref.id)))?;
         self.position += checkpoint.output.len() as u64;
         self.carry.clear();
+        self.metrics.checkpoints_committed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
+            job = %self.job,
             checkpoint = checkpoint_ref.id,
             bytes = checkpoint.output.len(),
             "checkpoint committed"

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ha::{Fence, Layout};
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::spec::{JobSpec, JobState, JobStatus};
 use crate::storage::Storage;
@@ -60,6 +61,8 @@ pub struct LeaderContext {
     pub runtime: Runtime,
     /// This supervisor's id, recorded in job statuses.
     pub supervisor_id: String,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl LeaderContext {
@@ -132,6 +135,10 @@ async fn supervise(
             };
         };
         restarts += 1;
+        ctx.metrics
+            .job(&spec.name)
+            .restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
         if let Err(crate::ha::FenceError::Deposed) = ctx
             .write_status(&spec.name, JobState::Restarting, restarts, Some(error))

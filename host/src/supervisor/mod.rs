@@ -5,6 +5,7 @@
 mod leader;
 mod standby;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use zookeeper_client::SessionState;
 
 use crate::ha::{self, Fence, Layout, SupervisorInfo, ZkSettings};
 use crate::job::LeaderContext;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::storage::Storage;
 
@@ -28,6 +30,8 @@ pub struct SupervisorSettings {
     pub storage: Storage,
     /// Who this replica is.
     pub info: SupervisorInfo,
+    /// Where to serve `/metrics` and `/healthz`.
+    pub http: tokio::net::TcpListener,
 }
 
 /// Wait between two attempts to reach ZooKeeper.
@@ -70,7 +74,10 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
         layout,
         storage,
         info,
+        http,
     } = settings;
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(crate::http::serve(http, metrics.clone()));
     tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), zookeeper = %zk.connect, "supervisor starting");
     loop {
         let client = tokio::select! {
@@ -119,8 +126,12 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
             storage: storage.clone(),
             runtime: runtime.clone(),
             supervisor_id: info.id.clone(),
+            metrics: metrics.clone(),
         });
-        match leader::lead(ctx, &mut states, &mut shutdown).await {
+        metrics.leader_epoch.store(fence.epoch(), Ordering::Relaxed);
+        let end = leader::lead(ctx, &mut states, &mut shutdown).await;
+        metrics.leader_epoch.store(0, Ordering::Relaxed);
+        match end {
             LeaderEnd::Lost(reason) => {
                 tracing::warn!(epoch = fence.epoch(), "stepped down: {reason}; rejoining as a follower");
             }
