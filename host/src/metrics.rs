@@ -18,6 +18,9 @@ pub struct JobMetrics {
     pub restarts: AtomicU64,
 }
 
+/// Picks one counter out of a job's metrics.
+type Counter = fn(&JobMetrics) -> &AtomicU64;
+
 /// Every counter of this supervisor.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -52,7 +55,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE weir_leader_epoch gauge\nweir_leader_epoch {epoch}");
         let jobs = self.jobs.lock().expect("metrics lock");
-        let counters: [(&str, &str, fn(&JobMetrics) -> &AtomicU64); 3] = [
+        let counters: [(&str, &str, Counter); 3] = [
             ("weir_checkpoints_committed_total", "Checkpoints committed.", |m| {
                 &m.checkpoints_committed
             }),
