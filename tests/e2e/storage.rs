@@ -24,7 +24,7 @@ fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
             Some((id, dir.join("snapshot"))).filter(|(_, snapshot)| snapshot.exists())
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     assert_eq!(
         found.first().map(|f| f.0),
         Some(newest),
