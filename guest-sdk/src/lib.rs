@@ -43,6 +43,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "weir_guest::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -166,4 +167,52 @@ macro_rules! export_job {
 
         $crate::bindings::export_world!(__WeirExportedJob with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Probe {
+        counts: HashMap<String, u64>,
+        window: CountWindow<i64>,
+    }
+
+    impl Job for Probe {
+        fn process(&mut self, event: Event, out: &mut Emitter) {
+            if let Event::Int(n) = event {
+                *self.counts.entry(n.to_string()).or_default() += 1;
+                if let Some(sum) = self.window.add(2, |acc| *acc += n) {
+                    out.emit(Event::Int(sum));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn state_survives_snapshot_and_restore() {
+        assert_eq!(glue::process::<Probe>(vec![Event::Int(1)]), vec![]);
+        let snapshot = glue::snapshot::<Probe>();
+        assert_eq!(glue::process::<Probe>(vec![Event::Int(2)]), vec![Event::Int(3)]);
+        glue::restore::<Probe>(snapshot).unwrap();
+        assert_eq!(
+            glue::process::<Probe>(vec![Event::Int(5)]),
+            vec![Event::Int(6)],
+            "the open window came back"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn restoring_any_bytes_is_an_error_or_a_state_never_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)
+        ) {
+            let _ = glue::restore::<Probe>(bytes);
+        }
+    }
 }

@@ -76,6 +76,13 @@ pub struct CheckpointMeta {
     pub output_sha256: String,
 }
 
+impl CheckpointMeta {
+    /// Decodes `meta.json`; any malformed input is an error, never a panic.
+    pub fn decode(raw: &[u8]) -> Result<CheckpointMeta, String> {
+        serde_json::from_slice(raw).map_err(|e| e.to_string())
+    }
+}
+
 /// Failures reading or writing a checkpoint.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -146,9 +153,9 @@ impl CheckpointStore {
     pub async fn read(&self, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
         let dir = self.dir(c);
         let raw = self.storage.get(&format!("{dir}/meta.json")).await?;
-        let meta: CheckpointMeta = serde_json::from_slice(&raw).map_err(|e| CheckpointError::Corrupt {
+        let meta = CheckpointMeta::decode(&raw).map_err(|reason| CheckpointError::Corrupt {
             what: format!("{dir}/meta.json"),
-            reason: e.to_string(),
+            reason,
         })?;
         if meta.checkpoint.id != c.id || meta.checkpoint.epoch != c.epoch {
             return Err(CheckpointError::Corrupt {
@@ -208,6 +215,21 @@ mod tests {
             },
             snapshot,
             output,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = Pointer::decode(&bytes);
+            let _ = CheckpointMeta::decode(&bytes);
+        }
+
+        #[test]
+        fn pointers_round_trip(ids in proptest::collection::vec(proptest::prelude::any::<(u64, u64, u64)>(), 0..5)) {
+            let retained = ids.into_iter().map(|(id, epoch, created_ms)| CheckpointRef { id, epoch, created_ms }).collect();
+            let pointer = Pointer { retained };
+            proptest::prop_assert_eq!(Pointer::decode(&pointer.encode()).unwrap(), pointer);
         }
     }
 

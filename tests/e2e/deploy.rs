@@ -110,6 +110,28 @@ fn bad_modules_and_flags_are_refused_with_one_clear_line() {
         &["jobs", "--zookeeper", "127.0.0.1:1", "--connect-timeout", "1s"],
         "cannot reach ZooKeeper at 127.0.0.1:1",
     );
+    let huge = cluster.path("huge.wasm");
+    std::fs::File::create(&huge).unwrap().set_len(100 << 20).unwrap();
+    assert_refused(
+        &cluster,
+        &["deploy", huge.to_str().unwrap()],
+        "over weir's limit of 64 MiB",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--storage-dir", "ftp://host/x"],
+        "unsupported scheme",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--storage-dir", "file:///proc/weir"],
+        "cannot create /proc/weir",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--restart", "sometimes"],
+        "unknown restart strategy",
+    );
     assert!(cluster.jobs().is_empty(), "a refused deploy left a job behind");
 
     cluster.weir_ok(&["deploy", counter, "--name", "twice"]);

@@ -52,6 +52,10 @@ pub struct DeployArgs {
     storage: StorageArgs,
 }
 
+/// Largest module `weir deploy` accepts: far above any real job, low enough
+/// that a wrong file cannot fill the storage dir or every replica's memory.
+const MAX_MODULE_BYTES: u64 = 64 << 20;
+
 /// Makes a path absolute against this shell's directory: supervisors run elsewhere.
 fn absolute(path: &str) -> anyhow::Result<String> {
     Ok(std::path::absolute(path)
@@ -98,6 +102,17 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         other => other,
     };
 
+    let size = std::fs::metadata(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?
+        .len();
+    if size > MAX_MODULE_BYTES {
+        bail!(
+            "{} is {} MiB, over weir's limit of {} MiB for a job module; build it in release mode with `strip = true`",
+            args.module.display(),
+            size >> 20,
+            MAX_MODULE_BYTES >> 20
+        );
+    }
     let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
     let runtime = Runtime::new()?;
     runtime
