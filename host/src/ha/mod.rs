@@ -12,11 +12,13 @@
 
 mod fence;
 mod latch;
+mod role;
 mod zk;
 
 pub use fence::now_ms;
 pub use fence::{Fence, FenceError};
 pub use latch::{candidates, contend, Latch};
+pub use role::{step, Action, Event, Role};
 pub use zk::{connect, hint, ZkError, ZkSettings};
 
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use zookeeper_client::{SessionState, StateWatcher};
 
 use super::standby::read_specs;
+use crate::ha::{self, Action, Event, Role};
 use crate::job::{self, Control, JobEnd, LeaderContext};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
@@ -20,7 +21,8 @@ use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 pub enum LeaderEnd {
     /// Leadership is gone (session expired, latch deleted, a fenced write refused).
     Lost(String),
-    /// A signal asked for a planned handoff; jobs took their final checkpoints.
+    /// A signal asked to stop; a connected leader finished its jobs and
+    /// released its latch first.
     Shutdown,
 }
 
@@ -42,9 +44,12 @@ struct Leader {
     mode: Control,
 }
 
-/// Leads until leadership is lost or a shutdown is asked for.
+/// Leads until leadership is lost or a shutdown is asked for. `role` is
+/// the leader role just won; every session event and signal goes through
+/// [`ha::step`], and this loop only carries out the actions it returns.
 pub async fn lead(
     ctx: Arc<LeaderContext>,
+    mut role: Role,
     states: &mut StateWatcher,
     shutdown: &mut watch::Receiver<bool>,
 ) -> LeaderEnd {
@@ -54,26 +59,39 @@ pub async fn lead(
         mode: Control::Run,
     };
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
-    let end = loop {
-        tokio::select! {
-            state = states.changed() => {
-                if let Some(end) = leader.on_session(state).await {
-                    break end;
+    loop {
+        let (event, why) = tokio::select! {
+            state = states.changed() => match leader.session_event(state).await {
+                Some(event) => event,
+                None => continue,
+            },
+            _ = tick.tick(), if leader.mode == Control::Run => match leader.reconcile().await {
+                Some(reason) => (Event::Deposed, reason),
+                None => continue,
+            },
+            _ = shutdown.changed() => (Event::ShutdownRequested, "shutdown requested".to_string()),
+        };
+        let (next, actions) = ha::step(role, event);
+        role = next;
+        for action in actions {
+            match action {
+                Action::RunJobs => {}
+                Action::PauseJobs => {
+                    tracing::warn!("disconnected from ZooKeeper: pausing every job until the session is confirmed");
+                    leader.set_mode(Control::Pause);
                 }
-            }
-            _ = tick.tick(), if leader.mode == Control::Run => {
-                if let Some(end) = leader.reconcile().await {
-                    break end;
+                Action::ResumeJobs => {
+                    tracing::info!("reconnected to ZooKeeper with the session intact: resuming jobs");
+                    leader.set_mode(Control::Run);
                 }
-            }
-            _ = shutdown.changed() => {
-                leader.finish_all().await;
-                return LeaderEnd::Shutdown;
+                Action::StopJobs => leader.stop_all().await,
+                Action::FinishJobs => leader.finish_all().await,
+                Action::ReleaseLatch => leader.release_latch().await,
+                Action::Rejoin => return LeaderEnd::Lost(why),
+                Action::Exit => return LeaderEnd::Shutdown,
             }
         }
-    };
-    leader.stop_all().await;
-    end
+    }
 }
 
 impl Leader {
@@ -84,34 +102,43 @@ impl Leader {
         }
     }
 
-    async fn on_session(&mut self, state: SessionState) -> Option<LeaderEnd> {
+    /// Translates a session state into a role event, with a reason for the log.
+    async fn session_event(&self, state: SessionState) -> Option<(Event, String)> {
         match state {
-            SessionState::Disconnected => {
-                tracing::warn!("disconnected from ZooKeeper: pausing every job until the session is confirmed");
-                self.set_mode(Control::Pause);
-                None
-            }
+            SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
             SessionState::SyncConnected => {
-                let latch = self.ctx.fence.latch().path().to_string();
-                match self.ctx.fence.client().check_stat(&latch).await {
-                    Ok(Some(_)) => {
-                        tracing::info!("reconnected to ZooKeeper with the session intact: resuming jobs");
-                        self.set_mode(Control::Run);
-                        None
-                    }
-                    Ok(None) => Some(LeaderEnd::Lost("the latch node is gone".into())),
-                    Err(e) => Some(LeaderEnd::Lost(format!("cannot confirm the latch node: {e}"))),
-                }
+                let latch = self.ctx.fence.latch().path();
+                let (latch_held, why) = match self.ctx.fence.client().check_stat(latch).await {
+                    Ok(Some(_)) => (true, "reconnected".to_string()),
+                    Ok(None) => (false, "the latch node is gone".to_string()),
+                    Err(e) => (false, format!("cannot confirm the latch node: {e}")),
+                };
+                Some((Event::Reconnected { latch_held }, why))
             }
-            state if state.is_terminated() => Some(LeaderEnd::Lost(format!("ZooKeeper session {state:?}"))),
+            state if state.is_terminated() => Some((Event::SessionEnded, format!("ZooKeeper session {state:?}"))),
             _ => None,
         }
     }
 
-    /// Brings the jobs running here in line with the specs.
-    async fn reconcile(&mut self) -> Option<LeaderEnd> {
-        if let Some(end) = self.reap().await {
-            return Some(end);
+    /// Deletes our latch node so the next contender leads at once.
+    async fn release_latch(&self) {
+        tracing::info!(epoch = self.ctx.fence.epoch(), "handing off leadership");
+        if let Err(e) = self
+            .ctx
+            .fence
+            .client()
+            .delete(self.ctx.fence.latch().path(), None)
+            .await
+        {
+            tracing::warn!("could not delete the latch node, the next leader waits for session expiry: {e}");
+        }
+    }
+
+    /// Brings the jobs running here in line with the specs. Returns why
+    /// this supervisor is deposed, if a fenced write found it so.
+    async fn reconcile(&mut self) -> Option<String> {
+        if let Some(reason) = self.reap().await {
+            return Some(reason);
         }
         let specs = read_specs(self.ctx.fence.client(), &self.ctx.layout).await;
         let wanted: HashMap<&str, &JobSpec> = specs
@@ -137,7 +164,7 @@ impl Leader {
                 .is_some_and(|s| s.state != JobState::Canceled)
             {
                 if let Err(e) = self.ctx.write_status(&spec.name, JobState::Canceled, 0, None).await {
-                    return Some(LeaderEnd::Lost(e.to_string()));
+                    return Some(e.to_string());
                 }
             }
         }
@@ -175,7 +202,7 @@ impl Leader {
     }
 
     /// Collects jobs whose tasks ended on their own; a deposed one ends the leadership.
-    async fn reap(&mut self) -> Option<LeaderEnd> {
+    async fn reap(&mut self) -> Option<String> {
         let ended: Vec<String> = self
             .jobs
             .iter()
@@ -185,7 +212,7 @@ impl Leader {
         for name in ended {
             let job = self.jobs.remove(&name).expect("listed above");
             if let Ok(JobEnd::Deposed) = job.task.await {
-                return Some(LeaderEnd::Lost(format!("job {name} found this supervisor deposed")));
+                return Some(format!("job {name} found this supervisor deposed"));
             }
         }
         None

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zookeeper_client::SessionState;
 
-use crate::ha::{self, Fence, Layout, SupervisorInfo, ZkSettings};
+use crate::ha::{self, Event, Fence, Layout, Role, SupervisorInfo, ZkSettings};
 use crate::job::LeaderContext;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -129,19 +129,14 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         });
         metrics.leader_epoch.store(fence.epoch(), Ordering::Relaxed);
-        let end = leader::lead(ctx, &mut states, &mut shutdown).await;
+        let (role, _) = ha::step(Role::Follower, Event::Elected { epoch: fence.epoch() });
+        let end = leader::lead(ctx, role, &mut states, &mut shutdown).await;
         metrics.leader_epoch.store(0, Ordering::Relaxed);
         match end {
             LeaderEnd::Lost(reason) => {
                 tracing::warn!(epoch = fence.epoch(), "stepped down: {reason}; rejoining as a follower");
             }
-            LeaderEnd::Shutdown => {
-                tracing::info!(epoch = fence.epoch(), "handing off leadership");
-                if let Err(e) = fence.client().delete(fence.latch().path(), None).await {
-                    tracing::warn!("could not delete the latch node, the next leader waits for session expiry: {e}");
-                }
-                return Ok(());
-            }
+            LeaderEnd::Shutdown => return Ok(()),
         }
     }
 }
