@@ -34,3 +34,17 @@ fn digest_auth_closes_every_znode_to_other_credentials() {
     let malformed = cluster.weir(&["jobs", "--zk-auth", "no-colon"]);
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("--zk-auth must be `user:password`"));
 }
+
+#[test]
+fn guests_get_no_environment_filesystem_or_network() {
+    let mut cluster = Cluster::new();
+    cluster.set_env("WEIR_PROBE_SECRET", "visible-to-the-host-only");
+    cluster.start_supervisor();
+    // ZooKeeper listens on loopback: a guest with network access could reach it.
+    let zookeeper = cluster.zk.connect.split(',').next().unwrap().to_string();
+    let out = cluster.deploy("faulty", "probe", &["--config", &format!("probe={zookeeper}")]);
+    let report = wait_for("the probe's report", Duration::from_secs(30), || {
+        read_lines(&out).into_iter().next()
+    });
+    assert_eq!(report, "env=0 fs=denied net=denied");
+}

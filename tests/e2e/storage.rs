@@ -120,3 +120,20 @@ fn unwritable_storage_fails_checkpoints_while_the_job_runs_on() {
     // The failed checkpoints' output was carried into the next one: nothing lost.
     assert_counter_sequence(&read_lines(&out));
 }
+
+#[test]
+fn a_damaged_module_is_refused_by_its_digest() {
+    let mut cluster = Cluster::new();
+    cluster.deploy("counter", "counter", &[]);
+    for module in std::fs::read_dir(cluster.path("storage/modules")).unwrap() {
+        std::fs::write(module.unwrap().path(), b"\0asm\x0d\0\x01\0 tampered").unwrap();
+    }
+    cluster.start_supervisor();
+    let job = wait_for("the job to refuse its module", Duration::from_secs(30), || {
+        cluster.job("counter").filter(|j| j["state"] == "RESTARTING")
+    });
+    assert!(
+        job["error"].as_str().unwrap().contains("module digest mismatch"),
+        "{job}"
+    );
+}

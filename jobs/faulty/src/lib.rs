@@ -1,7 +1,9 @@
 //! A job that misbehaves on purpose, for weir's fault tests. It echoes every
 //! number it sees, and on the number named in its config it:
 //! `trap_on=N` panics (a trap); `spin_on=N` loops forever;
-//! `grow_on=N` allocates without bound.
+//! `grow_on=N` allocates without bound. With `probe=HOST:PORT` it instead
+//! reports, for its first event, what the host lets it reach: environment
+//! variables, the filesystem, and a TCP connection to HOST:PORT.
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{config_value, Config, Emitter, Event, Job};
@@ -14,6 +16,22 @@ struct Faulty {
     spin_on: Option<i64>,
     #[serde(skip)]
     grow_on: Option<i64>,
+    #[serde(skip)]
+    probe: Option<String>,
+    probed: bool,
+}
+
+/// What the sandbox allows, as one line: `env=N fs=... net=...`.
+fn probe(address: &str) -> String {
+    let fs = match std::fs::read_dir("/") {
+        Ok(_) => "readable",
+        Err(_) => "denied",
+    };
+    let net = match std::net::TcpStream::connect(address) {
+        Ok(_) => "connected",
+        Err(_) => "denied",
+    };
+    format!("env={} fs={fs} net={net}", std::env::vars().count())
 }
 
 impl Job for Faulty {
@@ -21,11 +39,19 @@ impl Job for Faulty {
         self.trap_on = config_value(config, "trap_on")?;
         self.spin_on = config_value(config, "spin_on")?;
         self.grow_on = config_value(config, "grow_on")?;
+        self.probe = config_value(config, "probe")?;
         Ok(())
     }
 
     fn process(&mut self, event: Event, out: &mut Emitter) {
         let Event::Int(n) = event else { return };
+        if let Some(address) = &self.probe {
+            if !self.probed {
+                self.probed = true;
+                out.emit(Event::Text(probe(address)));
+            }
+            return;
+        }
         if self.trap_on == Some(n) {
             panic!("faulty job: trap_on={n} reached");
         }
