@@ -6,6 +6,7 @@ mod harness;
 mod zookeeper;
 
 mod access;
+mod bench;
 mod chaos;
 mod deploy;
 mod ensemble;

@@ -154,6 +154,9 @@ impl Instance {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
+        // A snapshot or a batch's output can be as large as the guest's memory;
+        // the default cap on what one call hands the host (128 MiB) is not.
+        store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
         let job = pre
             .instantiate(&mut store)

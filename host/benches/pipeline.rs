@@ -1,0 +1,304 @@
+//! Throughput and checkpoint cost of the job path, in one process: source ->
+//! guest -> sink encoding, with a barrier (snapshot, written to disk off the
+//! hot path) every second. The same logic runs as native Rust in the same
+//! loop, so the wasm/native ratio comes from one run on one machine.
+//!
+//! `cargo bench -p weir --bench pipeline -- [--seconds S] [--runs N]` prints
+//! Markdown tables; `scripts/bench` puts them in docs/BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use weir::connectors::{encode_events, open_source, Source};
+use weir::runtime::{Event, Instance, Limits, Runtime};
+use weir::spec::SourceSpec;
+use weir::storage::sha256_hex;
+use weir_guest::CountWindow;
+
+/// The job under test, wasm or native.
+trait Job {
+    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>);
+    fn snapshot(&mut self) -> Vec<u8>;
+}
+
+impl Job for Instance {
+    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
+        let events = Instance::process(self, batch).expect("guest process");
+        encode_events(&events, out);
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        Instance::snapshot(self).expect("guest snapshot")
+    }
+}
+
+/// `jobs/counter` as native Rust: countWindowAll(100).sum().
+#[derive(Default)]
+struct NativeCounter {
+    window: CountWindow<i64>,
+}
+
+impl Job for NativeCounter {
+    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
+        let mut sums = Vec::new();
+        for event in batch {
+            if let Event::Int(n) = event {
+                if let Some(sum) = self.window.add(100, |acc| *acc += n) {
+                    sums.push(Event::Int(sum));
+                }
+            }
+        }
+        encode_events(&sums, out);
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        format!("{:?}", self.window).into_bytes()
+    }
+}
+
+/// `jobs/wordcount` as native Rust: a running count per word.
+#[derive(Default)]
+struct NativeWordCount {
+    counts: HashMap<String, u64>,
+}
+
+impl Job for NativeWordCount {
+    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
+        let mut emitted = Vec::new();
+        for event in batch {
+            let Event::Text(line) = event else { continue };
+            for word in line.split_whitespace() {
+                let word = word.to_lowercase();
+                let count = self.counts.entry(word.clone()).or_insert(0);
+                *count += 1;
+                emitted.push(Event::Text(format!("{word} {count}")));
+            }
+        }
+        encode_events(&emitted, out);
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        self.counts
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes(), &v.to_le_bytes()].concat())
+            .collect()
+    }
+}
+
+/// One word per event from a vocabulary of `keys` words, unthrottled.
+struct Words {
+    keys: u64,
+    offset: u64,
+}
+
+impl Source for Words {
+    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, _until: Instant) -> std::io::Result<()> {
+        for _ in 0..max {
+            batch.push(Event::Text(format!("w{}", (self.offset * 2654435761) % self.keys)));
+            self.offset += 1;
+        }
+        Ok(())
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+struct Run {
+    events_per_s: f64,
+    max_pause: Duration,
+}
+
+/// Runs the loop for `seconds`, with a barrier every second whose snapshot
+/// is written to disk by another thread, as the committer does.
+fn run(job: &mut dyn Job, source: &mut dyn Source, seconds: u64, dir: &std::path::Path) -> Run {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let dir = dir.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        for (i, snapshot) in rx.into_iter().enumerate() {
+            std::fs::write(dir.join(format!("snapshot-{i}")), snapshot).expect("write snapshot");
+        }
+    });
+    let mut batch = Vec::with_capacity(1024);
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut next_barrier = start + Duration::from_secs(1);
+    let mut max_pause = Duration::ZERO;
+    let mut events = 0u64;
+    while Instant::now() < end {
+        batch.clear();
+        source.next_batch(&mut batch, 1024, next_barrier).unwrap();
+        events += batch.len() as u64;
+        job.process(&batch, &mut out);
+        out.clear();
+        if Instant::now() >= next_barrier {
+            let pause = Instant::now();
+            let snapshot = job.snapshot();
+            max_pause = max_pause.max(pause.elapsed());
+            tx.send(snapshot).unwrap();
+            next_barrier += Duration::from_secs(1);
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(tx);
+    writer.join().unwrap();
+    Run {
+        events_per_s: events as f64 / elapsed.as_secs_f64(),
+        max_pause,
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // This binary is <target>/release/deps/pipeline-*.
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+fn instance(runtime: &Runtime, name: &str, memory_bytes: u64) -> Instance {
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-jobs", path.display()));
+    let sha = sha256_hex(&bytes);
+    runtime.prepare(&sha, &bytes).unwrap();
+    let limits = Limits {
+        memory_bytes,
+        call_timeout: Duration::from_secs(60),
+    };
+    runtime.instantiate(&sha, name, limits).unwrap()
+}
+
+fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(default)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The barrier's pause (the guest's snapshot, taken between two batches) and
+/// the write of the snapshot to a `file://` storage dir, by state size.
+fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
+    let storage = weir::storage::Storage::open(&format!("file://{}", dir.display())).unwrap();
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("\n### Checkpoint cost by state size\n");
+    println!("{runs} snapshots per size (`jobs/ballast`); milliseconds as median (min-max).\n");
+    println!(
+        "| guest state | barrier pause (snapshot) | write to the storage dir | throughput lost at a 1 s interval |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for (label, bytes) in [
+        ("1 KiB", 1u64 << 10),
+        ("1 MiB", 1 << 20),
+        ("64 MiB", 64 << 20),
+        ("256 MiB", 256 << 20),
+    ] {
+        let mut job = instance(runtime, "ballast", bytes * 6 + (64 << 20));
+        job.init(&[("bytes".to_string(), bytes.to_string())]).unwrap();
+        let (mut pauses, mut writes) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let taken = Instant::now();
+            let snapshot = Job::snapshot(&mut job);
+            pauses.push(millis(taken.elapsed()));
+            let written = Instant::now();
+            let path = format!("cost/{label}-{i}");
+            io.block_on(storage.put_if_absent(&path, snapshot.into())).unwrap();
+            writes.push(millis(written.elapsed()));
+        }
+        let (p, pmin, pmax) = stats(pauses);
+        let (w, wmin, wmax) = stats(writes);
+        println!(
+            "| {label} | {p:.3} ({pmin:.3}-{pmax:.3}) | {w:.3} ({wmin:.3}-{wmax:.3}) | {:.3} % |",
+            p / 1000.0 * 100.0
+        );
+    }
+}
+
+fn main() {
+    let seconds = arg("--seconds", 5);
+    let runs = arg("--runs", 3) as usize;
+    let runtime = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    println!("### Throughput (one core, unthrottled source, discarding sink, barrier every 1 s)\n");
+    println!("{runs} runs of {seconds} s each; events/s as median (min-max).\n");
+    println!("| job | wasm events/s | native events/s | wasm/native | max barrier pause (wasm) |");
+    println!("| --- | --- | --- | --- | --- |");
+    type Make<'a> = Box<dyn Fn() -> (Box<dyn Job + 'a>, Box<dyn Source>) + 'a>;
+    let cases: Vec<(&str, Make, Make)> = vec![
+        (
+            "counter (countWindowAll(100).sum())",
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(instance(&runtime, "counter", 64 << 20));
+                (job, open_source(&SourceSpec::Sequence { start: 0, rate: 0 }, 0))
+            }),
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(NativeCounter::default());
+                (job, open_source(&SourceSpec::Sequence { start: 0, rate: 0 }, 0))
+            }),
+        ),
+        (
+            "wordcount (10,000 keys)",
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(instance(&runtime, "wordcount", 256 << 20));
+                (
+                    job,
+                    Box::new(Words {
+                        keys: 10_000,
+                        offset: 0,
+                    }),
+                )
+            }),
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(NativeWordCount::default());
+                (
+                    job,
+                    Box::new(Words {
+                        keys: 10_000,
+                        offset: 0,
+                    }),
+                )
+            }),
+        ),
+    ];
+    for (name, wasm, native) in &cases {
+        let mut wasm_runs = Vec::new();
+        let mut native_runs = Vec::new();
+        let mut pause = Duration::ZERO;
+        for _ in 0..runs {
+            let (mut job, mut source) = wasm();
+            let r = run(job.as_mut(), source.as_mut(), seconds, dir.path());
+            wasm_runs.push(r.events_per_s);
+            pause = pause.max(r.max_pause);
+            let (mut job, mut source) = native();
+            native_runs.push(run(job.as_mut(), source.as_mut(), seconds, dir.path()).events_per_s);
+        }
+        let (w, wmin, wmax) = stats(wasm_runs);
+        let (n, nmin, nmax) = stats(native_runs);
+        println!(
+            "| {name} | {:.2} M ({:.2}-{:.2}) | {:.2} M ({:.2}-{:.2}) | {:.2} | {:.2} ms |",
+            w / 1e6,
+            wmin / 1e6,
+            wmax / 1e6,
+            n / 1e6,
+            nmin / 1e6,
+            nmax / 1e6,
+            w / n,
+            millis(pause)
+        );
+    }
+    checkpoint_cost(&runtime, dir.path(), runs.max(5));
+}

@@ -1,0 +1,37 @@
+//! A job whose state is `bytes=N` bytes of ballast, for measuring what a
+//! checkpoint of a given size costs. It counts the events it sees and emits
+//! the count every `every=M` events (default 100,000).
+
+use serde::{Deserialize, Serialize};
+use weir_guest::{config_value, Config, Emitter, Event, Job};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Ballast {
+    seen: u64,
+    every: u64,
+    ballast: Vec<u8>,
+}
+
+impl Job for Ballast {
+    fn init(&mut self, config: &Config) -> Result<(), String> {
+        self.every = config_value(config, "every")?.unwrap_or(100_000).max(1);
+        let bytes: usize = config_value(config, "bytes")?.unwrap_or(1024);
+        if self.ballast.len() != bytes {
+            self.ballast = (0..bytes).map(|i| i as u8).collect();
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, _event: Event, out: &mut Emitter) {
+        self.seen += 1;
+        let at = self.seen as usize % self.ballast.len().max(1);
+        if let Some(byte) = self.ballast.get_mut(at) {
+            *byte = byte.wrapping_add(1);
+        }
+        if self.seen.is_multiple_of(self.every) {
+            out.emit(Event::Int(self.seen as i64));
+        }
+    }
+}
+
+weir_guest::export_job!(Ballast);

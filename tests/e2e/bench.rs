@@ -1,0 +1,128 @@
+//! Failover and cold-start benchmarks against real processes (run by
+//! `scripts/bench`, ignored in the normal suite). Each prints Markdown.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::harness::{read_lines, wait_for, Cluster};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The time of the last log line containing `what` (logs are RFC 3339 stamped).
+fn logged_at(log: &str, what: &str) -> Option<SystemTime> {
+    let line = log.lines().rev().find(|l| l.contains(what))?;
+    humantime::parse_rfc3339(line.split_whitespace().next()?).ok()
+}
+
+fn since(start: SystemTime, at: Option<SystemTime>) -> f64 {
+    at.and_then(|t| t.duration_since(start).ok())
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Waits for the file to grow past `lines` lines, polling every millisecond.
+fn next_output(out: &Path, lines: usize) -> SystemTime {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_lines(out).len() <= lines {
+        assert!(Instant::now() < deadline, "no output after the fault");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    SystemTime::now()
+}
+
+fn row(label: &str, mut samples: Vec<f64>) -> String {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    format!(
+        "| {label} | {:.0} | {:.0} | {:.0} | {n} |",
+        samples[n / 2],
+        samples[0],
+        samples[n - 1]
+    )
+}
+
+/// `rounds` faults of one kind with one session timeout; one table.
+fn failover(session: &'static str, signal: &str, rounds: u64) {
+    let mut cluster = Cluster::with_session_timeout(session);
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &["--source", "sequence:rate=10000"]);
+    let (mut leadership, mut restored, mut output) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let seen = wait_for("output", Duration::from_secs(60), || {
+            let n = read_lines(&out).len();
+            (n >= 10).then_some(n)
+        });
+        let old = cluster.leader_pid();
+        let lines = read_lines(&out).len().max(seen);
+        let killed = SystemTime::now();
+        cluster.signal(old, signal);
+        let at_output = next_output(&out, lines);
+        let new = cluster.leader_pid_after(Some(old));
+        let log = cluster.log_of(new);
+        leadership.push(since(killed, logged_at(&log, "became leader")));
+        restored.push(since(killed, logged_at(&log, "restored job from checkpoint")));
+        output.push(since(killed, Some(at_output)));
+        if signal == "TERM" {
+            cluster.wait_exit(old);
+        }
+        cluster.start_supervisor();
+        // The replacement must be a standby before the next fault.
+        wait_for("a standby", Duration::from_secs(30), || {
+            (cluster.status()["replicas"].as_array().map_or(0, Vec::len) >= 2).then_some(())
+        });
+    }
+    let kind = if signal == "KILL" {
+        "kill -9"
+    } else {
+        "SIGTERM (planned handoff)"
+    };
+    println!("\n#### {kind} of the leader, session timeout {session}\n");
+    println!("Milliseconds from the signal.\n\n| to | median | min | max | rounds |\n| --- | --- | --- | --- | --- |");
+    println!("{}", row("standby's leadership (log)", leadership));
+    println!("{}", row("job restored (log)", restored));
+    println!("{}", row("next committed output (sink file)", output));
+}
+
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn failover_times() {
+    let rounds = env_u64("WEIR_BENCH_ROUNDS", 20);
+    println!("### Failover\n\nThe counter at 10,000 events/s, checkpoints every 200 ms, two supervisors (a replacement is started after each fault).");
+    failover("2s", "KILL", rounds);
+    failover("4s", "KILL", rounds);
+    failover("2s", "TERM", rounds);
+}
+
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn cold_start() {
+    let rounds = env_u64("WEIR_BENCH_ROUNDS", 20).min(10);
+    let (mut ready, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let mut cluster = Cluster::new();
+        let started = SystemTime::now();
+        let pid = cluster.start_supervisor();
+        wait_for("leadership", Duration::from_secs(30), || {
+            logged_at(&cluster.log_of(pid), "became leader")
+        });
+        ready.push(since(started, logged_at(&cluster.log_of(pid), "became leader")));
+        for (name, samples) in [("cold", &mut cold), ("warm", &mut warm)] {
+            let deployed = SystemTime::now();
+            let out = cluster.deploy("counter", name, &["--source", "sequence:rate=0"]);
+            samples.push(since(deployed, Some(next_output(&out, 0))));
+        }
+    }
+    println!("\n### Cold start\n\nMilliseconds; {rounds} rounds, each on a fresh ZooKeeper and storage dir.\n");
+    println!("| from -> to | median | min | max | rounds |\n| --- | --- | --- | --- | --- |");
+    println!("{}", row("`weir supervisor` started -> leading (log)", ready));
+    println!(
+        "{}",
+        row("`weir deploy` run -> first committed output, module cache cold", cold)
+    );
+    println!(
+        "{}",
+        row("`weir deploy` run -> first committed output, module cache warm", warm)
+    );
+}
