@@ -58,15 +58,22 @@ fn failover(session: &'static str, signal: &str, rounds: u64) {
         let lines = read_lines(&out).len().max(seen);
         let killed = SystemTime::now();
         cluster.signal(old, signal);
-        let at_output = next_output(&out, lines);
         let new = cluster.leader_pid_after(Some(old));
-        let log = cluster.log_of(new);
-        leadership.push(since(killed, logged_at(&log, "became leader")));
-        restored.push(since(killed, logged_at(&log, "restored job from checkpoint")));
-        output.push(since(killed, Some(at_output)));
-        if signal == "TERM" {
+        let restore = wait_for("the new leader to restore the job", Duration::from_secs(60), || {
+            logged_at(&cluster.log_of(new), "restored job from checkpoint")
+        });
+        // After a SIGTERM the old leader publishes its final checkpoint first:
+        // count only what the new leader commits.
+        let lines = if signal == "TERM" {
             cluster.wait_exit(old);
-        }
+            read_lines(&out).len()
+        } else {
+            lines
+        };
+        let at_output = next_output(&out, lines);
+        leadership.push(since(killed, logged_at(&cluster.log_of(new), "became leader")));
+        restored.push(since(killed, Some(restore)));
+        output.push(since(killed, Some(at_output)));
         cluster.start_supervisor();
         // The replacement must be a standby before the next fault.
         wait_for("a standby", Duration::from_secs(30), || {
