@@ -96,7 +96,7 @@ fn failover(session: &'static str, signal: &str, rounds: u64) {
 #[ignore = "a benchmark: run it with scripts/bench"]
 fn failover_times() {
     let rounds = env_u64("WEIR_BENCH_ROUNDS", 20);
-    println!("### Failover\n\nThe counter at 10,000 events/s, checkpoints every 200 ms, two supervisors (a replacement is started after each fault).");
+    println!("\n### Failover\n\nThe counter at 10,000 events/s, checkpoints every 200 ms, two supervisors (a replacement is started after each fault).");
     failover("2s", "KILL", rounds);
     failover("4s", "KILL", rounds);
     failover("2s", "TERM", rounds);
