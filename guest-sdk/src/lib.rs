@@ -47,6 +47,7 @@ pub mod bindings {
     });
 }
 
+use bindings::weir::job::types::{Batch, Texts};
 pub use bindings::weir::job::types::{Event, Level};
 
 /// Settings given at deploy time with `--config key=value`.
@@ -123,14 +124,50 @@ pub mod glue {
         with_job::<J, _>(|job| job.init(&config))
     }
 
-    pub fn process<J: Job>(batch: Vec<Event>) -> Vec<Event> {
+    pub fn process<J: Job>(input: Batch) -> Batch {
         let mut out = Emitter { events: Vec::new() };
-        with_job::<J, _>(|job| {
-            for event in batch {
-                job.process(event, &mut out);
-            }
+        with_job::<J, _>(|job| match input {
+            Batch::Ints(ints) => ints.into_iter().for_each(|n| job.process(Event::Int(n), &mut out)),
+            Batch::Texts(texts) => unpack(&texts).for_each(|text| job.process(Event::Text(text), &mut out)),
+            Batch::Mixed(events) => events.into_iter().for_each(|event| job.process(event, &mut out)),
         });
-        out.events
+        pack(out.events)
+    }
+
+    /// The texts of a packed batch. The host sends UTF-8; anything else is
+    /// replaced, never a trap.
+    pub(crate) fn unpack(texts: &Texts) -> impl Iterator<Item = String> + '_ {
+        let starts = core::iter::once(0).chain(texts.ends.iter().copied());
+        starts.zip(texts.ends.iter().copied()).map(|(start, end)| {
+            let bytes = texts.data.get(start as usize..end as usize).unwrap_or_default();
+            String::from_utf8_lossy(bytes).into_owned()
+        })
+    }
+
+    /// Packs emitted events into the cheapest batch that holds them in order.
+    pub(crate) fn pack(events: Vec<Event>) -> Batch {
+        if events.iter().all(|e| matches!(e, Event::Int(_))) {
+            return Batch::Ints(
+                events
+                    .into_iter()
+                    .map(|e| if let Event::Int(n) = e { n } else { 0 })
+                    .collect(),
+            );
+        }
+        if events.iter().all(|e| matches!(e, Event::Text(_))) {
+            let mut texts = Texts {
+                data: Vec::new(),
+                ends: Vec::with_capacity(events.len()),
+            };
+            for event in &events {
+                if let Event::Text(text) = event {
+                    texts.data.extend_from_slice(text.as_bytes());
+                    texts.ends.push(texts.data.len() as u32);
+                }
+            }
+            return Batch::Texts(texts);
+        }
+        Batch::Mixed(events)
     }
 
     pub fn snapshot<J: Job>() -> Vec<u8> {
@@ -154,8 +191,8 @@ macro_rules! export_job {
             fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::core::result::Result<(), ::std::string::String> {
                 $crate::glue::init::<$job>(config)
             }
-            fn process(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::Event> {
-                $crate::glue::process::<$job>(batch)
+            fn process(input: $crate::bindings::weir::job::types::Batch) -> $crate::bindings::weir::job::types::Batch {
+                $crate::glue::process::<$job>(input)
             }
             fn snapshot() -> ::std::vec::Vec<u8> {
                 $crate::glue::snapshot::<$job>()
@@ -176,6 +213,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::bindings::weir::job::types::{Batch, Texts};
 
     #[derive(Default, Serialize, Deserialize)]
     struct Probe {
@@ -194,16 +232,47 @@ mod tests {
         }
     }
 
+    fn ints(ns: &[i64]) -> Batch {
+        Batch::Ints(ns.to_vec())
+    }
+
     #[test]
     fn state_survives_snapshot_and_restore() {
-        assert_eq!(glue::process::<Probe>(vec![Event::Int(1)]), vec![]);
+        assert_eq!(glue::process::<Probe>(ints(&[1])), ints(&[]));
         let snapshot = glue::snapshot::<Probe>();
-        assert_eq!(glue::process::<Probe>(vec![Event::Int(2)]), vec![Event::Int(3)]);
+        assert_eq!(glue::process::<Probe>(ints(&[2])), ints(&[3]));
         glue::restore::<Probe>(snapshot).unwrap();
         assert_eq!(
-            glue::process::<Probe>(vec![Event::Int(5)]),
-            vec![Event::Int(6)],
+            glue::process::<Probe>(ints(&[5])),
+            ints(&[6]),
             "the open window came back"
+        );
+    }
+
+    #[test]
+    fn texts_and_mixed_batches_keep_their_order() {
+        let texts = Texts {
+            data: b"onetwo".to_vec(),
+            ends: vec![3, 6],
+        };
+        assert_eq!(glue::unpack(&texts).collect::<Vec<_>>(), vec!["one", "two"]);
+        let bad = Texts {
+            data: b"x".to_vec(),
+            ends: vec![5],
+        };
+        assert_eq!(
+            glue::unpack(&bad).collect::<Vec<_>>(),
+            vec![""],
+            "bad bounds give an empty text, not a trap"
+        );
+        let mixed = vec![Event::Text("a".into()), Event::Int(1)];
+        assert_eq!(glue::pack(mixed.clone()), Batch::Mixed(mixed));
+        assert_eq!(
+            glue::pack(vec![Event::Text("ab".into()), Event::Text("c".into())]),
+            Batch::Texts(Texts {
+                data: b"abc".to_vec(),
+                ends: vec![2, 3]
+            })
         );
     }
 

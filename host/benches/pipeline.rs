@@ -3,29 +3,29 @@
 //! hot path) every second. The same logic runs as native Rust in the same
 //! loop, so the wasm/native ratio comes from one run on one machine.
 //!
-//! `cargo bench -p weir --bench pipeline -- [--seconds S] [--runs N]` prints
+//! `cargo bench -p weir --bench pipeline -- [--seconds S] [--runs N] [--only JOB]` prints
 //! Markdown tables; `scripts/bench` puts them in docs/BENCHMARKS.md.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weir::connectors::{encode_events, open_source, Source};
-use weir::runtime::{Event, Instance, Limits, Runtime};
+use weir::connectors::{encode_batch, open_source, Source};
+use weir::runtime::{batch_len, Batch, Instance, Limits, Runtime, Texts};
 use weir::spec::SourceSpec;
 use weir::storage::sha256_hex;
 use weir_guest::CountWindow;
 
 /// The job under test, wasm or native.
 trait Job {
-    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>);
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>);
     fn snapshot(&mut self) -> Vec<u8>;
 }
 
 impl Job for Instance {
-    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
-        let events = Instance::process(self, batch).expect("guest process");
-        encode_events(&events, out);
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let emitted = Instance::process(self, batch).expect("guest process");
+        encode_batch(&emitted, out);
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
@@ -40,16 +40,13 @@ struct NativeCounter {
 }
 
 impl Job for NativeCounter {
-    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
-        let mut sums = Vec::new();
-        for event in batch {
-            if let Event::Int(n) = event {
-                if let Some(sum) = self.window.add(100, |acc| *acc += n) {
-                    sums.push(Event::Int(sum));
-                }
-            }
-        }
-        encode_events(&sums, out);
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let Batch::Ints(ints) = batch else { return };
+        let sums = ints
+            .iter()
+            .filter_map(|n| self.window.add(100, |acc| *acc += n))
+            .collect();
+        encode_batch(&Batch::Ints(sums), out);
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
@@ -64,18 +61,24 @@ struct NativeWordCount {
 }
 
 impl Job for NativeWordCount {
-    fn process(&mut self, batch: &[Event], out: &mut Vec<u8>) {
-        let mut emitted = Vec::new();
-        for event in batch {
-            let Event::Text(line) = event else { continue };
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let Batch::Texts(texts) = batch else { return };
+        let mut emitted = Texts {
+            data: Vec::new(),
+            ends: Vec::new(),
+        };
+        let starts = std::iter::once(0).chain(texts.ends.iter().copied());
+        for (start, end) in starts.zip(texts.ends.iter().copied()) {
+            let line = String::from_utf8_lossy(&texts.data[start as usize..end as usize]);
             for word in line.split_whitespace() {
                 let word = word.to_lowercase();
                 let count = self.counts.entry(word.clone()).or_insert(0);
                 *count += 1;
-                emitted.push(Event::Text(format!("{word} {count}")));
+                emitted.data.extend_from_slice(format!("{word} {count}").as_bytes());
+                emitted.ends.push(emitted.data.len() as u32);
             }
         }
-        encode_events(&emitted, out);
+        encode_batch(&Batch::Texts(emitted), out);
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
@@ -93,12 +96,19 @@ struct Words {
 }
 
 impl Source for Words {
-    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, _until: Instant) -> std::io::Result<()> {
+    fn next_batch(&mut self, max: usize, _until: Instant) -> std::io::Result<Batch> {
+        let mut texts = Texts {
+            data: Vec::new(),
+            ends: Vec::with_capacity(max),
+        };
         for _ in 0..max {
-            batch.push(Event::Text(format!("w{}", (self.offset * 2654435761) % self.keys)));
+            texts
+                .data
+                .extend_from_slice(format!("w{}", (self.offset * 2654435761) % self.keys).as_bytes());
+            texts.ends.push(texts.data.len() as u32);
             self.offset += 1;
         }
-        Ok(())
+        Ok(Batch::Texts(texts))
     }
 
     fn offset(&self) -> u64 {
@@ -121,7 +131,6 @@ fn run(job: &mut dyn Job, source: &mut dyn Source, seconds: u64, dir: &std::path
             std::fs::write(dir.join(format!("snapshot-{i}")), snapshot).expect("write snapshot");
         }
     });
-    let mut batch = Vec::with_capacity(1024);
     let mut out = Vec::new();
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
@@ -129,9 +138,8 @@ fn run(job: &mut dyn Job, source: &mut dyn Source, seconds: u64, dir: &std::path
     let mut max_pause = Duration::ZERO;
     let mut events = 0u64;
     while Instant::now() < end {
-        batch.clear();
-        source.next_batch(&mut batch, 1024, next_barrier).unwrap();
-        events += batch.len() as u64;
+        let batch = source.next_batch(1024, next_barrier).unwrap();
+        events += batch_len(&batch) as u64;
         job.process(&batch, &mut out);
         out.clear();
         if Instant::now() >= next_barrier {
@@ -166,7 +174,9 @@ fn instance(runtime: &Runtime, name: &str, memory_bytes: u64) -> Instance {
         memory_bytes,
         call_timeout: Duration::from_secs(60),
     };
-    runtime.instantiate(&sha, name, limits).unwrap()
+    let mut job = runtime.instantiate(&sha, name, limits).unwrap();
+    job.init(&[]).unwrap();
+    job
 }
 
 fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -274,7 +284,11 @@ fn main() {
             }),
         ),
     ];
-    for (name, wasm, native) in &cases {
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    for (name, wasm, native) in cases
+        .iter()
+        .filter(|(name, ..)| only.as_ref().is_none_or(|o| name.starts_with(o.as_str())))
+    {
         let mut wasm_runs = Vec::new();
         let mut native_runs = Vec::new();
         let mut pause = Duration::ZERO;
@@ -300,5 +314,7 @@ fn main() {
             millis(pause)
         );
     }
-    checkpoint_cost(&runtime, dir.path(), runs.max(5));
+    if only.is_none() {
+        checkpoint_cost(&runtime, dir.path(), runs.max(5));
+    }
 }

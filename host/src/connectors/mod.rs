@@ -6,5 +6,5 @@
 mod sink;
 mod source;
 
-pub use sink::{encode_events, open_sink, Sink};
+pub use sink::{encode_batch, open_sink, Sink};
 pub use source::{open_source, Source};

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use crate::runtime::Event;
+use crate::runtime::{Batch, Event};
 use crate::spec::SinkSpec;
 
 /// Publishes committed output.
@@ -29,23 +29,36 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
     }
 }
 
-/// Renders events as the sinks write them: one line per event, numbers in
+/// Renders a batch as the sinks write it: one line per event, numbers in
 /// decimal, text as is (a newline inside text is written as `\n`).
-pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
-    for event in events {
-        match event {
-            Event::Int(n) => {
-                let _ = writeln!(out, "{n}");
-            }
-            Event::Text(text) if text.contains('\n') => {
-                let _ = writeln!(out, "{}", text.replace('\n', "\\n"));
-            }
-            Event::Text(text) => {
-                out.extend_from_slice(text.as_bytes());
-                out.push(b'\n');
+pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
+    match batch {
+        Batch::Ints(ints) => ints.iter().for_each(|n| encode_int(*n, out)),
+        Batch::Texts(texts) => {
+            let starts = std::iter::once(0).chain(texts.ends.iter().copied());
+            for (start, end) in starts.zip(texts.ends.iter().copied()) {
+                encode_text(texts.data.get(start as usize..end as usize).unwrap_or_default(), out);
             }
         }
+        Batch::Mixed(events) => events.iter().for_each(|event| match event {
+            Event::Int(n) => encode_int(*n, out),
+            Event::Text(text) => encode_text(text.as_bytes(), out),
+        }),
     }
+}
+
+fn encode_int(n: i64, out: &mut Vec<u8>) {
+    let _ = writeln!(out, "{n}");
+}
+
+fn encode_text(text: &[u8], out: &mut Vec<u8>) {
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\\n");
+        }
+        out.extend_from_slice(line);
+    }
+    out.push(b'\n');
 }
 
 /// The supervisor's standard output: at-least-once (a restored checkpoint's
@@ -114,11 +127,27 @@ mod tests {
     #[test]
     fn events_become_lines() {
         let mut out = Vec::new();
-        encode_events(
-            &[Event::Int(-4950), Event::Text("a\nb".into()), Event::Text("w 2".into())],
+        encode_batch(
+            &Batch::Mixed(vec![
+                Event::Int(-4950),
+                Event::Text("a\nb".into()),
+                Event::Text("w 2".into()),
+            ]),
             &mut out,
         );
         assert_eq!(out, b"-4950\na\\nb\nw 2\n");
+        out.clear();
+        encode_batch(
+            &Batch::Texts(crate::runtime::Texts {
+                data: b"x\nyz".to_vec(),
+                ends: vec![3, 4],
+            }),
+            &mut out,
+        );
+        assert_eq!(out, b"x\\ny\nz\n");
+        out.clear();
+        encode_batch(&Batch::Ints(vec![1, -2]), &mut out);
+        assert_eq!(out, b"1\n-2\n");
     }
 
     #[test]

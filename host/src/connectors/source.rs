@@ -4,14 +4,14 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
-use crate::runtime::Event;
+use crate::runtime::{Batch, Texts};
 use crate::spec::SourceSpec;
 
 /// A replayable stream of events.
 pub trait Source: Send {
-    /// Appends up to `max` events to `batch`, waiting until `until` at most
-    /// for the first one. Returns with an empty batch when none came in time.
-    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()>;
+    /// Up to `max` events, waiting until `until` at most for the first one.
+    /// The batch is empty when none came in time.
+    fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch>;
 
     /// The position just after the last event returned: where a restore resumes.
     fn offset(&self) -> u64;
@@ -69,7 +69,7 @@ impl Sequence {
 }
 
 impl Source for Sequence {
-    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()> {
+    fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
         let n = loop {
             if self.rate == 0 {
                 break max as u64;
@@ -85,9 +85,8 @@ impl Source for Sequence {
             }
         };
         let first = self.start + self.offset as i64;
-        batch.extend((first..first + n as i64).map(Event::Int));
         self.offset += n;
-        Ok(())
+        Ok(Batch::Ints((first..first + n as i64).collect()))
     }
 
     fn offset(&self) -> u64 {
@@ -120,27 +119,35 @@ impl FileLines {
 }
 
 impl Source for FileLines {
-    fn next_batch(&mut self, batch: &mut Vec<Event>, max: usize, until: Instant) -> io::Result<()> {
+    fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
+        let mut texts = Texts {
+            data: Vec::new(),
+            ends: Vec::new(),
+        };
         loop {
             let offset = self.offset;
             if let Some(reader) = self.reader()? {
-                let mut line = String::new();
                 let mut read = 0u64;
-                while batch.len() < max {
-                    line.clear();
-                    let n = reader.read_line(&mut line)?;
-                    if n == 0 || !line.ends_with('\n') {
+                while texts.ends.len() < max {
+                    let before = texts.data.len();
+                    let n = reader.read_until(b'\n', &mut texts.data)?;
+                    if n == 0 || texts.data.last() != Some(&b'\n') {
                         // End of file, or a line still being written: read it again later.
+                        texts.data.truncate(before);
                         reader.seek(SeekFrom::Start(offset + read))?;
                         break;
                     }
                     read += n as u64;
-                    batch.push(Event::Text(line.trim_end_matches(['\n', '\r']).to_string()));
+                    texts.data.pop();
+                    if texts.data.last() == Some(&b'\r') {
+                        texts.data.pop();
+                    }
+                    texts.ends.push(texts.data.len() as u32);
                 }
                 self.offset += read;
             }
-            if !batch.is_empty() || !wait_until(Instant::now() + POLL, until) {
-                return Ok(());
+            if !texts.ends.is_empty() || !wait_until(Instant::now() + POLL, until) {
+                return Ok(Batch::Texts(texts));
             }
         }
     }
@@ -155,37 +162,47 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::runtime::batch_len;
 
-    fn ints(events: &[Event]) -> Vec<i64> {
-        events
-            .iter()
-            .map(|e| if let Event::Int(n) = e { *n } else { panic!("{e:?}") })
+    fn ints(batch: Batch) -> Vec<i64> {
+        match batch {
+            Batch::Ints(ints) => ints,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn texts(batch: Batch) -> Vec<String> {
+        let Batch::Texts(texts) = batch else {
+            panic!("{batch:?}")
+        };
+        let starts = std::iter::once(0).chain(texts.ends.iter().copied());
+        starts
+            .zip(texts.ends.iter().copied())
+            .map(|(a, b)| String::from_utf8_lossy(&texts.data[a as usize..b as usize]).into_owned())
             .collect()
     }
 
     #[test]
     fn unthrottled_sequence_resumes_from_its_offset() {
         let mut source = open_source(&SourceSpec::Sequence { start: 10, rate: 0 }, 5);
-        let mut batch = Vec::new();
-        source.next_batch(&mut batch, 3, Instant::now()).unwrap();
-        assert_eq!(ints(&batch), vec![15, 16, 17]);
+        assert_eq!(ints(source.next_batch(3, Instant::now()).unwrap()), vec![15, 16, 17]);
         assert_eq!(source.offset(), 8);
     }
 
     #[test]
     fn throttled_sequence_emits_at_most_what_is_due() {
         let mut source = open_source(&SourceSpec::Sequence { start: 0, rate: 100 }, 0);
-        let mut batch = Vec::new();
+        let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(200);
         while Instant::now() < deadline {
-            source.next_batch(&mut batch, 1000, deadline).unwrap();
+            seen.extend(ints(source.next_batch(1000, deadline).unwrap()));
         }
         assert!(
-            (10..=30).contains(&batch.len()),
+            (10..=30).contains(&seen.len()),
             "{} events in 200 ms at 100/s",
-            batch.len()
+            seen.len()
         );
-        assert_eq!(ints(&batch), (0..batch.len() as i64).collect::<Vec<_>>());
+        assert_eq!(seen, (0..seen.len() as i64).collect::<Vec<_>>());
     }
 
     #[test]
@@ -193,20 +210,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.txt");
         let mut file = File::create(&path).unwrap();
-        file.write_all(b"a b\nc\npartial").unwrap();
+        file.write_all(b"a b\r\nc\npartial").unwrap();
         let spec = SourceSpec::File {
             path: path.display().to_string(),
         };
         let mut source = open_source(&spec, 0);
-        let mut batch = Vec::new();
-        source.next_batch(&mut batch, 10, Instant::now()).unwrap();
-        assert_eq!(batch, vec![Event::Text("a b".into()), Event::Text("c".into())]);
-        assert_eq!(source.offset(), 6);
+        let batch = source.next_batch(10, Instant::now()).unwrap();
+        assert_eq!(batch_len(&batch), 2);
+        assert_eq!(texts(batch), vec!["a b", "c"]);
+        assert_eq!(source.offset(), 7);
 
         file.write_all(b" line\n").unwrap();
-        let mut resumed = open_source(&spec, 6);
-        batch.clear();
-        resumed.next_batch(&mut batch, 10, Instant::now()).unwrap();
-        assert_eq!(batch, vec![Event::Text("partial line".into())]);
+        let mut resumed = open_source(&spec, 7);
+        assert_eq!(
+            texts(resumed.next_batch(10, Instant::now()).unwrap()),
+            vec!["partial line"]
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::Control;
-use crate::connectors::{encode_events, Source};
-use crate::runtime::Instance;
+use crate::connectors::{encode_batch, Source};
+use crate::runtime::{batch_len, Instance};
 
 /// Most events handed to the guest in one call.
 pub const MAX_BATCH: usize = 1024;
@@ -46,7 +46,6 @@ pub fn run(
     abort: &AtomicBool,
 ) -> Result<RunEnd, String> {
     let mut staged = Vec::new();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut next_barrier = Instant::now() + interval;
     let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
         let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
@@ -75,13 +74,10 @@ pub fn run(
             }
             Control::Run => {}
         }
-        batch.clear();
-        source
-            .next_batch(&mut batch, MAX_BATCH, next_barrier)
-            .map_err(|e| e.to_string())?;
-        if !batch.is_empty() {
+        let batch = source.next_batch(MAX_BATCH, next_barrier).map_err(|e| e.to_string())?;
+        if batch_len(&batch) > 0 {
             let out = instance.process(&batch).map_err(|e| e.to_string())?;
-            encode_events(&out, &mut staged);
+            encode_batch(&out, &mut staged);
         }
         if Instant::now() >= next_barrier {
             if !barrier(&mut instance, source.as_ref(), &mut staged)? {

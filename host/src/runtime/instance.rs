@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::job::{host, types};
 use super::bindings::{Job, JobPre};
-use super::{Event, EPOCH_TICK};
+use super::{Batch, EPOCH_TICK};
 
 /// Caps on one guest.
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,7 @@ impl Instance {
     }
 
     /// Runs one batch through the job and returns what it emits.
-    pub fn process(&mut self, batch: &[Event]) -> Result<Vec<Event>, GuestError> {
+    pub fn process(&mut self, batch: &Batch) -> Result<Batch, GuestError> {
         self.call("process", |job, store| job.call_process(store, batch))
     }
 

@@ -25,7 +25,16 @@ pub mod bindings {
     });
 }
 
-pub use bindings::weir::job::types::Event;
+pub use bindings::weir::job::types::{Batch, Event, Texts};
+
+/// How many events a batch holds.
+pub fn batch_len(batch: &Batch) -> usize {
+    match batch {
+        Batch::Ints(ints) => ints.len(),
+        Batch::Texts(texts) => texts.ends.len(),
+        Batch::Mixed(events) => events.len(),
+    }
+}
 
 /// How often the engine's epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
