@@ -100,8 +100,15 @@ pub async fn run(
     let abort = Arc::new(AtomicBool::new(false));
     let loop_abort = abort.clone();
     let interval = spec.checkpoint_interval;
-    let batch_loop =
-        tokio::task::spawn_blocking(move || runner::run(instance, source, control, barriers, interval, &loop_abort));
+    // A thread of its own, not tokio's blocking pool: that pool is capped
+    // (512 threads) and a job's loop lives as long as the job.
+    let (ended, batch_loop) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("job-{name}"))
+        .spawn(move || {
+            let _ = ended.send(runner::run(instance, source, control, barriers, interval, &loop_abort));
+        })
+        .map_err(|e| failed(format!("cannot start the job's thread: {e}")))?;
 
     let pointer = PointerAt {
         path: pointer_path,
@@ -118,9 +125,7 @@ pub async fn run(
         }
     }
     drop(received);
-    let end = batch_loop
-        .await
-        .map_err(|e| failed(format!("batch loop panicked: {e}")))?;
+    let end = batch_loop.await.map_err(|_| failed("the batch loop panicked"))?;
     if let Some(e) = commit_error {
         return Err(e);
     }

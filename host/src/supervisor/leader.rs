@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zookeeper_client::{SessionState, StateWatcher};
+use zookeeper_client::{AddWatchMode, EventType, PersistentWatcher, SessionState, StateWatcher};
 
 use super::standby::read_specs;
 use crate::ha::{self, Action, Event, Role};
@@ -26,8 +26,9 @@ pub enum LeaderEnd {
     Shutdown,
 }
 
-/// How often the leader re-reads the job specs.
-const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the leader re-reads every job spec without a watch event: a
+/// safety net, since a spec change triggers a reconcile at once.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a planned handoff waits for the jobs' final checkpoints.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +54,19 @@ pub async fn lead(
     states: &mut StateWatcher,
     shutdown: &mut watch::Receiver<bool>,
 ) -> LeaderEnd {
+    let jobs_dir = ctx.layout.jobs();
+    let mut specs = match ctx
+        .fence
+        .client()
+        .watch(&jobs_dir, AddWatchMode::PersistentRecursive)
+        .await
+    {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!("cannot watch {jobs_dir}, reconciling every {RECONCILE_INTERVAL:?} only: {e}");
+            None
+        }
+    };
     let mut leader = Leader {
         ctx,
         jobs: HashMap::new(),
@@ -60,17 +74,17 @@ pub async fn lead(
     };
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     loop {
-        let (event, why) = tokio::select! {
-            state = states.changed() => match leader.session_event(state).await {
-                Some(event) => event,
-                None => continue,
-            },
-            _ = tick.tick(), if leader.mode == Control::Run => match leader.reconcile().await {
-                Some(reason) => (Event::Deposed, reason),
-                None => continue,
-            },
-            _ = shutdown.changed() => (Event::ShutdownRequested, "shutdown requested".to_string()),
+        let event = tokio::select! {
+            () = spec_changed(&mut specs, &jobs_dir), if leader.mode == Control::Run => {
+                leader.reconcile().await.map(|reason| (Event::Deposed, reason))
+            }
+            _ = tick.tick(), if leader.mode == Control::Run => {
+                leader.reconcile().await.map(|reason| (Event::Deposed, reason))
+            }
+            state = states.changed() => leader.session_event(state).await,
+            _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
         };
+        let Some((event, why)) = event else { continue };
         let (next, actions) = ha::step(role, event);
         role = next;
         for action in actions {
@@ -90,6 +104,31 @@ pub async fn lead(
                 Action::Rejoin => return LeaderEnd::Lost(why),
                 Action::Exit => return LeaderEnd::Shutdown,
             }
+        }
+    }
+}
+
+/// Resolves when a job spec (`jobs/<name>` itself, not a job's status or
+/// pointer) is created, changed or deleted. Never resolves without a watch.
+async fn spec_changed(watch: &mut Option<PersistentWatcher>, jobs_dir: &str) {
+    loop {
+        let Some(watcher) = watch else {
+            return std::future::pending().await;
+        };
+        let event = watcher.changed().await;
+        if event.event_type == EventType::Session {
+            if event.session_state.is_terminated() {
+                // No more events will come; the state watcher ends the leadership.
+                *watch = None;
+            }
+            continue;
+        }
+        let name = event
+            .path
+            .strip_prefix(jobs_dir)
+            .and_then(|rest| rest.strip_prefix('/'));
+        if name.is_some_and(|name| !name.contains('/')) {
+            return;
         }
     }
 }
