@@ -133,3 +133,107 @@ fn cold_start() {
         row("`weir deploy` run -> first committed output, module cache warm", warm)
     );
 }
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+/// Deploys `count - 1` copies of job `first`'s spec straight into ZooKeeper
+/// (deploying through the CLI compiles the module each time, which would
+/// measure the CLI, not the supervisor).
+fn clone_jobs(cluster: &Cluster, first: &str, count: usize) {
+    use zookeeper_client::{Acls, Client, CreateMode};
+    let layout = weir::ha::Layout::new("/weir", "test");
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    io.block_on(async {
+        let client = Client::connect(&cluster.zk.connect).await.unwrap();
+        let (data, _) = client.get_data(&layout.job(first)).await.unwrap();
+        let spec: weir::spec::JobSpec = serde_json::from_slice(&data).unwrap();
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let (status, _) = client.get_data(&layout.job_status(first)).await.unwrap();
+        for n in 1..count {
+            let mut clone = spec.clone();
+            clone.name = format!("{first}-{n}");
+            clone.uid = format!("{}{n}", spec.uid);
+            if let weir::spec::SinkSpec::File { path } = &spec.sink {
+                clone.sink = weir::spec::SinkSpec::File {
+                    path: format!("{path}-{n}"),
+                };
+            }
+            let mut writer = client.new_multi_writer();
+            writer
+                .add_create(&layout.job(&clone.name), &serde_json::to_vec(&clone).unwrap(), &options)
+                .unwrap();
+            writer
+                .add_create(&layout.job_status(&clone.name), &status, &options)
+                .unwrap();
+            writer
+                .add_create(&layout.job_checkpoint(&clone.name), b"", &options)
+                .unwrap();
+            writer.commit().await.unwrap();
+        }
+    });
+}
+
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn density() {
+    let counts: Vec<usize> = std::env::var("WEIR_BENCH_DENSITY")
+        .unwrap_or_else(|_| "10,100,1000".into())
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    println!("\n### Density\n");
+    println!("Jobs on one supervisor, each checkpointing every second to a `file://` storage dir and its own");
+    println!("exactly-once file sink. Idle: a file source with no input. Light: the counter at 100 events/s.");
+    println!("Checkpoint lag: how long ago each job's last checkpoint was taken, sampled once all run.\n");
+    println!("| jobs | load | supervisor RSS | RSS per job | checkpoint age, median | checkpoint age, max | all running after |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for &count in &counts {
+        for (load, job, source) in [
+            ("idle", "counter", "file:/nonexistent/input"),
+            ("light", "counter", "sequence:rate=100"),
+        ] {
+            let mut cluster = Cluster::new();
+            let pid = cluster.start_supervisor();
+            let started = Instant::now();
+            cluster.deploy(job, "d", &["--source", source, "--checkpoint-interval", "1s"]);
+            clone_jobs(&cluster, "d", count);
+            let jobs = wait_for("every job to run and checkpoint", Duration::from_secs(600), || {
+                let jobs = cluster.jobs();
+                let ready = jobs
+                    .iter()
+                    .filter(|j| j["state"] == "RUNNING" && !j["last_checkpoint"].is_null())
+                    .count();
+                (ready == count).then_some(jobs)
+            });
+            let all_running = started.elapsed();
+            std::thread::sleep(Duration::from_secs(3));
+            let rss = rss_mib(pid);
+            let mut ages: Vec<f64> = cluster
+                .jobs()
+                .iter()
+                .filter_map(|j| j["last_checkpoint"]["age_ms"].as_f64())
+                .collect();
+            ages.sort_by(f64::total_cmp);
+            assert_eq!(jobs.len(), count);
+            println!(
+                "| {count} | {load} | {rss:.0} MiB | {:.2} MiB | {:.0} ms | {:.0} ms | {:.1} s |",
+                rss / count as f64,
+                ages[ages.len() / 2],
+                ages[ages.len() - 1],
+                all_running.as_secs_f64()
+            );
+        }
+    }
+}
