@@ -137,3 +137,38 @@ fn a_damaged_module_is_refused_by_its_digest() {
         "{job}"
     );
 }
+
+#[test]
+fn a_snapshot_the_job_rejects_fails_the_job_with_the_reason() {
+    let mut cluster = Cluster::new();
+    let first = cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &["--restart", "fixed:attempts=2,delay=100ms"]);
+    wait_for("output", Duration::from_secs(30), || {
+        (read_lines(&out).len() >= 20).then_some(())
+    });
+    cluster.signal(first, "KILL");
+
+    // A snapshot that passes its checksum but that the job cannot decode:
+    // the storage is fine, the state is not.
+    for snapshot in retained_snapshots(&cluster, "counter") {
+        std::fs::write(&snapshot, [0xff; 3]).unwrap();
+        let meta_path = snapshot.with_file_name("meta.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+        meta["snapshot_sha256"] = weir::storage::sha256_hex(&[0xff; 3]).into();
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+    let before = std::fs::read(&out).unwrap();
+    cluster.start_supervisor();
+    let job = wait_for("the job to fail", Duration::from_secs(30), || {
+        cluster.job("counter").filter(|j| j["state"] == "FAILED")
+    });
+    assert!(
+        job["error"].as_str().unwrap().contains("the job refused `restore`"),
+        "{job}"
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "a job that cannot restore published something"
+    );
+}

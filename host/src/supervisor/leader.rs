@@ -29,6 +29,8 @@ pub enum LeaderEnd {
 /// How often the leader re-reads every job spec without a watch event: a
 /// safety net, since a spec change triggers a reconcile at once.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long spec changes must pause before the leader reconciles them.
+const SPEC_QUIET: Duration = Duration::from_millis(20);
 /// How long a planned handoff waits for the jobs' final checkpoints.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,13 +111,23 @@ pub async fn lead(
 }
 
 /// Resolves when a job spec (`jobs/<name>` itself, not a job's status or
-/// pointer) is created, changed or deleted. Never resolves without a watch.
+/// pointer) was created, changed or deleted, once such events pause for
+/// [`SPEC_QUIET`]: a burst of deploys costs one reconcile, not one each.
+/// Never resolves without a watch.
 async fn spec_changed(watch: &mut Option<PersistentWatcher>, jobs_dir: &str) {
+    let mut changed = false;
     loop {
         let Some(watcher) = watch else {
             return std::future::pending().await;
         };
-        let event = watcher.changed().await;
+        let event = if changed {
+            match tokio::time::timeout(SPEC_QUIET, watcher.changed()).await {
+                Ok(event) => event,
+                Err(_) => return,
+            }
+        } else {
+            watcher.changed().await
+        };
         if event.event_type == EventType::Session {
             if event.session_state.is_terminated() {
                 // No more events will come; the state watcher ends the leadership.
@@ -127,9 +139,7 @@ async fn spec_changed(watch: &mut Option<PersistentWatcher>, jobs_dir: &str) {
             .path
             .strip_prefix(jobs_dir)
             .and_then(|rest| rest.strip_prefix('/'));
-        if name.is_some_and(|name| !name.contains('/')) {
-            return;
-        }
+        changed |= name.is_some_and(|name| !name.contains('/'));
     }
 }
 
