@@ -45,6 +45,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<instance::GuestState>>,
     compiled: Arc<Mutex<HashMap<String, bindings::JobPre<instance::GuestState>>>>,
+    /// Held while compiling, so that jobs starting together on one module
+    /// compile it once rather than each.
+    compiling: Arc<Mutex<()>>,
 }
 
 impl Runtime {
@@ -70,6 +73,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             compiled: Default::default(),
+            compiling: Default::default(),
         })
     }
 
@@ -96,6 +100,10 @@ impl Runtime {
 
     /// Compiles `bytes` once per digest; later calls for the same digest are free.
     pub fn prepare(&self, sha256: &str, bytes: &[u8]) -> Result<(), ModuleError> {
+        if self.is_compiled(sha256) {
+            return Ok(());
+        }
+        let _one_compile_at_a_time = self.compiling.lock().expect("compile lock");
         if self.is_compiled(sha256) {
             return Ok(());
         }
