@@ -1,21 +1,9 @@
 //! ZooKeeper ensemble faults: one node down costs no failover; a lost quorum
 //! pauses the leader and loses nothing; a restarted ensemble recovers every job.
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster, ZooKeeper};
-
-fn grow(out: &Path, than: usize, more: usize) -> usize {
-    wait_for(
-        &format!("output past {} lines", than + more),
-        Duration::from_secs(60),
-        || {
-            let n = read_lines(out).len();
-            (n >= than + more).then_some(n)
-        },
-    )
-}
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, wait_for_lines, Cluster, ZooKeeper};
 
 #[test]
 fn jobs_survive_node_quorum_and_ensemble_faults() {
@@ -23,14 +11,14 @@ fn jobs_survive_node_quorum_and_ensemble_faults() {
     cluster.start_supervisor();
     cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &[]);
-    let mut seen = grow(&out, 0, 20);
+    let mut seen = wait_for_lines(&out, 0, 20);
     let leader = cluster.leader_pid();
     let epoch = cluster.status()["leader"]["epoch"].clone();
 
     // Each node in turn, so the one the leader talks to is among them.
     for n in 0..3 {
         cluster.zk.kill(n);
-        seen = grow(&out, seen, 10);
+        seen = wait_for_lines(&out, seen, 10);
         cluster.zk.restart(n);
         cluster.zk.wait_serving();
     }
@@ -55,7 +43,7 @@ fn jobs_survive_node_quorum_and_ensemble_faults() {
     cluster.zk.restart(1);
     cluster.zk.restart(2);
     cluster.zk.wait_serving();
-    seen = grow(&out, stalled.max(seen), 20);
+    seen = wait_for_lines(&out, stalled.max(seen), 20);
 
     for n in 0..3 {
         cluster.zk.kill(n);
@@ -64,7 +52,7 @@ fn jobs_survive_node_quorum_and_ensemble_faults() {
         cluster.zk.restart(n);
     }
     cluster.zk.wait_serving();
-    let seen = grow(&out, seen, 20);
+    let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
     assert_eq!(cluster.job("counter").unwrap()["state"], "RUNNING");
 }

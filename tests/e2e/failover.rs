@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster};
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, wait_for_lines, Cluster};
 
 #[test]
 fn counter_output_is_exactly_once_across_repeated_leader_kills() {
@@ -40,30 +40,18 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
     );
 }
 
-/// Waits until the sink holds at least `more` lines beyond `than`; returns the count.
-fn wait_for_growth(out: &std::path::Path, than: usize, more: usize) -> usize {
-    wait_for(
-        &format!("output to grow past {} lines", than + more),
-        Duration::from_secs(60),
-        || {
-            let n = read_lines(out).len();
-            (n >= than + more).then_some(n)
-        },
-    )
-}
-
 #[test]
 fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
     let mut cluster = Cluster::new();
     cluster.start_supervisor();
     cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &[]);
-    let seen = wait_for_growth(&out, 0, 20);
+    let seen = wait_for_lines(&out, 0, 20);
 
     let old = cluster.leader_pid();
     cluster.signal(old, "STOP");
     let new = cluster.leader_pid_after(Some(old));
-    let seen = wait_for_growth(&out, seen, 20);
+    let seen = wait_for_lines(&out, seen, 20);
 
     cluster.signal(old, "CONT");
     wait_for(
@@ -79,7 +67,7 @@ fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
         },
     );
     assert_eq!(cluster.leader_pid(), new, "the woken leader took the lead back");
-    let seen = wait_for_growth(&out, seen, 20);
+    let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
     assert!(cluster.log_of(old).contains("stepped down"), "{}", cluster.log_of(old));
 }
@@ -93,7 +81,7 @@ fn sigterm_hands_off_without_waiting_for_session_expiry() {
     cluster.start_supervisor();
     cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &[]);
-    let seen = wait_for_growth(&out, 0, 20);
+    let seen = wait_for_lines(&out, 0, 20);
 
     let old = cluster.leader_pid();
     let asked = std::time::Instant::now();
@@ -112,6 +100,6 @@ fn sigterm_hands_off_without_waiting_for_session_expiry() {
     );
     assert!(cluster.log_of(old).contains("handing off leadership"));
 
-    let seen = wait_for_growth(&out, seen, 20);
+    let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
 }

@@ -306,6 +306,19 @@ pub fn read_lines(path: &Path) -> Vec<String> {
     complete.lines().map(str::to_string).collect()
 }
 
+/// Waits until the sink at `out` holds at least `more` complete lines beyond
+/// `than`; returns how many it holds.
+pub fn wait_for_lines(out: &Path, than: usize, more: usize) -> usize {
+    wait_for(
+        &format!("output past {} lines", than + more),
+        Duration::from_secs(60),
+        || {
+            let n = read_lines(out).len();
+            (n >= than + more).then_some(n)
+        },
+    )
+}
+
 /// Asserts that the counter's output is exactly the failure-free sequence:
 /// the k-th line is `10000*k + 4950`, no gap, no duplicate.
 pub fn assert_counter_sequence(lines: &[String]) {
