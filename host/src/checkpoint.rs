@@ -4,10 +4,18 @@
 //! not exist. The pointer keeps the newest [`RETAINED`] so a restore can fall
 //! back when the newest is unreadable.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::{sha256_hex, Storage, StorageError};
+
+/// How long a checkpoint may take to reach the storage dir, for a given
+/// interval: ten intervals, and never less than ten seconds.
+pub fn upload_deadline(interval: Duration) -> Duration {
+    (interval * 10).max(Duration::from_secs(10))
+}
 
 /// How many committed checkpoints are kept per job.
 pub const RETAINED: usize = 3;
@@ -90,6 +98,12 @@ pub enum CheckpointError {
     /// The storage dir failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Writing the checkpoint took longer than its deadline.
+    #[error("writing the checkpoint took longer than {after:?}; the storage dir is too slow")]
+    Timeout {
+        /// The deadline.
+        after: Duration,
+    },
     /// An object is unreadable or its checksum does not match.
     #[error("{what} is corrupt: {reason}")]
     Corrupt {
@@ -132,9 +146,16 @@ impl CheckpointStore {
         format!("{}/{}-{}", self.prefix, c.id, c.epoch)
     }
 
-    /// Writes all three objects, metadata last. Create-only: an existing
-    /// object is never replaced.
-    pub async fn write(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    /// Writes all three objects, metadata last, giving up after `deadline`
+    /// (a slow storage dir fails the checkpoint rather than stalling the job).
+    /// Create-only: an existing object is never replaced.
+    pub async fn write(&self, checkpoint: &Checkpoint, deadline: Duration) -> Result<(), CheckpointError> {
+        tokio::time::timeout(deadline, self.write_objects(checkpoint))
+            .await
+            .map_err(|_| CheckpointError::Timeout { after: deadline })?
+    }
+
+    async fn write_objects(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let dir = self.dir(checkpoint.meta.checkpoint);
         self.storage
             .put_if_absent(&format!("{dir}/snapshot"), checkpoint.snapshot.clone())
@@ -233,6 +254,87 @@ mod tests {
         }
     }
 
+    /// A store whose writes never finish, like a storage dir that hangs.
+    #[derive(Debug, Default)]
+    struct Hanging(object_store::memory::InMemory);
+
+    impl std::fmt::Display for Hanging {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Hanging")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Hanging {
+        async fn put_opts(
+            &self,
+            _: &object_store::path::Path,
+            _: object_store::PutPayload,
+            _: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            std::future::pending().await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.0.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.0.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_storage_dir_fails_the_checkpoint_at_its_deadline() {
+        let storage = Storage::with_store(std::sync::Arc::new(Hanging::default()));
+        let store = CheckpointStore::new(storage, "job", "uid");
+        let err = store
+            .write(&checkpoint(1), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CheckpointError::Timeout { .. }), "{err}");
+        assert_eq!(upload_deadline(Duration::from_millis(200)), Duration::from_secs(10));
+        assert_eq!(upload_deadline(Duration::from_secs(5)), Duration::from_secs(50));
+    }
+
     #[test]
     fn pointer_keeps_the_newest_three() {
         let mut pointer = Pointer::default();
@@ -253,7 +355,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
         let store = CheckpointStore::new(storage, "job", "uid");
-        store.write(&checkpoint(7)).await.unwrap();
+        store.write(&checkpoint(7), Duration::from_secs(10)).await.unwrap();
         let back = store.read(cref(7)).await.unwrap();
         assert_eq!(back.meta, checkpoint(7).meta);
         assert_eq!(back.snapshot, checkpoint(7).snapshot);

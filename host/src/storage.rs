@@ -87,6 +87,15 @@ impl Storage {
         })
     }
 
+    /// A storage dir on a given store (tests inject faulty ones).
+    #[cfg(test)]
+    pub(crate) fn with_store(store: Arc<dyn ObjectStore>) -> Storage {
+        Storage {
+            store,
+            url: "test://".to_string(),
+        }
+    }
+
     /// The URL this storage dir was opened with.
     pub fn url(&self) -> &str {
         &self.url

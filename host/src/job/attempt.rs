@@ -115,7 +115,7 @@ pub async fn run(
         pointer,
         version: stat.version,
     };
-    let mut committer = Committer::new(ctx, name, checkpoints, pointer, sink, position);
+    let mut committer = Committer::new(ctx, spec, checkpoints, pointer, sink, position);
     let mut commit_error = None;
     while let Some(barrier) = received.recv().await {
         if let Err(e) = committer.commit(barrier).await {

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use super::attempt::AttemptError;
 use super::runner::Barrier;
 use super::LeaderContext;
-use crate::checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, Pointer};
+use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, Pointer};
 use crate::connectors::Sink;
 use crate::metrics::JobMetrics;
+use crate::spec::JobSpec;
 use crate::storage::sha256_hex;
 
 /// A pointer as read from (or last written to) its znode.
@@ -39,24 +40,26 @@ pub struct Committer<'a> {
     /// Output staged since the last committed checkpoint.
     carry: Vec<u8>,
     sink: Box<dyn Sink>,
+    /// How long one checkpoint may take to reach the storage dir.
+    upload_deadline: std::time::Duration,
 }
 
 impl<'a> Committer<'a> {
-    /// A committer for `job` resuming after `pointer`, publishing to `sink`
-    /// from byte `position` on.
+    /// A committer for the job of `spec` resuming after `pointer`,
+    /// publishing to `sink` from byte `position` on.
     pub fn new(
         ctx: &'a LeaderContext,
-        job: &str,
+        spec: &JobSpec,
         store: CheckpointStore,
         pointer: PointerAt,
         sink: Box<dyn Sink>,
         position: u64,
     ) -> Self {
         let next_id = pointer.pointer.latest().map_or(1, |c| c.id + 1);
-        let metrics = ctx.metrics.job(job);
+        let metrics = ctx.metrics.job(&spec.name);
         Committer {
             ctx,
-            job: job.to_string(),
+            job: spec.name.clone(),
             metrics,
             store,
             pointer,
@@ -64,6 +67,7 @@ impl<'a> Committer<'a> {
             position,
             carry: Vec::new(),
             sink,
+            upload_deadline: upload_deadline(spec.checkpoint_interval),
         }
     }
 
@@ -91,7 +95,7 @@ impl<'a> Committer<'a> {
             snapshot,
             output,
         };
-        if let Err(e) = self.store.write(&checkpoint).await {
+        if let Err(e) = self.store.write(&checkpoint, self.upload_deadline).await {
             self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 job = %self.job,
