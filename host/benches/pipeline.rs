@@ -67,9 +67,8 @@ impl Job for NativeWordCount {
             data: Vec::new(),
             ends: Vec::new(),
         };
-        let starts = std::iter::once(0).chain(texts.ends.iter().copied());
-        for (start, end) in starts.zip(texts.ends.iter().copied()) {
-            let line = String::from_utf8_lossy(&texts.data[start as usize..end as usize]);
+        for line in weir::runtime::texts(texts) {
+            let line = String::from_utf8_lossy(line);
             for word in line.split_whitespace() {
                 let word = word.to_lowercase();
                 let count = self.counts.entry(word.clone()).or_insert(0);

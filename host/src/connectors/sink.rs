@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use crate::runtime::{Batch, Event};
+use crate::runtime::{texts, Batch, Event};
 use crate::spec::SinkSpec;
 
 /// Publishes committed output.
@@ -34,12 +34,7 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     match batch {
         Batch::Ints(ints) => ints.iter().for_each(|n| encode_int(*n, out)),
-        Batch::Texts(texts) => {
-            let starts = std::iter::once(0).chain(texts.ends.iter().copied());
-            for (start, end) in starts.zip(texts.ends.iter().copied()) {
-                encode_text(texts.data.get(start as usize..end as usize).unwrap_or_default(), out);
-            }
-        }
+        Batch::Texts(packed) => texts(packed).for_each(|text| encode_text(text, out)),
         Batch::Mixed(events) => events.iter().for_each(|event| match event {
             Event::Int(n) => encode_int(*n, out),
             Event::Text(text) => encode_text(text.as_bytes(), out),

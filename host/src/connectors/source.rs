@@ -177,10 +177,8 @@ mod tests {
         let Batch::Texts(texts) = batch else {
             panic!("{batch:?}")
         };
-        let starts = std::iter::once(0).chain(texts.ends.iter().copied());
-        starts
-            .zip(texts.ends.iter().copied())
-            .map(|(a, b)| String::from_utf8_lossy(&texts.data[a as usize..b as usize]).into_owned())
+        crate::runtime::texts(&texts)
+            .map(|text| String::from_utf8_lossy(text).into_owned())
             .collect()
     }
 

@@ -27,6 +27,15 @@ pub mod bindings {
 
 pub use bindings::weir::job::types::{Batch, Event, Texts};
 
+/// The texts of a packed batch, as byte slices (UTF-8 unless the guest sent
+/// otherwise). Offsets out of bounds give an empty text, never a panic.
+pub fn texts(texts: &Texts) -> impl Iterator<Item = &[u8]> {
+    let starts = std::iter::once(0).chain(texts.ends.iter().copied());
+    starts
+        .zip(texts.ends.iter().copied())
+        .map(|(start, end)| texts.data.get(start as usize..end as usize).unwrap_or_default())
+}
+
 /// How many events a batch holds.
 pub fn batch_len(batch: &Batch) -> usize {
     match batch {
