@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{read_lines, wait_for, Cluster};
+use crate::harness::{read_lines, wait_for, wait_for_lines, Cluster};
 
 #[test]
 fn digest_auth_closes_every_znode_to_other_credentials() {
@@ -11,9 +11,7 @@ fn digest_auth_closes_every_znode_to_other_credentials() {
     cluster.set_env("WEIR_ZK_AUTH", "weir:s3cret");
     cluster.start_supervisor();
     let out = cluster.deploy("counter", "guarded", &[]);
-    wait_for("output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 5).then_some(())
-    });
+    wait_for_lines(&out, 0, 5);
     assert_eq!(cluster.job("guarded").unwrap()["state"], "RUNNING");
 
     for args in [&["jobs"][..], &["cancel", "guarded"], &["status"]] {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{read_lines, wait_for, Cluster, ZooKeeper};
+use crate::harness::{read_lines, wait_for, wait_for_lines, Cluster, ZooKeeper};
 
 /// A small deterministic generator, so a run can be replayed from its seed.
 struct Rng(u64);
@@ -71,9 +71,7 @@ fn chaos() {
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
         let seen = read_lines(&out).len();
-        wait_for("output before the next fault", Duration::from_secs(60), || {
-            (read_lines(&out).len() >= seen + 5).then_some(())
-        });
+        wait_for_lines(&out, seen, 5);
         epochs.insert(cluster.status()["leader"]["epoch"].as_u64());
         let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
         let before = read_lines(&out).len();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{job_wasm, read_lines, wait_for, Cluster};
+use crate::harness::{job_wasm, read_lines, wait_for, wait_for_lines, Cluster};
 
 #[test]
 fn job_deployed_with_no_supervisor_runs_once_one_starts() {
@@ -12,9 +12,7 @@ fn job_deployed_with_no_supervisor_runs_once_one_starts() {
     assert!(cluster.status()["leader"].is_null());
 
     cluster.start_supervisor();
-    wait_for("the early job's output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 5).then_some(())
-    });
+    wait_for_lines(&out, 0, 5);
     let job = cluster.job("early").unwrap();
     assert_eq!(job["state"], "RUNNING");
     assert_eq!(job["supervisor"], "s0");
@@ -25,9 +23,7 @@ fn cancel_stops_the_job_and_its_output() {
     let mut cluster = Cluster::new();
     cluster.start_supervisor();
     let out = cluster.deploy("counter", "doomed", &[]);
-    wait_for("output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 5).then_some(())
-    });
+    wait_for_lines(&out, 0, 5);
 
     cluster.weir_ok(&["cancel", "doomed"]);
     assert_eq!(cluster.job("doomed").unwrap()["state"], "CANCELED");

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, read_lines, wait_for, Cluster};
+use crate::harness::{assert_counter_sequence, read_lines, wait_for, wait_for_lines, Cluster};
 
 /// The snapshot files of a job's retained checkpoints, newest first.
 fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
@@ -38,9 +38,7 @@ fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
     let mut cluster = Cluster::new();
     let first = cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &[]);
-    wait_for("output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 50).then_some(())
-    });
+    wait_for_lines(&out, 0, 50);
     cluster.signal(first, "KILL");
 
     let snapshots = retained_snapshots(&cluster, "counter");
@@ -49,11 +47,7 @@ fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
     std::fs::remove_file(&snapshots[0]).unwrap();
     let seen = read_lines(&out).len();
     let second = cluster.start_supervisor();
-    wait_for(
-        "output after restoring the previous checkpoint",
-        Duration::from_secs(30),
-        || (read_lines(&out).len() >= seen + 50).then_some(()),
-    );
+    wait_for_lines(&out, seen, 50);
     assert_counter_sequence(&read_lines(&out));
     assert!(
         cluster.log_of(second).contains("falling back to the previous one"),
@@ -85,9 +79,7 @@ fn unwritable_storage_fails_checkpoints_while_the_job_runs_on() {
     let mut cluster = Cluster::new();
     let supervisor = cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &[]);
-    wait_for("output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 20).then_some(())
-    });
+    wait_for_lines(&out, 0, 20);
     assert_eq!(cluster.metric(supervisor, "weir_leader"), Some(1.0));
 
     // Root ignores permissions, so make the job's checkpoint directory
@@ -114,9 +106,7 @@ fn unwritable_storage_fails_checkpoints_while_the_job_runs_on() {
     std::fs::remove_file(&uid).unwrap();
     std::fs::rename(&aside, &uid).unwrap();
     let stalled = read_lines(&out).len();
-    wait_for("output to resume", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= stalled + 20).then_some(())
-    });
+    wait_for_lines(&out, stalled, 20);
     // The failed checkpoints' output was carried into the next one: nothing lost.
     assert_counter_sequence(&read_lines(&out));
 }
@@ -143,9 +133,7 @@ fn a_snapshot_the_job_rejects_fails_the_job_with_the_reason() {
     let mut cluster = Cluster::new();
     let first = cluster.start_supervisor();
     let out = cluster.deploy("counter", "counter", &["--restart", "fixed:attempts=2,delay=100ms"]);
-    wait_for("output", Duration::from_secs(30), || {
-        (read_lines(&out).len() >= 20).then_some(())
-    });
+    wait_for_lines(&out, 0, 20);
     cluster.signal(first, "KILL");
 
     // A snapshot that passes its checksum but that the job cannot decode:
