@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{job_wasm, read_lines, wait_for, wait_for_lines, Cluster};
+use crate::harness::{job_wasm, wait_for_lines, Cluster};
 
 #[test]
 fn job_deployed_with_no_supervisor_runs_once_one_starts() {
