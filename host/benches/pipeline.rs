@@ -173,7 +173,7 @@ fn instance(runtime: &Runtime, name: &str, memory_bytes: u64) -> Instance {
         memory_bytes,
         call_timeout: Duration::from_secs(60),
     };
-    let mut job = runtime.instantiate(&sha, name, limits).unwrap();
+    let mut job = runtime.instantiate(&sha, name, limits, &Default::default()).unwrap();
     job.init(&[]).unwrap();
     job
 }

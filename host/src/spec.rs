@@ -150,6 +150,9 @@ pub struct JobSpec {
     /// What to do when an attempt fails.
     #[serde(default)]
     pub restart: RestartStrategy,
+    /// What the guest's sandbox lets it reach: nothing unless granted here.
+    #[serde(default)]
+    pub grants: Grants,
     /// Run or stop.
     pub desired: Desired,
     /// When it was deployed (ms since the Unix epoch).
@@ -319,6 +322,48 @@ pub fn validate_job_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Access a job's guest is given beyond computing on its input. Every
+/// replica gives the same, since it lives in the spec, not in a replica's setup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Environment variables the guest sees (and no others).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Host directories the guest may read.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Whether the guest may open sockets and resolve host names.
+    #[serde(default)]
+    pub network: bool,
+}
+
+/// A host directory shown read-only to the guest at a path of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// The directory on the supervisor's machine (absolute).
+    pub host: String,
+    /// Where the guest sees it.
+    pub guest: String,
+}
+
+impl FromStr for DirGrant {
+    type Err = SpecError;
+
+    /// `HOST[::GUEST]`, as wasmtime's `--dir`; the guest path defaults to the host's.
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (host, guest) = s.split_once("::").unwrap_or((s, s));
+        if !host.starts_with('/') || !guest.starts_with('/') {
+            return Err(spec_error(format!(
+                "`{s}`: expected an absolute directory, `HOST[::GUEST]`, e.g. /srv/data::/data"
+            )));
+        }
+        Ok(DirGrant {
+            host: host.to_string(),
+            guest: guest.to_string(),
+        })
+    }
+}
+
 /// Parses a `key=value` pair given to `--config`.
 pub fn parse_config_pair(s: &str) -> Result<(String, String), SpecError> {
     s.split_once('=')
@@ -398,6 +443,28 @@ mod tests {
             Some(Duration::from_secs(1)),
             "a healthy run resets the streak"
         );
+    }
+
+    #[test]
+    fn dir_grants_are_absolute_and_default_to_the_same_path() {
+        assert_eq!(
+            "/srv/data::/data".parse::<DirGrant>().unwrap(),
+            DirGrant {
+                host: "/srv/data".into(),
+                guest: "/data".into()
+            }
+        );
+        assert_eq!("/srv".parse::<DirGrant>().unwrap().guest, "/srv");
+        for bad in ["data", "/srv::data", "::/data"] {
+            assert!(bad.parse::<DirGrant>().unwrap_err().0.contains("absolute"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn specs_without_grants_read_as_granting_nothing() {
+        let grants: Grants = serde_json::from_str("{}").unwrap();
+        assert_eq!(grants, Grants::default());
+        assert!(!grants.network && grants.env.is_empty() && grants.dirs.is_empty());
     }
 
     #[test]

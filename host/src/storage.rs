@@ -1,16 +1,21 @@
 //! The storage dir: one URL, through `object_store`. Modules live
 //! content-addressed under `modules/`, checkpoints under `checkpoints/`.
 //! Writes that must never clobber (modules, checkpoint objects) are
-//! create-only, which is what fencing by path relies on.
+//! create-only, which is what fencing by path relies on: on S3 that is a
+//! conditional put (`If-None-Match: *`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use sha2::{Digest, Sha256};
 
 /// Failures of the storage dir, each naming the object involved.
@@ -48,30 +53,80 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// How long an S3 request is retried before its error surfaces. Short,
+/// because every caller has a deadline of its own (a checkpoint's upload, a
+/// CLI command) and an operator waiting on a wrong endpoint wants the answer.
+const S3_RETRY: RetryConfig = RetryConfig {
+    backoff: object_store::BackoffConfig {
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        base: 2.0,
+    },
+    max_retries: 3,
+    retry_timeout: Duration::from_secs(10),
+};
+
 /// A handle on the storage dir. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// The directory of a local storage dir, whose emptied checkpoint
+    /// directories are removed (object stores have no directories).
+    local_root: Option<PathBuf>,
 }
 
 impl Storage {
-    /// Opens `file:///path` (created if missing), a plain absolute path, or
-    /// `memory://` (tests only).
+    /// Opens `file:///path` (created if missing), a plain absolute path,
+    /// `s3://bucket[/prefix]` (endpoint and credentials from the standard
+    /// `AWS_*` environment variables), or `memory://` (tests only).
     pub fn open(url: &str) -> Result<Storage, StorageError> {
+        Storage::open_with(url, std::env::vars())
+    }
+
+    /// Like [`Storage::open`], with the `AWS_*` settings taken from `vars`
+    /// rather than from the process environment.
+    pub fn open_with(
+        url: &str,
+        vars: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    ) -> Result<Storage, StorageError> {
         let bad = |reason: String| StorageError::BadUrl {
             url: url.to_string(),
             reason,
         };
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = if url == "memory://" {
             Arc::new(InMemory::new())
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("name a bucket, e.g. s3://my-bucket/weir".to_string()));
+            }
+            let settings = vars.into_iter().filter_map(|(key, value)| {
+                let key = key.as_ref().to_ascii_lowercase();
+                let key = key.starts_with("aws_").then(|| key.parse().ok()).flatten()?;
+                Some((key, value.as_ref().to_string()))
+            });
+            let s3 = settings
+                .fold(AmazonS3Builder::new(), |builder, (key, value)| {
+                    builder.with_config(key, value)
+                })
+                .with_bucket_name(bucket)
+                .with_retry(S3_RETRY)
+                .build()
+                .map_err(|e| bad(format!("{e} (set AWS_ENDPOINT_URL, AWS_REGION and the access keys)")))?;
+            match prefix.trim_matches('/') {
+                "" => Arc::new(s3),
+                prefix => Arc::new(PrefixStore::new(s3, prefix)),
+            }
         } else {
             let path = match url.strip_prefix("file://") {
                 Some(rest) => rest.to_string(),
                 None if url.starts_with('/') => url.to_string(),
                 None => {
                     return Err(bad(
-                        "unsupported scheme; use file:///absolute/path (or an absolute path)".to_string(),
+                        "unsupported scheme; use file:///absolute/path, an absolute path or s3://bucket/prefix"
+                            .to_string(),
                     ))
                 }
             };
@@ -79,11 +134,13 @@ impl Storage {
                 return Err(bad("the path must be absolute, e.g. file:///var/lib/weir".to_string()));
             }
             std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create {path}: {e}")))?;
+            local_root = Some(PathBuf::from(&path));
             Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?)
         };
         Ok(Storage {
             store,
             url: url.to_string(),
+            local_root,
         })
     }
 
@@ -93,7 +150,22 @@ impl Storage {
         Storage {
             store,
             url: "test://".to_string(),
+            local_root: None,
         }
+    }
+
+    /// Answers whether the storage dir can be listed: a wrong endpoint,
+    /// bucket or key shows here, at start, rather than at the first checkpoint.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        self.store
+            .list_with_delimiter(Some(&Path::from("modules")))
+            .await
+            .map(|_| ())
+            .map_err(|source| StorageError::Store {
+                what: "list",
+                path: "modules/".to_string(),
+                source,
+            })
     }
 
     /// The URL this storage dir was opened with.
@@ -167,6 +239,10 @@ impl Storage {
                 Err(source) => return Err(err(source)),
             }
         }
+        if let Some(root) = &self.local_root {
+            // Best effort: a directory that is not empty (or already gone) stays as it is.
+            let _ = std::fs::remove_dir(root.join(prefix));
+        }
         Ok(())
     }
 }
@@ -175,46 +251,14 @@ impl Storage {
 mod tests {
     use super::*;
 
-    async fn conformance(storage: Storage) {
-        assert!(storage
-            .put_if_absent("a/b/one", Bytes::from_static(b"1"))
-            .await
-            .unwrap());
-        assert!(!storage
-            .put_if_absent("a/b/one", Bytes::from_static(b"2"))
-            .await
-            .unwrap());
-        assert_eq!(storage.get("a/b/one").await.unwrap(), Bytes::from_static(b"1"));
-        assert!(matches!(
-            storage.get("a/none").await,
-            Err(StorageError::NotFound { .. })
-        ));
-        storage
-            .put_if_absent("a/b/two", Bytes::from_static(b"2"))
-            .await
-            .unwrap();
-        storage.delete_prefix("a/b").await.unwrap();
-        assert!(matches!(
-            storage.get("a/b/two").await,
-            Err(StorageError::NotFound { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn local_filesystem_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        conformance(Storage::open(&format!("file://{}", dir.path().display())).unwrap()).await;
-    }
-
-    #[tokio::test]
-    async fn memory_conforms() {
-        conformance(Storage::open("memory://").unwrap()).await;
-    }
-
     #[test]
     fn bad_urls_say_what_to_use() {
         let err = Storage::open("ftp://x").unwrap_err().to_string();
-        assert!(err.contains("file:///"), "{err}");
+        assert!(err.contains("file:///") && err.contains("s3://"), "{err}");
         assert!(Storage::open("file://relative").is_err());
+        assert!(Storage::open("s3://")
+            .unwrap_err()
+            .to_string()
+            .contains("name a bucket"));
     }
 }

@@ -1,9 +1,11 @@
 //! Access: with digest authentication on, every znode weir creates is
-//! closed to sessions without the cluster's credentials.
+//! closed to sessions without the cluster's credentials; a guest reaches
+//! no environment, file or socket its spec does not grant.
 
 use std::time::Duration;
 
-use crate::harness::{read_lines, wait_for, wait_for_lines, Cluster};
+use crate::deploy::assert_refused;
+use crate::harness::{job_wasm, read_lines, wait_for, wait_for_lines, Cluster};
 
 #[test]
 fn digest_auth_closes_every_znode_to_other_credentials() {
@@ -45,4 +47,45 @@ fn guests_get_no_environment_filesystem_or_network() {
         read_lines(&out).into_iter().next()
     });
     assert_eq!(report, "env=0 fs=denied net=denied");
+}
+
+#[test]
+fn granted_environment_directory_and_network_are_reachable_and_nothing_else() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    let zookeeper = cluster.zk.connect.split(',').next().unwrap().to_string();
+    let data = cluster.path("reference-data");
+    std::fs::create_dir(&data).unwrap();
+    let out = cluster.deploy(
+        "faulty",
+        "probe",
+        &[
+            "--config",
+            &format!("probe={zookeeper}"),
+            "--config",
+            "probe_dir=/data",
+            "--env",
+            "REGION=eu",
+            "--dir",
+            &format!("{}::/data", data.display()),
+            "--allow-network",
+        ],
+    );
+    let report = wait_for("the probe's report", Duration::from_secs(30), || {
+        read_lines(&out).into_iter().next()
+    });
+    assert_eq!(report, "env=1 fs=readable net=connected");
+
+    let faulty = job_wasm("faulty");
+    let faulty = faulty.to_str().unwrap();
+    assert_refused(
+        &cluster,
+        &["deploy", faulty, "--dir", "/nonexistent::/data"],
+        "--dir /nonexistent: no such directory",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", faulty, "--dir", "data"],
+        "expected an absolute directory",
+    );
 }

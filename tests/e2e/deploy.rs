@@ -43,7 +43,7 @@ fn cancel_stops_the_job_and_its_output() {
 }
 
 /// Runs a command that must fail with one line on stderr containing `expected`.
-fn assert_refused(cluster: &Cluster, args: &[&str], expected: &str) {
+pub fn assert_refused(cluster: &Cluster, args: &[&str], expected: &str) {
     let out = cluster.weir(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "weir {args:?} succeeded");

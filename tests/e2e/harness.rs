@@ -30,6 +30,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// A free port on loopback (free when asked; servers bind it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Where the build put the `weir` binary and the example jobs.
 pub fn weir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weir"))
@@ -89,6 +98,15 @@ impl Cluster {
     /// Sets an environment variable for every `weir` process started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Puts the storage dir on `s3`, under `prefix`, for every `weir`
+    /// process started from now on.
+    pub fn use_s3(&mut self, s3: &crate::s3::S3Server, prefix: &str) {
+        for (key, value) in s3.env() {
+            self.set_env(key, &value);
+        }
+        self.set_env("WEIR_STORAGE_DIR", &format!("s3://{}/{prefix}", crate::s3::BUCKET));
     }
 
     /// A path in the cluster's scratch dir.
@@ -257,12 +275,7 @@ impl Cluster {
 
     /// Sends a signal to a supervisor.
     pub fn signal(&mut self, pid: u32, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} {pid}");
+        send_signal(pid, signal);
         if signal == "KILL" {
             if let Some(child) = self.supervisors.iter_mut().find(|c| c.id() == pid) {
                 let _ = child.wait();
@@ -297,6 +310,16 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends a signal (`KILL`, `STOP`, `CONT`, `TERM`) to any process.
+pub fn send_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
 }
 
 /// The complete lines of a sink file (a line still being written is left out).

@@ -3,6 +3,7 @@
 //! real ZooKeeper and real `weir` processes, and fails loudly without them.
 
 mod harness;
+mod s3;
 mod zookeeper;
 
 mod access;

@@ -1,12 +1,151 @@
-//! Storage dir faults: a missing checkpoint object is noticed, a corrupt one
-//! is caught by its checksum, and
-//! the restore falls back to the previous one; a job whose checkpoints are
-//! all unreadable never silently starts from nothing.
+//! The storage dir, local and on a real S3-compatible server: what weir
+//! needs of it, jobs failing over on it, and its faults. A missing checkpoint
+//! object is noticed, a corrupt one is caught by its checksum, and the
+//! restore falls back to the previous one; a job whose checkpoints are all
+//! unreadable never silently starts from nothing; a hung or unwritable
+//! storage dir fails checkpoints while the job runs on.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, read_lines, wait_for, wait_for_lines, Cluster};
+use bytes::Bytes;
+use weir::storage::{Storage, StorageError};
+
+use crate::deploy::assert_refused;
+use crate::harness::{assert_counter_sequence, job_wasm, read_lines, send_signal, wait_for, wait_for_lines, Cluster};
+use crate::s3::{S3Server, BUCKET};
+
+/// What weir relies on: create-only writes that never clobber, reads,
+/// a clear "missing", and deletion of a checkpoint's directory.
+async fn conformance(storage: Storage) {
+    assert!(storage
+        .put_if_absent("a/b/one", Bytes::from_static(b"1"))
+        .await
+        .unwrap());
+    assert!(
+        !storage
+            .put_if_absent("a/b/one", Bytes::from_static(b"2"))
+            .await
+            .unwrap(),
+        "a create-only write replaced an object"
+    );
+    assert_eq!(storage.get("a/b/one").await.unwrap(), Bytes::from_static(b"1"));
+    assert!(matches!(
+        storage.get("a/none").await,
+        Err(StorageError::NotFound { .. })
+    ));
+    storage
+        .put_if_absent("a/b/two", Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    storage
+        .put_if_absent("a/c/three", Bytes::from_static(b"3"))
+        .await
+        .unwrap();
+    storage.delete_prefix("a/b").await.unwrap();
+    assert!(matches!(
+        storage.get("a/b/two").await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert_eq!(storage.get("a/c/three").await.unwrap(), Bytes::from_static(b"3"));
+    storage.probe().await.unwrap();
+}
+
+#[tokio::test]
+async fn local_and_s3_storage_dirs_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(Storage::open(&format!("file://{}", dir.path().display())).unwrap()).await;
+    assert!(
+        !dir.path().join("a/b").exists(),
+        "a deleted checkpoint left its directory behind"
+    );
+
+    let s3 = S3Server::start();
+    conformance(Storage::open_with(&format!("s3://{BUCKET}/conformance"), s3.env()).unwrap()).await;
+    assert!(
+        s3.bucket_dir().join("conformance/a/c/three").exists(),
+        "the prefix is not used"
+    );
+}
+
+#[test]
+fn a_wrong_s3_setting_is_one_clear_line_from_deploy_and_supervisor() {
+    let s3 = S3Server::start();
+    let mut cluster = Cluster::new();
+    cluster.use_s3(&s3, "");
+    cluster.set_env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let counter = job_wasm("counter");
+    assert_refused(
+        &cluster,
+        &["deploy", counter.to_str().unwrap()],
+        "cannot use the storage dir",
+    );
+    let supervisor = cluster.start_supervisor();
+    assert!(
+        !cluster.wait_exit(supervisor),
+        "a supervisor ran on a storage dir it cannot use"
+    );
+    assert!(
+        cluster.log_of(supervisor).contains("cannot use the storage dir"),
+        "{}",
+        cluster.log_of(supervisor)
+    );
+}
+
+#[test]
+fn jobs_fail_over_with_their_checkpoints_on_s3() {
+    let s3 = S3Server::start();
+    let mut cluster = Cluster::new();
+    cluster.use_s3(&s3, "prod");
+    let first = cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    wait_for_lines(&out, 0, 30);
+    let modules = std::fs::read_dir(s3.bucket_dir().join("prod/modules")).unwrap().count();
+    assert_eq!(modules, 1, "the module is stored in the bucket under the prefix");
+    assert!(s3.bucket_dir().join("prod/checkpoints/counter").is_dir());
+
+    cluster.signal(first, "KILL");
+    let seen = read_lines(&out).len();
+    wait_for_lines(&out, seen, 30);
+    assert_counter_sequence(&read_lines(&out));
+}
+
+#[test]
+fn a_hung_s3_server_fails_checkpoints_while_the_job_runs_on() {
+    let s3 = S3Server::start();
+    let mut cluster = Cluster::new();
+    cluster.use_s3(&s3, "");
+    let supervisor = cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &[]);
+    wait_for_lines(&out, 0, 20);
+
+    // The server stops answering mid-stream: uploads hang until their deadline.
+    send_signal(s3.pid(), "STOP");
+    let failed = r#"weir_checkpoints_failed_total{job="counter"}"#;
+    wait_for("a checkpoint to fail at its deadline", Duration::from_secs(60), || {
+        (cluster.metric(supervisor, failed)? >= 1.0).then_some(())
+    });
+    let job = cluster.job("counter").unwrap();
+    assert_eq!(
+        (job["state"].as_str(), job["restarts"].as_u64()),
+        (Some("RUNNING"), Some(0)),
+        "{job}"
+    );
+    assert!(cluster
+        .log_of(supervisor)
+        .contains("checkpoint failed, the job keeps running"));
+
+    send_signal(s3.pid(), "CONT");
+    let committed = r#"weir_checkpoints_committed_total{job="counter"}"#;
+    let before = cluster.metric(supervisor, committed).unwrap();
+    wait_for("checkpoints to commit again", Duration::from_secs(60), || {
+        (cluster.metric(supervisor, committed)? > before).then_some(())
+    });
+    let seen = read_lines(&out).len();
+    wait_for_lines(&out, seen, 20);
+    assert_counter_sequence(&read_lines(&out));
+}
 
 /// The snapshot files of a job's retained checkpoints, newest first.
 fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
@@ -20,7 +159,6 @@ fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter_map(|dir| {
             let id = dir.file_name()?.to_str()?.split('-').next()?.parse().ok()?;
-            // A deleted checkpoint may leave its empty directory behind.
             Some((id, dir.join("snapshot"))).filter(|(_, snapshot)| snapshot.exists())
         })
         .collect();

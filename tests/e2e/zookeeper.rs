@@ -3,24 +3,16 @@
 //! and restarted with their data.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::harness::wait_for;
+use crate::harness::{free_port, wait_for};
 
 const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One server: its config, its client address, and its process while it runs.
 struct Node {

@@ -9,11 +9,12 @@ use anyhow::{bail, Context};
 use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
-use super::{ClusterArgs, StorageArgs};
+use super::{ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::ha::{hint, now_ms};
 use crate::runtime::Runtime;
 use crate::spec::{
-    parse_config_pair, validate_job_name, Desired, JobSpec, JobState, JobStatus, RestartStrategy, SinkSpec, SourceSpec,
+    parse_config_pair, validate_job_name, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus, RestartStrategy,
+    SinkSpec, SourceSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -46,6 +47,16 @@ pub struct DeployArgs {
     /// `exponential:initial=D,max=D[,attempts=N]`.
     #[arg(long, default_value = "exponential:initial=1s,max=30s")]
     restart: RestartStrategy,
+    /// Grant the job an environment variable, `KEY=VALUE`; repeat for more (default: none).
+    #[arg(long = "env", value_parser = parse_config_pair)]
+    env: Vec<(String, String)>,
+    /// Grant the job read-only access to a host directory, `HOST[::GUEST]`; repeat for more.
+    /// The directory must exist on every supervisor's machine.
+    #[arg(long = "dir")]
+    dirs: Vec<DirGrant>,
+    /// Grant the job the network: sockets and host-name lookups (default: none).
+    #[arg(long)]
+    allow_network: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -102,6 +113,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         other => other,
     };
 
+    if let Some(dir) = args.dirs.iter().find(|d| !Path::new(&d.host).is_dir()) {
+        bail!(
+            "--dir {}: no such directory here; create it (on every supervisor's machine) or fix the path",
+            dir.host
+        );
+    }
     let size = std::fs::metadata(&args.module)
         .with_context(|| format!("cannot read {}", args.module.display()))?
         .len();
@@ -123,7 +140,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let storage = args.storage.open()?;
     storage
         .put_if_absent(&Storage::module_path(&sha256), bytes.into())
-        .await?;
+        .await
+        .context(STORAGE_FIX)?;
 
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
@@ -156,6 +174,11 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
         restart: args.restart,
+        grants: Grants {
+            env: args.env,
+            dirs: args.dirs,
+            network: args.allow_network,
+        },
         desired: Desired::Running,
         created_ms: now_ms(),
     };

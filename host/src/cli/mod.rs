@@ -88,10 +88,15 @@ impl ClusterArgs {
     }
 }
 
+/// What to check when the storage dir cannot be reached.
+const STORAGE_FIX: &str =
+    "cannot use the storage dir (check --storage-dir and, for s3://, AWS_ENDPOINT_URL, AWS_REGION and the access keys)";
+
 /// Where checkpoints and modules live.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// Storage dir URL shared by all replicas: `file:///path`.
+    /// Storage dir URL shared by all replicas: `file:///path` or `s3://bucket/prefix`
+    /// (S3 endpoint and credentials from the standard `AWS_*` variables).
     #[arg(long, env = "WEIR_STORAGE_DIR", default_value = "file:///var/lib/weir")]
     storage_dir: String,
 }
@@ -141,13 +146,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 started_ms: ha::now_ms(),
                 address: Some(http.local_addr()?.to_string()),
             };
+            let storage = args.storage.open().context(STORAGE_FIX)?;
+            storage.probe().await.context(STORAGE_FIX)?;
             let settings = SupervisorSettings {
                 zk: args.cluster.zk(),
                 layout: args.cluster.layout()?,
-                storage: args
-                    .storage
-                    .open()
-                    .context("cannot open the storage dir (set --storage-dir or WEIR_STORAGE_DIR)")?,
+                storage,
                 info,
                 http,
             };

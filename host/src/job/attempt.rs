@@ -77,7 +77,7 @@ pub async fn run(
     };
     let mut instance = ctx
         .runtime
-        .instantiate(&spec.module_sha256, name, limits)
+        .instantiate(&spec.module_sha256, name, limits, &spec.grants)
         .map_err(failed)?;
     if let Some(c) = &restored {
         instance.restore(&c.snapshot).map_err(failed)?;

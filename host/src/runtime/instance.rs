@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::weir::job::{host, types};
 use super::bindings::{Job, JobPre};
 use super::{Batch, EPOCH_TICK};
+use crate::spec::Grants;
 
 /// Caps on one guest.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +64,7 @@ pub enum GuestError {
     Instantiate(String),
 }
 
-/// A store's data: the (empty) WASI context, the limiter, the job's name.
+/// A store's data: the WASI context (empty unless granted), the limiter, the job's name.
 pub(super) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -120,8 +121,8 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The linker every job shares: weir's host interface and a capability-less WASI
-/// (a Rust guest built with `std` imports `wasi:cli` and `wasi:io`).
+/// The linker every job shares: weir's host interface and WASI, whose reach
+/// each store's context decides (a Rust guest built with `std` imports `wasi:cli` and `wasi:io`).
 pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -142,9 +143,10 @@ impl Instance {
         pre: &JobPre<GuestState>,
         job: &str,
         limits: Limits,
+        grants: &Grants,
     ) -> Result<Instance, GuestError> {
         let state = GuestState {
-            wasi: WasiCtx::builder().build(),
+            wasi: super::sandbox::wasi_ctx(grants)?,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: limits.memory_bytes,

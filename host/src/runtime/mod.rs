@@ -4,6 +4,7 @@
 //! it can never take the supervisor or another job down.
 
 mod instance;
+mod sandbox;
 mod validate;
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
+
+use crate::spec::Grants;
 
 pub use instance::{GuestError, Instance, Limits};
 pub use validate::{validate_component, ModuleError};
@@ -131,8 +134,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Instantiates a prepared module for job `job`.
-    pub fn instantiate(&self, sha256: &str, job: &str, limits: Limits) -> Result<Instance, GuestError> {
+    /// Instantiates a prepared module for job `job`, in a sandbox with `grants`.
+    pub fn instantiate(
+        &self,
+        sha256: &str,
+        job: &str,
+        limits: Limits,
+        grants: &Grants,
+    ) -> Result<Instance, GuestError> {
         let pre = self
             .compiled
             .lock()
@@ -140,6 +149,6 @@ impl Runtime {
             .get(sha256)
             .cloned()
             .ok_or_else(|| GuestError::Instantiate(format!("module {sha256} is not compiled")))?;
-        Instance::new(&self.engine, &pre, job, limits)
+        Instance::new(&self.engine, &pre, job, limits, grants)
     }
 }

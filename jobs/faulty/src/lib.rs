@@ -3,7 +3,8 @@
 //! `trap_on=N` panics (a trap); `spin_on=N` loops forever;
 //! `grow_on=N` allocates without bound. With `probe=HOST:PORT` it instead
 //! reports, for its first event, what the host lets it reach: environment
-//! variables, the filesystem, and a TCP connection to HOST:PORT.
+//! variables, the directory `probe_dir` (default `/`), and a TCP connection
+//! to HOST:PORT.
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{config_value, Config, Emitter, Event, Job};
@@ -18,12 +19,14 @@ struct Faulty {
     grow_on: Option<i64>,
     #[serde(skip)]
     probe: Option<String>,
+    #[serde(skip)]
+    probe_dir: Option<String>,
     probed: bool,
 }
 
 /// What the sandbox allows, as one line: `env=N fs=... net=...`.
-fn probe(address: &str) -> String {
-    let fs = match std::fs::read_dir("/") {
+fn probe(address: &str, dir: &str) -> String {
+    let fs = match std::fs::read_dir(dir) {
         Ok(_) => "readable",
         Err(_) => "denied",
     };
@@ -40,6 +43,7 @@ impl Job for Faulty {
         self.spin_on = config_value(config, "spin_on")?;
         self.grow_on = config_value(config, "grow_on")?;
         self.probe = config_value(config, "probe")?;
+        self.probe_dir = config_value(config, "probe_dir")?;
         Ok(())
     }
 
@@ -48,7 +52,7 @@ impl Job for Faulty {
         if let Some(address) = &self.probe {
             if !self.probed {
                 self.probed = true;
-                out.emit(Event::Text(probe(address)));
+                out.emit(Event::Text(probe(address, self.probe_dir.as_deref().unwrap_or("/"))));
             }
             return;
         }

@@ -1,0 +1,33 @@
+//! What a guest may reach outside its own memory: by default nothing (no
+//! environment, no files, no sockets), and only what its spec grants.
+
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+use super::GuestError;
+use crate::spec::Grants;
+
+/// The WASI context of a job with `grants`.
+pub(super) fn wasi_ctx(grants: &Grants) -> Result<WasiCtx, GuestError> {
+    let mut builder = WasiCtx::builder();
+    for (key, value) in &grants.env {
+        builder.env(key, value);
+    }
+    for dir in &grants.dirs {
+        builder
+            .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
+            .map_err(|e| {
+                GuestError::Instantiate(format!(
+                    "granted directory {} cannot be opened on this supervisor: {e:#}; create it or deploy with another --dir",
+                    dir.host
+                ))
+            })?;
+    }
+    if grants.network {
+        builder
+            .inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
+    }
+    Ok(builder.build())
+}
