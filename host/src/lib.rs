@@ -13,6 +13,8 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 pub mod runtime;
+#[cfg(test)]
+mod sim;
 pub mod spec;
 pub mod storage;
 pub mod supervisor;

@@ -1,8 +1,9 @@
-//! Turns barriers into committed checkpoints, one at a time and in order:
-//! objects to the storage dir, then the pointer to ZooKeeper (fenced), then
-//! the output to the sink. Output of a checkpoint that failed to reach the
-//! storage dir is carried into the next one, so none is lost.
+//! Carries out the checkpoint-commit rules of `checkpoint::commit` for one
+//! attempt: objects to the storage dir, then the pointer to ZooKeeper
+//! (fenced), then the output to the sink, one checkpoint at a time. It holds
+//! the bytes; the state machine decides what happens to them.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use super::attempt::AttemptError;
 use super::runner::Barrier;
 use super::LeaderContext;
-use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, Pointer};
+use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
+use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, Pointer};
 use crate::connectors::Sink;
 use crate::metrics::JobMetrics;
 use crate::spec::JobSpec;
@@ -33,12 +35,13 @@ pub struct Committer<'a> {
     job: String,
     metrics: Arc<JobMetrics>,
     store: CheckpointStore,
-    pointer: PointerAt,
-    next_id: u64,
-    /// Bytes of the sink already published: where the next output goes.
-    position: u64,
-    /// Output staged since the last committed checkpoint.
-    carry: Vec<u8>,
+    pointer_path: String,
+    state: CommitState,
+    /// Output staged since the last published checkpoint (the state machine
+    /// counts the same bytes).
+    staged: Vec<u8>,
+    /// The snapshot and source offset of the barrier being committed.
+    barrier: Option<(Bytes, u64)>,
     sink: Box<dyn Sink>,
     /// How long one checkpoint may take to reach the storage dir.
     upload_deadline: std::time::Duration,
@@ -55,17 +58,15 @@ impl<'a> Committer<'a> {
         sink: Box<dyn Sink>,
         position: u64,
     ) -> Self {
-        let next_id = pointer.pointer.latest().map_or(1, |c| c.id + 1);
-        let metrics = ctx.metrics.job(&spec.name);
         Committer {
             ctx,
             job: spec.name.clone(),
-            metrics,
+            metrics: ctx.metrics.job(&spec.name),
             store,
-            pointer,
-            next_id,
-            position,
-            carry: Vec::new(),
+            pointer_path: pointer.path,
+            state: CommitState::resume(ctx.fence.epoch(), pointer.pointer, pointer.version, position),
+            staged: Vec::new(),
+            barrier: None,
             sink,
             upload_deadline: upload_deadline(spec.checkpoint_interval),
         }
@@ -75,62 +76,90 @@ impl<'a> Committer<'a> {
     /// keeps running); a ZooKeeper or sink failure ends the attempt, since the
     /// committed state is then only known to ZooKeeper.
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
-        self.carry.extend_from_slice(&barrier.output);
-        let checkpoint_ref = CheckpointRef {
-            id: self.next_id,
-            epoch: self.ctx.fence.epoch(),
+        self.staged.extend_from_slice(&barrier.output);
+        self.barrier = Some((Bytes::from(barrier.snapshot), barrier.source_offset));
+        let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
+            output_len: barrier.output.len() as u64,
             created_ms: barrier.created_ms,
-        };
-        self.next_id += 1;
-        let output = Bytes::from(self.carry.clone());
-        let snapshot = Bytes::from(barrier.snapshot);
-        let checkpoint = Checkpoint {
-            meta: CheckpointMeta {
-                checkpoint: checkpoint_ref,
-                source_offset: barrier.source_offset,
-                sink_offset: self.position,
-                snapshot_sha256: sha256_hex(&snapshot),
-                output_sha256: sha256_hex(&output),
-            },
-            snapshot,
-            output,
-        };
-        if let Err(e) = self.store.write(&checkpoint, self.upload_deadline).await {
-            self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                job = %self.job,
-                checkpoint = checkpoint_ref.id,
-                "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
-            );
-            return Ok(());
-        }
-        let (pointer, dropped) = self.pointer.pointer.advance(checkpoint_ref);
-        let stat = self
-            .ctx
-            .fence
-            .set(&self.pointer.path, &pointer.encode(), Some(self.pointer.version))
-            .await?;
-        self.pointer.pointer = pointer;
-        self.pointer.version = stat.version;
-
-        self.sink
-            .publish(self.position, &checkpoint.output)
-            .map_err(|e| AttemptError::Failed(format!("publishing checkpoint {}: {e}", checkpoint_ref.id)))?;
-        self.position += checkpoint.output.len() as u64;
-        self.carry.clear();
-        self.metrics.checkpoints_committed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            job = %self.job,
-            checkpoint = checkpoint_ref.id,
-            bytes = checkpoint.output.len(),
-            "checkpoint committed"
-        );
-
-        for old in dropped {
-            if let Err(e) = self.store.delete(old).await {
-                tracing::warn!(checkpoint = old.id, "cannot delete a checkpoint past retention: {e}");
+        }));
+        while let Some(action) = actions.pop_front() {
+            if let Some(event) = self.carry_out(action).await? {
+                actions.extend(self.state.step(event));
             }
         }
         Ok(())
+    }
+
+    /// Does one action; returns its outcome for the state machine, if it has one.
+    async fn carry_out(&mut self, action: CommitAction) -> Result<Option<CommitEvent>, AttemptError> {
+        match action {
+            CommitAction::Upload {
+                checkpoint,
+                sink_offset,
+                output_len,
+            } => {
+                let (snapshot, source_offset) = self.barrier.take().expect("an upload follows its barrier");
+                let output = Bytes::copy_from_slice(&self.staged[..output_len as usize]);
+                let checkpoint = Checkpoint {
+                    meta: CheckpointMeta {
+                        checkpoint,
+                        source_offset,
+                        sink_offset,
+                        snapshot_sha256: sha256_hex(&snapshot),
+                        output_sha256: sha256_hex(&output),
+                    },
+                    snapshot,
+                    output,
+                };
+                Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
+                    Ok(()) => CommitEvent::Uploaded,
+                    Err(e) => {
+                        tracing::warn!(
+                            job = %self.job,
+                            checkpoint = checkpoint.meta.checkpoint.id,
+                            "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
+                        );
+                        CommitEvent::UploadFailed
+                    }
+                }))
+            }
+            CommitAction::WritePointer {
+                pointer,
+                expected_version,
+            } => match self
+                .ctx
+                .fence
+                .set(&self.pointer_path, &pointer.encode(), Some(expected_version))
+                .await
+            {
+                Ok(stat) => Ok(Some(CommitEvent::PointerWritten { version: stat.version })),
+                Err(e) => {
+                    self.state.step(CommitEvent::PointerRefused);
+                    Err(e.into())
+                }
+            },
+            CommitAction::Publish { at, len } => {
+                let output = &self.staged[..len as usize];
+                if let Err(e) = self.sink.publish(at, output) {
+                    self.state.step(CommitEvent::PublishFailed);
+                    return Err(AttemptError::Failed(format!("publishing at sink byte {at}: {e}")));
+                }
+                self.staged.drain(..len as usize);
+                self.metrics.checkpoints_committed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(job = %self.job, bytes = len, "checkpoint committed");
+                Ok(Some(CommitEvent::Published))
+            }
+            CommitAction::Delete(old) => {
+                if let Err(e) = self.store.delete(old).await {
+                    tracing::warn!(checkpoint = old.id, "cannot delete a checkpoint past retention: {e}");
+                }
+                Ok(None)
+            }
+            CommitAction::CountFailure => {
+                self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            CommitAction::EndAttempt => Ok(None),
+        }
     }
 }

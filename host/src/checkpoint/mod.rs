@@ -4,6 +4,8 @@
 //! not exist. The pointer keeps the newest [`RETAINED`] so a restore can fall
 //! back when the newest is unreadable.
 
+pub mod commit;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,6 +106,13 @@ pub enum CheckpointError {
         /// The deadline.
         after: Duration,
     },
+    /// An object of this checkpoint already exists: an earlier attempt wrote
+    /// it and failed before naming it.
+    #[error("{path} already exists (left by an earlier attempt that never committed it)")]
+    AlreadyWritten {
+        /// The object.
+        path: String,
+    },
     /// An object is unreadable or its checksum does not match.
     #[error("{what} is corrupt: {reason}")]
     Corrupt {
@@ -157,16 +166,20 @@ impl CheckpointStore {
 
     async fn write_objects(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let dir = self.dir(checkpoint.meta.checkpoint);
-        self.storage
-            .put_if_absent(&format!("{dir}/snapshot"), checkpoint.snapshot.clone())
-            .await?;
-        self.storage
-            .put_if_absent(&format!("{dir}/output"), checkpoint.output.clone())
-            .await?;
         let meta = serde_json::to_vec(&checkpoint.meta).expect("meta serializes");
-        self.storage
-            .put_if_absent(&format!("{dir}/meta.json"), meta.into())
-            .await?;
+        let objects = [
+            ("snapshot", checkpoint.snapshot.clone()),
+            ("output", checkpoint.output.clone()),
+            ("meta.json", meta.into()),
+        ];
+        for (name, bytes) in objects {
+            let path = format!("{dir}/{name}");
+            // An earlier attempt of this leader may have left an unnamed
+            // checkpoint with this id: its objects are not ours to name.
+            if !self.storage.put_if_absent(&path, bytes).await? {
+                return Err(CheckpointError::AlreadyWritten { path });
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +372,11 @@ mod tests {
         let back = store.read(cref(7)).await.unwrap();
         assert_eq!(back.meta, checkpoint(7).meta);
         assert_eq!(back.snapshot, checkpoint(7).snapshot);
+        let again = store.write(&checkpoint(7), Duration::from_secs(10)).await.unwrap_err();
+        assert!(
+            matches!(again, CheckpointError::AlreadyWritten { .. }),
+            "a checkpoint written twice under one id: {again}"
+        );
 
         std::fs::write(dir.path().join("checkpoints/job/uid/7-1/snapshot"), b"flipped").unwrap();
         let err = store.read(cref(7)).await.unwrap_err();

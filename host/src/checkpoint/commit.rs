@@ -1,0 +1,429 @@
+//! The checkpoint-commit rules as a pure state machine: barrier, upload,
+//! pointer, publish, retention. Outcomes of I/O come in as events, what to
+//! do next goes out as actions; `job::committer` carries them out against
+//! the storage dir, ZooKeeper and the sink, and never decides anything itself.
+//!
+//! The rules, each tested over every sequence of events:
+//! - output is published only after the pointer naming its checkpoint is
+//!   written, at the sink position that checkpoint recorded, each byte once
+//!   and in order;
+//! - a checkpoint that failed to upload is never named, and its output rides
+//!   with the next one, so nothing is lost;
+//! - nothing the pointer names is ever deleted;
+//! - once a pointer write is refused (deposed, or the pointer moved under us)
+//!   or a publish fails, the attempt ends and nothing more is done.
+
+use super::{CheckpointRef, Pointer};
+
+/// Something that happened to the checkpoint in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitEvent {
+    /// The batch loop took a barrier; `output_len` bytes of output were
+    /// produced since the previous one.
+    Barrier {
+        /// Bytes of sink output since the previous barrier.
+        output_len: u64,
+        /// When the barrier was taken (ms since the Unix epoch).
+        created_ms: u64,
+    },
+    /// The checkpoint's objects are in the storage dir.
+    Uploaded,
+    /// They could not be written (in time).
+    UploadFailed,
+    /// The pointer write went through; the znode is now at `version`.
+    PointerWritten {
+        /// The pointer znode's new version.
+        version: i32,
+    },
+    /// The pointer write was refused: our latch is gone or the pointer moved.
+    PointerRefused,
+    /// The output reached the sink.
+    Published,
+    /// The sink refused the output.
+    PublishFailed,
+}
+
+/// What the committer must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitAction {
+    /// Write the checkpoint's objects, with the first `output_len` bytes of
+    /// staged output, recording `sink_offset` as where that output goes.
+    Upload {
+        /// The checkpoint.
+        checkpoint: CheckpointRef,
+        /// Sink position the output starts at.
+        sink_offset: u64,
+        /// How many staged bytes it carries.
+        output_len: u64,
+    },
+    /// Write `pointer`, expecting the znode at `expected_version`.
+    WritePointer {
+        /// The new pointer.
+        pointer: Pointer,
+        /// The version the write is checked against.
+        expected_version: i32,
+    },
+    /// Publish the first `len` staged bytes at sink position `at`, then drop them from the stage.
+    Publish {
+        /// Sink position.
+        at: u64,
+        /// Bytes to publish.
+        len: u64,
+    },
+    /// Delete a checkpoint the pointer no longer names.
+    Delete(CheckpointRef),
+    /// A checkpoint failed: count it; the job runs on.
+    CountFailure,
+    /// Stop the attempt: nothing more may be written.
+    EndAttempt,
+}
+
+/// Where the checkpoint in progress stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    Idle,
+    Uploading {
+        checkpoint: CheckpointRef,
+        len: u64,
+    },
+    WritingPointer {
+        len: u64,
+        pointer: Pointer,
+        dropped: Vec<CheckpointRef>,
+    },
+    Publishing {
+        len: u64,
+        dropped: Vec<CheckpointRef>,
+    },
+    Ended,
+}
+
+/// The commit side of one attempt, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitState {
+    epoch: u64,
+    next_id: u64,
+    pointer: Pointer,
+    version: i32,
+    /// Sink bytes published: where the next output goes.
+    published: u64,
+    /// Output bytes produced and not yet published.
+    staged: u64,
+    stage: Stage,
+}
+
+impl CommitState {
+    /// The state of a leader in `epoch` resuming after `pointer` (read at
+    /// znode `version`), whose sink holds `published` bytes.
+    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: u64) -> CommitState {
+        let next_id = pointer.latest().map_or(1, |c| c.id + 1);
+        CommitState {
+            epoch,
+            next_id,
+            pointer,
+            version,
+            published,
+            staged: 0,
+            stage: Stage::Idle,
+        }
+    }
+
+    /// Sink bytes published so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Output bytes the barriers so far brought that are not published yet.
+    pub fn staged(&self) -> u64 {
+        self.staged
+    }
+
+    /// Takes one event; returns what to do about it, in order.
+    pub fn step(&mut self, event: CommitEvent) -> Vec<CommitAction> {
+        use CommitAction::*;
+        if self.stage == Stage::Ended {
+            return vec![];
+        }
+        let stage = std::mem::replace(&mut self.stage, Stage::Idle);
+        let (stage, actions) = match (stage, event) {
+            (stage, CommitEvent::Barrier { output_len, created_ms }) => {
+                self.staged += output_len;
+                if stage != Stage::Idle {
+                    // One checkpoint at a time: this barrier's output rides with the next.
+                    (stage, vec![])
+                } else {
+                    let checkpoint = CheckpointRef {
+                        id: self.next_id,
+                        epoch: self.epoch,
+                        created_ms,
+                    };
+                    self.next_id += 1;
+                    (
+                        Stage::Uploading {
+                            checkpoint,
+                            len: self.staged,
+                        },
+                        vec![Upload {
+                            checkpoint,
+                            sink_offset: self.published,
+                            output_len: self.staged,
+                        }],
+                    )
+                }
+            }
+            (Stage::Uploading { checkpoint, len }, CommitEvent::Uploaded) => {
+                let (pointer, dropped) = self.pointer.advance(checkpoint);
+                let action = WritePointer {
+                    pointer: pointer.clone(),
+                    expected_version: self.version,
+                };
+                (Stage::WritingPointer { len, pointer, dropped }, vec![action])
+            }
+            (Stage::Uploading { .. }, CommitEvent::UploadFailed) => (Stage::Idle, vec![CountFailure]),
+            (Stage::WritingPointer { len, pointer, dropped }, CommitEvent::PointerWritten { version }) => {
+                self.pointer = pointer;
+                self.version = version;
+                let at = self.published;
+                (Stage::Publishing { len, dropped }, vec![Publish { at, len }])
+            }
+            (Stage::Publishing { len, dropped }, CommitEvent::Published) => {
+                self.published += len;
+                self.staged -= len;
+                (Stage::Idle, dropped.into_iter().map(Delete).collect())
+            }
+            (Stage::WritingPointer { .. }, CommitEvent::PointerRefused)
+            | (Stage::Publishing { .. }, CommitEvent::PublishFailed) => (Stage::Ended, vec![EndAttempt]),
+            // An outcome of something not asked for changes nothing.
+            (stage, _) => (stage, vec![]),
+        };
+        self.stage = stage;
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EPOCH: u64 = 9;
+
+    const EVENTS: [CommitEvent; 7] = [
+        CommitEvent::Barrier {
+            output_len: 0,
+            created_ms: 0,
+        },
+        CommitEvent::Uploaded,
+        CommitEvent::UploadFailed,
+        CommitEvent::PointerWritten { version: 0 },
+        CommitEvent::PointerRefused,
+        CommitEvent::Published,
+        CommitEvent::PublishFailed,
+    ];
+
+    /// The I/O the state machine asked for and that has not answered yet.
+    #[derive(Debug, Clone)]
+    enum Outstanding {
+        Upload { checkpoint: CheckpointRef, len: u64 },
+        Pointer { pointer: Pointer, len: u64 },
+        Publish { len: u64 },
+    }
+
+    /// The storage dir, znode and sink as the actions have left them.
+    #[derive(Debug, Default, Clone)]
+    struct World {
+        /// Output bytes produced by the job so far.
+        produced: u64,
+        barriers: u64,
+        /// Bytes in the sink.
+        sink: u64,
+        pointer: Pointer,
+        version: i32,
+        outstanding: Option<Outstanding>,
+        last_id: u64,
+        ended: bool,
+    }
+
+    /// Feeds `event` (made concrete: the n-th barrier brings n bytes, a
+    /// pointer write bumps the version) and checks the actions against every rule.
+    fn feed(state: &mut CommitState, world: &mut World, event: CommitEvent) -> CommitEvent {
+        use CommitAction::*;
+        let event = match event {
+            CommitEvent::Barrier { .. } => {
+                world.barriers += 1;
+                world.produced += world.barriers;
+                CommitEvent::Barrier {
+                    output_len: world.barriers,
+                    created_ms: world.barriers,
+                }
+            }
+            CommitEvent::PointerWritten { .. } => CommitEvent::PointerWritten {
+                version: world.version + 1,
+            },
+            other => other,
+        };
+        let actions = state.step(event);
+        if world.ended {
+            assert!(actions.is_empty(), "acted after the attempt ended: {actions:?}");
+            return event;
+        }
+        match (world.outstanding.take(), event) {
+            (None, CommitEvent::Barrier { created_ms, .. }) => {
+                let [Upload {
+                    checkpoint,
+                    sink_offset,
+                    output_len,
+                }] = actions[..]
+                else {
+                    panic!("a barrier with nothing in flight must upload: {actions:?}")
+                };
+                assert!(checkpoint.id > world.last_id, "checkpoint ids must increase");
+                assert_eq!((checkpoint.epoch, checkpoint.created_ms), (EPOCH, created_ms));
+                assert_eq!(sink_offset, world.sink, "the upload records where its output goes");
+                assert_eq!(
+                    output_len,
+                    world.produced - world.sink,
+                    "an upload carries every unpublished byte"
+                );
+                world.last_id = checkpoint.id;
+                world.outstanding = Some(Outstanding::Upload {
+                    checkpoint,
+                    len: output_len,
+                });
+            }
+            (Some(Outstanding::Upload { checkpoint, len }), CommitEvent::Uploaded) => {
+                let [WritePointer {
+                    ref pointer,
+                    expected_version,
+                }] = actions[..]
+                else {
+                    panic!("an uploaded checkpoint must be committed: {actions:?}")
+                };
+                assert_eq!(
+                    *pointer,
+                    world.pointer.advance(checkpoint).0,
+                    "the pointer names the upload"
+                );
+                assert_eq!(expected_version, world.version, "checked against the last version");
+                world.outstanding = Some(Outstanding::Pointer {
+                    pointer: pointer.clone(),
+                    len,
+                });
+            }
+            (Some(Outstanding::Upload { .. }), CommitEvent::UploadFailed) => {
+                assert_eq!(actions, [CountFailure], "a failed upload is counted and nothing else");
+            }
+            (Some(Outstanding::Pointer { pointer, len }), CommitEvent::PointerWritten { version }) => {
+                world.pointer = pointer;
+                world.version = version;
+                assert_eq!(
+                    actions,
+                    [Publish { at: world.sink, len }],
+                    "publish the committed output where the sink ends"
+                );
+                world.outstanding = Some(Outstanding::Publish { len });
+            }
+            (Some(Outstanding::Publish { len }), CommitEvent::Published) => {
+                world.sink += len;
+                for action in &actions {
+                    let Delete(old) = action else {
+                        panic!("after publishing only deletes follow: {actions:?}")
+                    };
+                    assert!(!world.pointer.retained.contains(old), "deleted a retained checkpoint");
+                }
+            }
+            (Some(Outstanding::Pointer { .. }), CommitEvent::PointerRefused)
+            | (Some(Outstanding::Publish { .. }), CommitEvent::PublishFailed) => {
+                assert_eq!(actions, [EndAttempt]);
+                world.ended = true;
+            }
+            (outstanding, CommitEvent::Barrier { .. }) => {
+                assert!(actions.is_empty(), "one checkpoint at a time: {actions:?}");
+                world.outstanding = outstanding;
+            }
+            (outstanding, event) => {
+                assert!(actions.is_empty(), "{event:?} was not asked for, yet: {actions:?}");
+                world.outstanding = outstanding;
+            }
+        }
+        assert_eq!(state.published(), world.sink);
+        assert!(world.sink <= world.produced);
+        event
+    }
+
+    /// Walks every sequence of `depth` events from a fresh attempt; returns how many runs.
+    fn every_run(depth: usize) -> usize {
+        fn walk(state: &CommitState, world: &World, depth: usize) -> usize {
+            if depth == 0 {
+                return 1;
+            }
+            let mut runs = 1;
+            for event in EVENTS {
+                let (mut state, mut world) = (state.clone(), world.clone());
+                feed(&mut state, &mut world, event);
+                runs += walk(&state, &world, depth - 1);
+            }
+            runs
+        }
+        walk(
+            &CommitState::resume(EPOCH, Pointer::default(), 0, 0),
+            &World::default(),
+            depth,
+        )
+    }
+
+    #[test]
+    fn every_rule_holds_over_every_sequence_of_outcomes() {
+        assert_eq!(every_run(7), (7usize.pow(8) - 1) / 6);
+    }
+
+    #[test]
+    fn a_clean_run_publishes_everything_and_keeps_the_newest_three() {
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0);
+        let mut world = World::default();
+        for _ in 0..5 {
+            for event in [EVENTS[0], EVENTS[1], EVENTS[3], EVENTS[5]] {
+                feed(&mut state, &mut world, event);
+            }
+        }
+        assert_eq!(world.sink, world.produced);
+        let ids: Vec<u64> = world.pointer.retained.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [5, 4, 3]);
+    }
+
+    #[test]
+    fn a_failed_upload_carries_its_output_into_the_next_checkpoint() {
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0);
+        let barrier = CommitEvent::Barrier {
+            output_len: 4,
+            created_ms: 1,
+        };
+        state.step(barrier);
+        assert_eq!(state.step(CommitEvent::UploadFailed), [CommitAction::CountFailure]);
+        let actions = state.step(barrier);
+        assert!(
+            matches!(actions[..], [CommitAction::Upload { output_len: 8, sink_offset: 0, checkpoint }] if checkpoint.id == 2),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_attempt_numbers_on_from_the_pointer() {
+        let latest = CheckpointRef {
+            id: 41,
+            epoch: 3,
+            created_ms: 0,
+        };
+        let pointer = Pointer { retained: vec![latest] };
+        let mut state = CommitState::resume(EPOCH, pointer, 7, 100);
+        let actions = state.step(EVENTS[0]);
+        assert!(
+            matches!(actions[..], [CommitAction::Upload { sink_offset: 100, checkpoint, .. }] if checkpoint.id == 42),
+            "{actions:?}"
+        );
+        let actions = state.step(CommitEvent::Uploaded);
+        assert!(
+            matches!(&actions[..], [CommitAction::WritePointer { expected_version: 7, pointer }] if pointer.retained[1] == latest),
+            "{actions:?}"
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! A deterministic simulation of several supervisors against one simulated
+//! ZooKeeper, storage dir and file sink, driven by the same pure state
+//! machines as the real ones (`ha::role` for election and fencing,
+//! `checkpoint::commit` for checkpoints). A seeded scheduler interleaves
+//! batches, barriers, I/O completions, pauses (SIGSTOP), connection losses,
+//! session expiries and elections in orders real processes hit once in a
+//! thousand runs: a leader paused between its upload and its pointer write,
+//! a deposed leader's late publish, a pointer write racing an election.
+//!
+//! The job is the identity on `0, 1, 2, ...`, so the sink must always hold
+//! exactly `0..n`: anything lost, duplicated or reordered shows at once.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
+use crate::checkpoint::Pointer;
+use crate::ha::{step, Action, Event, Role};
+
+/// What a checkpoint's objects hold.
+#[derive(Debug, Clone)]
+struct Objects {
+    source_offset: u64,
+    sink_offset: u64,
+    output: Vec<u64>,
+}
+
+/// The shared world: ZooKeeper's latch and pointer, the storage dir, the sink.
+#[derive(Debug, Default)]
+struct World {
+    /// The supervisor whose latch node exists, if any.
+    latch: Option<usize>,
+    epoch: u64,
+    pointer: Pointer,
+    version: i32,
+    storage: HashMap<(u64, u64), Objects>,
+    sink: Vec<u64>,
+    /// Pointer writes ZooKeeper accepted, with who wrote them.
+    accepted_writes: Vec<usize>,
+}
+
+impl World {
+    /// Positional write: the same bytes at the same place, as the file sink
+    /// does. The identity job's k-th output is k, so any output not at its
+    /// own position is a loss, a duplicate or a reordering.
+    fn publish(&mut self, at: u64, output: &[u64]) {
+        let at = at as usize;
+        assert!(at <= self.sink.len(), "a publish past the end leaves a gap");
+        for (i, value) in output.iter().enumerate() {
+            assert_eq!(
+                *value,
+                (at + i) as u64,
+                "output {value} published at position {}",
+                at + i
+            );
+        }
+        let end = at + output.len();
+        if self.sink.len() < end {
+            self.sink.resize(end, 0);
+        }
+        self.sink[at..end].copy_from_slice(output);
+    }
+}
+
+/// One job attempt on a leader.
+#[derive(Debug)]
+struct Attempt {
+    commit: CommitState,
+    /// Next input to read.
+    source: u64,
+    staged: Vec<u64>,
+    /// Source offset of the barrier being uploaded.
+    barrier_source: u64,
+    pending: VecDeque<CommitAction>,
+}
+
+/// One supervisor process.
+#[derive(Debug)]
+struct Node {
+    role: Role,
+    attempt: Option<Attempt>,
+    /// SIGSTOPped: takes no step at all.
+    paused: bool,
+    /// The connection to ZooKeeper is down.
+    disconnected: bool,
+    /// ZooKeeper expired the session; the node has not noticed yet.
+    expired: bool,
+}
+
+/// A tiny deterministic PRNG (xorshift), so a failing seed replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+struct Sim {
+    world: World,
+    nodes: Vec<Node>,
+    rng: Rng,
+}
+
+impl Sim {
+    fn new(seed: u64, nodes: usize) -> Sim {
+        let node = || Node {
+            role: Role::Follower,
+            attempt: None,
+            paused: false,
+            disconnected: false,
+            expired: false,
+        };
+        Sim {
+            world: World::default(),
+            nodes: (0..nodes).map(|_| node()).collect(),
+            rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        }
+    }
+
+    /// Feeds a session or signal event to node `n`'s role and carries out its actions.
+    fn role_event(&mut self, n: usize, event: Event) {
+        let (role, actions) = step(self.nodes[n].role, event);
+        self.nodes[n].role = role;
+        for action in actions {
+            match action {
+                Action::RunJobs | Action::ResumeJobs => {
+                    if self.nodes[n].attempt.is_none() {
+                        self.restore(n);
+                    }
+                }
+                Action::StopJobs | Action::FinishJobs => self.nodes[n].attempt = None,
+                Action::Rejoin => self.nodes[n].expired = false,
+                Action::PauseJobs | Action::ReleaseLatch | Action::Exit => {}
+            }
+        }
+    }
+
+    /// A new attempt from the latest checkpoint: the sink is recovered to it.
+    fn restore(&mut self, n: usize) {
+        let Role::Leader { epoch, .. } = self.nodes[n].role else {
+            return;
+        };
+        let (source, published) = match self.world.pointer.latest() {
+            Some(c) => {
+                let objects = self.world.storage[&(c.id, c.epoch)].clone();
+                let end = objects.sink_offset + objects.output.len() as u64;
+                self.world.publish(objects.sink_offset, &objects.output);
+                self.world.sink.truncate(end as usize);
+                (objects.source_offset, end)
+            }
+            None => {
+                self.world.sink.clear();
+                (0, 0)
+            }
+        };
+        self.nodes[n].attempt = Some(Attempt {
+            commit: CommitState::resume(epoch, self.world.pointer.clone(), self.world.version, published),
+            source,
+            staged: Vec::new(),
+            barrier_source: source,
+            pending: VecDeque::new(),
+        });
+    }
+
+    /// Whether node `n` runs jobs: a connected leader with an attempt.
+    fn running(&self, n: usize) -> bool {
+        matches!(self.nodes[n].role, Role::Leader { suspended: false, .. }) && self.nodes[n].attempt.is_some()
+    }
+
+    /// Carries out node `n`'s next commit action against the world.
+    fn io(&mut self, n: usize, storage_fails: bool) {
+        let node = &mut self.nodes[n];
+        let Some(attempt) = node.attempt.as_mut() else { return };
+        let Some(action) = attempt.pending.pop_front() else {
+            return;
+        };
+        let event = match action {
+            CommitAction::Upload {
+                checkpoint,
+                sink_offset,
+                output_len,
+            } => {
+                let key = (checkpoint.id, checkpoint.epoch);
+                if storage_fails || self.world.storage.contains_key(&key) {
+                    Some(CommitEvent::UploadFailed)
+                } else {
+                    let output = attempt.staged[..output_len as usize].to_vec();
+                    let objects = Objects {
+                        source_offset: attempt.barrier_source,
+                        sink_offset,
+                        output,
+                    };
+                    self.world.storage.insert(key, objects);
+                    Some(CommitEvent::Uploaded)
+                }
+            }
+            CommitAction::WritePointer {
+                pointer,
+                expected_version,
+            } => {
+                // A fenced multi-op: our latch node must exist, and the version match.
+                let fenced = node.disconnected || self.world.latch != Some(n) || self.world.version != expected_version;
+                if fenced {
+                    Some(CommitEvent::PointerRefused)
+                } else {
+                    self.world.pointer = pointer;
+                    self.world.version += 1;
+                    self.world.accepted_writes.push(n);
+                    Some(CommitEvent::PointerWritten {
+                        version: self.world.version,
+                    })
+                }
+            }
+            CommitAction::Publish { at, len } => {
+                let output: Vec<u64> = attempt.staged.drain(..len as usize).collect();
+                self.world.publish(at, &output);
+                Some(CommitEvent::Published)
+            }
+            CommitAction::Delete(old) => {
+                self.world.storage.remove(&(old.id, old.epoch));
+                None
+            }
+            CommitAction::CountFailure => None,
+            CommitAction::EndAttempt => {
+                node.attempt = None;
+                return;
+            }
+        };
+        if let Some(event) = event {
+            let actions = attempt.commit.step(event);
+            if event == CommitEvent::PointerRefused && self.world.latch != Some(n) {
+                self.role_event(n, Event::Deposed);
+            }
+            if let Some(attempt) = self.nodes[n].attempt.as_mut() {
+                attempt.pending.extend(actions);
+            }
+        }
+    }
+
+    /// One random step of the world.
+    fn step(&mut self, faults: bool) {
+        let n = self.rng.below(self.nodes.len() as u64) as usize;
+        let choice = self.rng.below(if faults { 12 } else { 6 });
+        let Node {
+            role,
+            paused,
+            disconnected,
+            expired,
+            ..
+        } = self.nodes[n];
+        if paused && choice != 6 {
+            return;
+        }
+        match choice {
+            // A failed attempt restarts from the latest checkpoint (the restart strategy).
+            0 if matches!(role, Role::Leader { suspended: false, .. }) && self.nodes[n].attempt.is_none() => {
+                self.restore(n)
+            }
+            // A batch of 1-3 events through the job.
+            0 | 1 if self.running(n) => {
+                let attempt = self.nodes[n].attempt.as_mut().unwrap();
+                if attempt.pending.is_empty() {
+                    let k = 1 + self.rng.below(3);
+                    attempt.staged.extend(attempt.source..attempt.source + k);
+                    attempt.source += k;
+                }
+            }
+            2 if self.running(n) => {
+                let attempt = self.nodes[n].attempt.as_mut().unwrap();
+                if attempt.pending.is_empty() {
+                    let unstaged = attempt.staged.len() as u64 - attempt.commit.staged();
+                    attempt.barrier_source = attempt.source;
+                    let actions = attempt.commit.step(CommitEvent::Barrier {
+                        output_len: unstaged,
+                        created_ms: 0,
+                    });
+                    attempt.pending.extend(actions);
+                }
+            }
+            // In-flight I/O completes, even on a node that is suspended or deposed
+            // without knowing it yet.
+            3 | 4 => self.io(n, false),
+            // An election, once the latch is free.
+            5 => {
+                if self.world.latch.is_none() && role == Role::Follower && !disconnected && !expired {
+                    self.world.latch = Some(n);
+                    self.world.epoch += 1;
+                    let epoch = self.world.epoch;
+                    self.role_event(n, Event::Elected { epoch });
+                }
+            }
+            // Faults.
+            6 => self.nodes[n].paused = !paused,
+            7 if !disconnected => {
+                self.nodes[n].disconnected = true;
+                self.role_event(n, Event::ConnectionLost);
+            }
+            7 => {
+                self.nodes[n].disconnected = false;
+                if expired {
+                    self.role_event(n, Event::SessionEnded);
+                } else {
+                    let latch_held = self.world.latch == Some(n);
+                    self.role_event(n, Event::Reconnected { latch_held });
+                }
+            }
+            // ZooKeeper expires a silent session (paused or cut off); its latch goes.
+            8 if (paused || disconnected) && !expired => {
+                self.nodes[n].expired = true;
+                if self.world.latch == Some(n) {
+                    self.world.latch = None;
+                }
+            }
+            // The node's own client notices the expiry.
+            9 if expired && !disconnected => self.role_event(n, Event::SessionEnded),
+            10 => self.io(n, true),
+            _ => {}
+        }
+    }
+
+    /// The rules that must hold after every step (the sink's own are checked
+    /// on every write, in [`World::publish`]).
+    fn check(&self, seed: u64) {
+        for c in &self.world.pointer.retained {
+            assert!(
+                self.world.storage.contains_key(&(c.id, c.epoch)),
+                "seed {seed}: the pointer names a deleted checkpoint {c:?}"
+            );
+        }
+        let leaders = self
+            .nodes
+            .iter()
+            .filter(|node| matches!(node.role, Role::Leader { suspended: false, .. }) && !node.expired)
+            .count();
+        assert!(
+            leaders <= 1 || self.world.latch.is_none(),
+            "seed {seed}: two live leaders"
+        );
+    }
+
+    /// Lets every fault heal and runs on without faults.
+    fn heal(&mut self) {
+        for n in 0..self.nodes.len() {
+            self.nodes[n].paused = false;
+            if self.nodes[n].disconnected {
+                self.nodes[n].disconnected = false;
+                let event = if self.nodes[n].expired {
+                    Event::SessionEnded
+                } else {
+                    Event::Reconnected {
+                        latch_held: self.world.latch == Some(n),
+                    }
+                };
+                self.role_event(n, event);
+            }
+            if self.nodes[n].expired {
+                self.role_event(n, Event::SessionEnded);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_interleaving_of_faults_loses_duplicates_or_lets_a_deposed_leader_write() {
+    for seed in 0..3000 {
+        let mut sim = Sim::new(seed, 3);
+        for _ in 0..400 {
+            sim.step(true);
+            sim.check(seed);
+        }
+        sim.heal();
+        let before = sim.world.sink.len();
+        for _ in 0..2000 {
+            sim.step(false);
+            sim.check(seed);
+        }
+        assert!(
+            sim.world.sink.len() > before,
+            "seed {seed}: no progress once faults stopped: {:?}",
+            sim.nodes
+        );
+    }
+}
+
+#[test]
+fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
+    let mut sim = Sim::new(1, 2);
+    sim.world.latch = Some(0);
+    sim.world.epoch = 1;
+    sim.role_event(0, Event::Elected { epoch: 1 });
+    let attempt = sim.nodes[0].attempt.as_mut().unwrap();
+    attempt.staged.extend(0..5);
+    attempt.source = 5;
+    attempt.barrier_source = 5;
+    let actions = attempt.commit.step(CommitEvent::Barrier {
+        output_len: 5,
+        created_ms: 0,
+    });
+    attempt.pending.extend(actions);
+    sim.io(0, false);
+    // Paused here, the session expires and node 1 takes over.
+    sim.nodes[0].paused = true;
+    sim.nodes[0].expired = true;
+    sim.world.latch = Some(1);
+    sim.world.epoch = 2;
+    sim.role_event(1, Event::Elected { epoch: 2 });
+    // Node 0 wakes and goes on with its pointer write before noticing.
+    sim.nodes[0].paused = false;
+    sim.io(0, false);
+    assert!(
+        sim.world.accepted_writes.is_empty(),
+        "a deposed leader's pointer write went through"
+    );
+    assert!(sim.world.sink.is_empty(), "a deposed leader published");
+    assert_eq!(sim.nodes[0].role, Role::Follower);
+    assert!(sim.nodes[0].attempt.is_none());
+}
