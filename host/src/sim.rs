@@ -284,13 +284,11 @@ impl Sim {
             // without knowing it yet.
             3 | 4 => self.io(n, false),
             // An election, once the latch is free.
-            5 => {
-                if self.world.latch.is_none() && role == Role::Follower && !disconnected && !expired {
-                    self.world.latch = Some(n);
-                    self.world.epoch += 1;
-                    let epoch = self.world.epoch;
-                    self.role_event(n, Event::Elected { epoch });
-                }
+            5 if self.world.latch.is_none() && role == Role::Follower && !disconnected && !expired => {
+                self.world.latch = Some(n);
+                self.world.epoch += 1;
+                let epoch = self.world.epoch;
+                self.role_event(n, Event::Elected { epoch });
             }
             // Faults.
             6 => self.nodes[n].paused = !paused,
