@@ -86,6 +86,7 @@ pub struct Emitter {
 
 impl Emitter {
     /// Queues an event for the job's sink.
+    #[inline]
     pub fn emit(&mut self, event: Event) {
         self.events.push(event);
     }

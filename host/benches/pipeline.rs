@@ -137,7 +137,7 @@ fn run(job: &mut dyn Job, source: &mut dyn Source, seconds: u64, dir: &std::path
     let mut max_pause = Duration::ZERO;
     let mut events = 0u64;
     while Instant::now() < end {
-        let batch = source.next_batch(1024, next_barrier).unwrap();
+        let batch = source.next_batch(weir::job::MAX_BATCH, next_barrier).unwrap();
         events += batch_len(&batch) as u64;
         job.process(&batch, &mut out);
         out.clear();
@@ -233,6 +233,9 @@ fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
             "| {label} | {p:.3} ({pmin:.3}-{pmax:.3}) | {w:.3} ({wmin:.3}-{wmax:.3}) | {:.3} % |",
             p / 1000.0 * 100.0
         );
+        // Samples for scripts/plot, which scripts/bench takes out of the Markdown.
+        println!("PLOT\tcheckpoint\tbarrier pause (snapshot)\t{bytes}\t{p}\t{pmin}\t{pmax}");
+        println!("PLOT\tcheckpoint\twrite to the storage dir\t{bytes}\t{w}\t{wmin}\t{wmax}");
     }
 }
 
@@ -312,6 +315,8 @@ fn main() {
             w / n,
             millis(pause)
         );
+        // Headline figures for scripts/compare (weir beside Flink).
+        println!("METRIC\t{name}\t{w}");
     }
     if only.is_none() {
         checkpoint_cost(&runtime, dir.path(), runs.max(5));

@@ -31,6 +31,12 @@ fn next_output(out: &Path, lines: usize) -> SystemTime {
     SystemTime::now()
 }
 
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 fn row(label: &str, mut samples: Vec<f64>) -> String {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
@@ -87,9 +93,17 @@ fn failover(session: &'static str, signal: &str, rounds: u64) {
     };
     println!("\n#### {kind} of the leader, session timeout {session}\n");
     println!("Milliseconds from the signal.\n\n| to | median | min | max | rounds |\n| --- | --- | --- | --- | --- |");
+    let samples: Vec<String> = output.iter().map(|ms| format!("{ms:.0}")).collect();
+    let metrics = [("restored", median(&restored)), ("output", median(&output))];
     println!("{}", row("standby's leadership (log)", leadership));
     println!("{}", row("job restored (log)", restored));
     println!("{}", row("next committed output (sink file)", output));
+    // Samples for scripts/plot, which scripts/bench takes out of the Markdown.
+    let short = if signal == "KILL" { "kill -9" } else { "SIGTERM" };
+    println!("PLOT\tfailover\tweir {short}, session {session}\t{}", samples.join(","));
+    for (what, ms) in metrics {
+        println!("METRIC\t{short} {session} {what} ms\t{ms}");
+    }
 }
 
 #[test]
@@ -97,6 +111,7 @@ fn failover(session: &'static str, signal: &str, rounds: u64) {
 fn failover_times() {
     let rounds = env_u64("WEIR_BENCH_ROUNDS", 20);
     println!("\n### Failover\n\nThe counter at 10,000 events/s, checkpoints every 200 ms, two supervisors (a replacement is started after each fault).");
+    failover("1s", "KILL", rounds);
     failover("2s", "KILL", rounds);
     failover("4s", "KILL", rounds);
     failover("2s", "TERM", rounds);
@@ -120,6 +135,9 @@ fn cold_start() {
             let out = cluster.deploy("counter", name, &["--source", "sequence:rate=0"]);
             samples.push(since(deployed, Some(next_output(&out, 0))));
         }
+    }
+    for (what, samples) in [("ready", &ready), ("deploy cold", &cold), ("deploy warm", &warm)] {
+        println!("METRIC\tcold start {what} ms\t{}", median(samples));
     }
     println!("\n### Cold start\n\nMilliseconds; {rounds} rounds, each on a fresh ZooKeeper and storage dir.\n");
     println!("| from -> to | median | min | max | rounds |\n| --- | --- | --- | --- | --- |");
@@ -234,6 +252,7 @@ fn density() {
                 ages[ages.len() - 1],
                 all_running.as_secs_f64()
             );
+            println!("METRIC\tdensity {count} {load} rss mib\t{rss}");
         }
     }
 }

@@ -131,7 +131,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::for_checks()?;
     runtime
         .check(&bytes)
         .with_context(|| format!("{} cannot be deployed", args.module.display()))?;

@@ -9,6 +9,7 @@ mod committer;
 mod runner;
 
 pub use attempt::load_module;
+pub use runner::MAX_BATCH;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, OptLevel};
 
 use crate::spec::Grants;
 
@@ -65,9 +65,25 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the thread that drives call deadlines.
     pub fn new() -> Result<Runtime, ModuleError> {
+        Runtime::with_opt_level(OptLevel::Speed)
+    }
+
+    /// A runtime for [`Runtime::check`] alone, as `weir deploy` needs: it
+    /// compiles without optimising, since the code is only type-checked and
+    /// thrown away (supervisors compile for speed).
+    pub fn for_checks() -> Result<Runtime, ModuleError> {
+        Runtime::with_opt_level(OptLevel::None)
+    }
+
+    fn with_opt_level(opt_level: OptLevel) -> Result<Runtime, ModuleError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.cranelift_opt_level(opt_level);
+        // Lets `perf` name guest functions (writes /tmp/perf-<pid>.map).
+        if std::env::var_os("WEIR_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| ModuleError::Engine(e.to_string()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()

@@ -1,6 +1,8 @@
 //! A job whose state is `bytes=N` bytes of ballast, for measuring what a
 //! checkpoint of a given size costs. It counts the events it sees and emits
-//! the count every `every=M` events (default 100,000).
+//! the count every `every=M` events (default 100,000). The ballast is a byte
+//! buffer snapshotted as one (`serde_bytes`), as any job keeping raw bytes
+//! should: serde's default writes a `Vec<u8>` one element at a time.
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{config_value, Config, Emitter, Event, Job};
@@ -9,6 +11,7 @@ use weir_guest::{config_value, Config, Emitter, Event, Job};
 struct Ballast {
     seen: u64,
     every: u64,
+    #[serde(with = "serde_bytes")]
     ballast: Vec<u8>,
 }
 
