@@ -86,22 +86,11 @@ struct Node {
     expired: bool,
 }
 
-/// A tiny deterministic PRNG (xorshift), so a failing seed replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 struct Sim {
     world: World,
     nodes: Vec<Node>,
-    rng: Rng,
+    /// Seeded, so a failing seed replays exactly.
+    rng: fastrand::Rng,
 }
 
 impl Sim {
@@ -116,7 +105,7 @@ impl Sim {
         Sim {
             world: World::default(),
             nodes: (0..nodes).map(|_| node()).collect(),
-            rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            rng: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -242,8 +231,8 @@ impl Sim {
 
     /// One random step of the world.
     fn step(&mut self, faults: bool) {
-        let n = self.rng.below(self.nodes.len() as u64) as usize;
-        let choice = self.rng.below(if faults { 12 } else { 6 });
+        let n = self.rng.usize(..self.nodes.len());
+        let choice = self.rng.u64(..if faults { 12 } else { 6 });
         let Node {
             role,
             paused,
@@ -263,7 +252,7 @@ impl Sim {
             0 | 1 if self.running(n) => {
                 let attempt = self.nodes[n].attempt.as_mut().unwrap();
                 if attempt.pending.is_empty() {
-                    let k = 1 + self.rng.below(3);
+                    let k = self.rng.u64(1..4);
                     attempt.staged.extend(attempt.source..attempt.source + k);
                     attempt.source += k;
                 }

@@ -8,20 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{read_lines, wait_for, wait_for_lines, Cluster, ZooKeeper};
 
-/// A small deterministic generator, so a run can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from))
-    }
+/// A pause of `from..to` milliseconds.
+fn millis(rng: &mut fastrand::Rng, from: u64, to: u64) -> Duration {
+    Duration::from_millis(rng.u64(from..to))
 }
 
 const FAULTS: [&str; 5] = [
@@ -57,7 +46,7 @@ fn median(sorted: &[Duration]) -> Duration {
 fn chaos() {
     let seconds = env_u64("WEIR_CHAOS_SECONDS", 120);
     let seed = env_u64("WEIR_CHAOS_SEED", std::process::id() as u64 * 2654435761 + 1);
-    let mut rng = Rng(seed.max(1));
+    let mut rng = fastrand::Rng::with_seed(seed);
     println!("chaos: {seconds} s, seed {seed} (WEIR_CHAOS_SEED={seed} replays the choices)");
 
     let mut cluster = Cluster::with(ZooKeeper::ensemble(3), "2s");
@@ -73,7 +62,7 @@ fn chaos() {
         let seen = read_lines(&out).len();
         wait_for_lines(&out, seen, 5);
         epochs.insert(cluster.status()["leader"]["epoch"].as_u64());
-        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+        let fault = FAULTS[rng.usize(..FAULTS.len())];
         let before = read_lines(&out).len();
         let at = Instant::now();
         match fault {
@@ -91,7 +80,7 @@ fn chaos() {
                     .filter(|r| r["role"] == "follower")
                     .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
                     .collect();
-                let Some(&pid) = followers.get(rng.below(followers.len().max(1) as u64) as usize) else {
+                let Some(&pid) = followers.get(rng.usize(..followers.len().max(1))) else {
                     continue;
                 };
                 cluster.signal(pid, "KILL");
@@ -100,7 +89,7 @@ fn chaos() {
             "SIGSTOP leader" => {
                 let leader = cluster.leader_pid();
                 cluster.signal(leader, "STOP");
-                std::thread::sleep(rng.millis(500, 4000));
+                std::thread::sleep(millis(&mut rng, 500, 4000));
                 cluster.signal(leader, "CONT");
             }
             "SIGTERM leader" => {
@@ -110,9 +99,9 @@ fn chaos() {
                 cluster.start_supervisor();
             }
             _ => {
-                let node = rng.below(3) as usize;
+                let node = rng.usize(..3);
                 cluster.zk.kill(node);
-                std::thread::sleep(rng.millis(500, 3000));
+                std::thread::sleep(millis(&mut rng, 500, 3000));
                 cluster.zk.restart(node);
                 cluster.zk.wait_serving();
             }

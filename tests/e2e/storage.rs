@@ -122,19 +122,7 @@ fn a_hung_s3_server_fails_checkpoints_while_the_job_runs_on() {
 
     // The server stops answering mid-stream: uploads hang until their deadline.
     send_signal(s3.pid(), "STOP");
-    let failed = r#"weir_checkpoints_failed_total{job="counter"}"#;
-    wait_for("a checkpoint to fail at its deadline", Duration::from_secs(60), || {
-        (cluster.metric(supervisor, failed)? >= 1.0).then_some(())
-    });
-    let job = cluster.job("counter").unwrap();
-    assert_eq!(
-        (job["state"].as_str(), job["restarts"].as_u64()),
-        (Some("RUNNING"), Some(0)),
-        "{job}"
-    );
-    assert!(cluster
-        .log_of(supervisor)
-        .contains("checkpoint failed, the job keeps running"));
+    assert_checkpoints_fail_while_the_job_runs(&cluster, supervisor, 1);
 
     send_signal(s3.pid(), "CONT");
     let committed = r#"weir_checkpoints_committed_total{job="counter"}"#;
@@ -145,6 +133,24 @@ fn a_hung_s3_server_fails_checkpoints_while_the_job_runs_on() {
     let seen = read_lines(&out).len();
     wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out));
+}
+
+/// Waits for `failures` failed checkpoints of the counter job and checks
+/// that they were reported and that the job ran on through them.
+fn assert_checkpoints_fail_while_the_job_runs(cluster: &Cluster, supervisor: u32, failures: u32) {
+    let failed = r#"weir_checkpoints_failed_total{job="counter"}"#;
+    wait_for("checkpoints to fail", Duration::from_secs(60), || {
+        (cluster.metric(supervisor, failed)? >= f64::from(failures)).then_some(())
+    });
+    let job = cluster.job("counter").unwrap();
+    assert_eq!(
+        (job["state"].as_str(), job["restarts"].as_u64()),
+        (Some("RUNNING"), Some(0)),
+        "{job}"
+    );
+    assert!(cluster
+        .log_of(supervisor)
+        .contains("checkpoint failed, the job keeps running"));
 }
 
 /// The snapshot files of a job's retained checkpoints, newest first.
@@ -227,19 +233,7 @@ fn unwritable_storage_fails_checkpoints_while_the_job_runs_on() {
     let aside = deployments.join("aside");
     std::fs::rename(&uid, &aside).unwrap();
     std::fs::write(&uid, b"not a directory").unwrap();
-    let failed = r#"weir_checkpoints_failed_total{job="counter"}"#;
-    wait_for("checkpoints to fail", Duration::from_secs(30), || {
-        (cluster.metric(supervisor, failed)? >= 3.0).then_some(())
-    });
-    let job = cluster.job("counter").unwrap();
-    assert_eq!(
-        (job["state"].as_str(), job["restarts"].as_u64()),
-        (Some("RUNNING"), Some(0)),
-        "{job}"
-    );
-    assert!(cluster
-        .log_of(supervisor)
-        .contains("checkpoint failed, the job keeps running"));
+    assert_checkpoints_fail_while_the_job_runs(&cluster, supervisor, 3);
 
     std::fs::remove_file(&uid).unwrap();
     std::fs::rename(&aside, &uid).unwrap();

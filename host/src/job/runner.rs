@@ -13,7 +13,8 @@ use crate::runtime::{batch_len, Instance};
 /// Most events handed to the guest in one call: large enough that the cost
 /// of crossing into the guest (about 1 µs a call) is spread thin, small
 /// enough that a batch stays a few tens of KiB. 4096 rather than 1024 took
-/// the counter from 0.22-0.25 to about 0.30 of native.
+/// the counter from 193 M to 314 M events/s (native Rust in the same loop
+/// gained as much).
 pub const MAX_BATCH: usize = 4096;
 
 /// What a barrier hands the committer.
