@@ -79,16 +79,67 @@ pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'stati
     fn process(&mut self, event: Event, out: &mut Emitter);
 }
 
-/// Collects the events a job emits while it processes one batch.
+/// Collects the events a job emits while it processes one batch, packed as
+/// they come into the batch that crosses back to the host (numbers in one
+/// list, texts in one buffer), so emitting costs no second pass or copy.
 pub struct Emitter {
-    events: Vec<Event>,
+    packed: Packed,
+}
+
+/// What a batch's output holds so far.
+enum Packed {
+    Empty,
+    Ints(Vec<i64>),
+    Texts(Texts),
+    /// Numbers and texts both: kept as events, in order.
+    Mixed(Vec<Event>),
 }
 
 impl Emitter {
-    /// Queues an event for the job's sink.
-    #[inline]
+    fn new() -> Emitter {
+        Emitter { packed: Packed::Empty }
+    }
+
+    /// Queues an event for the job's sink. Never inlined: a job's per-event
+    /// loop runs fastest with only a call here (the counter: 395 M events/s
+    /// with the call, 339 M with the push inlined, 124 M with all of it).
+    #[inline(never)]
     pub fn emit(&mut self, event: Event) {
-        self.events.push(event);
+        match (&mut self.packed, event) {
+            (Packed::Ints(ints), Event::Int(n)) => ints.push(n),
+            (Packed::Texts(texts), Event::Text(text)) => {
+                texts.data.extend_from_slice(text.as_bytes());
+                texts.ends.push(texts.data.len() as u32);
+            }
+            (Packed::Mixed(events), event) => events.push(event),
+            (Packed::Empty, Event::Int(n)) => self.packed = Packed::Ints(alloc::vec![n]),
+            (Packed::Empty, Event::Text(text)) => {
+                let ends = alloc::vec![text.len() as u32];
+                self.packed = Packed::Texts(Texts {
+                    data: text.into_bytes(),
+                    ends,
+                });
+            }
+            (_, event) => {
+                let mut events = match core::mem::replace(&mut self.packed, Packed::Empty) {
+                    Packed::Ints(ints) => ints.into_iter().map(Event::Int).collect(),
+                    Packed::Texts(texts) => glue::unpack(&texts).map(Event::Text).collect(),
+                    Packed::Empty | Packed::Mixed(_) => Vec::new(),
+                };
+                events.push(event);
+                self.packed = Packed::Mixed(events);
+            }
+        }
+    }
+
+    /// The batch for the host.
+    fn finish(self) -> Batch {
+        match self.packed {
+            Packed::Empty => Batch::Ints(Vec::new()),
+            Packed::Ints(ints) => Batch::Ints(ints),
+            Packed::Texts(texts) => Batch::Texts(texts),
+            Packed::Mixed(events) => Batch::Mixed(events),
+        }
     }
 }
 
@@ -126,13 +177,13 @@ pub mod glue {
     }
 
     pub fn process<J: Job>(input: Batch) -> Batch {
-        let mut out = Emitter { events: Vec::new() };
+        let mut out = Emitter::new();
         with_job::<J, _>(|job| match input {
             Batch::Ints(ints) => ints.into_iter().for_each(|n| job.process(Event::Int(n), &mut out)),
             Batch::Texts(texts) => unpack(&texts).for_each(|text| job.process(Event::Text(text), &mut out)),
             Batch::Mixed(events) => events.into_iter().for_each(|event| job.process(event, &mut out)),
         });
-        pack(out.events)
+        out.finish()
     }
 
     /// The texts of a packed batch. The host sends UTF-8; anything else is
@@ -145,30 +196,12 @@ pub mod glue {
         })
     }
 
-    /// Packs emitted events into the cheapest batch that holds them in order.
+    /// Packs events into the cheapest batch that holds them in order.
+    #[cfg(test)]
     pub(crate) fn pack(events: Vec<Event>) -> Batch {
-        if events.iter().all(|e| matches!(e, Event::Int(_))) {
-            return Batch::Ints(
-                events
-                    .into_iter()
-                    .map(|e| if let Event::Int(n) = e { n } else { 0 })
-                    .collect(),
-            );
-        }
-        if events.iter().all(|e| matches!(e, Event::Text(_))) {
-            let mut texts = Texts {
-                data: Vec::new(),
-                ends: Vec::with_capacity(events.len()),
-            };
-            for event in &events {
-                if let Event::Text(text) = event {
-                    texts.data.extend_from_slice(text.as_bytes());
-                    texts.ends.push(texts.data.len() as u32);
-                }
-            }
-            return Batch::Texts(texts);
-        }
-        Batch::Mixed(events)
+        let mut out = Emitter::new();
+        events.into_iter().for_each(|event| out.emit(event));
+        out.finish()
     }
 
     pub fn snapshot<J: Job>() -> Vec<u8> {
@@ -266,8 +299,14 @@ mod tests {
             vec![""],
             "bad bounds give an empty text, not a trap"
         );
-        let mixed = vec![Event::Text("a".into()), Event::Int(1)];
-        assert_eq!(glue::pack(mixed.clone()), Batch::Mixed(mixed));
+        for mixed in [
+            vec![Event::Text("a".into()), Event::Int(1)],
+            vec![Event::Int(1), Event::Int(2), Event::Text("b".into()), Event::Int(3)],
+        ] {
+            assert_eq!(glue::pack(mixed.clone()), Batch::Mixed(mixed));
+        }
+        assert_eq!(glue::pack(vec![]), Batch::Ints(vec![]));
+        assert_eq!(glue::pack(vec![Event::Int(4), Event::Int(5)]), Batch::Ints(vec![4, 5]));
         assert_eq!(
             glue::pack(vec![Event::Text("ab".into()), Event::Text("c".into())]),
             Batch::Texts(Texts {
