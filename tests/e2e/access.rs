@@ -75,6 +75,14 @@ fn granted_environment_directory_and_network_are_reachable_and_nothing_else() {
         read_lines(&out).into_iter().next()
     });
     assert_eq!(report, "env=1 fs=readable net=connected");
+    let grants = &cluster.job("probe").unwrap()["grants"];
+    assert_eq!(
+        grants["env"],
+        serde_json::json!(["REGION"]),
+        "values stay out of `weir jobs`: {grants}"
+    );
+    assert_eq!(grants["dirs"][0]["guest"], "/data");
+    assert_eq!(grants["network"], true);
 
     let faulty = job_wasm("faulty");
     let faulty = faulty.to_str().unwrap();

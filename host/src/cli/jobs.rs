@@ -7,7 +7,7 @@ use zookeeper_client::Client;
 use super::{age, print_table, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
 use crate::ha::{hint, now_ms, Layout};
-use crate::spec::{Desired, JobSpec, JobState, JobStatus};
+use crate::spec::{Desired, DirGrant, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
@@ -41,6 +41,20 @@ pub struct JobView {
     pub sink: String,
     /// sha256 of the module.
     pub module_sha256: String,
+    /// What the job's sandbox is granted.
+    pub grants: GrantsView,
+}
+
+/// A job's grants as `weir jobs` shows them: environment variable names
+/// only, since their values may be secrets.
+#[derive(Debug, Serialize)]
+pub struct GrantsView {
+    /// Names of the environment variables the guest sees.
+    pub env: Vec<String>,
+    /// Host directories the guest may read, and where it sees them.
+    pub dirs: Vec<DirGrant>,
+    /// Whether the guest may use the network.
+    pub network: bool,
 }
 
 /// A committed checkpoint as `weir jobs` shows it.
@@ -81,6 +95,11 @@ async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobVie
         source: spec.source.to_string(),
         sink: spec.sink.to_string(),
         module_sha256: spec.module_sha256,
+        grants: GrantsView {
+            env: spec.grants.env.into_iter().map(|(key, _)| key).collect(),
+            dirs: spec.grants.dirs,
+            network: spec.grants.network,
+        },
     })
 }
 
