@@ -71,7 +71,10 @@ impl Job for NativeWordCount {
             let line = String::from_utf8_lossy(line);
             for word in line.split_whitespace() {
                 let word = word.to_lowercase();
-                let count = self.counts.entry(word.clone()).or_insert(0);
+                let count = match self.counts.get_mut(&word) {
+                    Some(count) => count,
+                    None => self.counts.entry(word.clone()).or_default(),
+                };
                 *count += 1;
                 emitted.data.extend_from_slice(format!("{word} {count}").as_bytes());
                 emitted.ends.push(emitted.data.len() as u32);

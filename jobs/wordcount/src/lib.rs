@@ -16,7 +16,10 @@ impl Job for WordCount {
         let Event::Text(line) = event else { return };
         for word in line.split_whitespace() {
             let word = word.to_lowercase();
-            let count = self.counts.entry(word.clone()).or_insert(0);
+            let count = match self.counts.get_mut(&word) {
+                Some(count) => count,
+                None => self.counts.entry(word.clone()).or_default(),
+            };
             *count += 1;
             out.emit(Event::Text(format!("{word} {count}")));
         }
