@@ -39,6 +39,15 @@ struct World {
 }
 
 impl World {
+    /// Where the output of the newest committed checkpoint ends: the sink
+    /// may never hold more, and no recovery may cut it shorter.
+    fn committed_end(&self) -> u64 {
+        self.pointer.latest().map_or(0, |c| {
+            let objects = &self.storage[&(c.id, c.epoch)];
+            objects.sink_offset + objects.output.len() as u64
+        })
+    }
+
     /// Positional write: the same bytes at the same place, as the file sink
     /// does. The identity job's k-th output is k, so any output not at its
     /// own position is a loss, a duplicate or a reordering.
@@ -54,6 +63,10 @@ impl World {
             );
         }
         let end = at + output.len();
+        assert!(
+            end as u64 <= self.committed_end(),
+            "published output no committed checkpoint holds"
+        );
         if self.sink.len() < end {
             self.sink.resize(end, 0);
         }
@@ -71,6 +84,19 @@ struct Attempt {
     /// Source offset of the barrier being uploaded.
     barrier_source: u64,
     pending: VecDeque<CommitAction>,
+    /// The sink recovery planned from the pointer read at restore, not yet
+    /// done: a separate step, as in the real attempt, so that leadership can
+    /// be lost in between.
+    recovery: Option<Recovery>,
+}
+
+/// Cutting the sink back to the checkpoint a restore read.
+#[derive(Debug)]
+struct Recovery {
+    /// The pointer's version when it was read.
+    version: i32,
+    sink_offset: u64,
+    output: Vec<u64>,
 }
 
 /// One supervisor process.
@@ -127,40 +153,70 @@ impl Sim {
         }
     }
 
-    /// A new attempt from the latest checkpoint: the sink is recovered to it.
+    /// A new attempt from the latest checkpoint; the sink is recovered to it
+    /// in a later step ([`Sim::recover`]).
     fn restore(&mut self, n: usize) {
         let Role::Leader { epoch, .. } = self.nodes[n].role else {
             return;
         };
-        let (source, published) = match self.world.pointer.latest() {
+        let (source, sink_offset, output) = match self.world.pointer.latest() {
             Some(c) => {
                 let objects = self.world.storage[&(c.id, c.epoch)].clone();
-                let end = objects.sink_offset + objects.output.len() as u64;
-                self.world.publish(objects.sink_offset, &objects.output);
-                self.world.sink.truncate(end as usize);
-                (objects.source_offset, end)
+                (objects.source_offset, objects.sink_offset, objects.output)
             }
-            None => {
-                self.world.sink.clear();
-                (0, 0)
-            }
+            None => (0, 0, Vec::new()),
         };
+        let published = sink_offset + output.len() as u64;
         self.nodes[n].attempt = Some(Attempt {
             commit: CommitState::resume(epoch, self.world.pointer.clone(), self.world.version, published),
             source,
             staged: Vec::new(),
             barrier_source: source,
             pending: VecDeque::new(),
+            recovery: Some(Recovery {
+                version: self.world.version,
+                sink_offset,
+                output,
+            }),
         });
     }
 
-    /// Whether node `n` runs jobs: a connected leader with an attempt.
+    /// Node `n` cuts the sink back to its restored checkpoint, once it has
+    /// confirmed (fenced) that it still leads and the pointer has not moved.
+    fn recover(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        let Some(recovery) = node.attempt.as_mut().and_then(|a| a.recovery.take()) else {
+            return;
+        };
+        let confirmed = !node.disconnected && self.world.latch == Some(n) && self.world.version == recovery.version;
+        if !confirmed {
+            node.attempt = None;
+            if self.world.latch != Some(n) {
+                self.role_event(n, Event::Deposed);
+            }
+            return;
+        }
+        let end = recovery.sink_offset + recovery.output.len() as u64;
+        assert_eq!(
+            end,
+            self.world.committed_end(),
+            "recovered to a checkpoint the pointer no longer names"
+        );
+        self.world.publish(recovery.sink_offset, &recovery.output);
+        self.world.sink.truncate(end as usize);
+    }
+
+    /// Whether node `n` runs jobs: a connected leader with a recovered attempt.
     fn running(&self, n: usize) -> bool {
-        matches!(self.nodes[n].role, Role::Leader { suspended: false, .. }) && self.nodes[n].attempt.is_some()
+        matches!(self.nodes[n].role, Role::Leader { suspended: false, .. })
+            && self.nodes[n].attempt.as_ref().is_some_and(|a| a.recovery.is_none())
     }
 
     /// Carries out node `n`'s next commit action against the world.
     fn io(&mut self, n: usize, storage_fails: bool) {
+        if self.nodes[n].attempt.as_ref().is_some_and(|a| a.recovery.is_some()) {
+            return self.recover(n);
+        }
         let node = &mut self.nodes[n];
         let Some(attempt) = node.attempt.as_mut() else { return };
         let Some(action) = attempt.pending.pop_front() else {
@@ -240,7 +296,9 @@ impl Sim {
             expired,
             ..
         } = self.nodes[n];
-        if paused && choice != 6 {
+        // A paused node does nothing; it can only be woken, or have its
+        // session expired by ZooKeeper.
+        if paused && !matches!(choice, 6 | 8) {
             return;
         }
         match choice {
@@ -378,6 +436,7 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
     sim.world.latch = Some(0);
     sim.world.epoch = 1;
     sim.role_event(0, Event::Elected { epoch: 1 });
+    sim.io(0, false);
     let attempt = sim.nodes[0].attempt.as_mut().unwrap();
     attempt.staged.extend(0..5);
     attempt.source = 5;

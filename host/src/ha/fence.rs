@@ -145,6 +145,21 @@ impl Fence {
         }
     }
 
+    /// Confirms that we still lead and that `path` is still at `version`:
+    /// the guard before a step that has effects outside ZooKeeper (cutting a
+    /// sink back to a checkpoint) and was planned from something read earlier.
+    pub async fn confirm(&self, path: &str, version: i32) -> Result<(), FenceError> {
+        let mut writer = self.writer();
+        writer
+            .add_check_version(path, version)
+            .map_err(|source| FenceError::Zk {
+                path: path.into(),
+                source,
+            })?;
+        writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
+        Ok(())
+    }
+
     /// Creates the persistent node `path` if we still lead.
     pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
         let mut writer = self.writer();

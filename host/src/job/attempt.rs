@@ -63,6 +63,10 @@ pub async fn run(
 
     load_module(&ctx.storage, &ctx.runtime, &spec.module_sha256).await?;
     let mut sink = open_sink(&spec.sink);
+    // Reading storage and compiling take time in which this leadership may
+    // have ended and a successor published past this checkpoint: cutting the
+    // sink back now would remove committed output. Confirm first.
+    ctx.fence.confirm(&pointer_path, stat.version).await?;
     let position = match &restored {
         Some(c) => {
             sink.recover(c.meta.sink_offset, &c.output).map_err(failed)?;

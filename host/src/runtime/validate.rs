@@ -14,7 +14,7 @@ pub enum ModuleError {
     #[error("the component does not compile: {0}")]
     Compile(String),
     /// It imports something weir does not grant.
-    #[error("the component imports what weir does not grant (jobs get logging, the clock and an empty WASI): {0}")]
+    #[error("the component imports what weir does not grant (jobs get logging, the clock and WASI 0.2, reaching only what their deploy grants): {0}")]
     Imports(String),
     /// A component of another world.
     #[error("the component is not a weir job (world `weir:job/job`): {0}; export it with `weir_guest::export_job!`")]
