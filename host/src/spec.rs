@@ -335,6 +335,95 @@ pub struct Grants {
     /// Whether the guest may open sockets and resolve host names.
     #[serde(default)]
     pub network: bool,
+    /// The addresses it may reach, when the grant names them; otherwise any
+    /// address but loopback and link-local ones.
+    #[serde(default)]
+    pub network_to: Vec<Cidr>,
+}
+
+impl Grants {
+    /// Whether a granted network reaches `ip`. Without a list, loopback and
+    /// link-local addresses stay closed: they hold the supervisor's own
+    /// endpoints, often ZooKeeper, and the cloud metadata service (169.254.169.254).
+    pub fn reaches(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        if !self.network {
+            return false;
+        }
+        if !self.network_to.is_empty() {
+            return self.network_to.iter().any(|cidr| cidr.contains(ip));
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+            IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+        }
+    }
+}
+
+/// An address range, `ADDRESS[/PREFIX]` (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let (net, ip, bits) = match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => (u32::from(net) as u128, u32::from(ip) as u128, 32),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => (u128::from(net), u128::from(ip), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (net >> shift) == (ip >> shift)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let bad = || {
+            spec_error(format!(
+                "`{s}` is not an address range; expected e.g. 10.0.0.0/8 or 192.0.2.7"
+            ))
+        };
+        let (address, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let network: std::net::IpAddr = address.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = SpecError;
+
+    fn try_from(s: String) -> Result<Self, SpecError> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(cidr: Cidr) -> String {
+        cidr.to_string()
+    }
 }
 
 /// A host directory shown read-only to the guest at a path of its own.
@@ -458,6 +547,45 @@ mod tests {
         for bad in ["data", "/srv::data", "::/data"] {
             assert!(bad.parse::<DirGrant>().unwrap_err().0.contains("absolute"), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_network_grant_keeps_loopback_and_metadata_closed_unless_named() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let open = Grants {
+            network: true,
+            ..Grants::default()
+        };
+        for closed in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(!open.reaches(ip(closed)), "{closed}");
+        }
+        for reachable in ["10.1.2.3", "192.0.2.7", "2001:db8::1"] {
+            assert!(open.reaches(ip(reachable)), "{reachable}");
+        }
+        let listed = Grants {
+            network: true,
+            network_to: vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            ..Grants::default()
+        };
+        assert!(listed.reaches(ip("127.0.0.1")) && listed.reaches(ip("10.200.0.1")));
+        assert!(!listed.reaches(ip("11.0.0.1")) && !listed.reaches(ip("127.0.0.2")));
+        assert!(!Grants::default().reaches(ip("10.1.2.3")), "no grant, no network");
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0/8", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let cidr: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            serde_json::from_value::<Cidr>(serde_json::to_value(cidr).unwrap()).unwrap(),
+            cidr
+        );
     }
 
     #[test]

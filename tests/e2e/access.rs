@@ -68,7 +68,8 @@ fn granted_environment_directory_and_network_are_reachable_and_nothing_else() {
             "REGION=eu",
             "--dir",
             &format!("{}::/data", data.display()),
-            "--allow-network",
+            "--allow-network-to",
+            "127.0.0.1",
         ],
     );
     let report = wait_for("the probe's report", Duration::from_secs(30), || {
@@ -82,7 +83,18 @@ fn granted_environment_directory_and_network_are_reachable_and_nothing_else() {
         "values stay out of `weir jobs`: {grants}"
     );
     assert_eq!(grants["dirs"][0]["guest"], "/data");
-    assert_eq!(grants["network"], true);
+    assert_eq!(grants["network_to"], serde_json::json!(["127.0.0.1/32"]));
+
+    // The network granted without a list leaves loopback (here: ZooKeeper) closed.
+    let out = cluster.deploy(
+        "faulty",
+        "probe-open-network",
+        &["--config", &format!("probe={zookeeper}"), "--allow-network"],
+    );
+    let report = wait_for("the second probe's report", Duration::from_secs(30), || {
+        read_lines(&out).into_iter().next()
+    });
+    assert_eq!(report, "env=0 fs=denied net=denied");
 
     let faulty = job_wasm("faulty");
     let faulty = faulty.to_str().unwrap();

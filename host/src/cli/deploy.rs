@@ -13,8 +13,8 @@ use super::{ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::ha::{hint, now_ms};
 use crate::runtime::Runtime;
 use crate::spec::{
-    parse_config_pair, validate_job_name, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus, RestartStrategy,
-    SinkSpec, SourceSpec,
+    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus,
+    RestartStrategy, SinkSpec, SourceSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -54,9 +54,13 @@ pub struct DeployArgs {
     /// The directory must exist on every supervisor's machine.
     #[arg(long = "dir")]
     dirs: Vec<DirGrant>,
-    /// Grant the job the network: sockets and host-name lookups (default: none).
+    /// Grant the job the network: sockets and host-name lookups, to any
+    /// address but loopback and link-local ones (default: none).
     #[arg(long)]
     allow_network: bool,
+    /// Grant the network to these addresses only, `ADDRESS[/PREFIX]`; repeat for more.
+    #[arg(long = "allow-network-to")]
+    network_to: Vec<Cidr>,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -177,7 +181,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         grants: Grants {
             env: args.env,
             dirs: args.dirs,
-            network: args.allow_network,
+            network: args.allow_network || !args.network_to.is_empty(),
+            network_to: args.network_to,
         },
         desired: Desired::Running,
         created_ms: now_ms(),

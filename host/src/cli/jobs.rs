@@ -7,7 +7,7 @@ use zookeeper_client::Client;
 use super::{age, print_table, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
 use crate::ha::{hint, now_ms, Layout};
-use crate::spec::{Desired, DirGrant, JobSpec, JobState, JobStatus};
+use crate::spec::{Cidr, Desired, DirGrant, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
@@ -55,6 +55,8 @@ pub struct GrantsView {
     pub dirs: Vec<DirGrant>,
     /// Whether the guest may use the network.
     pub network: bool,
+    /// The address ranges it is limited to (empty: all but loopback and link-local).
+    pub network_to: Vec<Cidr>,
 }
 
 /// A committed checkpoint as `weir jobs` shows it.
@@ -99,6 +101,7 @@ async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobVie
             env: spec.grants.env.into_iter().map(|(key, _)| key).collect(),
             dirs: spec.grants.dirs,
             network: spec.grants.network,
+            network_to: spec.grants.network_to,
         },
     })
 }
