@@ -28,7 +28,7 @@ enum Command {
     /// Run a supervisor replica: contend for leadership and, as leader, run the jobs.
     Supervisor(SupervisorArgs),
     /// Deploy a job: store its module and write its spec; the leader starts it.
-    Deploy(deploy::DeployArgs),
+    Deploy(Box<deploy::DeployArgs>),
     /// List the jobs with their state and last checkpoint.
     Jobs(jobs::JobsArgs),
     /// Show the cluster: leader, epoch and live replicas.
@@ -157,7 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             supervisor::run(settings).await
         }
-        Command::Deploy(args) => deploy::run(args).await,
+        Command::Deploy(args) => deploy::run(*args).await,
         Command::Jobs(args) => jobs::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cancel(args) => cancel::run(args).await,
