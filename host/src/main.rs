@@ -38,7 +38,9 @@ fn main() -> ExitCode {
     match runtime.block_on(weir::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, even when a cause (an S3 error body, say) has several.
+            let message = format!("{e:#}");
+            eprintln!("error: {}", message.split_whitespace().collect::<Vec<_>>().join(" "));
             ExitCode::FAILURE
         }
     }

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use sha2::{Digest, Sha256};
 
 /// Failures of the storage dir, each naming the object involved.
@@ -81,7 +81,9 @@ impl Storage {
     /// `s3://bucket[/prefix]` (endpoint and credentials from the standard
     /// `AWS_*` environment variables), or `memory://` (tests only).
     pub fn open(url: &str) -> Result<Storage, StorageError> {
-        Storage::open_with(url, std::env::vars())
+        let vars =
+            std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+        Storage::open_with(url, vars)
     }
 
     /// Like [`Storage::open`], with the `AWS_*` settings taken from `vars`
@@ -107,10 +109,15 @@ impl Storage {
                 let key = key.starts_with("aws_").then(|| key.parse().ok()).flatten()?;
                 Some((key, value.as_ref().to_string()))
             });
+            // A request may carry a large snapshot: the checkpoint's own
+            // deadline bounds it, not the client's 30 s default (a setting
+            // in the environment still wins).
+            let timeout = AmazonS3ConfigKey::Client(ClientConfigKey::Timeout);
             let s3 = settings
-                .fold(AmazonS3Builder::new(), |builder, (key, value)| {
-                    builder.with_config(key, value)
-                })
+                .fold(
+                    AmazonS3Builder::new().with_config(timeout, "10m"),
+                    |builder, (key, value)| builder.with_config(key, value),
+                )
                 .with_bucket_name(bucket)
                 .with_retry(S3_RETRY)
                 .build()
@@ -154,18 +161,36 @@ impl Storage {
         }
     }
 
-    /// Answers whether the storage dir can be listed: a wrong endpoint,
-    /// bucket or key shows here, at start, rather than at the first checkpoint.
+    /// Checks that the storage dir can be listed and written, and that it
+    /// refuses a second create-only write of one object (fencing relies on
+    /// it): a wrong endpoint, bucket or key, or a store without conditional
+    /// writes, shows here, at start, rather than at the first checkpoint.
     pub async fn probe(&self) -> Result<(), StorageError> {
         self.store
             .list_with_delimiter(Some(&Path::from("modules")))
             .await
-            .map(|_| ())
             .map_err(|source| StorageError::Store {
                 what: "list",
                 path: "modules/".to_string(),
                 source,
-            })
+            })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path = format!("probe/{}-{nanos}", std::process::id());
+        let first = self.put_if_absent(&path, Bytes::from_static(b"1")).await?;
+        let second = self.put_if_absent(&path, Bytes::from_static(b"2")).await?;
+        let _ = self.store.delete(&Path::from(path.as_str())).await;
+        if !first || second {
+            return Err(StorageError::BadUrl {
+                url: self.url.clone(),
+                reason: "the store does not refuse a second create-only write (If-None-Match: *); \
+                         weir needs conditional writes to fence deposed leaders: use AWS S3, MinIO, R2 or a local path"
+                    .to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The URL this storage dir was opened with.

@@ -90,7 +90,7 @@ impl ClusterArgs {
 
 /// What to check when the storage dir cannot be reached.
 const STORAGE_FIX: &str =
-    "cannot use the storage dir (check --storage-dir and, for s3://, AWS_ENDPOINT_URL, AWS_REGION and the access keys)";
+    "cannot use the storage dir (check --storage-dir and, for s3://, AWS_ENDPOINT_URL, AWS_REGION, the access keys, and AWS_ALLOW_HTTP=true for an http:// endpoint)";
 
 /// Where checkpoints and modules live.
 #[derive(Debug, Clone, Args)]
