@@ -9,7 +9,8 @@
 //!   and in order;
 //! - a checkpoint that failed to upload is never named, and its output rides
 //!   with the next one, so nothing is lost;
-//! - nothing the pointer names is ever deleted;
+//! - nothing the pointer names is ever deleted, and what a failed upload
+//!   left behind is;
 //! - once a pointer write is refused (deposed, or the pointer moved under us)
 //!   or a publish fails, the attempt ends and nothing more is done.
 
@@ -179,7 +180,10 @@ impl CommitState {
                 };
                 (Stage::WritingPointer { len, pointer, dropped }, vec![action])
             }
-            (Stage::Uploading { .. }, CommitEvent::UploadFailed) => (Stage::Idle, vec![CountFailure]),
+            // Whatever part of it was written is named by nothing: clear it away.
+            (Stage::Uploading { checkpoint, .. }, CommitEvent::UploadFailed) => {
+                (Stage::Idle, vec![CountFailure, Delete(checkpoint)])
+            }
             (Stage::WritingPointer { len, pointer, dropped }, CommitEvent::PointerWritten { version }) => {
                 self.pointer = pointer;
                 self.version = version;
@@ -309,8 +313,12 @@ mod tests {
                     len,
                 });
             }
-            (Some(Outstanding::Upload { .. }), CommitEvent::UploadFailed) => {
-                assert_eq!(actions, [CountFailure], "a failed upload is counted and nothing else");
+            (Some(Outstanding::Upload { checkpoint, .. }), CommitEvent::UploadFailed) => {
+                assert_eq!(
+                    actions,
+                    [CountFailure, Delete(checkpoint)],
+                    "a failed upload is counted and its remains deleted"
+                );
             }
             (Some(Outstanding::Pointer { pointer, len }), CommitEvent::PointerWritten { version }) => {
                 world.pointer = pointer;
@@ -398,7 +406,11 @@ mod tests {
             created_ms: 1,
         };
         state.step(barrier);
-        assert_eq!(state.step(CommitEvent::UploadFailed), [CommitAction::CountFailure]);
+        let failed = state.step(CommitEvent::UploadFailed);
+        assert!(
+            matches!(failed[..], [CommitAction::CountFailure, CommitAction::Delete(c)] if c.id == 1),
+            "{failed:?}"
+        );
         let actions = state.step(barrier);
         assert!(
             matches!(actions[..], [CommitAction::Upload { output_len: 8, sink_offset: 0, checkpoint }] if checkpoint.id == 2),

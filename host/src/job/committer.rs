@@ -150,8 +150,11 @@ impl<'a> Committer<'a> {
                 Ok(Some(CommitEvent::Published))
             }
             CommitAction::Delete(old) => {
-                if let Err(e) = self.store.delete(old).await {
-                    tracing::warn!(checkpoint = old.id, "cannot delete a checkpoint past retention: {e}");
+                // Best effort, and bounded: a hung storage dir must not hold the job up here.
+                match tokio::time::timeout(self.upload_deadline, self.store.delete(old)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(checkpoint = old.id, "cannot delete an unneeded checkpoint: {e}"),
+                    Err(_) => tracing::warn!(checkpoint = old.id, "deleting an unneeded checkpoint timed out"),
                 }
                 Ok(None)
             }
