@@ -375,15 +375,6 @@ impl Sim {
                 "seed {seed}: the pointer names a deleted checkpoint {c:?}"
             );
         }
-        let leaders = self
-            .nodes
-            .iter()
-            .filter(|node| matches!(node.role, Role::Leader { suspended: false, .. }) && !node.expired)
-            .count();
-        assert!(
-            leaders <= 1 || self.world.latch.is_none(),
-            "seed {seed}: two live leaders"
-        );
     }
 
     /// Lets every fault heal and runs on without faults.

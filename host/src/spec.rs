@@ -441,7 +441,7 @@ impl FromStr for DirGrant {
     /// `HOST[::GUEST]`, as wasmtime's `--dir`; the guest path defaults to the host's.
     fn from_str(s: &str) -> Result<Self, SpecError> {
         let (host, guest) = s.split_once("::").unwrap_or((s, s));
-        if !host.starts_with('/') || !guest.starts_with('/') {
+        if !host.starts_with('/') || !guest.starts_with('/') || guest.contains("::") {
             return Err(spec_error(format!(
                 "`{s}`: expected an absolute directory, `HOST[::GUEST]`, e.g. /srv/data::/data"
             )));
@@ -544,7 +544,7 @@ mod tests {
             }
         );
         assert_eq!("/srv".parse::<DirGrant>().unwrap().guest, "/srv");
-        for bad in ["data", "/srv::data", "::/data"] {
+        for bad in ["data", "/srv::data", "::/data", "/a::/b::/c"] {
             assert!(bad.parse::<DirGrant>().unwrap_err().0.contains("absolute"), "{bad}");
         }
     }

@@ -79,6 +79,8 @@ fn chaos() {
                     .flatten()
                     .filter(|r| r["role"] == "follower")
                     .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
+                    // A follower killed a moment ago stays listed until its session expires.
+                    .filter(|pid| cluster.is_alive(*pid))
                     .collect();
                 let Some(&pid) = followers.get(rng.usize(..followers.len().max(1))) else {
                     continue;
