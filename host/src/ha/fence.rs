@@ -126,16 +126,24 @@ impl Fence {
             .expect("latch path is valid")
     }
 
+    /// Runs the operation `add` puts on `path` in one multi-op with a check
+    /// that our latch node still exists.
+    async fn fenced(
+        &self,
+        path: &str,
+        add: impl FnOnce(&mut zkc::CheckWriter<'_>) -> Result<(), zkc::Error>,
+    ) -> Result<Vec<zkc::MultiWriteResult>, FenceError> {
+        let mut writer = self.writer();
+        add(&mut writer).map_err(|source| FenceError::Zk {
+            path: path.into(),
+            source,
+        })?;
+        writer.commit().await.map_err(|e| FenceError::from_check(path, e))
+    }
+
     /// Sets `path` to `data` if we still lead (and if its version is `expected`).
     pub async fn set(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<Stat, FenceError> {
-        let mut writer = self.writer();
-        writer
-            .add_set_data(path, data, expected)
-            .map_err(|source| FenceError::Zk {
-                path: path.into(),
-                source,
-            })?;
-        let results = writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
+        let results = self.fenced(path, |w| w.add_set_data(path, data, expected)).await?;
         match results.into_iter().next() {
             Some(zkc::MultiWriteResult::SetData { stat }) => Ok(stat),
             other => Err(FenceError::Zk {
@@ -149,27 +157,14 @@ impl Fence {
     /// the guard before a step that has effects outside ZooKeeper (cutting a
     /// sink back to a checkpoint) and was planned from something read earlier.
     pub async fn confirm(&self, path: &str, version: i32) -> Result<(), FenceError> {
-        let mut writer = self.writer();
-        writer
-            .add_check_version(path, version)
-            .map_err(|source| FenceError::Zk {
-                path: path.into(),
-                source,
-            })?;
-        writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
+        self.fenced(path, |w| w.add_check_version(path, version)).await?;
         Ok(())
     }
 
     /// Creates the persistent node `path` if we still lead.
     pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
-        let mut writer = self.writer();
-        writer
-            .add_create(path, data, &CreateMode::Persistent.with_acls(self.latch.acls()))
-            .map_err(|source| FenceError::Zk {
-                path: path.into(),
-                source,
-            })?;
-        writer.commit().await.map_err(|e| FenceError::from_check(path, e))?;
+        let options = CreateMode::Persistent.with_acls(self.latch.acls());
+        self.fenced(path, |w| w.add_create(path, data, &options)).await?;
         Ok(())
     }
 }
