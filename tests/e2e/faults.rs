@@ -1,6 +1,7 @@
 //! Guest faults: a job that traps, loops forever or eats memory is stopped by
 //! its own limit, restarted from its checkpoint, and reported; the supervisor
-//! and the other jobs carry on.
+//! and the other jobs carry on. A job blocked in a host call, where no CPU
+//! limit reaches, still stops when told to.
 
 use std::time::Duration;
 
@@ -72,4 +73,40 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
     assert!(!echoed.is_empty(), "the trapping job committed nothing before its trap");
     assert_eq!(echoed, (0..echoed.len() as i64).collect::<Vec<_>>());
     assert!(echoed.len() <= 3000);
+}
+
+#[test]
+fn a_guest_blocked_in_a_host_call_still_stops_when_cancelled() {
+    let mut cluster = Cluster::new();
+    let supervisor = cluster.start_supervisor();
+    // Accepts connections into its backlog and never sends a byte.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    cluster.deploy(
+        "faulty",
+        "stuck",
+        &[
+            "--source",
+            "sequence:rate=10",
+            "--config",
+            &format!("block_on={address}"),
+            "--allow-network-to",
+            "127.0.0.1",
+            "--call-timeout",
+            "1s",
+        ],
+    );
+    wait_for("the guest to connect and block", Duration::from_secs(30), || {
+        silent.accept().ok()
+    });
+
+    // `cancel` fails unless the leader confirms the stop within --wait.
+    cluster.weir_ok(&["cancel", "stuck", "--wait", "15s"]);
+    assert_eq!(cluster.job("stuck").unwrap()["state"], "CANCELED");
+    assert!(
+        cluster.log_of(supervisor).contains("its thread is abandoned"),
+        "{}",
+        cluster.log_of(supervisor)
+    );
 }

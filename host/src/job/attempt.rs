@@ -42,6 +42,11 @@ fn failed(e: impl std::fmt::Display) -> AttemptError {
 /// storage dir holds processing back after this many.
 const BARRIERS_IN_FLIGHT: usize = 2;
 
+/// How long past its call timeout a job asked to stop may take to do so.
+/// A guest blocked in a granted host call (a socket read, say) burns no CPU,
+/// so its epoch deadline never fires; after this its thread is abandoned.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs one attempt to its end.
 pub async fn run(
     ctx: &LeaderContext,
@@ -107,6 +112,7 @@ pub async fn run(
     // A thread of its own, not tokio's blocking pool: that pool is capped
     // (512 threads) and a job's loop lives as long as the job.
     let (ended, batch_loop) = tokio::sync::oneshot::channel();
+    let mut stop_request = control.clone();
     std::thread::Builder::new()
         .name(format!("job-{name}"))
         .spawn(move || {
@@ -121,11 +127,31 @@ pub async fn run(
     };
     let mut committer = Committer::new(ctx, spec, checkpoints, pointer, sink, position);
     let mut commit_error = None;
-    while let Some(barrier) = received.recv().await {
-        if let Err(e) = committer.commit(barrier).await {
-            commit_error = Some(e);
-            abort.store(true, Ordering::Relaxed);
-            break;
+    let grace = spec.call_timeout + STOP_GRACE;
+    let mut stop_by: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            // Barriers first: one sent before a stop is committed, not dropped.
+            biased;
+            barrier = received.recv() => {
+                let Some(barrier) = barrier else { break };
+                if let Err(e) = committer.commit(barrier).await {
+                    commit_error = Some(e);
+                    abort.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            () = stop_requested(&mut stop_request), if stop_by.is_none() => {
+                stop_by = Some(tokio::time::Instant::now() + grace);
+            }
+            _ = tokio::time::sleep_until(stop_by.unwrap_or_else(tokio::time::Instant::now)), if stop_by.is_some() => {
+                tracing::warn!(
+                    job = name,
+                    "the job did not stop within {grace:?}: its guest is blocked in a host call, \
+                     where its CPU deadline does not reach; its thread is abandoned"
+                );
+                return Ok(JobEnd::Stopped);
+            }
         }
     }
     drop(received);
@@ -138,6 +164,14 @@ pub async fn run(
         Ok(RunEnd::Finished) => Ok(JobEnd::Finished),
         Err(e) => Err(AttemptError::Failed(e)),
     }
+}
+
+/// Returns once the job is asked to stop or finish (or its handle is gone).
+async fn stop_requested(control: &mut watch::Receiver<Control>) {
+    let _ = control
+        .wait_for(|c| matches!(c, Control::Stop | Control::Finish))
+        .await
+        .map(|_| ());
 }
 
 /// The newest retained checkpoint that reads back whole, warning about each

@@ -4,7 +4,8 @@
 //! `grow_on=N` allocates without bound. With `probe=HOST:PORT` it instead
 //! reports, for its first event, what the host lets it reach: environment
 //! variables, the directory `probe_dir` (default `/`), and a TCP connection
-//! to HOST:PORT.
+//! to HOST:PORT. With `block_on=HOST:PORT` it connects there and waits for
+//! bytes that never come: blocked in a host call, not burning CPU.
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{config_value, Config, Emitter, Event, Job};
@@ -21,6 +22,8 @@ struct Faulty {
     probe: Option<String>,
     #[serde(skip)]
     probe_dir: Option<String>,
+    #[serde(skip)]
+    block_on: Option<String>,
     probed: bool,
 }
 
@@ -44,11 +47,17 @@ impl Job for Faulty {
         self.grow_on = config_value(config, "grow_on")?;
         self.probe = config_value(config, "probe")?;
         self.probe_dir = config_value(config, "probe_dir")?;
+        self.block_on = config_value(config, "block_on")?;
         Ok(())
     }
 
     fn process(&mut self, event: Event, out: &mut Emitter) {
         let Event::Int(n) = event else { return };
+        if let Some(address) = &self.block_on {
+            if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+            }
+        }
         if let Some(address) = &self.probe {
             if !self.probed {
                 self.probed = true;
