@@ -51,6 +51,10 @@ pub fn run(
 ) -> Result<RunEnd, String> {
     let mut staged = Vec::new();
     let mut next_barrier = Instant::now() + interval;
+    // An attempt checkpoints as soon as it has output, then every interval:
+    // output only shows once a checkpoint commits, so a deploy or a failover
+    // would otherwise show nothing for a whole interval.
+    let mut first_output = true;
     let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
         let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
         let barrier = Barrier {
@@ -82,6 +86,10 @@ pub fn run(
         if batch_len(&batch) > 0 {
             let out = instance.process(&batch).map_err(|e| e.to_string())?;
             encode_batch(&out, &mut staged);
+        }
+        if first_output && !staged.is_empty() {
+            first_output = false;
+            next_barrier = Instant::now();
         }
         if Instant::now() >= next_barrier {
             if !barrier(&mut instance, source.as_ref(), &mut staged)? {
