@@ -37,14 +37,14 @@ fn median(samples: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-fn row(label: &str, mut samples: Vec<f64>) -> String {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
+fn row(label: &str, samples: Vec<f64>) -> String {
+    let (min, max) = samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| {
+        (lo.min(s), hi.max(s))
+    });
     format!(
-        "| {label} | {:.0} | {:.0} | {:.0} | {n} |",
-        samples[n / 2],
-        samples[0],
-        samples[n - 1]
+        "| {label} | {:.0} | {min:.0} | {max:.0} | {} |",
+        median(&samples),
+        samples.len()
     )
 }
 

@@ -202,6 +202,19 @@ impl Cluster {
         self.jobs().into_iter().find(|j| j["name"] == name)
     }
 
+    /// Waits for job `name` to reach `state` and checks that its error
+    /// names `error`; returns the job.
+    pub fn wait_for_job_error(&self, name: &str, state: &str, error: &str) -> Value {
+        let job = wait_for(&format!("job {name} to be {state}"), Duration::from_secs(30), || {
+            self.job(name).filter(|j| j["state"] == state)
+        });
+        assert!(
+            job["error"].as_str().unwrap_or_default().contains(error),
+            "expected {error:?} in {job}"
+        );
+        job
+    }
+
     /// The pid of the leader, once one has taken the lead (epoch set).
     pub fn leader_pid(&self) -> u32 {
         self.leader_pid_after(None)

@@ -205,16 +205,7 @@ fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
     }
     let before = std::fs::read(&out).unwrap();
     cluster.start_supervisor();
-    let job = wait_for("the job to refuse to start", Duration::from_secs(30), || {
-        cluster.job("counter").filter(|j| j["state"] == "RESTARTING")
-    });
-    assert!(
-        job["error"]
-            .as_str()
-            .unwrap()
-            .contains("no retained checkpoint is readable"),
-        "{job}"
-    );
+    cluster.wait_for_job_error("counter", "RESTARTING", "no retained checkpoint is readable");
     assert_eq!(std::fs::read(&out).unwrap(), before, "the job restarted from nothing");
 }
 
@@ -251,13 +242,7 @@ fn a_damaged_module_is_refused_by_its_digest() {
         std::fs::write(module.unwrap().path(), b"\0asm\x0d\0\x01\0 tampered").unwrap();
     }
     cluster.start_supervisor();
-    let job = wait_for("the job to refuse its module", Duration::from_secs(30), || {
-        cluster.job("counter").filter(|j| j["state"] == "RESTARTING")
-    });
-    assert!(
-        job["error"].as_str().unwrap().contains("module digest mismatch"),
-        "{job}"
-    );
+    cluster.wait_for_job_error("counter", "RESTARTING", "module digest mismatch");
 }
 
 #[test]
@@ -279,13 +264,7 @@ fn a_snapshot_the_job_rejects_fails_the_job_with_the_reason() {
     }
     let before = std::fs::read(&out).unwrap();
     cluster.start_supervisor();
-    let job = wait_for("the job to fail", Duration::from_secs(30), || {
-        cluster.job("counter").filter(|j| j["state"] == "FAILED")
-    });
-    assert!(
-        job["error"].as_str().unwrap().contains("the job refused `restore`"),
-        "{job}"
-    );
+    cluster.wait_for_job_error("counter", "FAILED", "the job refused `restore`");
     assert_eq!(
         std::fs::read(&out).unwrap(),
         before,
