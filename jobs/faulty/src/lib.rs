@@ -61,7 +61,7 @@ impl Job for Faulty {
         if let Some(address) = &self.probe {
             if !self.probed {
                 self.probed = true;
-                out.emit(Event::Text(probe(address, self.probe_dir.as_deref().unwrap_or("/"))));
+                out.emit(Event::Text(&probe(address, self.probe_dir.as_deref().unwrap_or("/"))));
             }
             return;
         }

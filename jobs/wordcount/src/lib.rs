@@ -21,7 +21,7 @@ impl Job for WordCount {
                 None => self.counts.entry(word.clone()).or_default(),
             };
             *count += 1;
-            out.emit(Event::Text(format!("{word} {count}")));
+            out.emit(Event::Text(&format!("{word} {count}")));
         }
     }
 }
