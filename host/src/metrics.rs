@@ -1,6 +1,7 @@
 //! Counters an operator scrapes (Prometheus text format): checkpoints
-//! committed and failed, restarts, leadership. Updated lock-free on the hot
-//! paths; the map of jobs is locked only to add a job or to render.
+//! committed and failed, the newest one's duration and size, restarts,
+//! leadership. Updated lock-free on the hot paths; the map of jobs is
+//! locked only to add a job or to render.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,9 +17,14 @@ pub struct JobMetrics {
     pub checkpoints_failed: AtomicU64,
     /// Failed attempts that were restarted.
     pub restarts: AtomicU64,
+    /// How long the newest committed checkpoint took, from its barrier to
+    /// its output published (Flink's `lastCheckpointDuration`).
+    pub last_checkpoint_duration_ms: AtomicU64,
+    /// Bytes the newest committed checkpoint wrote: snapshot and output.
+    pub last_checkpoint_bytes: AtomicU64,
 }
 
-/// Picks one counter out of a job's metrics.
+/// Picks one counter or gauge out of a job's metrics.
 type Counter = fn(&JobMetrics) -> &AtomicU64;
 
 /// Every counter of this supervisor.
@@ -55,17 +61,29 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE weir_leader_epoch gauge\nweir_leader_epoch {epoch}");
         let jobs = self.jobs.lock().expect("metrics lock");
-        let counters: [(&str, &str, Counter); 3] = [
-            ("weir_checkpoints_committed_total", "Checkpoints committed.", |m| {
+        let per_job: [(&str, &str, &str, Counter); 5] = [
+            ("weir_checkpoints_committed_total", "counter", "Checkpoints committed.", |m| {
                 &m.checkpoints_committed
             }),
-            ("weir_checkpoints_failed_total", "Checkpoints that failed.", |m| {
+            ("weir_checkpoints_failed_total", "counter", "Checkpoints that failed.", |m| {
                 &m.checkpoints_failed
             }),
-            ("weir_job_restarts_total", "Failed attempts restarted.", |m| &m.restarts),
+            ("weir_job_restarts_total", "counter", "Failed attempts restarted.", |m| &m.restarts),
+            (
+                "weir_last_checkpoint_duration_ms",
+                "gauge",
+                "Barrier to output published, for the newest committed checkpoint.",
+                |m| &m.last_checkpoint_duration_ms,
+            ),
+            (
+                "weir_last_checkpoint_bytes",
+                "gauge",
+                "Snapshot and output bytes of the newest committed checkpoint.",
+                |m| &m.last_checkpoint_bytes,
+            ),
         ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (name, kind, help, counter) in per_job {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (job, metrics) in jobs.iter() {
                 let _ = writeln!(
                     out,
@@ -90,6 +108,10 @@ mod tests {
             .checkpoints_failed
             .fetch_add(2, Ordering::Relaxed);
         metrics.leader_epoch.store(3, Ordering::Relaxed);
+        metrics
+            .job("counter")
+            .last_checkpoint_duration_ms
+            .store(12, Ordering::Relaxed);
         let text = metrics.render();
         assert!(text.contains("weir_leader 1\n"), "{text}");
         assert!(
@@ -98,6 +120,14 @@ mod tests {
         );
         assert!(
             text.contains("weir_checkpoints_committed_total{job=\"counter\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weir_last_checkpoint_duration_ms gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_last_checkpoint_duration_ms{job=\"counter\"} 12\n"),
             "{text}"
         );
     }

@@ -5,7 +5,9 @@
 //! batches, barriers, I/O completions, pauses (SIGSTOP), connection losses,
 //! session expiries and elections in orders real processes hit once in a
 //! thousand runs: a leader paused between its upload and its pointer write,
-//! a deposed leader's late publish, a pointer write racing an election.
+//! a deposed leader's late publish, a pointer write racing an election, a
+//! pointer write cut off by a dropped connection that ZooKeeper may or may
+//! not have applied.
 //!
 //! The job is the identity on `0, 1, 2, ...`, so the sink must always hold
 //! exactly `0..n`: anything lost, duplicated or reordered shows at once.
@@ -97,6 +99,18 @@ struct Recovery {
     version: i32,
     sink_offset: u64,
     output: Vec<u64>,
+}
+
+/// A fault injected into one I/O step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IoFault {
+    None,
+    /// The storage dir refuses the write.
+    Storage,
+    /// The connection to ZooKeeper drops during the step. A pointer write
+    /// then comes back as ConnectionLoss whether or not ZooKeeper applied
+    /// it: the writer cannot tell which.
+    Connection,
 }
 
 /// One supervisor process.
@@ -213,7 +227,7 @@ impl Sim {
     }
 
     /// Carries out node `n`'s next commit action against the world.
-    fn io(&mut self, n: usize, storage_fails: bool) {
+    fn io(&mut self, n: usize, fault: IoFault) {
         if self.nodes[n].attempt.as_ref().is_some_and(|a| a.recovery.is_some()) {
             return self.recover(n);
         }
@@ -229,7 +243,7 @@ impl Sim {
                 output_len,
             } => {
                 let key = (checkpoint.id, checkpoint.epoch);
-                if storage_fails || self.world.storage.contains_key(&key) {
+                if fault == IoFault::Storage || self.world.storage.contains_key(&key) {
                     Some(CommitEvent::UploadFailed)
                 } else {
                     let output = attempt.staged[..output_len as usize].to_vec();
@@ -248,15 +262,26 @@ impl Sim {
             } => {
                 // A fenced multi-op: our latch node must exist, and the version match.
                 let fenced = node.disconnected || self.world.latch != Some(n) || self.world.version != expected_version;
-                if fenced {
-                    Some(CommitEvent::PointerRefused)
-                } else {
+                let lost = fault == IoFault::Connection;
+                // A write cut off by the connection may still have reached ZooKeeper.
+                let applied = !fenced && (!lost || self.rng.bool());
+                if applied {
                     self.world.pointer = pointer;
                     self.world.version += 1;
                     self.world.accepted_writes.push(n);
+                }
+                if lost && !node.disconnected {
+                    node.disconnected = true;
+                    let actions = attempt.commit.step(CommitEvent::PointerRefused);
+                    attempt.pending.extend(actions);
+                    return self.role_event(n, Event::ConnectionLost);
+                }
+                if applied {
                     Some(CommitEvent::PointerWritten {
                         version: self.world.version,
                     })
+                } else {
+                    Some(CommitEvent::PointerRefused)
                 }
             }
             CommitAction::Publish { at, len } => {
@@ -288,7 +313,7 @@ impl Sim {
     /// One random step of the world.
     fn step(&mut self, faults: bool) {
         let n = self.rng.usize(..self.nodes.len());
-        let choice = self.rng.u64(..if faults { 12 } else { 6 });
+        let choice = self.rng.u64(..if faults { 13 } else { 6 });
         let Node {
             role,
             paused,
@@ -329,7 +354,7 @@ impl Sim {
             }
             // In-flight I/O completes, even on a node that is suspended or deposed
             // without knowing it yet.
-            3 | 4 => self.io(n, false),
+            3 | 4 => self.io(n, IoFault::None),
             // An election, once the latch is free.
             5 if self.world.latch.is_none() && role == Role::Follower && !disconnected && !expired => {
                 self.world.latch = Some(n);
@@ -361,7 +386,8 @@ impl Sim {
             }
             // The node's own client notices the expiry.
             9 if expired && !disconnected => self.role_event(n, Event::SessionEnded),
-            10 => self.io(n, true),
+            10 => self.io(n, IoFault::Storage),
+            11 => self.io(n, IoFault::Connection),
             _ => {}
         }
     }
@@ -427,7 +453,7 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
     sim.world.latch = Some(0);
     sim.world.epoch = 1;
     sim.role_event(0, Event::Elected { epoch: 1 });
-    sim.io(0, false);
+    sim.io(0, IoFault::None);
     let attempt = sim.nodes[0].attempt.as_mut().unwrap();
     attempt.staged.extend(0..5);
     attempt.source = 5;
@@ -437,7 +463,7 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
         created_ms: 0,
     });
     attempt.pending.extend(actions);
-    sim.io(0, false);
+    sim.io(0, IoFault::None);
     // Paused here, the session expires and node 1 takes over.
     sim.nodes[0].paused = true;
     sim.nodes[0].expired = true;
@@ -446,7 +472,7 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
     sim.role_event(1, Event::Elected { epoch: 2 });
     // Node 0 wakes and goes on with its pointer write before noticing.
     sim.nodes[0].paused = false;
-    sim.io(0, false);
+    sim.io(0, IoFault::None);
     assert!(
         sim.world.accepted_writes.is_empty(),
         "a deposed leader's pointer write went through"
@@ -454,4 +480,40 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
     assert!(sim.world.sink.is_empty(), "a deposed leader published");
     assert_eq!(sim.nodes[0].role, Role::Follower);
     assert!(sim.nodes[0].attempt.is_none());
+}
+
+#[test]
+fn a_pointer_write_cut_off_with_its_connection_loses_and_repeats_nothing() {
+    let mut outcomes = Vec::new();
+    for seed in 0..16 {
+        let mut sim = Sim::new(seed, 2);
+        sim.world.latch = Some(0);
+        sim.world.epoch = 1;
+        sim.role_event(0, Event::Elected { epoch: 1 });
+        sim.io(0, IoFault::None);
+        let attempt = sim.nodes[0].attempt.as_mut().unwrap();
+        attempt.staged.extend(0..5);
+        attempt.source = 5;
+        attempt.barrier_source = 5;
+        let actions = attempt.commit.step(CommitEvent::Barrier {
+            output_len: 5,
+            created_ms: 0,
+        });
+        attempt.pending.extend(actions);
+        sim.io(0, IoFault::None);
+        // The pointer write goes out and the connection drops before its answer.
+        sim.io(0, IoFault::Connection);
+        outcomes.push(sim.world.accepted_writes.len());
+        assert!(sim.world.sink.is_empty(), "published on an unconfirmed pointer write");
+        sim.heal();
+        for _ in 0..2000 {
+            sim.step(false);
+            sim.check(seed);
+        }
+        assert!(sim.world.sink.len() >= 5, "seed {seed}: the output never came");
+    }
+    assert!(
+        outcomes.contains(&0) && outcomes.contains(&1),
+        "both outcomes of a cut-off write were tried: {outcomes:?}"
+    );
 }

@@ -37,15 +37,17 @@ fn median(samples: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-fn row(label: &str, samples: Vec<f64>) -> String {
+/// Median, min and max.
+fn spread(samples: &[f64]) -> (f64, f64, f64) {
     let (min, max) = samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| {
         (lo.min(s), hi.max(s))
     });
-    format!(
-        "| {label} | {:.0} | {min:.0} | {max:.0} | {} |",
-        median(&samples),
-        samples.len()
-    )
+    (median(samples), min, max)
+}
+
+fn row(label: &str, samples: Vec<f64>) -> String {
+    let (median, min, max) = spread(&samples);
+    format!("| {label} | {median:.0} | {min:.0} | {max:.0} | {} |", samples.len())
 }
 
 /// `rounds` faults of one kind with one session timeout; one table.
@@ -254,5 +256,61 @@ fn density() {
             );
             println!("METRIC\tdensity {count} {load} rss mib\t{rss}");
         }
+    }
+}
+
+/// Checkpoint cost in a running supervisor, by state size: barrier to
+/// output published, which is the snapshot, the upload to a `file://`
+/// storage dir, the fenced pointer write to ZooKeeper and the sink's publish.
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn checkpoint_commit() {
+    let samples = env_u64("WEIR_BENCH_ROUNDS", 20).min(5) as usize;
+    let mut cluster = Cluster::new();
+    let pid = cluster.start_supervisor();
+    println!("\n### Checkpoint commit in a supervisor\n");
+    println!("`jobs/ballast` at 1,000 events/s with checkpoints every second, one supervisor, a `file://`");
+    println!("storage dir; `weir_last_checkpoint_duration_ms` after each of {samples} commits per size.\n");
+    println!("| guest state | barrier -> committed (ms), median | min | max | samples |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (label, bytes) in [
+        ("1 KiB", 1u64 << 10),
+        ("1 MiB", 1 << 20),
+        ("64 MiB", 64 << 20),
+        ("256 MiB", 256 << 20),
+    ] {
+        let name = format!("ballast-{bytes}");
+        let config = format!("bytes={bytes}");
+        let memory_mib = (bytes * 6 >> 20) + 64;
+        cluster.deploy(
+            "ballast",
+            &name,
+            &[
+                "--source",
+                "sequence:rate=1000",
+                "--checkpoint-interval",
+                "1s",
+                "--config",
+                &config,
+                "--memory-limit",
+                &memory_mib.to_string(),
+            ],
+        );
+        let committed = format!("weir_checkpoints_committed_total{{job=\"{name}\"}}");
+        let duration = format!("weir_last_checkpoint_duration_ms{{job=\"{name}\"}}");
+        let mut durations = Vec::new();
+        let mut seen = 0.0;
+        while durations.len() < samples {
+            seen = wait_for("the next checkpoint", Duration::from_secs(60), || {
+                let now = cluster.metric(pid, &committed)?;
+                (now > seen).then_some(now)
+            });
+            durations.push(cluster.metric(pid, &duration).expect("the duration gauge"));
+        }
+        cluster.weir_ok(&["cancel", &name]);
+        let (median, min, max) = spread(&durations);
+        println!("{}", row(label, durations));
+        // Beside the pipeline bench's pause and write, in scripts/plot's chart.
+        println!("PLOT\tcheckpoint\tbarrier -> committed\t{bytes}\t{median}\t{min}\t{max}");
     }
 }

@@ -130,6 +130,8 @@ fn a_hung_s3_server_fails_checkpoints_while_the_job_runs_on() {
     wait_for("checkpoints to commit again", Duration::from_secs(60), || {
         (cluster.metric(supervisor, committed)? > before).then_some(())
     });
+    let size = cluster.metric(supervisor, r#"weir_last_checkpoint_bytes{job="counter"}"#);
+    assert!(size > Some(0.0), "the newest checkpoint's size is reported: {size:?}");
     let seen = read_lines(&out).len();
     wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out));

@@ -42,6 +42,10 @@ pub struct Committer<'a> {
     staged: Vec<u8>,
     /// The snapshot and source offset of the barrier being committed.
     barrier: Option<(Bytes, u64)>,
+    /// When the barrier being committed was taken (ms since the Unix
+    /// epoch), and the bytes its checkpoint writes: metrics once it commits.
+    barrier_taken_ms: u64,
+    checkpoint_bytes: u64,
     sink: Box<dyn Sink>,
     /// How long one checkpoint may take to reach the storage dir.
     upload_deadline: std::time::Duration,
@@ -67,6 +71,8 @@ impl<'a> Committer<'a> {
             state: CommitState::resume(ctx.fence.epoch(), pointer.pointer, pointer.version, position),
             staged: Vec::new(),
             barrier: None,
+            barrier_taken_ms: 0,
+            checkpoint_bytes: 0,
             sink,
             upload_deadline: upload_deadline(spec.checkpoint_interval),
         }
@@ -78,6 +84,7 @@ impl<'a> Committer<'a> {
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
         self.barrier = Some((Bytes::from(barrier.snapshot), barrier.source_offset));
+        self.barrier_taken_ms = barrier.created_ms;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
             output_len: barrier.output.len() as u64,
             created_ms: barrier.created_ms,
@@ -111,6 +118,7 @@ impl<'a> Committer<'a> {
                     snapshot,
                     output,
                 };
+                self.checkpoint_bytes = (checkpoint.snapshot.len() + checkpoint.output.len()) as u64;
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
                     Ok(()) => CommitEvent::Uploaded,
                     Err(e) => {
@@ -145,6 +153,11 @@ impl<'a> Committer<'a> {
                     return Err(AttemptError::Failed(format!("publishing at sink byte {at}: {e}")));
                 }
                 self.staged.drain(..len as usize);
+                let took = crate::ha::now_ms().saturating_sub(self.barrier_taken_ms);
+                self.metrics.last_checkpoint_duration_ms.store(took, Ordering::Relaxed);
+                self.metrics
+                    .last_checkpoint_bytes
+                    .store(self.checkpoint_bytes, Ordering::Relaxed);
                 self.metrics.checkpoints_committed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(job = %self.job, bytes = len, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))

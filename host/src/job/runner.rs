@@ -56,12 +56,13 @@ pub fn run(
     // would otherwise show nothing for a whole interval.
     let mut first_output = true;
     let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
+        let created_ms = crate::ha::now_ms();
         let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
         let barrier = Barrier {
             snapshot,
             source_offset: source.offset(),
             output: std::mem::take(staged),
-            created_ms: crate::ha::now_ms(),
+            created_ms,
         };
         Ok(barriers.blocking_send(barrier).is_ok())
     };
