@@ -62,13 +62,24 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE weir_leader_epoch gauge\nweir_leader_epoch {epoch}");
         let jobs = self.jobs.lock().expect("metrics lock");
         let per_job: [(&str, &str, &str, Counter); 5] = [
-            ("weir_checkpoints_committed_total", "counter", "Checkpoints committed.", |m| {
-                &m.checkpoints_committed
-            }),
-            ("weir_checkpoints_failed_total", "counter", "Checkpoints that failed.", |m| {
-                &m.checkpoints_failed
-            }),
-            ("weir_job_restarts_total", "counter", "Failed attempts restarted.", |m| &m.restarts),
+            (
+                "weir_checkpoints_committed_total",
+                "counter",
+                "Checkpoints committed.",
+                |m| &m.checkpoints_committed,
+            ),
+            (
+                "weir_checkpoints_failed_total",
+                "counter",
+                "Checkpoints that failed.",
+                |m| &m.checkpoints_failed,
+            ),
+            (
+                "weir_job_restarts_total",
+                "counter",
+                "Failed attempts restarted.",
+                |m| &m.restarts,
+            ),
             (
                 "weir_last_checkpoint_duration_ms",
                 "gauge",

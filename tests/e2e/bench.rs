@@ -281,7 +281,7 @@ fn checkpoint_commit() {
     ] {
         let name = format!("ballast-{bytes}");
         let config = format!("bytes={bytes}");
-        let memory_mib = (bytes * 6 >> 20) + 64;
+        let memory_mib = bytes * 6 / (1 << 20) + 64;
         cluster.deploy(
             "ballast",
             &name,
