@@ -447,9 +447,10 @@ fn no_interleaving_of_faults_loses_duplicates_or_lets_a_deposed_leader_write() {
     }
 }
 
-#[test]
-fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
-    let mut sim = Sim::new(1, 2);
+/// Two supervisors; node 0 leads in epoch 1, has run `0..5` through the
+/// job and uploaded a checkpoint of it: its next I/O is the pointer write.
+fn uploaded_before_the_pointer_write(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, 2);
     sim.world.latch = Some(0);
     sim.world.epoch = 1;
     sim.role_event(0, Event::Elected { epoch: 1 });
@@ -464,6 +465,12 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
     });
     attempt.pending.extend(actions);
     sim.io(0, IoFault::None);
+    sim
+}
+
+#[test]
+fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
+    let mut sim = uploaded_before_the_pointer_write(1);
     // Paused here, the session expires and node 1 takes over.
     sim.nodes[0].paused = true;
     sim.nodes[0].expired = true;
@@ -486,21 +493,7 @@ fn a_leader_deposed_between_upload_and_pointer_write_writes_nothing() {
 fn a_pointer_write_cut_off_with_its_connection_loses_and_repeats_nothing() {
     let mut outcomes = Vec::new();
     for seed in 0..16 {
-        let mut sim = Sim::new(seed, 2);
-        sim.world.latch = Some(0);
-        sim.world.epoch = 1;
-        sim.role_event(0, Event::Elected { epoch: 1 });
-        sim.io(0, IoFault::None);
-        let attempt = sim.nodes[0].attempt.as_mut().unwrap();
-        attempt.staged.extend(0..5);
-        attempt.source = 5;
-        attempt.barrier_source = 5;
-        let actions = attempt.commit.step(CommitEvent::Barrier {
-            output_len: 5,
-            created_ms: 0,
-        });
-        attempt.pending.extend(actions);
-        sim.io(0, IoFault::None);
+        let mut sim = uploaded_before_the_pointer_write(seed);
         // The pointer write goes out and the connection drops before its answer.
         sim.io(0, IoFault::Connection);
         outcomes.push(sim.world.accepted_writes.len());
