@@ -1,9 +1,10 @@
-//! ZooKeeper ensemble faults: one node down costs no failover; a lost quorum
-//! pauses the leader and loses nothing; a restarted ensemble recovers every job.
+//! ZooKeeper faults: one node down costs no failover; a lost quorum pauses
+//! the leader and loses nothing; a restarted ensemble recovers every job; a
+//! stalled server costs no restart.
 
 use std::time::Duration;
 
-use crate::harness::{assert_counter_sequence, read_lines, wait_for, wait_for_lines, Cluster, ZooKeeper};
+use crate::harness::{assert_counter_sequence, read_lines, send_signal, wait_for, wait_for_lines, Cluster, ZooKeeper};
 
 #[test]
 fn jobs_survive_node_quorum_and_ensemble_faults() {
@@ -55,4 +56,38 @@ fn jobs_survive_node_quorum_and_ensemble_faults() {
     let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
     assert_eq!(cluster.job("counter").unwrap()["state"], "RUNNING");
+}
+
+/// ZooKeeper stops answering for less than the session timeout, with a
+/// pointer write in flight (checkpoints every 200 ms). The leader pauses,
+/// keeps its lead and resumes; the interrupted attempt is not the job's
+/// fault, so it spends no restart: a job deployed with `--restart none`
+/// carries on.
+#[test]
+fn a_zookeeper_stall_shorter_than_the_session_spends_no_restart() {
+    let mut cluster = Cluster::with_session_timeout("4s");
+    let leader = cluster.start_supervisor();
+    let out = cluster.deploy("counter", "counter", &["--restart", "none"]);
+    let seen = wait_for_lines(&out, 0, 20);
+    let epoch = cluster.status()["leader"]["epoch"].clone();
+
+    send_signal(cluster.zk.pid(0), "STOP");
+    wait_for("the leader to pause its jobs", Duration::from_secs(10), || {
+        cluster.log_of(leader).contains("pausing every job").then_some(())
+    });
+    send_signal(cluster.zk.pid(0), "CONT");
+
+    let seen = wait_for_lines(&out, seen, 20);
+    assert_counter_sequence(&read_lines(&out)[..seen]);
+    let job = cluster.job("counter").unwrap();
+    assert_eq!(
+        (job["state"].as_str(), job["restarts"].as_u64()),
+        (Some("RUNNING"), Some(0)),
+        "{job}"
+    );
+    assert_eq!(
+        cluster.status()["leader"]["epoch"],
+        epoch,
+        "the stall caused a failover"
+    );
 }

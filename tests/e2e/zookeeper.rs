@@ -158,6 +158,11 @@ impl ZooKeeper {
         });
     }
 
+    /// The process id of node `n` (0-based), which must be running.
+    pub fn pid(&self, n: usize) -> u32 {
+        self.nodes[n].process.as_ref().expect("the node runs").id()
+    }
+
     /// Kills node `n` (0-based) with SIGKILL.
     pub fn kill(&mut self, n: usize) {
         self.nodes[n].kill();

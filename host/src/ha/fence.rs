@@ -35,6 +35,13 @@ pub enum FenceError {
 }
 
 impl FenceError {
+    /// Whether ZooKeeper failed to answer rather than refused: the write
+    /// may or may not have happened, and whether we still lead is unknown
+    /// until the session's state says.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, FenceError::Zk { source, .. } if unanswered(source))
+    }
+
     fn from_check(path: &str, err: CheckWriteError) -> Self {
         match err {
             CheckWriteError::CheckFailed { .. } => FenceError::Deposed,
@@ -53,6 +60,24 @@ impl FenceError {
             }
         }
     }
+}
+
+/// Whether a request failed because ZooKeeper did not answer it (the
+/// connection dropped or stalled, the session ended) rather than because
+/// it refused it: only the latter is worth reporting as the caller's fault.
+pub fn unanswered(error: &zkc::Error) -> bool {
+    matches!(
+        error,
+        zkc::Error::ConnectionLoss
+            | zkc::Error::Timeout
+            | zkc::Error::Throttled
+            | zkc::Error::NoHosts
+            | zkc::Error::SessionMoved
+            | zkc::Error::SessionExpired
+            | zkc::Error::ClientClosed
+            // The client's own "no response from connection in ..." errors.
+            | zkc::Error::Custom(_)
+    )
 }
 
 /// Write access to ZooKeeper for one leadership term. Cheap to clone.
@@ -166,5 +191,30 @@ impl Fence {
         let options = CreateMode::Persistent.with_acls(self.latch.acls());
         self.fenced(path, |w| w.add_create(path, data, &options)).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_write_zookeeper_left_unanswered_is_an_interruption() {
+        let zk = |source| FenceError::Zk {
+            path: "/p".into(),
+            source,
+        };
+        assert!(zk(zkc::Error::ConnectionLoss).is_unanswered());
+        assert!(zk(zkc::Error::Timeout).is_unanswered());
+        assert!(
+            !zk(zkc::Error::NoAuth).is_unanswered(),
+            "a refusal is the caller's fault"
+        );
+        assert!(!FenceError::Deposed.is_unanswered());
+        let conflict = FenceError::Conflict {
+            path: "/p".into(),
+            source: zkc::Error::BadVersion,
+        };
+        assert!(!conflict.is_unanswered());
     }
 }

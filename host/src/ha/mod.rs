@@ -15,7 +15,7 @@ mod latch;
 mod role;
 mod zk;
 
-pub use fence::now_ms;
+pub use fence::{now_ms, unanswered};
 pub use fence::{Fence, FenceError};
 pub use latch::{candidates, contend, Latch};
 pub use role::{step, Action, Event, Role};

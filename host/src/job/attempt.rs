@@ -21,6 +21,11 @@ use crate::storage::Storage;
 pub enum AttemptError {
     /// This supervisor no longer leads: stop, do not retry.
     Deposed,
+    /// ZooKeeper did not answer (connection lost, a request timed out), so
+    /// whether this supervisor still leads is unknown. Not the job's fault:
+    /// retry from the last checkpoint once ZooKeeper answers, and spend no
+    /// restart (Curator's SUSPENDED, not a failure).
+    Interrupted(String),
     /// Anything else: retry from the last checkpoint after a backoff.
     Failed(String),
 }
@@ -29,6 +34,7 @@ impl From<FenceError> for AttemptError {
     fn from(e: FenceError) -> Self {
         match e {
             FenceError::Deposed => AttemptError::Deposed,
+            e if e.is_unanswered() => AttemptError::Interrupted(e.to_string()),
             e => AttemptError::Failed(e.to_string()),
         }
     }
@@ -56,12 +62,14 @@ pub async fn run(
 ) -> Result<JobEnd, AttemptError> {
     let name = spec.name.as_str();
     let pointer_path = ctx.layout.job_checkpoint(name);
-    let (data, stat) = ctx
-        .fence
-        .client()
-        .get_data(&pointer_path)
-        .await
-        .map_err(|e| failed(format!("reading {pointer_path}: {e}")))?;
+    let (data, stat) = ctx.fence.client().get_data(&pointer_path).await.map_err(|e| {
+        let error = format!("reading {pointer_path}: {e}");
+        if crate::ha::unanswered(&e) {
+            AttemptError::Interrupted(error)
+        } else {
+            AttemptError::Failed(error)
+        }
+    })?;
     let pointer = Pointer::decode(&data).map_err(failed)?;
     let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
     let restored = restore_point(&checkpoints, &pointer, name).await?;

@@ -1,8 +1,9 @@
 //! Running one job on the leader: attempts that restore from the latest
 //! readable checkpoint, a batch loop that takes barriers between batches, and
 //! a committer that makes each barrier a checkpoint (storage, then the fenced
-//! pointer, then the sink). A failed attempt restarts with a backoff; it
-//! never affects another job.
+//! pointer, then the sink). A failed attempt restarts with a backoff; one
+//! that ZooKeeper left unanswered resumes once it answers, spending no
+//! restart. Neither ever affects another job.
 
 mod attempt;
 mod committer;
@@ -95,6 +96,11 @@ impl LeaderContext {
 /// an exponential backoff).
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
+/// How long a job interrupted by ZooKeeper waits before it tries again (then
+/// also until the leader resumes its jobs): long enough not to hammer a
+/// server that answers nothing, short next to a session timeout.
+const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
+
 /// Starts a job's task; it runs attempts until told to stop, deposed, or
 /// its restart strategy gives up.
 pub fn spawn(
@@ -118,6 +124,17 @@ async fn supervise(
         let error = match attempt::run(&ctx, &spec, restarts, control.clone()).await {
             Ok(end) => return end,
             Err(attempt::AttemptError::Deposed) => return JobEnd::Deposed,
+            Err(attempt::AttemptError::Interrupted(error)) => {
+                tracing::warn!(
+                    job = %spec.name,
+                    "attempt interrupted, ZooKeeper did not answer: {error}; resuming from the last \
+                     checkpoint once it does (no restart counted)"
+                );
+                if !sleep_unless_stopped(INTERRUPTED_RETRY, &mut control).await || !resumed(&mut control).await {
+                    return JobEnd::Stopped;
+                }
+                continue;
+            }
             Err(attempt::AttemptError::Failed(error)) => error,
         };
         streak = if started.elapsed() >= HEALTHY_RUN {
@@ -147,17 +164,33 @@ async fn supervise(
         {
             return JobEnd::Deposed;
         }
-        let wake = tokio::time::sleep(delay);
-        tokio::pin!(wake);
-        loop {
-            tokio::select! {
-                _ = &mut wake => break,
-                changed = control.changed() => {
-                    if changed.is_err() || matches!(*control.borrow(), Control::Stop | Control::Finish) {
-                        return JobEnd::Stopped;
-                    }
+        if !sleep_unless_stopped(delay, &mut control).await {
+            return JobEnd::Stopped;
+        }
+    }
+}
+
+/// Sleeps for `delay`; false if the job is told to stop or finish first.
+async fn sleep_unless_stopped(delay: Duration, control: &mut watch::Receiver<Control>) -> bool {
+    let wake = tokio::time::sleep(delay);
+    tokio::pin!(wake);
+    loop {
+        tokio::select! {
+            _ = &mut wake => return true,
+            changed = control.changed() => {
+                if changed.is_err() || matches!(*control.borrow(), Control::Stop | Control::Finish) {
+                    return false;
                 }
             }
         }
     }
+}
+
+/// Waits while the leader holds its jobs still (it does while cut off from
+/// ZooKeeper); true once they may run again, false if told to stop instead.
+async fn resumed(control: &mut watch::Receiver<Control>) -> bool {
+    matches!(
+        control.wait_for(|c| *c != Control::Pause).await.map(|c| *c),
+        Ok(Control::Run)
+    )
 }
