@@ -131,7 +131,7 @@ impl Emitter {
 
     /// Queues an event for the job's sink (a text is copied into the batch).
     /// Never inlined: a job's per-event loop runs fastest with only a call
-    /// here (the counter: 733 M events/s with the call, 153 M with it inlined).
+    /// here (the counter: about 730 M events/s with the call, 153 M inlined).
     #[inline(never)]
     pub fn emit(&mut self, event: Event<'_>) {
         match (&mut self.packed, event) {
@@ -229,7 +229,7 @@ pub mod glue {
     /// Feeds numbers to the job from fixed 16-element arrays, which LLVM
     /// unrolls with constant offsets: wasmtime's compiler then keeps the
     /// job's state in registers and checks the CPU deadline once per 16
-    /// events, not once per event (the counter: 396 M -> 741 M events/s;
+    /// events, not once per event (the counter: 396 M -> about 730 M events/s;
     /// 16-element slices without the array type got 650 M).
     fn process_ints<J: Job>(job: &mut J, ints: &[i64], out: &mut Emitter) {
         let (chunks, rest) = ints.as_chunks::<16>();

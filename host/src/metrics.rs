@@ -18,14 +18,15 @@ pub struct JobMetrics {
     /// Failed attempts that were restarted.
     pub restarts: AtomicU64,
     /// How long the newest committed checkpoint took, from its barrier to
-    /// its output published (Flink's `lastCheckpointDuration`).
+    /// its output published, queueing behind the previous one included
+    /// (Flink's `lastCheckpointDuration`); 0 until the first commits.
     pub last_checkpoint_duration_ms: AtomicU64,
     /// Bytes the newest committed checkpoint wrote: snapshot and output.
     pub last_checkpoint_bytes: AtomicU64,
 }
 
 /// Picks one counter or gauge out of a job's metrics.
-type Counter = fn(&JobMetrics) -> &AtomicU64;
+type Metric = fn(&JobMetrics) -> &AtomicU64;
 
 /// Every counter of this supervisor.
 #[derive(Debug, Default)]
@@ -61,7 +62,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE weir_leader_epoch gauge\nweir_leader_epoch {epoch}");
         let jobs = self.jobs.lock().expect("metrics lock");
-        let per_job: [(&str, &str, &str, Counter); 5] = [
+        let per_job: [(&str, &str, &str, Metric); 5] = [
             (
                 "weir_checkpoints_committed_total",
                 "counter",
@@ -93,13 +94,13 @@ impl Metrics {
                 |m| &m.last_checkpoint_bytes,
             ),
         ];
-        for (name, kind, help, counter) in per_job {
+        for (name, kind, help, metric) in per_job {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (job, metrics) in jobs.iter() {
                 let _ = writeln!(
                     out,
                     "{name}{{job=\"{job}\"}} {}",
-                    counter(metrics).load(Ordering::Relaxed)
+                    metric(metrics).load(Ordering::Relaxed)
                 );
             }
         }

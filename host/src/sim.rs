@@ -108,8 +108,8 @@ enum IoFault {
     /// The storage dir refuses the write.
     Storage,
     /// The connection to ZooKeeper drops during the step. A pointer write
-    /// then comes back as ConnectionLoss whether or not ZooKeeper applied
-    /// it: the writer cannot tell which.
+    /// then fails whether or not ZooKeeper applied it (the writer cannot
+    /// tell which), and a recovery's fenced check goes unconfirmed.
     Connection,
 }
 
@@ -197,12 +197,13 @@ impl Sim {
 
     /// Node `n` cuts the sink back to its restored checkpoint, once it has
     /// confirmed (fenced) that it still leads and the pointer has not moved.
-    fn recover(&mut self, n: usize) {
+    fn recover(&mut self, n: usize, cut_off: bool) {
         let node = &mut self.nodes[n];
         let Some(recovery) = node.attempt.as_mut().and_then(|a| a.recovery.take()) else {
             return;
         };
-        let confirmed = !node.disconnected && self.world.latch == Some(n) && self.world.version == recovery.version;
+        let confirmed =
+            !cut_off && !node.disconnected && self.world.latch == Some(n) && self.world.version == recovery.version;
         if !confirmed {
             node.attempt = None;
             if self.world.latch != Some(n) {
@@ -226,11 +227,29 @@ impl Sim {
             && self.nodes[n].attempt.as_ref().is_some_and(|a| a.recovery.is_none())
     }
 
-    /// Carries out node `n`'s next commit action against the world.
+    /// Node `n`'s next I/O: its pending recovery, else its next commit
+    /// action, carried out against the world with `fault` injected.
     fn io(&mut self, n: usize, fault: IoFault) {
+        // The connection drops during this step: a ZooKeeper request in it goes unanswered.
+        let cut_off = fault == IoFault::Connection && !self.nodes[n].disconnected;
         if self.nodes[n].attempt.as_ref().is_some_and(|a| a.recovery.is_some()) {
-            return self.recover(n);
+            self.recover(n, cut_off);
+        } else {
+            self.commit_io(n, fault == IoFault::Storage, cut_off);
         }
+        if cut_off {
+            self.drop_connection(n);
+        }
+    }
+
+    /// The connection of node `n` to ZooKeeper drops; its client says so.
+    fn drop_connection(&mut self, n: usize) {
+        self.nodes[n].disconnected = true;
+        self.role_event(n, Event::ConnectionLost);
+    }
+
+    /// Carries out node `n`'s next commit action against the world.
+    fn commit_io(&mut self, n: usize, storage_fails: bool, cut_off: bool) {
         let node = &mut self.nodes[n];
         let Some(attempt) = node.attempt.as_mut() else { return };
         let Some(action) = attempt.pending.pop_front() else {
@@ -243,7 +262,7 @@ impl Sim {
                 output_len,
             } => {
                 let key = (checkpoint.id, checkpoint.epoch);
-                if fault == IoFault::Storage || self.world.storage.contains_key(&key) {
+                if storage_fails || self.world.storage.contains_key(&key) {
                     Some(CommitEvent::UploadFailed)
                 } else {
                     let output = attempt.staged[..output_len as usize].to_vec();
@@ -262,21 +281,15 @@ impl Sim {
             } => {
                 // A fenced multi-op: our latch node must exist, and the version match.
                 let fenced = node.disconnected || self.world.latch != Some(n) || self.world.version != expected_version;
-                let lost = fault == IoFault::Connection;
-                // A write cut off by the connection may still have reached ZooKeeper.
-                let applied = !fenced && (!lost || self.rng.bool());
+                // A write cut off with the connection may still have reached
+                // ZooKeeper; either way the writer hears only that it failed.
+                let applied = !fenced && (!cut_off || self.rng.bool());
                 if applied {
                     self.world.pointer = pointer;
                     self.world.version += 1;
                     self.world.accepted_writes.push(n);
                 }
-                if lost && !node.disconnected {
-                    node.disconnected = true;
-                    let actions = attempt.commit.step(CommitEvent::PointerRefused);
-                    attempt.pending.extend(actions);
-                    return self.role_event(n, Event::ConnectionLost);
-                }
-                if applied {
+                if applied && !cut_off {
                     Some(CommitEvent::PointerWritten {
                         version: self.world.version,
                     })
@@ -364,10 +377,7 @@ impl Sim {
             }
             // Faults.
             6 => self.nodes[n].paused = !paused,
-            7 if !disconnected => {
-                self.nodes[n].disconnected = true;
-                self.role_event(n, Event::ConnectionLost);
-            }
+            7 if !disconnected => self.drop_connection(n),
             7 => {
                 self.nodes[n].disconnected = false;
                 if expired {

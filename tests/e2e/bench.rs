@@ -260,12 +260,13 @@ fn density() {
 }
 
 /// Checkpoint cost in a running supervisor, by state size: barrier to
-/// output published, which is the snapshot, the upload to a `file://`
-/// storage dir, the fenced pointer write to ZooKeeper and the sink's publish.
+/// output published, which is the snapshot, any wait behind the previous
+/// checkpoint, the upload to a `file://` storage dir, the fenced pointer
+/// write to ZooKeeper and the sink's publish.
 #[test]
 #[ignore = "a benchmark: run it with scripts/bench"]
 fn checkpoint_commit() {
-    let samples = env_u64("WEIR_BENCH_ROUNDS", 20).min(5) as usize;
+    let samples = env_u64("WEIR_BENCH_ROUNDS", 20).clamp(1, 5) as usize;
     let mut cluster = Cluster::new();
     let pid = cluster.start_supervisor();
     println!("\n### Checkpoint commit in a supervisor\n");

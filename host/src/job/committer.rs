@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -42,9 +43,10 @@ pub struct Committer<'a> {
     staged: Vec<u8>,
     /// The snapshot and source offset of the barrier being committed.
     barrier: Option<(Bytes, u64)>,
-    /// When the barrier being committed was taken (ms since the Unix
-    /// epoch), and the bytes its checkpoint writes: metrics once it commits.
-    barrier_taken_ms: u64,
+    /// When the barrier being committed was taken: its duration is a metric
+    /// once it commits (queueing behind the previous checkpoint included).
+    barrier_taken: Instant,
+    /// Bytes the checkpoint being committed writes, another metric.
     checkpoint_bytes: u64,
     sink: Box<dyn Sink>,
     /// How long one checkpoint may take to reach the storage dir.
@@ -71,7 +73,7 @@ impl<'a> Committer<'a> {
             state: CommitState::resume(ctx.fence.epoch(), pointer.pointer, pointer.version, position),
             staged: Vec::new(),
             barrier: None,
-            barrier_taken_ms: 0,
+            barrier_taken: Instant::now(),
             checkpoint_bytes: 0,
             sink,
             upload_deadline: upload_deadline(spec.checkpoint_interval),
@@ -84,7 +86,7 @@ impl<'a> Committer<'a> {
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
         self.barrier = Some((Bytes::from(barrier.snapshot), barrier.source_offset));
-        self.barrier_taken_ms = barrier.created_ms;
+        self.barrier_taken = barrier.taken;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
             output_len: barrier.output.len() as u64,
             created_ms: barrier.created_ms,
@@ -153,7 +155,7 @@ impl<'a> Committer<'a> {
                     return Err(AttemptError::Failed(format!("publishing at sink byte {at}: {e}")));
                 }
                 self.staged.drain(..len as usize);
-                let took = crate::ha::now_ms().saturating_sub(self.barrier_taken_ms);
+                let took = self.barrier_taken.elapsed().as_millis() as u64;
                 self.metrics.last_checkpoint_duration_ms.store(took, Ordering::Relaxed);
                 self.metrics
                     .last_checkpoint_bytes

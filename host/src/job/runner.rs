@@ -25,8 +25,11 @@ pub struct Barrier {
     pub source_offset: u64,
     /// Sink lines produced since the previous barrier.
     pub output: Vec<u8>,
-    /// When the barrier was taken (ms since the Unix epoch).
+    /// When the barrier was taken (ms since the Unix epoch), as the
+    /// checkpoint records it.
     pub created_ms: u64,
+    /// The same moment on the monotonic clock, for measuring the commit.
+    pub taken: Instant,
 }
 
 /// How the loop ended when it did not fail.
@@ -56,13 +59,14 @@ pub fn run(
     // would otherwise show nothing for a whole interval.
     let mut first_output = true;
     let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
-        let created_ms = crate::ha::now_ms();
+        let (created_ms, taken) = (crate::ha::now_ms(), Instant::now());
         let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
         let barrier = Barrier {
             snapshot,
             source_offset: source.offset(),
             output: std::mem::take(staged),
             created_ms,
+            taken,
         };
         Ok(barriers.blocking_send(barrier).is_ok())
     };
