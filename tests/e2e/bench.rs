@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::{read_lines, wait_for, Cluster};
+use crate::harness::{metric_in, read_lines, wait_for, Cluster};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -302,11 +302,14 @@ fn checkpoint_commit() {
         let mut durations = Vec::new();
         let mut seen = 0.0;
         while durations.len() < samples {
-            seen = wait_for("the next checkpoint", Duration::from_secs(60), || {
-                let now = cluster.metric(pid, &committed)?;
-                (now > seen).then_some(now)
+            // Both from one scrape, so the duration is that commit's.
+            let (now, took) = wait_for("the next checkpoint", Duration::from_secs(60), || {
+                let text = cluster.metrics(pid);
+                let now = metric_in(&text, &committed)?;
+                (now > seen).then(|| (now, metric_in(&text, &duration).expect("the duration gauge")))
             });
-            durations.push(cluster.metric(pid, &duration).expect("the duration gauge"));
+            seen = now;
+            durations.push(took);
         }
         cluster.weir_ok(&["cancel", &name]);
         let (median, min, max) = spread(&durations);

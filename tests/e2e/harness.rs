@@ -271,9 +271,7 @@ impl Cluster {
 
     /// One value from a supervisor's `/metrics`, e.g. `weir_leader`.
     pub fn metric(&self, pid: u32, series: &str) -> Option<f64> {
-        let text = self.metrics(pid);
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        metric_in(&self.metrics(pid), series)
     }
 
     /// One supervisor's log.
@@ -323,6 +321,12 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// One value from a `/metrics` text, for reading several from one scrape.
+pub fn metric_in(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Sends a signal (`KILL`, `STOP`, `CONT`, `TERM`) to any process.

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::committer::{Committer, PointerAt};
 use super::runner::{self, Barrier, RunEnd};
-use super::{Control, JobEnd, LeaderContext};
+use super::{stop_requested, Control, JobEnd, LeaderContext};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Pointer};
 use crate::connectors::{open_sink, open_source};
 use crate::ha::FenceError;
@@ -30,12 +30,23 @@ pub enum AttemptError {
     Failed(String),
 }
 
+impl AttemptError {
+    /// A failed ZooKeeper request: an interruption if ZooKeeper left it
+    /// unanswered, the job's failure if it refused it.
+    fn zookeeper(error: String, unanswered: bool) -> Self {
+        if unanswered {
+            AttemptError::Interrupted(error)
+        } else {
+            AttemptError::Failed(error)
+        }
+    }
+}
+
 impl From<FenceError> for AttemptError {
     fn from(e: FenceError) -> Self {
         match e {
             FenceError::Deposed => AttemptError::Deposed,
-            e if e.is_unanswered() => AttemptError::Interrupted(e.to_string()),
-            e => AttemptError::Failed(e.to_string()),
+            e => AttemptError::zookeeper(e.to_string(), e.is_unanswered()),
         }
     }
 }
@@ -62,14 +73,12 @@ pub async fn run(
 ) -> Result<JobEnd, AttemptError> {
     let name = spec.name.as_str();
     let pointer_path = ctx.layout.job_checkpoint(name);
-    let (data, stat) = ctx.fence.client().get_data(&pointer_path).await.map_err(|e| {
-        let error = format!("reading {pointer_path}: {e}");
-        if crate::ha::unanswered(&e) {
-            AttemptError::Interrupted(error)
-        } else {
-            AttemptError::Failed(error)
-        }
-    })?;
+    let (data, stat) = ctx
+        .fence
+        .client()
+        .get_data(&pointer_path)
+        .await
+        .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}: {e}"), crate::ha::unanswered(&e)))?;
     let pointer = Pointer::decode(&data).map_err(failed)?;
     let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
     let restored = restore_point(&checkpoints, &pointer, name).await?;
@@ -172,14 +181,6 @@ pub async fn run(
         Ok(RunEnd::Finished) => Ok(JobEnd::Finished),
         Err(e) => Err(AttemptError::Failed(e)),
     }
-}
-
-/// Returns once the job is asked to stop or finish (or its handle is gone).
-async fn stop_requested(control: &mut watch::Receiver<Control>) {
-    let _ = control
-        .wait_for(|c| matches!(c, Control::Stop | Control::Finish))
-        .await
-        .map(|_| ());
 }
 
 /// The newest retained checkpoint that reads back whole, warning about each

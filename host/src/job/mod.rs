@@ -170,19 +170,19 @@ async fn supervise(
     }
 }
 
+/// Returns once the job is asked to stop or finish (or its handle is gone).
+async fn stop_requested(control: &mut watch::Receiver<Control>) {
+    let _ = control
+        .wait_for(|c| matches!(c, Control::Stop | Control::Finish))
+        .await
+        .map(|_| ());
+}
+
 /// Sleeps for `delay`; false if the job is told to stop or finish first.
 async fn sleep_unless_stopped(delay: Duration, control: &mut watch::Receiver<Control>) -> bool {
-    let wake = tokio::time::sleep(delay);
-    tokio::pin!(wake);
-    loop {
-        tokio::select! {
-            _ = &mut wake => return true,
-            changed = control.changed() => {
-                if changed.is_err() || matches!(*control.borrow(), Control::Stop | Control::Finish) {
-                    return false;
-                }
-            }
-        }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = stop_requested(control) => false,
     }
 }
 
