@@ -7,7 +7,9 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod connectors;
+pub mod coord;
 pub mod ha;
 pub mod http;
 pub mod job;

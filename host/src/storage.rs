@@ -53,6 +53,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Largest input hashed on the calling thread (about half a millisecond);
+/// anything larger is hashed on a blocking thread, since a 256 MiB snapshot
+/// takes a second and an async thread must never stall that long.
+const INLINE_HASH_BYTES: usize = 256 << 10;
+
+/// [`sha256_hex`], off the async threads when `bytes` is large.
+pub async fn sha256_hex_of(bytes: Bytes) -> String {
+    if bytes.len() <= INLINE_HASH_BYTES {
+        return sha256_hex(&bytes);
+    }
+    let hashed = bytes.clone();
+    match tokio::task::spawn_blocking(move || sha256_hex(&hashed)).await {
+        Ok(digest) => digest,
+        // The runtime is shutting down: hash here rather than give a wrong digest.
+        Err(_) => sha256_hex(&bytes),
+    }
+}
+
 /// How long an S3 request is retried before its error surfaces. Short,
 /// because every caller has a deadline of its own (a checkpoint's upload, a
 /// CLI command) and an operator waiting on a wrong endpoint wants the answer.
@@ -266,7 +284,7 @@ impl Storage {
         }
         if let Some(root) = &self.local_root {
             // Best effort: a directory that is not empty (or already gone) stays as it is.
-            let _ = std::fs::remove_dir(root.join(prefix));
+            let _ = tokio::fs::remove_dir(root.join(prefix)).await;
         }
         Ok(())
     }

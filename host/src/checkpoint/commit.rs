@@ -115,9 +115,9 @@ pub struct CommitState {
 
 impl CommitState {
     /// The state of a leader in `epoch` resuming after `pointer` (read at
-    /// znode `version`), whose sink holds `published` bytes.
-    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: u64) -> CommitState {
-        let next_id = pointer.latest().map_or(1, |c| c.id + 1);
+    /// znode `version`), whose sink holds `published` bytes, numbering its
+    /// checkpoints from `next_id` on.
+    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: u64, next_id: u64) -> CommitState {
         CommitState {
             epoch,
             next_id,
@@ -373,7 +373,7 @@ mod tests {
             runs
         }
         walk(
-            &CommitState::resume(EPOCH, Pointer::default(), 0, 0),
+            &CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1),
             &World::default(),
             depth,
         )
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_clean_run_publishes_everything_and_keeps_the_newest_three() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0);
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1);
         let mut world = World::default();
         for _ in 0..5 {
             for event in [EVENTS[0], EVENTS[1], EVENTS[3], EVENTS[5]] {
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_failed_upload_carries_its_output_into_the_next_checkpoint() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0);
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1);
         let barrier = CommitEvent::Barrier {
             output_len: 4,
             created_ms: 1,
@@ -426,7 +426,7 @@ mod tests {
             created_ms: 0,
         };
         let pointer = Pointer { retained: vec![latest] };
-        let mut state = CommitState::resume(EPOCH, pointer, 7, 100);
+        let mut state = CommitState::resume(EPOCH, pointer, 7, 100, 42);
         let actions = state.step(EVENTS[0]);
         assert!(
             matches!(actions[..], [CommitAction::Upload { sink_offset: 100, checkpoint, .. }] if checkpoint.id == 42),

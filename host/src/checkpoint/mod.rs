@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{sha256_hex, Storage, StorageError};
+use crate::storage::{sha256_hex_of, Storage, StorageError};
 
 /// How long a checkpoint may take to reach the storage dir, for a given
 /// interval: ten intervals, and never less than ten seconds.
@@ -60,6 +60,21 @@ impl Pointer {
     /// The newest committed checkpoint.
     pub fn latest(&self) -> Option<CheckpointRef> {
         self.retained.first().copied()
+    }
+
+    /// The pointer for an attempt restored from `retained[index]`: the
+    /// newer checkpoints it skipped (unreadable) are dropped, so no later
+    /// restore can pick one whose output the restored attempt has cut off
+    /// the sink.
+    pub fn restored_from(&self, index: usize) -> Pointer {
+        Pointer {
+            retained: self.retained.get(index..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// The id of the checkpoint after every one this pointer has named.
+    pub fn next_id(&self) -> u64 {
+        self.latest().map_or(1, |c| c.id + 1)
     }
 
     /// The pointer after committing `newest`, and the checkpoints it drops.
@@ -113,7 +128,8 @@ pub enum CheckpointError {
         /// The object.
         path: String,
     },
-    /// An object is unreadable or its checksum does not match.
+    /// An object is missing, unreadable or its checksum does not match:
+    /// reading it again will not help.
     #[error("{what} is corrupt: {reason}")]
     Corrupt {
         /// The object.
@@ -208,7 +224,7 @@ impl CheckpointStore {
 
     async fn read_verified(&self, path: &str, sha256: &str) -> Result<Bytes, CheckpointError> {
         let bytes = self.storage.get(path).await?;
-        let actual = sha256_hex(&bytes);
+        let actual = sha256_hex_of(bytes.clone()).await;
         if actual != sha256 {
             return Err(CheckpointError::Corrupt {
                 what: path.to_string(),
@@ -227,6 +243,7 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sha256_hex;
 
     fn cref(id: u64) -> CheckpointRef {
         CheckpointRef {

@@ -7,7 +7,8 @@ use clap::Args;
 use zookeeper_client as zkc;
 
 use super::ClusterArgs;
-use crate::ha::{candidates, hint};
+use crate::coord::zookeeper::hint;
+use crate::ha::candidates;
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@ use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
 use super::{ClusterArgs, StorageArgs, STORAGE_FIX};
-use crate::ha::{hint, now_ms};
+use crate::clock::now_ms;
+use crate::coord::zookeeper::hint;
 use crate::runtime::Runtime;
 use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus,

@@ -6,7 +6,9 @@ use zookeeper_client::Client;
 
 use super::{age, print_table, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
-use crate::ha::{hint, now_ms, Layout};
+use crate::clock::now_ms;
+use crate::coord::zookeeper::hint;
+use crate::ha::Layout;
 use crate::spec::{Cidr, Desired, DirGrant, JobSpec, JobState, JobStatus};
 
 #[derive(Debug, Args)]

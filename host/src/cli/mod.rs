@@ -6,12 +6,17 @@ mod deploy;
 mod jobs;
 mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::ha::{self, Layout, SupervisorInfo, ZkSettings};
+use crate::coord::zookeeper::{self, ZkSettings, ZooKeeper};
+use crate::ha::{Layout, SupervisorInfo};
+use crate::job::WasmExecutor;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 use crate::storage::Storage;
 use crate::supervisor::{self, SupervisorSettings};
 
@@ -84,7 +89,7 @@ impl ClusterArgs {
 
     /// Opens a session for a one-shot command.
     async fn connect(&self) -> anyhow::Result<zookeeper_client::Client> {
-        Ok(ha::connect(&self.zk(), self.connect_timeout).await?)
+        Ok(zookeeper::connect(&self.zk(), self.connect_timeout, "--connect-timeout").await?)
     }
 }
 
@@ -143,19 +148,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 id: args.id.unwrap_or_else(|| format!("{host}-{pid}")),
                 pid,
                 host,
-                started_ms: ha::now_ms(),
+                started_ms: crate::clock::now_ms(),
                 address: Some(http.local_addr()?.to_string()),
             };
+            let layout = args.cluster.layout()?;
             let storage = args.storage.open().context(STORAGE_FIX)?;
             storage.probe().await.context(STORAGE_FIX)?;
+            let metrics = Arc::new(Metrics::default());
+            tokio::spawn(crate::http::serve(http, metrics.clone()));
             let settings = SupervisorSettings {
-                zk: args.cluster.zk(),
-                layout: args.cluster.layout()?,
+                connector: Arc::new(ZooKeeper::new(args.cluster.zk())),
+                layout,
+                executor: Arc::new(WasmExecutor::new(storage.clone(), Runtime::new()?)),
                 storage,
                 info,
-                http,
+                metrics,
             };
-            supervisor::run(settings).await
+            supervisor::run(settings, supervisor::shutdown_signal()).await
         }
         Command::Deploy(args) => deploy::run(*args).await,
         Command::Jobs(args) => jobs::run(args).await,

@@ -2,30 +2,37 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use bytes::Bytes;
 
 use crate::runtime::{texts, Batch, Event};
 use crate::spec::SinkSpec;
 
-/// Publishes committed output.
+/// Publishes committed output. Every method may block on a disk or the
+/// network, so implementations do their I/O off the async threads.
+#[async_trait::async_trait]
 pub trait Sink: Send {
     /// Where the next output goes on a fresh start (no checkpoint yet).
-    fn initial_position(&self) -> io::Result<u64>;
+    async fn initial_position(&mut self) -> io::Result<u64>;
 
     /// Publishes one committed checkpoint's `output` at `position`. Doing it
     /// twice with the same arguments leaves the same result.
-    fn publish(&mut self, position: u64, output: &[u8]) -> io::Result<()>;
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()>;
 
     /// After a restore: publishes the restored checkpoint's output and drops
     /// anything after it, which belonged to no committed checkpoint.
-    fn recover(&mut self, position: u64, output: &[u8]) -> io::Result<()>;
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()>;
 }
 
 /// Opens the sink a spec names.
 pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
     match spec {
         SinkSpec::Stdout => Box::new(Stdout),
-        SinkSpec::File { path } => Box::new(FileSink { path: path.clone() }),
+        SinkSpec::File { path } => Box::new(FileSink {
+            path: path.clone(),
+            identity: None,
+        }),
     }
 }
 
@@ -56,62 +63,115 @@ fn encode_text(text: &[u8], out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// Runs blocking sink I/O on tokio's blocking pool.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("sink I/O did not finish: {e}"))))
+}
+
 /// The supervisor's standard output: at-least-once (a restored checkpoint's
 /// output is printed again).
 struct Stdout;
 
+#[async_trait::async_trait]
 impl Sink for Stdout {
-    fn initial_position(&self) -> io::Result<u64> {
+    async fn initial_position(&mut self) -> io::Result<u64> {
         Ok(0)
     }
 
-    fn publish(&mut self, _position: u64, output: &[u8]) -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        out.write_all(output)?;
-        out.flush()
+    async fn publish(&mut self, _position: u64, output: Bytes) -> io::Result<()> {
+        // A reader that does not keep up (a full pipe) blocks the write.
+        off_thread(move || {
+            let mut out = io::stdout().lock();
+            out.write_all(&output)?;
+            out.flush()
+        })
+        .await
     }
 
-    fn recover(&mut self, position: u64, output: &[u8]) -> io::Result<()> {
-        self.publish(position, output)
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.publish(position, output).await
     }
 }
 
 /// A file that only ever holds output of committed checkpoints, each event once.
 struct FileSink {
     path: String,
+    /// Device and inode of the file this sink first wrote: a path that
+    /// names another file later was moved or replaced under the job.
+    identity: Option<(u64, u64)>,
 }
 
 impl FileSink {
-    fn open(&self) -> io::Result<File> {
-        OpenOptions::new()
+    /// Opens the file for a write at `position`, refusing one that was
+    /// replaced since this sink first opened it, or that holds fewer bytes
+    /// than were published before `position` (it was truncated): writing
+    /// there would pad it with NUL bytes.
+    fn open_at(path: &str, identity: Option<(u64, u64)>, position: u64) -> io::Result<(File, (u64, u64))> {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("file sink {path}: {e}"));
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&self.path)
-            .map_err(|e| io::Error::new(e.kind(), format!("file sink {}: {e}", self.path)))
+            .open(path)
+            .map_err(named)?;
+        let meta = file.metadata().map_err(named)?;
+        let found = (meta.dev(), meta.ino());
+        if identity.is_some_and(|expected| expected != found) {
+            return Err(io::Error::other(format!(
+                "file sink {path} was moved or replaced while the job ran; weir writes only the file it \
+                 started: put the file back, or cancel the job and deploy it again to start a new file"
+            )));
+        }
+        if meta.len() < position {
+            return Err(io::Error::other(format!(
+                "file sink {path} holds {} bytes but {position} were published to it: it was truncated \
+                 while the job ran; restore the file, or cancel the job and deploy it again to start a new file",
+                meta.len()
+            )));
+        }
+        Ok((file, found))
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for FileSink {
-    fn initial_position(&self) -> io::Result<u64> {
-        match std::fs::metadata(&self.path) {
+    async fn initial_position(&mut self) -> io::Result<u64> {
+        let path = self.path.clone();
+        off_thread(move || match std::fs::metadata(&path) {
             Ok(meta) => Ok(meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io::Error::new(e.kind(), format!("file sink {}: {e}", self.path))),
-        }
+            Err(e) => Err(io::Error::new(e.kind(), format!("file sink {path}: {e}"))),
+        })
+        .await
     }
 
-    fn publish(&mut self, position: u64, output: &[u8]) -> io::Result<()> {
-        let file = self.open()?;
-        file.write_all_at(output, position)?;
-        file.sync_data()
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        let (path, identity) = (self.path.clone(), self.identity);
+        let found = off_thread(move || {
+            let (file, found) = FileSink::open_at(&path, identity, position)?;
+            file.write_all_at(&output, position)?;
+            file.sync_data()?;
+            Ok(found)
+        })
+        .await?;
+        self.identity = Some(found);
+        Ok(())
     }
 
-    fn recover(&mut self, position: u64, output: &[u8]) -> io::Result<()> {
-        let file = self.open()?;
-        file.write_all_at(output, position)?;
-        file.set_len(position + output.len() as u64)?;
-        file.sync_data()
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        let (path, identity) = (self.path.clone(), self.identity);
+        let found = off_thread(move || {
+            let (file, found) = FileSink::open_at(&path, identity, position)?;
+            file.write_all_at(&output, position)?;
+            file.set_len(position + output.len() as u64)?;
+            file.sync_data()?;
+            Ok(found)
+        })
+        .await?;
+        self.identity = Some(found);
+        Ok(())
     }
 }
 
@@ -145,20 +205,47 @@ mod tests {
         assert_eq!(out, b"1\n-2\n");
     }
 
-    #[test]
-    fn file_sink_publishing_is_idempotent_and_recovery_truncates() {
+    fn file_sink(path: &std::path::Path) -> Box<dyn Sink> {
+        open_sink(&SinkSpec::File {
+            path: path.display().to_string(),
+        })
+    }
+
+    #[tokio::test]
+    async fn file_sink_publishing_is_idempotent_and_recovery_truncates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let mut sink = open_sink(&SinkSpec::File {
-            path: path.display().to_string(),
-        });
-        assert_eq!(sink.initial_position().unwrap(), 0);
-        sink.publish(0, b"1\n2\n").unwrap();
-        sink.publish(4, b"3\n").unwrap();
-        sink.publish(0, b"1\n2\n").unwrap();
+        let mut sink = file_sink(&path);
+        let bytes = Bytes::from_static;
+        assert_eq!(sink.initial_position().await.unwrap(), 0);
+        sink.publish(0, bytes(b"1\n2\n")).await.unwrap();
+        sink.publish(4, bytes(b"3\n")).await.unwrap();
+        sink.publish(0, bytes(b"1\n2\n")).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"1\n2\n3\n");
-        sink.recover(2, b"2\n").unwrap();
+        sink.recover(2, bytes(b"2\n")).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"1\n2\n");
-        assert_eq!(sink.initial_position().unwrap(), 4);
+        assert_eq!(sink.initial_position().await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_file_sink_truncated_or_replaced_under_the_job_is_refused_not_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut sink = file_sink(&path);
+        sink.publish(0, Bytes::from_static(b"1\n2\n")).await.unwrap();
+
+        std::fs::write(&path, b"").unwrap();
+        let err = sink.publish(4, Bytes::from_static(b"3\n")).await.unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"", "no NUL padding");
+        let err = sink.recover(4, Bytes::from_static(b"3\n")).await.unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+
+        std::fs::write(&path, b"1\n2\n").unwrap();
+        std::fs::rename(&path, dir.path().join("out.1")).unwrap();
+        std::fs::write(&path, b"1\n2\n").unwrap();
+        let err = sink.publish(4, Bytes::from_static(b"3\n")).await.unwrap_err();
+        assert!(err.to_string().contains("moved or replaced"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"1\n2\n");
     }
 }

@@ -13,13 +13,10 @@
 mod fence;
 mod latch;
 mod role;
-mod zk;
 
-pub use fence::{now_ms, unanswered};
-pub use fence::{Fence, FenceError};
-pub use latch::{candidates, contend, Latch};
+pub use fence::Fence;
+pub use latch::{candidates, contend};
 pub use role::{step, Action, Event, Role};
-pub use zk::{connect, hint, ZkError, ZkSettings};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,56 +4,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use anyhow::anyhow;
+use tokio::sync::mpsc;
 
 use super::committer::{Committer, PointerAt};
-use super::runner::{self, Barrier, RunEnd};
-use super::{stop_requested, Control, JobEnd, LeaderContext};
-use crate::checkpoint::{Checkpoint, CheckpointStore, Pointer};
-use crate::connectors::{open_sink, open_source};
-use crate::ha::FenceError;
-use crate::runtime::Limits;
+use super::error::{failed, AttemptError};
+use super::runner::{Barrier, RunEnd};
+use super::{stop_requested, ControlReceiver, JobEnd, LeaderContext};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
 use crate::spec::{JobSpec, JobState};
-use crate::storage::Storage;
-
-/// Why an attempt ended without a clean stop.
-#[derive(Debug)]
-pub enum AttemptError {
-    /// This supervisor no longer leads: stop, do not retry.
-    Deposed,
-    /// ZooKeeper did not answer (connection lost, a request timed out), so
-    /// whether this supervisor still leads is unknown. Not the job's fault:
-    /// retry from the last checkpoint once ZooKeeper answers, and spend no
-    /// restart (Curator's SUSPENDED, not a failure).
-    Interrupted(String),
-    /// Anything else: retry from the last checkpoint after a backoff.
-    Failed(String),
-}
-
-impl AttemptError {
-    /// A failed ZooKeeper request: an interruption if ZooKeeper left it
-    /// unanswered, the job's failure if it refused it.
-    fn zookeeper(error: String, unanswered: bool) -> Self {
-        if unanswered {
-            AttemptError::Interrupted(error)
-        } else {
-            AttemptError::Failed(error)
-        }
-    }
-}
-
-impl From<FenceError> for AttemptError {
-    fn from(e: FenceError) -> Self {
-        match e {
-            FenceError::Deposed => AttemptError::Deposed,
-            e => AttemptError::zookeeper(e.to_string(), e.is_unanswered()),
-        }
-    }
-}
-
-fn failed(e: impl std::fmt::Display) -> AttemptError {
-    AttemptError::Failed(e.to_string())
-}
+use crate::storage::StorageError;
 
 /// Barriers in flight between the batch loop and the committer: a slow
 /// storage dir holds processing back after this many.
@@ -69,47 +29,39 @@ pub async fn run(
     ctx: &LeaderContext,
     spec: &JobSpec,
     restarts: u32,
-    control: watch::Receiver<Control>,
+    control: ControlReceiver,
 ) -> Result<JobEnd, AttemptError> {
     let name = spec.name.as_str();
     let pointer_path = ctx.layout.job_checkpoint(name);
-    let (data, stat) = ctx
+    let (data, version) = ctx
         .fence
-        .client()
+        .session()
         .get_data(&pointer_path)
         .await
-        .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}: {e}"), crate::ha::unanswered(&e)))?;
+        .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}"), e))?;
     let pointer = Pointer::decode(&data).map_err(failed)?;
     let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
-    let restored = restore_point(&checkpoints, &pointer, name).await?;
+    let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
+        Some((index, checkpoint)) => (index, Some(checkpoint)),
+        None => (0, None),
+    };
 
-    load_module(&ctx.storage, &ctx.runtime, &spec.module_sha256).await?;
-    let mut sink = open_sink(&spec.sink);
+    ctx.executor.prepare(&spec.module_sha256).await?;
+    let mut sink = ctx.executor.open_sink(spec);
     // Reading storage and compiling take time in which this leadership may
     // have ended and a successor published past this checkpoint: cutting the
     // sink back now would remove committed output. Confirm first.
-    ctx.fence.confirm(&pointer_path, stat.version).await?;
+    ctx.fence.confirm(&pointer_path, version).await?;
     let position = match &restored {
         Some(c) => {
-            sink.recover(c.meta.sink_offset, &c.output).map_err(failed)?;
+            sink.recover(c.meta.sink_offset, c.output.clone())
+                .await
+                .map_err(failed)?;
             c.meta.sink_offset + c.output.len() as u64
         }
-        None => sink.initial_position().map_err(failed)?,
+        None => sink.initial_position().await.map_err(failed)?,
     };
-
-    let limits = Limits {
-        memory_bytes: spec.memory_limit,
-        call_timeout: spec.call_timeout,
-    };
-    let mut instance = ctx
-        .runtime
-        .instantiate(&spec.module_sha256, name, limits, &spec.grants)
-        .map_err(failed)?;
-    if let Some(c) = &restored {
-        instance.restore(&c.snapshot).map_err(failed)?;
-    }
-    instance.init(&spec.config).map_err(failed)?;
-    let source = open_source(&spec.source, restored.as_ref().map_or(0, |c| c.meta.source_offset));
+    let batch_loop = ctx.executor.load(spec, restored.as_ref()).await?;
 
     ctx.write_status(name, JobState::Running, restarts, None).await?;
     match &restored {
@@ -124,23 +76,14 @@ pub async fn run(
 
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
     let abort = Arc::new(AtomicBool::new(false));
-    let loop_abort = abort.clone();
-    let interval = spec.checkpoint_interval;
-    // A thread of its own, not tokio's blocking pool: that pool is capped
-    // (512 threads) and a job's loop lives as long as the job.
-    let (ended, batch_loop) = tokio::sync::oneshot::channel();
     let mut stop_request = control.clone();
-    std::thread::Builder::new()
-        .name(format!("job-{name}"))
-        .spawn(move || {
-            let _ = ended.send(runner::run(instance, source, control, barriers, interval, &loop_abort));
-        })
-        .map_err(|e| failed(format!("cannot start the job's thread: {e}")))?;
+    let batch_loop = batch_loop.start(control, barriers, abort.clone())?;
 
     let pointer = PointerAt {
         path: pointer_path,
-        pointer,
-        version: stat.version,
+        next_id: pointer.next_id(),
+        pointer: pointer.restored_from(restored_at),
+        version,
     };
     let mut committer = Committer::new(ctx, spec, checkpoints, pointer, sink, position);
     let mut commit_error = None;
@@ -172,28 +115,38 @@ pub async fn run(
         }
     }
     drop(received);
-    let end = batch_loop.await.map_err(|_| failed("the batch loop panicked"))?;
+    let end = batch_loop
+        .await
+        .map_err(|_| failed(anyhow!("the batch loop panicked")))?;
     if let Some(e) = commit_error {
         return Err(e);
     }
-    match end {
-        Ok(RunEnd::Stopped) => Ok(JobEnd::Stopped),
-        Ok(RunEnd::Finished) => Ok(JobEnd::Finished),
-        Err(e) => Err(AttemptError::Failed(e)),
+    match end.map_err(AttemptError::Failed)? {
+        RunEnd::Stopped => Ok(JobEnd::Stopped),
+        RunEnd::Finished => Ok(JobEnd::Finished),
     }
 }
 
-/// The newest retained checkpoint that reads back whole, warning about each
-/// one skipped. A job that has checkpoints never silently starts from nothing.
+/// The newest retained checkpoint that reads back whole, and its place in
+/// the pointer, warning about each one skipped. Only a checkpoint that is
+/// missing or corrupt is skipped: one the storage dir failed to serve may
+/// read next time, and falling back past it would cut committed output off
+/// the sink, so the attempt fails instead. A job that has checkpoints never
+/// silently starts from nothing.
 async fn restore_point(
     store: &CheckpointStore,
     pointer: &Pointer,
     job: &str,
-) -> Result<Option<Checkpoint>, AttemptError> {
+) -> Result<Option<(usize, Checkpoint)>, AttemptError> {
     let mut problems = Vec::new();
-    for c in &pointer.retained {
+    for (index, c) in pointer.retained.iter().enumerate() {
         match store.read(*c).await {
-            Ok(checkpoint) => return Ok(Some(checkpoint)),
+            Ok(checkpoint) => return Ok(Some((index, checkpoint))),
+            Err(e @ (CheckpointError::Storage(StorageError::Store { .. }) | CheckpointError::Timeout { .. })) => {
+                return Err(failed(
+                    anyhow::Error::new(e).context(format!("reading checkpoint {}", c.id)),
+                ));
+            }
             Err(e) => {
                 tracing::warn!(
                     job,
@@ -207,27 +160,9 @@ async fn restore_point(
     if problems.is_empty() {
         Ok(None)
     } else {
-        Err(AttemptError::Failed(format!(
+        Err(failed(anyhow!(
             "no retained checkpoint is readable ({})",
             problems.join("; ")
         )))
     }
-}
-
-/// Fetches and compiles a module unless it is compiled already (hot standby).
-pub async fn load_module(
-    storage: &Storage,
-    runtime: &crate::runtime::Runtime,
-    sha256: &str,
-) -> Result<(), AttemptError> {
-    if runtime.is_compiled(sha256) {
-        return Ok(());
-    }
-    let bytes = storage.get(&Storage::module_path(sha256)).await.map_err(failed)?;
-    let runtime = runtime.clone();
-    let sha256 = sha256.to_string();
-    tokio::task::spawn_blocking(move || runtime.prepare(&sha256, &bytes))
-        .await
-        .map_err(failed)?
-        .map_err(failed)
 }

@@ -3,14 +3,13 @@
 //! (fenced), then the output to the sink, one checkpoint at a time. It holds
 //! the bytes; the state machine decides what happens to them.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
-use bytes::Bytes;
-
-use super::attempt::AttemptError;
+use super::error::AttemptError;
 use super::runner::Barrier;
 use super::LeaderContext;
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
@@ -18,14 +17,16 @@ use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointS
 use crate::connectors::Sink;
 use crate::metrics::JobMetrics;
 use crate::spec::JobSpec;
-use crate::storage::sha256_hex;
+use crate::storage::sha256_hex_of;
 
 /// A pointer as read from (or last written to) its znode.
 pub struct PointerAt {
     /// Its znode.
     pub path: String,
-    /// Its content.
+    /// Its content, less any checkpoints the restore skipped.
     pub pointer: Pointer,
+    /// The id the next checkpoint takes: after every one the znode named.
+    pub next_id: u64,
     /// The znode version it was read or written at: the next write expects it.
     pub version: i32,
 }
@@ -43,6 +44,9 @@ pub struct Committer<'a> {
     staged: Vec<u8>,
     /// The snapshot and source offset of the barrier being committed.
     barrier: Option<(Bytes, u64)>,
+    /// The output of the checkpoint being committed, as uploaded: the
+    /// first bytes of `staged`, published once the pointer names it.
+    uploaded_output: Bytes,
     /// When the barrier being committed was taken: its duration is a metric
     /// once it commits (queueing behind the previous checkpoint included).
     barrier_taken: Instant,
@@ -70,9 +74,16 @@ impl<'a> Committer<'a> {
             metrics: ctx.metrics.job(&spec.name),
             store,
             pointer_path: pointer.path,
-            state: CommitState::resume(ctx.fence.epoch(), pointer.pointer, pointer.version, position),
+            state: CommitState::resume(
+                ctx.fence.epoch(),
+                pointer.pointer,
+                pointer.version,
+                position,
+                pointer.next_id,
+            ),
             staged: Vec::new(),
             barrier: None,
+            uploaded_output: Bytes::new(),
             barrier_taken: Instant::now(),
             checkpoint_bytes: 0,
             sink,
@@ -109,13 +120,14 @@ impl<'a> Committer<'a> {
             } => {
                 let (snapshot, source_offset) = self.barrier.take().expect("an upload follows its barrier");
                 let output = Bytes::copy_from_slice(&self.staged[..output_len as usize]);
+                self.uploaded_output = output.clone();
                 let checkpoint = Checkpoint {
                     meta: CheckpointMeta {
                         checkpoint,
                         source_offset,
                         sink_offset,
-                        snapshot_sha256: sha256_hex(&snapshot),
-                        output_sha256: sha256_hex(&output),
+                        snapshot_sha256: sha256_hex_of(snapshot.clone()).await,
+                        output_sha256: sha256_hex_of(output.clone()).await,
                     },
                     snapshot,
                     output,
@@ -142,17 +154,20 @@ impl<'a> Committer<'a> {
                 .set(&self.pointer_path, &pointer.encode(), Some(expected_version))
                 .await
             {
-                Ok(stat) => Ok(Some(CommitEvent::PointerWritten { version: stat.version })),
+                Ok(version) => Ok(Some(CommitEvent::PointerWritten { version })),
                 Err(e) => {
                     self.state.step(CommitEvent::PointerRefused);
                     Err(e.into())
                 }
             },
             CommitAction::Publish { at, len } => {
-                let output = &self.staged[..len as usize];
-                if let Err(e) = self.sink.publish(at, output) {
+                let output = std::mem::take(&mut self.uploaded_output);
+                debug_assert_eq!(output.len() as u64, len, "the output published is the one uploaded");
+                if let Err(e) = self.sink.publish(at, output).await {
                     self.state.step(CommitEvent::PublishFailed);
-                    return Err(AttemptError::Failed(format!("publishing at sink byte {at}: {e}")));
+                    return Err(AttemptError::Failed(
+                        anyhow::Error::new(e).context(format!("publishing at sink byte {at}")),
+                    ));
                 }
                 self.staged.drain(..len as usize);
                 let took = self.barrier_taken.elapsed().as_millis() as u64;

@@ -7,35 +7,27 @@
 
 mod attempt;
 mod committer;
+pub mod control;
+mod error;
+mod executor;
 mod runner;
 
-pub use attempt::load_module;
-pub use runner::MAX_BATCH;
+pub use control::{Control, ControlReceiver, ControlSender};
+pub use error::AttemptError;
+pub use executor::{BatchLoop, Executor, LoopEnded, WasmExecutor};
+pub use runner::{Barrier, RunEnd, MAX_BATCH};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use crate::coord::FenceError;
 use crate::ha::{Fence, Layout};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
 use crate::spec::{JobSpec, JobState, JobStatus};
 use crate::storage::Storage;
-
-/// What the leader wants a running job to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Process and checkpoint.
-    Run,
-    /// Hold still: ZooKeeper is unreachable and we may no longer lead.
-    Pause,
-    /// Stop now, committing nothing more.
-    Stop,
-    /// Take a final checkpoint, commit and publish it, then stop (planned handoff).
-    Finish,
-}
 
 /// How a job's task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +51,8 @@ pub struct LeaderContext {
     pub layout: Layout,
     /// The storage dir.
     pub storage: Storage,
-    /// The wasm runtime.
-    pub runtime: Runtime,
+    /// What runs the jobs' code.
+    pub executor: Arc<dyn Executor>,
     /// This supervisor's id, recorded in job statuses.
     pub supervisor_id: String,
     /// Counters for `/metrics`.
@@ -75,14 +67,14 @@ impl LeaderContext {
         state: JobState,
         restarts: u32,
         error: Option<String>,
-    ) -> Result<(), crate::ha::FenceError> {
+    ) -> Result<(), FenceError> {
         let status = JobStatus {
             state,
             supervisor: (state != JobState::Canceled).then(|| self.supervisor_id.clone()),
             epoch: self.fence.epoch(),
             restarts,
             error,
-            since_ms: crate::ha::now_ms(),
+            since_ms: crate::clock::now_ms(),
         };
         let data = serde_json::to_vec(&status).expect("status serializes");
         self.fence
@@ -103,31 +95,21 @@ const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
 
 /// Starts a job's task; it runs attempts until told to stop, deposed, or
 /// its restart strategy gives up.
-pub fn spawn(
-    ctx: Arc<LeaderContext>,
-    spec: JobSpec,
-    restarts: u32,
-    control: watch::Receiver<Control>,
-) -> JoinHandle<JobEnd> {
+pub fn spawn(ctx: Arc<LeaderContext>, spec: JobSpec, restarts: u32, control: ControlReceiver) -> JoinHandle<JobEnd> {
     tokio::spawn(supervise(ctx, spec, restarts, control))
 }
 
-async fn supervise(
-    ctx: Arc<LeaderContext>,
-    spec: JobSpec,
-    mut restarts: u32,
-    mut control: watch::Receiver<Control>,
-) -> JobEnd {
+async fn supervise(ctx: Arc<LeaderContext>, spec: JobSpec, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
     let mut streak = 0;
     loop {
         let started = Instant::now();
         let error = match attempt::run(&ctx, &spec, restarts, control.clone()).await {
             Ok(end) => return end,
-            Err(attempt::AttemptError::Deposed) => return JobEnd::Deposed,
-            Err(attempt::AttemptError::Interrupted(error)) => {
+            Err(AttemptError::Deposed) => return JobEnd::Deposed,
+            Err(AttemptError::Interrupted(error)) => {
                 tracing::warn!(
                     job = %spec.name,
-                    "attempt interrupted, ZooKeeper did not answer: {error}; resuming from the last \
+                    "attempt interrupted, ZooKeeper did not answer: {error:#}; resuming from the last \
                      checkpoint once it does (no restart counted)"
                 );
                 if !sleep_unless_stopped(INTERRUPTED_RETRY, &mut control).await || !resumed(&mut control).await {
@@ -135,7 +117,7 @@ async fn supervise(
                 }
                 continue;
             }
-            Err(attempt::AttemptError::Failed(error)) => error,
+            Err(AttemptError::Failed(error)) => format!("{error:#}"),
         };
         streak = if started.elapsed() >= HEALTHY_RUN {
             1
@@ -148,7 +130,7 @@ async fn supervise(
                 .write_status(&spec.name, JobState::Failed, restarts, Some(error))
                 .await
             {
-                Err(crate::ha::FenceError::Deposed) => JobEnd::Deposed,
+                Err(FenceError::Deposed) => JobEnd::Deposed,
                 _ => JobEnd::Failed,
             };
         };
@@ -158,7 +140,7 @@ async fn supervise(
             .restarts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
-        if let Err(crate::ha::FenceError::Deposed) = ctx
+        if let Err(FenceError::Deposed) = ctx
             .write_status(&spec.name, JobState::Restarting, restarts, Some(error))
             .await
         {
@@ -171,7 +153,7 @@ async fn supervise(
 }
 
 /// Returns once the job is asked to stop or finish (or its handle is gone).
-async fn stop_requested(control: &mut watch::Receiver<Control>) {
+async fn stop_requested(control: &mut ControlReceiver) {
     let _ = control
         .wait_for(|c| matches!(c, Control::Stop | Control::Finish))
         .await
@@ -179,18 +161,16 @@ async fn stop_requested(control: &mut watch::Receiver<Control>) {
 }
 
 /// Sleeps for `delay`; false if the job is told to stop or finish first.
-async fn sleep_unless_stopped(delay: Duration, control: &mut watch::Receiver<Control>) -> bool {
+async fn sleep_unless_stopped(delay: Duration, control: &mut ControlReceiver) -> bool {
     tokio::select! {
-        () = tokio::time::sleep(delay) => true,
+        biased;
         () = stop_requested(control) => false,
+        () = tokio::time::sleep(delay) => true,
     }
 }
 
 /// Waits while the leader holds its jobs still (it does while cut off from
 /// ZooKeeper); true once they may run again, false if told to stop instead.
-async fn resumed(control: &mut watch::Receiver<Control>) -> bool {
-    matches!(
-        control.wait_for(|c| *c != Control::Pause).await.map(|c| *c),
-        Ok(Control::Run)
-    )
+async fn resumed(control: &mut ControlReceiver) -> bool {
+    matches!(control.wait_for(|c| c != Control::Pause).await, Ok(Control::Run))
 }

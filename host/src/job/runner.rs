@@ -4,9 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use anyhow::Context;
 
-use super::Control;
+use tokio::sync::mpsc;
+
+use super::{Control, ControlReceiver};
 use crate::connectors::{encode_batch, Source};
 use crate::runtime::{batch_len, Instance};
 
@@ -29,7 +31,7 @@ pub struct Barrier {
     /// checkpoint records it.
     pub created_ms: u64,
     /// The same moment on the monotonic clock, for measuring the commit.
-    pub taken: Instant,
+    pub taken: tokio::time::Instant,
 }
 
 /// How the loop ended when it did not fail.
@@ -43,24 +45,24 @@ pub enum RunEnd {
 /// How long a paused loop sleeps before looking at its control again.
 const PAUSE_POLL: Duration = Duration::from_millis(50);
 
-/// Runs batches until stopped. Errors are the guest's or the source's, as text.
+/// Runs batches until stopped. Errors are the guest's or the source's.
 pub fn run(
     mut instance: Instance,
     mut source: Box<dyn Source>,
-    control: watch::Receiver<Control>,
+    mut control: ControlReceiver,
     barriers: mpsc::Sender<Barrier>,
     interval: Duration,
     abort: &AtomicBool,
-) -> Result<RunEnd, String> {
+) -> anyhow::Result<RunEnd> {
     let mut staged = Vec::new();
     let mut next_barrier = Instant::now() + interval;
     // An attempt checkpoints as soon as it has output, then every interval:
     // output only shows once a checkpoint commits, so a deploy or a failover
     // would otherwise show nothing for a whole interval.
     let mut first_output = true;
-    let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> Result<bool, String> {
-        let (created_ms, taken) = (crate::ha::now_ms(), Instant::now());
-        let snapshot = instance.snapshot().map_err(|e| e.to_string())?;
+    let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> anyhow::Result<bool> {
+        let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
+        let snapshot = instance.snapshot()?;
         let barrier = Barrier {
             snapshot,
             source_offset: source.offset(),
@@ -74,7 +76,7 @@ pub fn run(
         if abort.load(Ordering::Relaxed) {
             return Ok(RunEnd::Stopped);
         }
-        let now_control = *control.borrow();
+        let now_control = control.get();
         match now_control {
             Control::Stop => return Ok(RunEnd::Stopped),
             Control::Pause => {
@@ -87,9 +89,11 @@ pub fn run(
             }
             Control::Run => {}
         }
-        let batch = source.next_batch(MAX_BATCH, next_barrier).map_err(|e| e.to_string())?;
+        let batch = source
+            .next_batch(MAX_BATCH, next_barrier)
+            .context("reading the source")?;
         if batch_len(&batch) > 0 {
-            let out = instance.process(&batch).map_err(|e| e.to_string())?;
+            let out = instance.process(&batch)?;
             encode_batch(&out, &mut staged);
         }
         if first_output && !staged.is_empty() {

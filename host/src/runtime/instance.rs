@@ -96,7 +96,7 @@ impl host::Host for GuestState {
     }
 
     fn now_millis(&mut self) -> u64 {
-        crate::ha::now_ms()
+        crate::clock::now_ms()
     }
 }
 

@@ -2,18 +2,24 @@
 //! ZooKeeper, and act on the session's state the way Curator does:
 //! disconnected pauses every job until the session is confirmed; expired
 //! stops them all.
+//!
+//! The loop never waits on long work, so a session event is acted on at
+//! once: stopping a job only tells it to stop, and the job is collected
+//! once it has. Only a fenced refusal deposes this leader; a read or write
+//! that fails for any other reason changes nothing and is tried again.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use zookeeper_client::{AddWatchMode, EventType, PersistentWatcher, SessionState, StateWatcher};
+use zookeeper_client as zkc;
 
 use super::standby::read_specs;
+use crate::coord::{FenceError, SessionEvents, SessionState};
 use crate::ha::{self, Action, Event, Role};
-use crate::job::{self, Control, JobEnd, LeaderContext};
+use crate::job::{self, control, Control, ControlSender, JobEnd, LeaderContext};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 /// Why the leader loop ended.
@@ -36,16 +42,25 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct RunningJob {
     uid: String,
-    control: watch::Sender<Control>,
+    control: ControlSender,
     task: JoinHandle<JobEnd>,
 }
 
 struct Leader {
     ctx: Arc<LeaderContext>,
-    jobs: HashMap<String, RunningJob>,
+    /// Jobs running here, by name (ordered, so every pass goes the same way).
+    jobs: BTreeMap<String, RunningJob>,
+    /// Jobs told to stop that have not yet, each awaited by a task of its
+    /// own that reports on `stopped`: none of the same name starts until
+    /// its predecessor has, or both would write one sink.
+    stopping: BTreeMap<String, JoinHandle<()>>,
+    stopped: mpsc::UnboundedSender<(String, JobEnd)>,
     /// What every job is told: Run, or Pause while the session is in doubt.
     mode: Control,
 }
+
+/// This leader was found deposed, and why.
+struct Deposed(String);
 
 /// Leads until leadership is lost or a shutdown is asked for. `role` is
 /// the leader role just won; every session event and signal goes through
@@ -53,38 +68,49 @@ struct Leader {
 pub async fn lead(
     ctx: Arc<LeaderContext>,
     mut role: Role,
-    states: &mut StateWatcher,
+    events: &mut SessionEvents,
     shutdown: &mut watch::Receiver<bool>,
 ) -> LeaderEnd {
     let jobs_dir = ctx.layout.jobs();
-    let mut specs = match ctx
-        .fence
-        .client()
-        .watch(&jobs_dir, AddWatchMode::PersistentRecursive)
-        .await
-    {
+    let mut specs = match ctx.fence.session().watch_tree(&jobs_dir).await {
         Ok(watcher) => Some(watcher),
         Err(e) => {
             tracing::warn!("cannot watch {jobs_dir}, reconciling every {RECONCILE_INTERVAL:?} only: {e}");
             None
         }
     };
+    let (stopped, mut stops) = mpsc::unbounded_channel();
     let mut leader = Leader {
         ctx,
-        jobs: HashMap::new(),
+        jobs: BTreeMap::new(),
+        stopping: BTreeMap::new(),
+        stopped,
         mode: Control::Run,
     };
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     loop {
+        // Biased, session first: a disconnection is acted on before anything else.
         let event = tokio::select! {
+            biased;
+            state = events.changed() => leader.session_event(state).await,
+            _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
+            Some((name, end)) = stops.recv() => {
+                leader.stopping.remove(&name);
+                if end == JobEnd::Deposed {
+                    Some((Event::Deposed, format!("job {name} found this supervisor deposed")))
+                } else if leader.mode == Control::Run {
+                    // Its successor may start now, or its cancellation be confirmed.
+                    leader.reconcile().await.err().map(|Deposed(reason)| (Event::Deposed, reason))
+                } else {
+                    None
+                }
+            }
             () = spec_changed(&mut specs, &jobs_dir), if leader.mode == Control::Run => {
-                leader.reconcile().await.map(|reason| (Event::Deposed, reason))
+                leader.reconcile().await.err().map(|Deposed(reason)| (Event::Deposed, reason))
             }
             _ = tick.tick(), if leader.mode == Control::Run => {
-                leader.reconcile().await.map(|reason| (Event::Deposed, reason))
+                leader.reconcile().await.err().map(|Deposed(reason)| (Event::Deposed, reason))
             }
-            state = states.changed() => leader.session_event(state).await,
-            _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
         };
         let Some((event, why)) = event else { continue };
         let (next, actions) = ha::step(role, event);
@@ -114,31 +140,27 @@ pub async fn lead(
 /// pointer) was created, changed or deleted, once such events pause for
 /// [`SPEC_QUIET`]: a burst of deploys costs one reconcile, not one each.
 /// Never resolves without a watch.
-async fn spec_changed(watch: &mut Option<PersistentWatcher>, jobs_dir: &str) {
+async fn spec_changed(watch: &mut Option<mpsc::UnboundedReceiver<String>>, jobs_dir: &str) {
     let mut changed = false;
     loop {
         let Some(watcher) = watch else {
             return std::future::pending().await;
         };
-        let event = if changed {
-            match tokio::time::timeout(SPEC_QUIET, watcher.changed()).await {
-                Ok(event) => event,
+        let path = if changed {
+            match tokio::time::timeout(SPEC_QUIET, watcher.recv()).await {
+                Ok(path) => path,
                 Err(_) => return,
             }
         } else {
-            watcher.changed().await
+            watcher.recv().await
         };
-        if event.event_type == EventType::Session {
-            if event.session_state.is_terminated() {
-                // No more events will come; the state watcher ends the leadership.
-                *watch = None;
-            }
+        let Some(path) = path else {
+            // The session ended: no more events will come, and the session's
+            // own state ends the leadership.
+            *watch = None;
             continue;
-        }
-        let name = event
-            .path
-            .strip_prefix(jobs_dir)
-            .and_then(|rest| rest.strip_prefix('/'));
+        };
+        let name = path.strip_prefix(jobs_dir).and_then(|rest| rest.strip_prefix('/'));
         changed |= name.is_some_and(|name| !name.contains('/'));
     }
 }
@@ -156,10 +178,9 @@ impl Leader {
         match state {
             SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
             SessionState::SyncConnected => {
-                let latch = self.ctx.fence.latch().path();
-                let (latch_held, why) = match self.ctx.fence.client().check_stat(latch).await {
-                    Ok(Some(_)) => (true, "reconnected".to_string()),
-                    Ok(None) => (false, "the latch node is gone".to_string()),
+                let (latch_held, why) = match self.ctx.fence.session().exists(self.ctx.fence.latch()).await {
+                    Ok(true) => (true, "reconnected".to_string()),
+                    Ok(false) => (false, "the latch node is gone".to_string()),
                     Err(e) => (false, format!("cannot confirm the latch node: {e}")),
                 };
                 Some((Event::Reconnected { latch_held }, why))
@@ -172,25 +193,24 @@ impl Leader {
     /// Deletes our latch node so the next contender leads at once.
     async fn release_latch(&self) {
         tracing::info!(epoch = self.ctx.fence.epoch(), "handing off leadership");
-        if let Err(e) = self
-            .ctx
-            .fence
-            .client()
-            .delete(self.ctx.fence.latch().path(), None)
-            .await
-        {
+        if let Err(e) = self.ctx.fence.session().delete(self.ctx.fence.latch()).await {
             tracing::warn!("could not delete the latch node, the next leader waits for session expiry: {e}");
         }
     }
 
-    /// Brings the jobs running here in line with the specs. Returns why
-    /// this supervisor is deposed, if a fenced write found it so.
-    async fn reconcile(&mut self) -> Option<String> {
-        if let Some(reason) = self.reap().await {
-            return Some(reason);
-        }
-        let specs = read_specs(self.ctx.fence.client(), &self.ctx.layout).await;
-        let wanted: HashMap<&str, &JobSpec> = specs
+    /// Brings the jobs running here in line with the specs. Fails only if
+    /// a fenced write found this supervisor deposed; anything else that
+    /// fails is logged and tried again at the next pass.
+    async fn reconcile(&mut self) -> Result<(), Deposed> {
+        self.reap().await?;
+        let specs = match read_specs(self.ctx.fence.session(), &self.ctx.layout).await {
+            Ok(specs) => specs,
+            Err(e) => {
+                tracing::warn!("cannot read the job specs, changing nothing until they read: {e}");
+                return Ok(());
+            }
+        };
+        let wanted: BTreeMap<&str, &JobSpec> = specs
             .iter()
             .filter(|s| s.desired == Desired::Running)
             .map(|s| (s.name.as_str(), s))
@@ -203,90 +223,127 @@ impl Leader {
             .map(|(name, _)| name.clone())
             .collect();
         for name in unwanted {
-            self.stop(&name).await;
-            tracing::info!(job = %name, "job cancelled");
+            if wanted.contains_key(name.as_str()) {
+                tracing::info!(job = %name, "job deployed again: stopping its previous deployment");
+            } else {
+                tracing::info!(job = %name, "job cancelled: stopping it");
+            }
+            self.stop(&name);
         }
         for spec in specs.iter().filter(|s| s.desired == Desired::Cancelled) {
-            if self
-                .status(&spec.name)
-                .await
-                .is_some_and(|s| s.state != JobState::Canceled)
-            {
-                if let Err(e) = self.ctx.write_status(&spec.name, JobState::Canceled, 0, None).await {
-                    return Some(e.to_string());
+            if self.stopping.contains_key(&spec.name) {
+                continue;
+            }
+            match self.status(&spec.name).await {
+                Ok(Some(status)) if status.state != JobState::Canceled => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(job = %spec.name, "cannot read the job's status, trying again later: {e}");
+                    continue;
                 }
+            }
+            match self.ctx.write_status(&spec.name, JobState::Canceled, 0, None).await {
+                Ok(()) => tracing::info!(job = %spec.name, "job cancelled and stopped"),
+                Err(FenceError::Deposed) => return Err(Deposed("a fenced status write was refused".into())),
+                Err(e) => tracing::warn!(job = %spec.name, "cannot mark the job cancelled, trying again later: {e}"),
             }
         }
         for (name, spec) in wanted {
-            if !self.jobs.contains_key(name) {
-                let status = self.status(name).await;
-                if status.as_ref().is_some_and(|s| s.state == JobState::Failed) {
+            if self.jobs.contains_key(name) || self.stopping.contains_key(name) {
+                continue;
+            }
+            let restarts = match self.status(name).await {
+                Ok(Some(status)) if status.state == JobState::Failed => continue,
+                Ok(status) => status.map_or(0, |s| s.restarts),
+                Err(e) => {
+                    tracing::warn!(job = %name, "cannot read the job's status, starting it later: {e}");
                     continue;
                 }
-                let restarts = status.map_or(0, |s| s.restarts);
-                let (control, watch) = watch::channel(self.mode);
-                let task = job::spawn(self.ctx.clone(), spec.clone(), restarts, watch);
-                self.jobs.insert(
-                    name.to_string(),
-                    RunningJob {
-                        uid: spec.uid.clone(),
-                        control,
-                        task,
-                    },
-                );
-            }
+            };
+            let (control, receiver) = control::channel(self.mode);
+            let task = job::spawn(self.ctx.clone(), spec.clone(), restarts, receiver);
+            let job = RunningJob {
+                uid: spec.uid.clone(),
+                control,
+                task,
+            };
+            self.jobs.insert(name.to_string(), job);
         }
-        None
+        Ok(())
     }
 
-    async fn status(&self, name: &str) -> Option<JobStatus> {
-        let (data, _) = self
+    /// A job's status; `None` if it has none (or an unreadable one).
+    async fn status(&self, name: &str) -> Result<Option<JobStatus>, zkc::Error> {
+        match self
             .ctx
             .fence
-            .client()
+            .session()
             .get_data(&self.ctx.layout.job_status(name))
             .await
-            .ok()?;
-        serde_json::from_slice(&data).ok()
+        {
+            Ok((data, _)) => Ok(serde_json::from_slice(&data).ok()),
+            Err(zkc::Error::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Collects jobs whose tasks ended on their own; a deposed one ends the leadership.
-    async fn reap(&mut self) -> Option<String> {
+    async fn reap(&mut self) -> Result<(), Deposed> {
         let ended: Vec<String> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.task.is_finished())
             .map(|(n, _)| n.clone())
             .collect();
+        let mut deposed = Ok(());
         for name in ended {
             let job = self.jobs.remove(&name).expect("listed above");
             if let Ok(JobEnd::Deposed) = job.task.await {
-                return Some(format!("job {name} found this supervisor deposed"));
+                deposed = Err(Deposed(format!("job {name} found this supervisor deposed")));
             }
         }
-        None
+        deposed
     }
 
-    async fn stop(&mut self, name: &str) {
+    /// Tells a job to stop, without waiting: the loop hears on `stopped`
+    /// once it has.
+    fn stop(&mut self, name: &str) {
         if let Some(job) = self.jobs.remove(name) {
             job.control.send_replace(Control::Stop);
-            let _ = job.task.await;
+            let (stopped, name) = (self.stopped.clone(), name.to_string());
+            let waiter = tokio::spawn({
+                let name = name.clone();
+                async move {
+                    let end = job.task.await.unwrap_or(JobEnd::Stopped);
+                    let _ = stopped.send((name, end));
+                }
+            });
+            self.stopping.insert(name, waiter);
         }
     }
 
+    /// Stops every job at once and waits until all have.
     async fn stop_all(&mut self) {
         self.set_mode(Control::Stop);
-        for (_, job) in self.jobs.drain() {
-            let _ = job.task.await;
-        }
+        let tasks = std::mem::take(&mut self.jobs).into_values().map(|job| job.task);
+        futures::future::join_all(tasks).await;
+        futures::future::join_all(std::mem::take(&mut self.stopping).into_values()).await;
     }
 
-    /// Planned handoff: every job takes a final checkpoint and publishes it.
+    /// Planned handoff: every job takes a final checkpoint and publishes it;
+    /// any that has not within [`FINISH_TIMEOUT`] is stopped.
     async fn finish_all(&mut self) {
         self.set_mode(Control::Finish);
-        let tasks: Vec<_> = self.jobs.drain().map(|(_, job)| (job.control, job.task)).collect();
-        for (control, task) in tasks {
-            if tokio::time::timeout(FINISH_TIMEOUT, task).await.is_err() {
+        let jobs = std::mem::take(&mut self.jobs);
+        let (controls, tasks): (Vec<_>, Vec<_>) = jobs.into_values().map(|job| (job.control, job.task)).unzip();
+        let stopping = std::mem::take(&mut self.stopping).into_values();
+        let all = async {
+            futures::future::join_all(tasks).await;
+            futures::future::join_all(stopping).await;
+        };
+        if tokio::time::timeout(FINISH_TIMEOUT, all).await.is_err() {
+            tracing::warn!("jobs did not finish within {FINISH_TIMEOUT:?}; stopping them");
+            for control in controls {
                 control.send_replace(Control::Stop);
             }
         }

@@ -1,6 +1,10 @@
 //! A supervisor replica: connect, contend for leadership, lead until the
 //! session is lost or a signal asks for a handoff, then start over. While it
 //! follows, it keeps the jobs' modules compiled (hot standby).
+//!
+//! Everything it asks of the world goes through its settings' seams (the
+//! coordinator, the storage dir, the executor), so the deterministic
+//! simulation runs this very code.
 
 mod leader;
 mod standby;
@@ -10,35 +14,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use zookeeper_client::SessionState;
 
-use crate::ha::{self, Event, Fence, Layout, Role, SupervisorInfo, ZkSettings};
-use crate::job::LeaderContext;
+use crate::coord::{Connector, SessionEvents, SessionState};
+use crate::ha::{self, Event, Fence, Layout, Role, SupervisorInfo};
+use crate::job::{Executor, LeaderContext};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
 use crate::storage::Storage;
 
 pub use leader::LeaderEnd;
 
 /// Everything a supervisor needs to run.
 pub struct SupervisorSettings {
-    /// ZooKeeper connection.
-    pub zk: ZkSettings,
+    /// Opens sessions with ZooKeeper.
+    pub connector: Arc<dyn Connector>,
     /// Where this cluster's znodes live.
     pub layout: Layout,
     /// The storage dir.
     pub storage: Storage,
+    /// What runs the jobs' code.
+    pub executor: Arc<dyn Executor>,
     /// Who this replica is.
     pub info: SupervisorInfo,
-    /// Where to serve `/metrics` and `/healthz`.
-    pub http: tokio::net::TcpListener,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Wait between two attempts to reach ZooKeeper.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Resolves when SIGTERM or SIGINT arrives.
-fn shutdown_signal() -> watch::Receiver<bool> {
+pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -56,54 +61,55 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 /// Waits until the session ends for good.
-async fn session_lost(states: &mut zookeeper_client::StateWatcher) -> SessionState {
+async fn session_lost(events: &mut SessionEvents) -> SessionState {
     loop {
-        let state = states.changed().await;
+        let state = events.changed().await;
         if state.is_terminated() {
             return state;
         }
     }
 }
 
-/// Runs the replica until SIGTERM/SIGINT.
-pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
-    let runtime = Runtime::new()?;
-    let mut shutdown = shutdown_signal();
+/// Runs the replica until `shutdown` turns true.
+pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let SupervisorSettings {
-        zk,
+        connector,
         layout,
         storage,
+        executor,
         info,
-        http,
+        metrics,
     } = settings;
-    let metrics = Arc::new(Metrics::default());
-    tokio::spawn(crate::http::serve(http, metrics.clone()));
-    tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), zookeeper = %zk.connect, "supervisor starting");
+    tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), "supervisor starting");
     loop {
-        let client = tokio::select! {
-            client = ha::connect(&zk, zk.session_timeout) => match client {
-                Ok(client) => client,
+        // Every select here is biased: the simulation replays a seed only
+        // if nothing picks a branch at random.
+        let (session, mut events) = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ok(()),
+            connected = connector.connect() => match connected {
+                Ok(connected) => connected,
                 Err(e) => {
                     tracing::error!("{e}; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                        biased;
                         _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
                     }
                 }
             },
-            _ = shutdown.changed() => return Ok(()),
         };
-        let mut states = client.state_watcher();
-        tracing::info!(session = ?client.session_id(), timeout = ?client.session_timeout(), "connected to ZooKeeper; following");
+        tracing::info!("following");
 
         let latch = tokio::select! {
-            latch = ha::contend(&client, &layout, &info, zk.acls()) => latch,
-            state = session_lost(&mut states) => {
+            biased;
+            _ = shutdown.changed() => return Ok(()),
+            state = session_lost(&mut events) => {
                 tracing::warn!(?state, "ZooKeeper session ended while following; reconnecting");
                 continue;
             }
-            () = standby::keep_warm(&client, &layout, &storage, &runtime) => unreachable!("keep_warm never returns"),
-            _ = shutdown.changed() => return Ok(()),
+            latch = ha::contend(session.as_ref(), &layout, &info) => latch,
+            () = standby::keep_warm(session.as_ref(), &layout, executor.as_ref()) => unreachable!("keep_warm never returns"),
         };
         let latch = match latch {
             Ok(latch) => latch,
@@ -112,25 +118,25 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let fence = match Fence::take_lead(latch, &layout, &info).await {
+        let fence = match Fence::take_lead(session.clone(), latch, &layout, &info).await {
             Ok(fence) => fence,
             Err(e) => {
                 tracing::warn!("could not take the lead: {e}; rejoining the election");
                 continue;
             }
         };
-        tracing::info!(epoch = fence.epoch(), latch = fence.latch().path(), "became leader");
+        tracing::info!(epoch = fence.epoch(), latch = fence.latch(), "became leader");
         let ctx = Arc::new(LeaderContext {
             fence: fence.clone(),
             layout: layout.clone(),
             storage: storage.clone(),
-            runtime: runtime.clone(),
+            executor: executor.clone(),
             supervisor_id: info.id.clone(),
             metrics: metrics.clone(),
         });
         metrics.leader_epoch.store(fence.epoch(), Ordering::Relaxed);
         let (role, _) = ha::step(Role::Follower, Event::Elected { epoch: fence.epoch() });
-        let end = leader::lead(ctx, role, &mut states, &mut shutdown).await;
+        let end = leader::lead(ctx, role, &mut events, &mut shutdown).await;
         metrics.leader_epoch.store(0, Ordering::Relaxed);
         match end {
             LeaderEnd::Lost(reason) => {

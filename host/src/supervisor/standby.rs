@@ -3,47 +3,55 @@
 
 use std::time::Duration;
 
-use zookeeper_client::Client;
+use zookeeper_client as zkc;
 
+use crate::coord::Session;
 use crate::ha::Layout;
-use crate::job::load_module;
-use crate::runtime::Runtime;
+use crate::job::Executor;
 use crate::spec::{Desired, JobSpec};
-use crate::storage::Storage;
 
 /// How often a follower looks for newly deployed modules.
 const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Compiles the modules of running jobs, forever. Errors are logged and retried.
-pub async fn keep_warm(client: &Client, layout: &Layout, storage: &Storage, runtime: &Runtime) {
+pub async fn keep_warm(session: &dyn Session, layout: &Layout, executor: &dyn Executor) {
     loop {
-        for spec in read_specs(client, layout).await {
-            if spec.desired == Desired::Running && !runtime.is_compiled(&spec.module_sha256) {
-                match load_module(storage, runtime, &spec.module_sha256).await {
-                    Ok(()) => {
-                        tracing::debug!(job = %spec.name, "module compiled ahead of takeover")
+        match read_specs(session, layout).await {
+            Ok(specs) => {
+                for spec in specs {
+                    if spec.desired == Desired::Running && !executor.is_prepared(&spec.module_sha256) {
+                        match executor.prepare(&spec.module_sha256).await {
+                            Ok(()) => tracing::debug!(job = %spec.name, "module compiled ahead of takeover"),
+                            Err(e) => tracing::debug!(job = %spec.name, "cannot precompile module: {e}"),
+                        }
                     }
-                    Err(e) => tracing::debug!(job = %spec.name, "cannot precompile module: {e:?}"),
                 }
             }
+            Err(e) => tracing::debug!("cannot read the job specs ahead of takeover: {e}"),
         }
         tokio::time::sleep(SCAN_INTERVAL).await;
     }
 }
 
-/// Every job spec that reads and parses, skipping the rest.
-pub async fn read_specs(client: &Client, layout: &Layout) -> Vec<JobSpec> {
-    let Ok(names) = client.list_children(&layout.jobs()).await else {
-        return Vec::new();
+/// Every job spec that parses, skipping (with a warning) the ones that do
+/// not, and those deleted while being read. Any other failure to read is an
+/// error: an empty list would say "no jobs", and a leader would stop them all.
+pub async fn read_specs(session: &dyn Session, layout: &Layout) -> Result<Vec<JobSpec>, zkc::Error> {
+    let names = match session.list_children(&layout.jobs()).await {
+        Ok(names) => names,
+        Err(zkc::Error::NoNode) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let mut specs = Vec::with_capacity(names.len());
     for name in names {
-        if let Ok((data, _)) = client.get_data(&layout.job(&name)).await {
-            match serde_json::from_slice::<JobSpec>(&data) {
+        match session.get_data(&layout.job(&name)).await {
+            Ok((data, _)) => match serde_json::from_slice::<JobSpec>(&data) {
                 Ok(spec) => specs.push(spec),
                 Err(e) => tracing::warn!(job = %name, "ignoring an unreadable job spec: {e}"),
-            }
+            },
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(e),
         }
     }
-    specs
+    Ok(specs)
 }

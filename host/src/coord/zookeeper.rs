@@ -1,0 +1,276 @@
+//! ZooKeeper behind [`Connector`] and [`Session`]: connecting with errors a
+//! user can act on, the latch on zookeeper-client's Curator-compatible lock
+//! recipe, and fenced writes as one multi-op with a check of the latch node.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use zookeeper_client::{self as zkc, AddWatchMode, CheckWriteError, CreateMode, EventType, LockOptions, LockPrefix};
+
+use super::{Connector, FenceError, FencedOp, Session, SessionEvents};
+
+/// How to reach the ensemble and what to ask of it.
+#[derive(Debug, Clone)]
+pub struct ZkSettings {
+    /// Connect string, e.g. `127.0.0.1:2181,127.0.0.1:2182`.
+    pub connect: String,
+    /// Session timeout negotiated with the server (which clamps it to 2..20 ticks).
+    pub session_timeout: Duration,
+    /// `user:password` for digest authentication. When set, every znode weir
+    /// creates is readable and writable only by sessions with the same credentials.
+    pub auth: Option<String>,
+}
+
+impl ZkSettings {
+    /// The ACL for every znode weir creates.
+    pub fn acls(&self) -> zkc::Acls<'static> {
+        if self.auth.is_some() {
+            zkc::Acls::creator_all()
+        } else {
+            zkc::Acls::anyone_all()
+        }
+    }
+}
+
+/// A hint for errors whose fix is not obvious from the client's words.
+pub fn hint(error: &zkc::Error) -> &'static str {
+    match error {
+        zkc::Error::NoAuth => " (the cluster uses digest authentication: set --zk-auth user:password or WEIR_ZK_AUTH)",
+        zkc::Error::AuthFailed => " (ZooKeeper rejected the --zk-auth credentials)",
+        _ => "",
+    }
+}
+
+/// Failures talking to ZooKeeper, split by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZkError {
+    /// No server answered within the deadline.
+    #[error(
+        "cannot reach ZooKeeper at {connect} within {timeout:?} ({what}): is it running? (set --zookeeper or WEIR_ZOOKEEPER)"
+    )]
+    Unreachable {
+        /// The connect string tried.
+        connect: String,
+        /// How long we tried.
+        timeout: Duration,
+        /// Which setting bounded the wait.
+        what: &'static str,
+    },
+    /// The connect string does not parse.
+    #[error("bad ZooKeeper connect string `{connect}`: {source} (expected host:port[,host:port...])")]
+    BadConnectString {
+        /// The connect string given.
+        connect: String,
+        /// What the client said.
+        source: zkc::Error,
+    },
+    /// Any other ZooKeeper error, with what we were doing.
+    #[error("ZooKeeper {what}: {source}{}", hint(source))]
+    Op {
+        /// The operation that failed.
+        what: String,
+        /// What the client said.
+        #[source]
+        source: zkc::Error,
+    },
+}
+
+impl ZkError {
+    /// Wraps a client error with the operation it interrupted.
+    pub fn op(what: impl Into<String>, source: zkc::Error) -> Self {
+        ZkError::Op {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The client error behind an operation failure, if any.
+    pub fn source_error(&self) -> Option<&zkc::Error> {
+        match self {
+            ZkError::Op { source, .. } | ZkError::BadConnectString { source, .. } => Some(source),
+            ZkError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// Wait between two tries to reach an ensemble that does not answer.
+const CONNECT_RETRY: Duration = Duration::from_millis(100);
+
+/// Opens a session, trying again until `deadline` has passed, then failing
+/// with [`ZkError::Unreachable`] naming `what` bounded the wait (the client
+/// on its own gives up after its connection timeout, well before a
+/// `--connect-timeout` the user chose).
+///
+/// Cancel-safe: dropping the future drops the half-open session.
+pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static str) -> Result<zkc::Client, ZkError> {
+    let unreachable = || ZkError::Unreachable {
+        connect: settings.connect.clone(),
+        timeout: deadline,
+        what,
+    };
+    let give_up = Instant::now() + deadline;
+    loop {
+        let left = give_up.saturating_duration_since(Instant::now());
+        let mut connector = zkc::Client::connector().with_session_timeout(settings.session_timeout);
+        if let Some(auth) = &settings.auth {
+            connector = connector.with_auth("digest", auth.as_bytes());
+        }
+        match tokio::time::timeout(left, connector.connect(&settings.connect)).await {
+            Err(_) => return Err(unreachable()),
+            Ok(Err(zkc::Error::Timeout | zkc::Error::NoHosts | zkc::Error::ConnectionLoss)) => {
+                if Instant::now() + CONNECT_RETRY >= give_up {
+                    return Err(unreachable());
+                }
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Ok(Err(source @ zkc::Error::BadArguments(_))) => {
+                return Err(ZkError::BadConnectString {
+                    connect: settings.connect.clone(),
+                    source,
+                })
+            }
+            Ok(Err(source)) => return Err(ZkError::op(format!("connect to {}", settings.connect), source)),
+            Ok(Ok(client)) => return Ok(client),
+        }
+    }
+}
+
+/// The ensemble named by a connect string; each session waits at most its
+/// own session timeout to connect.
+#[derive(Debug, Clone)]
+pub struct ZooKeeper {
+    settings: ZkSettings,
+}
+
+impl ZooKeeper {
+    /// Sessions with `settings`.
+    pub fn new(settings: ZkSettings) -> Self {
+        ZooKeeper { settings }
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for ZooKeeper {
+    async fn connect(&self) -> Result<(Arc<dyn Session>, SessionEvents), ZkError> {
+        let client = connect(&self.settings, self.settings.session_timeout, "the session timeout").await?;
+        let (tx, events) = SessionEvents::channel();
+        let mut states = client.state_watcher();
+        tokio::spawn(async move {
+            loop {
+                let state = states.changed().await;
+                if tx.send(state).is_err() || state.is_terminated() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(session = ?client.session_id(), timeout = ?client.session_timeout(), "connected to ZooKeeper");
+        let session = ZkSession {
+            client,
+            acls: self.settings.acls(),
+            latches: Mutex::new(Vec::new()),
+        };
+        Ok((Arc::new(session), events))
+    }
+}
+
+/// One ZooKeeper session and the latch nodes it holds.
+struct ZkSession {
+    client: zkc::Client,
+    acls: zkc::Acls<'static>,
+    /// The latch recipe's handles: each deletes its node when dropped, so
+    /// they live as long as the session.
+    latches: Mutex<Vec<zkc::OwnedLockClient>>,
+}
+
+#[async_trait::async_trait]
+impl Session for ZkSession {
+    fn timeout(&self) -> Duration {
+        self.client.session_timeout()
+    }
+
+    async fn get_data(&self, path: &str) -> Result<(Vec<u8>, i32), zkc::Error> {
+        let (data, stat) = self.client.get_data(path).await?;
+        Ok((data, stat.version))
+    }
+
+    async fn list_children(&self, path: &str) -> Result<Vec<String>, zkc::Error> {
+        self.client.list_children(path).await
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool, zkc::Error> {
+        Ok(self.client.check_stat(path).await?.is_some())
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
+        self.client.delete(path, None).await
+    }
+
+    async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
+        let prefix = LockPrefix::new_curator(dir, "latch-")?;
+        let options = LockOptions::new(self.acls).with_ancestor_options(CreateMode::Persistent.with_acls(self.acls))?;
+        let lock = self.client.lock(prefix, data, options).await?.into_owned();
+        let path = lock.lock_path().to_string();
+        self.latches.lock().expect("latch list lock").push(lock);
+        Ok(path)
+    }
+
+    async fn fenced(&self, latch: &str, op: FencedOp<'_>) -> Result<i32, FenceError> {
+        let path = op.path();
+        let request_failed = |source| FenceError::Zk {
+            path: path.to_string(),
+            source,
+        };
+        let mut writer = self.client.new_check_writer(latch, None).map_err(request_failed)?;
+        let options = CreateMode::Persistent.with_acls(self.acls);
+        match op {
+            FencedOp::Set { path, data, expected } => writer.add_set_data(path, data, expected),
+            FencedOp::Create { path, data } => writer.add_create(path, data, &options),
+            FencedOp::Check { path, version } => writer.add_check_version(path, version),
+        }
+        .map_err(request_failed)?;
+        let results = writer.commit().await.map_err(|e| from_check(path, e))?;
+        Ok(match (op, results.first()) {
+            (_, Some(zkc::MultiWriteResult::SetData { stat })) => stat.version,
+            (FencedOp::Check { version, .. }, _) => version,
+            _ => 0,
+        })
+    }
+
+    async fn watch_tree(&self, dir: &str) -> Result<mpsc::UnboundedReceiver<String>, zkc::Error> {
+        let mut watcher = self.client.watch(dir, AddWatchMode::PersistentRecursive).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let event = watcher.changed().await;
+                if event.event_type == EventType::Session {
+                    if event.session_state.is_terminated() {
+                        return;
+                    }
+                } else if tx.send(event.path.to_string()).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// What a failed fenced multi-op means.
+fn from_check(path: &str, err: CheckWriteError) -> FenceError {
+    match err {
+        CheckWriteError::CheckFailed { .. } => FenceError::Deposed,
+        CheckWriteError::OperationFailed {
+            source: source @ (zkc::Error::BadVersion | zkc::Error::NodeExists | zkc::Error::NoNode),
+            ..
+        } => FenceError::Conflict {
+            path: path.to_string(),
+            source,
+        },
+        CheckWriteError::OperationFailed { source, .. } | CheckWriteError::RequestFailed { source } => FenceError::Zk {
+            path: path.to_string(),
+            source,
+        },
+    }
+}

@@ -1,0 +1,313 @@
+//! The simulated supervisor's jobs, behind the real [`Executor`]: a job that
+//! passes its source's numbers through (so its sink must read `0, 1, 2, ...`
+//! exactly), run as a task on the simulated runtime, and a sink file in the
+//! world. They check, as they go, the rules only they can see: no job runs
+//! on while its supervisor is cut off, none stops or restarts without a
+//! reason, a FAILED job never starts again, and no write to a sink leaves
+//! it anything but the sequence.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::world::World;
+use crate::checkpoint::Checkpoint;
+use crate::connectors::Sink;
+use crate::job::{AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, LoopEnded, RunEnd};
+use crate::spec::{JobSpec, JobState, JobStatus, SinkSpec};
+
+/// How long a supervisor may let its jobs run on after its connection
+/// dropped: its loop must pause them at once, give or take a request in flight.
+const PAUSE_WITHIN: Duration = Duration::from_millis(100);
+
+/// A job whose name starts with this fails in its first batch.
+pub const DOOMED: &str = "doomed";
+
+/// Runs simulated jobs for supervisor process `node`.
+pub struct SimExecutor {
+    pub world: Arc<World>,
+    pub node: usize,
+    /// Where the cluster's job statuses are, for the FAILED check.
+    pub layout: crate::ha::Layout,
+}
+
+#[async_trait::async_trait]
+impl Executor for SimExecutor {
+    fn is_prepared(&self, _module_sha256: &str) -> bool {
+        true
+    }
+
+    async fn prepare(&self, _module_sha256: &str) -> Result<(), AttemptError> {
+        Ok(())
+    }
+
+    fn open_sink(&self, spec: &JobSpec) -> Box<dyn Sink> {
+        let SinkSpec::File { path } = &spec.sink else {
+            panic!("the simulation's jobs write files")
+        };
+        Box::new(SimSink {
+            world: self.world.clone(),
+            node: self.node,
+            path: path.clone(),
+        })
+    }
+
+    async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {
+        self.world.latency(self.node).await;
+        let mut state = self.world.lock();
+        let status = state
+            .tree
+            .get(&self.layout.job_status(&spec.name))
+            .and_then(|z| serde_json::from_slice::<JobStatus>(&z.data).ok());
+        if status.is_some_and(|s| s.state == JobState::Failed) {
+            state
+                .violations
+                .push(format!("node {}: FAILED job {} started again", self.node, spec.name));
+        }
+        let next = restored.map_or(0, |c| c.meta.source_offset);
+        if restored.is_some_and(|c| c.snapshot.as_ref() != next.to_le_bytes()) {
+            state.violations.push(format!(
+                "node {}: job {} restored a snapshot of another offset",
+                self.node, spec.name
+            ));
+        }
+        let faults = state.processes[self.node].faults;
+        let node = self.node;
+        state.note(|| format!("node {node}: job {} loaded at {next}", spec.name));
+        Ok(Box::new(SimLoop {
+            world: self.world.clone(),
+            node: self.node,
+            name: spec.name.clone(),
+            uid: spec.uid.clone(),
+            layout: self.layout.clone(),
+            next,
+            interval: spec.checkpoint_interval,
+            faults,
+        }))
+    }
+}
+
+/// One attempt's batch loop.
+struct SimLoop {
+    world: Arc<World>,
+    node: usize,
+    name: String,
+    uid: String,
+    layout: crate::ha::Layout,
+    /// The next number the source gives.
+    next: u64,
+    interval: Duration,
+    /// The process's fault count when the attempt started.
+    faults: u64,
+}
+
+impl BatchLoop for SimLoop {
+    fn start(
+        self: Box<Self>,
+        control: ControlReceiver,
+        barriers: mpsc::Sender<Barrier>,
+        abort: Arc<AtomicBool>,
+    ) -> Result<LoopEnded, AttemptError> {
+        let (ended, loop_ended) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = ended.send(self.run(control, barriers, &abort).await);
+        });
+        Ok(loop_ended)
+    }
+}
+
+impl SimLoop {
+    async fn run(
+        mut self,
+        mut control: ControlReceiver,
+        barriers: mpsc::Sender<Barrier>,
+        abort: &AtomicBool,
+    ) -> anyhow::Result<RunEnd> {
+        let mut staged = Vec::new();
+        let mut next_barrier = tokio::time::Instant::now() + self.interval;
+        loop {
+            self.world.running(self.node).await;
+            if abort.load(Ordering::Relaxed) {
+                self.ended("aborted");
+                return Ok(RunEnd::Stopped);
+            }
+            let now = control.get();
+            match now {
+                Control::Stop => {
+                    self.ended("stopped");
+                    if self.world.strikes(|r| r.slow_stop) {
+                        // Blocked in a host call: the attempt abandons it.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    return Ok(RunEnd::Stopped);
+                }
+                Control::Pause => {
+                    if control.changed().await.is_err() {
+                        return Ok(RunEnd::Stopped);
+                    }
+                    continue;
+                }
+                Control::Finish => {
+                    let barrier = self.barrier(&mut staged);
+                    let _ = barriers.send(barrier).await;
+                    return Ok(RunEnd::Finished);
+                }
+                Control::Run => {}
+            }
+            self.check_paused_when_cut_off();
+            if self.name.starts_with(DOOMED) {
+                anyhow::bail!("the doomed job fails its first batch");
+            }
+            let (count, pause) = {
+                let mut state = self.world.lock();
+                let drawn = (state.rng.u64(1..4), state.rng.u64(5..20));
+                let (node, name, next) = (self.node, &self.name, self.next);
+                state.note(|| format!("node {node}: job {name} at {next} draws {drawn:?}"));
+                drawn
+            };
+            for n in self.next..self.next + count {
+                staged.extend_from_slice(format!("{n}\n").as_bytes());
+            }
+            self.next += count;
+            if tokio::time::Instant::now() >= next_barrier {
+                let barrier = self.barrier(&mut staged);
+                if barriers.send(barrier).await.is_err() {
+                    return Ok(RunEnd::Stopped);
+                }
+                next_barrier = tokio::time::Instant::now() + self.interval;
+            }
+            tokio::select! {
+                biased;
+                _ = control.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            }
+        }
+    }
+
+    fn barrier(&self, staged: &mut Vec<u8>) -> Barrier {
+        Barrier {
+            snapshot: self.next.to_le_bytes().to_vec(),
+            source_offset: self.next,
+            output: std::mem::take(staged),
+            created_ms: 0,
+            taken: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A job told to run while its supervisor has been cut off for longer
+    /// than [`PAUSE_WITHIN`] means the leader's loop did not hear it.
+    fn check_paused_when_cut_off(&self) {
+        let state = self.world.lock();
+        let since = state.processes[self.node].disconnected;
+        drop(state);
+        if since.is_some_and(|since| since.elapsed() > PAUSE_WITHIN) {
+            self.world.violation(format!(
+                "node {}: job {} ran on {:?} after its supervisor was cut off from ZooKeeper",
+                self.node,
+                self.name,
+                since.map(|s| s.elapsed())
+            ));
+        }
+    }
+
+    /// An attempt that ends with no fault since it started, while its job
+    /// is still wanted and its supervisor not shutting down, had no reason to.
+    fn ended(&self, how: &str) {
+        let state = self.world.lock();
+        let process = &state.processes[self.node];
+        let wanted = state
+            .tree
+            .get(&self.layout.job(&self.name))
+            .and_then(|z| serde_json::from_slice::<JobSpec>(&z.data).ok())
+            .is_some_and(|s| s.uid == self.uid && s.desired == crate::spec::Desired::Running);
+        let reason = process.faults != self.faults || process.shutting_down || !wanted;
+        drop(state);
+        if !reason {
+            self.world.violation(format!(
+                "node {}: job {} {how} with no fault, no shutdown and its spec unchanged",
+                self.node, self.name
+            ));
+        }
+    }
+}
+
+/// A sink file in the world, written as the file sink writes (at a byte
+/// position), checked after every write.
+struct SimSink {
+    world: Arc<World>,
+    node: usize,
+    path: String,
+}
+
+impl SimSink {
+    fn write(&self, position: u64, output: &[u8], truncate: bool) {
+        let mut state = self.world.lock();
+        let (node, len) = (self.node, output.len());
+        let text = String::from_utf8_lossy(output).replace('\n', " ");
+        state.note(|| {
+            format!(
+                "node {node}: sink {} at {position} +{len} truncate {truncate}: {text}",
+                self.path
+            )
+        });
+        let file = state.sinks.entry(self.path.clone()).or_default();
+        let position = position as usize;
+        if file.len() < position {
+            let what = format!("node {}: sink {} written past its end", self.node, self.path);
+            state.violations.push(what);
+            return;
+        }
+        let end = position + output.len();
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[position..end].copy_from_slice(output);
+        if truncate {
+            file.truncate(end);
+        }
+        if let Some(problem) = sequence_problem(file) {
+            let what = format!("node {}: sink {}: {problem}", self.node, self.path);
+            state.violations.push(what);
+        }
+    }
+}
+
+/// What is wrong with a sink that should hold `0\n1\n2\n...`, if anything.
+pub fn sequence_problem(file: &[u8]) -> Option<String> {
+    let Ok(text) = std::str::from_utf8(file) else {
+        return Some("is not text".into());
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Some("ends in a partial line".into());
+    }
+    for (i, line) in text.lines().enumerate() {
+        if line != i.to_string() {
+            return Some(format!("line {i} is {line:?}: lost or duplicated output"));
+        }
+    }
+    None
+}
+
+#[async_trait::async_trait]
+impl Sink for SimSink {
+    async fn initial_position(&mut self) -> io::Result<u64> {
+        self.world.latency(self.node).await;
+        Ok(self.world.lock().sinks.get(&self.path).map_or(0, |f| f.len() as u64))
+    }
+
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.world.latency(self.node).await;
+        self.write(position, &output, false);
+        Ok(())
+    }
+
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.world.latency(self.node).await;
+        self.write(position, &output, true);
+        Ok(())
+    }
+}

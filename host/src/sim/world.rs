@@ -1,0 +1,237 @@
+//! The simulated world every simulated supervisor shares: the ZooKeeper
+//! tree and sessions, the storage dir's objects (as the checker sees them),
+//! the sink files, what each supervisor process is suffering (paused,
+//! disconnected, killed), the fault rates, and the one seeded random
+//! source. One lock, never held across an await.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use crate::coord::SessionState;
+
+/// A znode.
+#[derive(Debug, Clone)]
+pub struct Znode {
+    pub data: Vec<u8>,
+    pub version: i32,
+    /// The session owning an ephemeral node.
+    pub owner: Option<u64>,
+}
+
+/// A session with the simulated ensemble.
+#[derive(Debug)]
+pub struct SessionRecord {
+    /// The supervisor process it belongs to.
+    pub node: usize,
+    /// Still valid: not expired, not closed.
+    pub alive: bool,
+    /// Where its state changes go; `None` once the session has ended and said so.
+    pub events: Option<mpsc::UnboundedSender<SessionState>>,
+    /// Its watches: a directory and where to send changed paths.
+    pub watches: Vec<(String, mpsc::UnboundedSender<String>)>,
+    /// The session expired while its process could not hear it (paused or
+    /// cut off); it hears once it can.
+    pub expiry_unheard: bool,
+}
+
+/// What one supervisor process is going through.
+#[derive(Debug, Default, Clone)]
+pub struct Process {
+    pub paused: bool,
+    /// Killed with `kill -9`: it never does anything again.
+    pub killed: bool,
+    /// Its connection to ZooKeeper is down, since when.
+    pub disconnected: Option<Instant>,
+    /// Asked to shut down (SIGTERM).
+    pub shutting_down: bool,
+    /// Bumped by every fault that gives it a reason to stop or restart a
+    /// job: a job that ends with this unchanged had no reason to.
+    pub faults: u64,
+}
+
+/// How often each kind of fault strikes, in percent of requests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rates {
+    /// A ZooKeeper read fails with a timeout (the session lives on).
+    pub read_failure: u64,
+    /// A fenced write is applied but reported lost, and the connection drops.
+    pub ambiguous_write: u64,
+    /// A storage request fails.
+    pub storage_failure: u64,
+    /// A storage write hangs past every deadline.
+    pub storage_hang: u64,
+    /// A job asked to stop is blocked in a host call and takes seconds to.
+    pub slow_stop: u64,
+}
+
+/// Everything under the lock.
+pub struct State {
+    pub rng: fastrand::Rng,
+    pub tree: BTreeMap<String, Znode>,
+    pub sessions: BTreeMap<u64, SessionRecord>,
+    pub next_session: u64,
+    pub next_sequence: u64,
+    pub processes: Vec<Process>,
+    pub rates: Rates,
+    /// The storage dir's objects, as written (the checker reads them here).
+    pub objects: BTreeMap<String, Vec<u8>>,
+    /// Sink files by path.
+    pub sinks: BTreeMap<String, Vec<u8>>,
+    /// Rules found broken, with the seed's story so far.
+    pub violations: Vec<String>,
+    /// Every supervisor that has written a fenced op, and the latch it held.
+    pub fenced_writers: BTreeSet<String>,
+    /// What happened, in order, when `WEIR_SIM_TRACE` is set.
+    pub trace: Option<Vec<String>>,
+}
+
+/// The shared world.
+pub struct World {
+    state: Mutex<State>,
+    /// Notified on every change a waiter may care about (a latch node gone,
+    /// a process resumed).
+    pub changed: Notify,
+}
+
+impl World {
+    /// An empty world whose randomness comes from `seed`.
+    pub fn new(seed: u64) -> Arc<World> {
+        Arc::new(World {
+            state: Mutex::new(State {
+                rng: fastrand::Rng::with_seed(seed),
+                tree: BTreeMap::new(),
+                sessions: BTreeMap::new(),
+                next_session: 1,
+                next_sequence: 0,
+                processes: Vec::new(),
+                rates: Rates::default(),
+                objects: BTreeMap::new(),
+                sinks: BTreeMap::new(),
+                violations: Vec::new(),
+                fenced_writers: BTreeSet::new(),
+                trace: std::env::var_os("WEIR_SIM_TRACE").map(|_| Vec::new()),
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// The state, locked.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("sim world lock")
+    }
+
+    /// Waits while process `node` is paused; never returns once it is killed.
+    pub async fn running(&self, node: usize) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                let process = &state.processes[node];
+                if !process.paused && !process.killed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// A request's time on the wire: a few random milliseconds, during which
+    /// the process may be paused (then it waits until resumed).
+    pub async fn latency(&self, node: usize) {
+        self.running(node).await;
+        let ms = self.lock().rng.u64(0..4);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.running(node).await;
+    }
+
+    /// Whether a fault of this rate strikes now.
+    pub fn strikes(&self, rate: fn(&Rates) -> u64) -> bool {
+        let mut state = self.lock();
+        let percent = rate(&state.rates);
+        percent > 0 && state.rng.u64(0..100) < percent
+    }
+
+    /// Records a broken rule.
+    pub fn violation(&self, what: String) {
+        self.lock().violations.push(what);
+    }
+}
+
+impl State {
+    /// Notes an event in the trace, if one is kept.
+    pub fn note(&mut self, what: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("{:?} {}", tokio::time::Instant::now(), what()));
+        }
+    }
+
+    /// Sends `state` to session `id`, if it still listens.
+    pub fn tell(&mut self, id: u64, state: SessionState) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            if let Some(events) = &session.events {
+                let _ = events.send(state);
+            }
+            if state.is_terminated() {
+                session.events = None;
+                session.watches.clear();
+            }
+        }
+    }
+
+    /// The live session of process `node`, if any.
+    pub fn session_of(&self, node: usize) -> Option<u64> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.node == node && s.alive)
+            .map(|(id, _)| *id)
+    }
+
+    /// Ends session `id`: its ephemeral nodes go at once.
+    pub fn end_session(&mut self, id: u64) -> bool {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        if !session.alive {
+            return false;
+        }
+        session.alive = false;
+        let ephemeral: Vec<String> = self
+            .tree
+            .iter()
+            .filter(|(_, z)| z.owner == Some(id))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in ephemeral {
+            self.tree.remove(&path);
+            self.notify_watchers(&path);
+        }
+        true
+    }
+
+    /// Tells every live watch over `path` that it changed.
+    pub fn notify_watchers(&mut self, path: &str) {
+        for session in self.sessions.values().filter(|s| s.alive) {
+            for (dir, tx) in &session.watches {
+                if path
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+                {
+                    let _ = tx.send(path.to_string());
+                }
+            }
+        }
+    }
+
+    /// Bumps process `node`'s fault count: its jobs may now stop or restart.
+    pub fn fault(&mut self, node: usize) {
+        self.processes[node].faults += 1;
+        let process = self.processes[node].clone();
+        self.note(|| format!("node {node}: {process:?}"));
+    }
+}

@@ -1,0 +1,331 @@
+//! A simulated ZooKeeper ensemble behind the real [`Connector`] and
+//! [`Session`] traits: a tree of znodes with versions, sessions whose
+//! ephemeral nodes go when they end, the latch recipe's ordering, watches,
+//! and fenced multi-ops, with the faults a real ensemble shows (requests
+//! cut off by a dropped connection, timed-out reads, writes applied but
+//! reported lost, expiry while paused).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use zookeeper_client as zkc;
+
+use super::world::{SessionRecord, State, World, Znode};
+use crate::coord::{Connector, FenceError, FencedOp, Session, SessionEvents, SessionState, ZkError};
+
+/// The session timeout every simulated session gets.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens sessions for one supervisor process.
+pub struct SimConnector {
+    pub world: Arc<World>,
+    pub node: usize,
+}
+
+#[async_trait::async_trait]
+impl Connector for SimConnector {
+    async fn connect(&self) -> Result<(Arc<dyn Session>, SessionEvents), ZkError> {
+        self.world.latency(self.node).await;
+        let mut state = self.world.lock();
+        if state.processes[self.node].disconnected.is_some() {
+            return Err(ZkError::op("connect", zkc::Error::ConnectionLoss));
+        }
+        let id = state.next_session;
+        state.next_session += 1;
+        let (tx, events) = SessionEvents::channel();
+        state.sessions.insert(
+            id,
+            SessionRecord {
+                node: self.node,
+                alive: true,
+                events: Some(tx),
+                watches: Vec::new(),
+                expiry_unheard: false,
+            },
+        );
+        let session = SimSession {
+            world: self.world.clone(),
+            node: self.node,
+            id,
+        };
+        Ok((Arc::new(session), events))
+    }
+}
+
+/// One simulated session. Dropping it closes the session, as dropping the
+/// last zookeeper-client handle does.
+pub struct SimSession {
+    world: Arc<World>,
+    node: usize,
+    id: u64,
+}
+
+impl Drop for SimSession {
+    fn drop(&mut self) {
+        let mut state = self.world.lock();
+        state.end_session(self.id);
+        state.tell(self.id, SessionState::Closed);
+        drop(state);
+        self.world.changed.notify_waiters();
+    }
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+impl SimSession {
+    /// Waits out the request's latency, then checks that it can reach the
+    /// ensemble at all; returns the locked state to carry it out in.
+    async fn request(&self) -> Result<std::sync::MutexGuard<'_, State>, zkc::Error> {
+        self.world.latency(self.node).await;
+        let state = self.world.lock();
+        let session = &state.sessions[&self.id];
+        if !session.alive {
+            return Err(zkc::Error::SessionExpired);
+        }
+        if state.processes[self.node].disconnected.is_some() {
+            return Err(zkc::Error::ConnectionLoss);
+        }
+        Ok(state)
+    }
+
+    /// Like [`SimSession::request`], for a read, which may also time out.
+    async fn read(&self) -> Result<std::sync::MutexGuard<'_, State>, zkc::Error> {
+        if self.world.strikes(|r| r.read_failure) {
+            self.world.latency(self.node).await;
+            return Err(zkc::Error::Timeout);
+        }
+        self.request().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for SimSession {
+    fn timeout(&self) -> Duration {
+        SESSION_TIMEOUT
+    }
+
+    async fn get_data(&self, path: &str) -> Result<(Vec<u8>, i32), zkc::Error> {
+        let state = self.read().await?;
+        let node = state.tree.get(path).ok_or(zkc::Error::NoNode)?;
+        Ok((node.data.clone(), node.version))
+    }
+
+    async fn list_children(&self, path: &str) -> Result<Vec<String>, zkc::Error> {
+        let state = self.read().await?;
+        if !state.tree.contains_key(path) {
+            return Err(zkc::Error::NoNode);
+        }
+        Ok(state
+            .tree
+            .keys()
+            .filter(|p| parent(p) == path)
+            .map(|p| p[path.len() + 1..].to_string())
+            .collect())
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool, zkc::Error> {
+        Ok(self.read().await?.tree.contains_key(path))
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
+        let mut state = self.request().await?;
+        let owner = state.tree.get(path).ok_or(zkc::Error::NoNode)?.owner;
+        if owner != Some(self.id) {
+            // Unfenced, a delete is only for a node of one's own: the latch.
+            let what = format!(
+                "node {}: deleted {path}, which is not its own ephemeral node",
+                self.node
+            );
+            state.violations.push(what);
+        }
+        state.tree.remove(path);
+        state.notify_watchers(path);
+        drop(state);
+        self.world.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
+        let path = {
+            let mut state = self.request().await?;
+            let mut ancestor = String::new();
+            for part in dir.split('/').filter(|p| !p.is_empty()) {
+                ancestor = format!("{ancestor}/{part}");
+                state.tree.entry(ancestor.clone()).or_insert(Znode {
+                    data: Vec::new(),
+                    version: 0,
+                    owner: None,
+                });
+            }
+            let sequence = state.next_sequence;
+            state.next_sequence += 1;
+            let path = format!("{dir}/_c_{:016x}-latch-{sequence:010}", self.id);
+            let node = Znode {
+                data: data.to_vec(),
+                version: 0,
+                owner: Some(self.id),
+            };
+            state.tree.insert(path.clone(), node);
+            path
+        };
+        // The lowest sequence leads; wait until no lower one is left.
+        loop {
+            let notified = self.world.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.world.lock();
+                if !state.sessions[&self.id].alive {
+                    return Err(zkc::Error::SessionExpired);
+                }
+                let sequence = |p: &str| p.rsplit('-').next().unwrap_or_default().to_string();
+                let lowest = state
+                    .tree
+                    .keys()
+                    .filter(|p| parent(p) == dir)
+                    .min_by_key(|p| sequence(p));
+                if lowest == Some(&path) && !state.processes[self.node].paused {
+                    return Ok(path);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    async fn fenced(&self, latch: &str, op: FencedOp<'_>) -> Result<i32, FenceError> {
+        let path = op.path().to_string();
+        let zk = |source| FenceError::Zk {
+            path: path.clone(),
+            source,
+        };
+        let conflict = |source| FenceError::Conflict {
+            path: path.clone(),
+            source,
+        };
+        let mut state = self.request().await.map_err(zk)?;
+        if !state.tree.contains_key(latch) {
+            return Err(FenceError::Deposed);
+        }
+        let version = match op {
+            FencedOp::Set { path, data, expected } => {
+                let node = state.tree.get_mut(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
+                if expected.is_some_and(|v| v != node.version) {
+                    return Err(conflict(zkc::Error::BadVersion));
+                }
+                node.data = data.to_vec();
+                node.version += 1;
+                node.version
+            }
+            FencedOp::Create { path, data } => {
+                if state.tree.contains_key(path) {
+                    return Err(conflict(zkc::Error::NodeExists));
+                }
+                if !state.tree.contains_key(parent(path)) {
+                    return Err(conflict(zkc::Error::NoNode));
+                }
+                let node = Znode {
+                    data: data.to_vec(),
+                    version: 0,
+                    owner: None,
+                };
+                state.tree.insert(path.to_string(), node);
+                0
+            }
+            FencedOp::Check { path, version } => {
+                let node = state.tree.get(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
+                if node.version != version {
+                    return Err(conflict(zkc::Error::BadVersion));
+                }
+                return Ok(version);
+            }
+        };
+        state.fenced_writers.insert(latch.to_string());
+        let node = self.node;
+        state.note(|| match op {
+            FencedOp::Set { path, data, .. } | FencedOp::Create { path, data } => {
+                format!(
+                    "node {node}: {path} = {} (version {version})",
+                    String::from_utf8_lossy(data)
+                )
+            }
+            FencedOp::Check { .. } => unreachable!("a check returned above"),
+        });
+        state.notify_watchers(&path);
+        let percent = state.rates.ambiguous_write;
+        if percent > 0 && state.rng.u64(0..100) < percent {
+            // Applied, but the answer is lost with the connection.
+            disconnect(&mut state, self.node);
+            drop(state);
+            return Err(zk(zkc::Error::ConnectionLoss));
+        }
+        Ok(version)
+    }
+
+    async fn watch_tree(&self, dir: &str) -> Result<mpsc::UnboundedReceiver<String>, zkc::Error> {
+        let mut state = self.request().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        state
+            .sessions
+            .get_mut(&self.id)
+            .expect("own session")
+            .watches
+            .push((dir.to_string(), tx));
+        Ok(rx)
+    }
+}
+
+/// Process `node`'s connection drops: its session, if any, hears Disconnected.
+pub fn disconnect(state: &mut State, node: usize) {
+    if state.processes[node].disconnected.is_some() {
+        return;
+    }
+    state.processes[node].disconnected = Some(tokio::time::Instant::now());
+    state.fault(node);
+    if let Some(id) = state.session_of(node) {
+        state.tell(id, SessionState::Disconnected);
+    }
+}
+
+/// Process `node`'s connection is back: its session hears SyncConnected,
+/// or Expired if it ended meanwhile.
+pub fn reconnect(state: &mut State, node: usize) {
+    if state.processes[node].disconnected.take().is_none() {
+        return;
+    }
+    hear(state, node);
+    if let Some(id) = state.session_of(node) {
+        state.tell(id, SessionState::SyncConnected);
+    }
+}
+
+/// ZooKeeper expires process `node`'s session, as it does once the process
+/// has been silent (paused or cut off) for the session timeout.
+pub fn expire(state: &mut State, node: usize) {
+    let Some(id) = state.session_of(node) else { return };
+    state.end_session(id);
+    state.fault(node);
+    state.sessions.get_mut(&id).expect("listed").expiry_unheard = true;
+    hear(state, node);
+}
+
+/// Delivers an expiry the process could not hear before (it was paused or
+/// cut off), now that it can: its client reports Expired.
+pub fn hear(state: &mut State, node: usize) {
+    let process = &state.processes[node];
+    if process.paused || process.killed {
+        return;
+    }
+    let unheard: Vec<u64> = state
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.node == node && s.expiry_unheard)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in unheard {
+        state.sessions.get_mut(&id).expect("listed").expiry_unheard = false;
+        state.tell(id, SessionState::Expired);
+    }
+}
