@@ -24,6 +24,10 @@ use crate::spec::{JobSpec, JobState, JobStatus, SinkSpec};
 /// dropped: its loop must pause them at once, give or take a request in flight.
 const PAUSE_WITHIN: Duration = Duration::from_millis(100);
 
+/// How soon after a fault on its supervisor a job may stop or restart
+/// because of it: the leader acts at once, give or take a few requests.
+const REASON_WITHIN: Duration = Duration::from_secs(1);
+
 /// A job whose name starts with this fails in its first batch.
 pub const DOOMED: &str = "doomed";
 
@@ -75,7 +79,6 @@ impl Executor for SimExecutor {
                 self.node, spec.name
             ));
         }
-        let faults = state.processes[self.node].faults;
         let node = self.node;
         state.note(|| format!("node {node}: job {} loaded at {next}", spec.name));
         Ok(Box::new(SimLoop {
@@ -86,7 +89,6 @@ impl Executor for SimExecutor {
             layout: self.layout.clone(),
             next,
             interval: spec.checkpoint_interval,
-            faults,
         }))
     }
 }
@@ -101,8 +103,6 @@ struct SimLoop {
     /// The next number the source gives.
     next: u64,
     interval: Duration,
-    /// The process's fault count when the attempt started.
-    faults: u64,
 }
 
 impl BatchLoop for SimLoop {
@@ -214,8 +214,9 @@ impl SimLoop {
         }
     }
 
-    /// An attempt that ends with no fault since it started, while its job
-    /// is still wanted and its supervisor not shutting down, had no reason to.
+    /// An attempt that ends with no fault on its supervisor lately, while
+    /// its job is still wanted and its supervisor not shutting down, had no
+    /// reason to.
     fn ended(&self, how: &str) {
         let state = self.world.lock();
         let process = &state.processes[self.node];
@@ -224,7 +225,14 @@ impl SimLoop {
             .get(&self.layout.job(&self.name))
             .and_then(|z| serde_json::from_slice::<JobSpec>(&z.data).ok())
             .is_some_and(|s| s.uid == self.uid && s.desired == crate::spec::Desired::Running);
-        let reason = process.faults != self.faults || process.shutting_down || !wanted;
+        let recent_fault = process.last_fault.is_some_and(|at| at.elapsed() < REASON_WITHIN);
+        let reason = recent_fault || process.shutting_down || !wanted;
+        eprintln!(
+            "ENDED {} {how} at {:?} reason {reason} {:?} {wanted}",
+            self.name,
+            tokio::time::Instant::now(),
+            process.last_fault
+        );
         drop(state);
         if !reason {
             self.world.violation(format!(

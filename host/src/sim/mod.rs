@@ -37,6 +37,8 @@ const SUPERVISORS: usize = 3;
 /// The jobs every simulated cluster runs: two that count, one that fails
 /// for good at once (its FAILED state must stick).
 const JOBS: [&str; 3] = ["count-a", "count-b", DOOMED];
+/// A job a simulated user deploys, cancels and deploys again.
+const EXTRA: &str = "extra";
 
 /// A simulated cluster.
 struct Sim {
@@ -61,15 +63,29 @@ impl Sim {
         sim
     }
 
-    /// Writes a job's spec, status and empty pointer, as `weir deploy` does.
+    /// Writes a job's spec, status and empty pointer, as `weir deploy`
+    /// does (replacing a cancelled job of that name).
     fn deploy(&self, name: &str) {
+        let uid = {
+            let mut state = self.world.lock();
+            let uid = format!("uid-{name}-{}", state.next_sequence);
+            state.next_sequence += 1;
+            for path in [
+                self.layout.job_status(name),
+                self.layout.job_checkpoint(name),
+                self.layout.job(name),
+            ] {
+                state.tree.remove(&path);
+            }
+            uid
+        };
         let spec = JobSpec {
             name: name.to_string(),
-            uid: format!("uid-{name}"),
+            uid: uid.clone(),
             module_sha256: "sim".into(),
             source: SourceSpec::Sequence { start: 0, rate: 0 },
             sink: SinkSpec::File {
-                path: format!("/sim/{name}.out"),
+                path: format!("/sim/{uid}.out"),
             },
             checkpoint_interval: Duration::from_millis(100),
             config: Vec::new(),
@@ -109,6 +125,36 @@ impl Sim {
         put(self.layout.job(name), serde_json::to_vec(&spec).unwrap());
         put(self.layout.job_status(name), serde_json::to_vec(&status).unwrap());
         put(self.layout.job_checkpoint(name), Vec::new());
+        state.notify_watchers(&self.layout.job(name));
+    }
+
+    /// Marks a job cancelled, as `weir cancel` does.
+    fn cancel(&self, name: &str) {
+        let mut state = self.world.lock();
+        let path = self.layout.job(name);
+        let Some(znode) = state.tree.get_mut(&path) else { return };
+        let mut spec: JobSpec = serde_json::from_slice(&znode.data).expect("spec");
+        spec.desired = Desired::Cancelled;
+        znode.data = serde_json::to_vec(&spec).expect("spec");
+        znode.version += 1;
+        state.notify_watchers(&path);
+    }
+
+    /// A user deploys the extra job, or cancels it if it runs.
+    fn deploy_or_cancel(&self) {
+        let running = {
+            let state = self.world.lock();
+            state
+                .tree
+                .get(&self.layout.job(EXTRA))
+                .and_then(|z| serde_json::from_slice::<JobSpec>(&z.data).ok())
+                .is_some_and(|spec| spec.desired == Desired::Running)
+        };
+        if running {
+            self.cancel(EXTRA);
+        } else {
+            self.deploy(EXTRA);
+        }
     }
 
     /// Starts a supervisor process running the real supervisor code.
@@ -154,7 +200,7 @@ impl Sim {
             let mut state = self.world.lock();
             (
                 state.rng.u64(10..400),
-                state.rng.u64(..12),
+                state.rng.u64(..13),
                 state.rng.usize(..SUPERVISORS),
             )
         };
@@ -163,7 +209,10 @@ impl Sim {
         let mut state = self.world.lock();
         let toggle = |on: bool, percent: u64| if on { 0 } else { percent };
         match choice {
-            0 => state.processes[node].paused = !state.processes[node].paused,
+            0 => {
+                state.processes[node].paused = !state.processes[node].paused;
+                state.fault(node);
+            }
             1 if state.processes[node].disconnected.is_none() => disconnect(&mut state, node),
             1 => reconnect(&mut state, node),
             // ZooKeeper expires a session whose process has gone silent.
@@ -200,13 +249,14 @@ impl Sim {
             7 => state.rates.storage_failure = toggle(state.rates.storage_failure > 0, 10),
             8 => state.rates.storage_hang = toggle(state.rates.storage_hang > 0, 5),
             9 => state.rates.slow_stop = toggle(state.rates.slow_stop > 0, 30),
+            10 => {
+                drop(state);
+                self.deploy_or_cancel();
+                return;
+            }
             _ => {}
         }
-        if !state.processes[node].paused {
-            hear(&mut state, node);
-        } else {
-            state.fault(node);
-        }
+        hear(&mut state, node);
         drop(state);
         self.world.changed.notify_waiters();
     }
@@ -224,7 +274,9 @@ impl Sim {
         let mut state = self.world.lock();
         state.rates = Rates::default();
         for node in 0..state.processes.len() {
-            state.processes[node].paused = false;
+            if std::mem::take(&mut state.processes[node].paused) {
+                state.fault(node);
+            }
             if state.processes[node].killed {
                 expire(&mut state, node);
             } else {
@@ -243,14 +295,25 @@ impl Sim {
         if let Some(violation) = state.violations.first() {
             return Err(violation.clone());
         }
-        for name in JOBS {
+        let deployed: Vec<JobSpec> = state
+            .tree
+            .keys()
+            .filter_map(|path| {
+                state.tree.get(path).filter(|_| {
+                    path.strip_prefix(&format!("{}/", self.layout.jobs()))
+                        .is_some_and(|n| !n.contains('/'))
+                })
+            })
+            .filter_map(|z| serde_json::from_slice(&z.data).ok())
+            .collect();
+        for spec in &deployed {
+            let (name, uid) = (spec.name.as_str(), spec.uid.as_str());
             let pointer = state
                 .tree
                 .get(&self.layout.job_checkpoint(name))
                 .map(|z| Pointer::decode(&z.data).expect("the pointer decodes"))
                 .unwrap_or_default();
-            let dir =
-                |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/uid-{name}/{}-{}", c.id, c.epoch);
+            let dir = |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/{uid}/{}-{}", c.id, c.epoch);
             for c in &pointer.retained {
                 for object in ["snapshot", "output", "meta.json"] {
                     if !state.objects.contains_key(&format!("{}/{object}", dir(*c))) {
@@ -264,7 +327,7 @@ impl Sim {
             });
             let sink = state
                 .sinks
-                .get(&format!("/sim/{name}.out"))
+                .get(&format!("/sim/{uid}.out"))
                 .map_or(0, |f| f.len() as u64);
             if sink > committed_end {
                 return Err(format!(
@@ -308,9 +371,10 @@ impl Sim {
     /// Lines in a job's sink.
     fn lines(&self, name: &str) -> usize {
         let state = self.world.lock();
+        let spec: JobSpec = serde_json::from_slice(&state.tree[&self.layout.job(name)].data).expect("spec");
         let sink = state
             .sinks
-            .get(&format!("/sim/{name}.out"))
+            .get(&format!("/sim/{}.out", spec.uid))
             .cloned()
             .unwrap_or_default();
         if let Some(problem) = sequence_problem(&sink) {

@@ -48,9 +48,10 @@ pub struct Process {
     pub disconnected: Option<Instant>,
     /// Asked to shut down (SIGTERM).
     pub shutting_down: bool,
-    /// Bumped by every fault that gives it a reason to stop or restart a
-    /// job: a job that ends with this unchanged had no reason to.
-    pub faults: u64,
+    /// When it last suffered or recovered from a fault that gives it a
+    /// reason to stop or restart a job (a pause, a lost connection or
+    /// session, a signal): a job that ends long after had no reason to.
+    pub last_fault: Option<Instant>,
 }
 
 /// How often each kind of fault strikes, in percent of requests.
@@ -228,9 +229,9 @@ impl State {
         }
     }
 
-    /// Bumps process `node`'s fault count: its jobs may now stop or restart.
+    /// Notes a fault (or its healing) on process `node`: its jobs may now stop or restart.
     pub fn fault(&mut self, node: usize) {
-        self.processes[node].faults += 1;
+        self.processes[node].last_fault = Some(Instant::now());
         let process = self.processes[node].clone();
         self.note(|| format!("node {node}: {process:?}"));
     }

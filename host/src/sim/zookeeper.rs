@@ -295,6 +295,7 @@ pub fn reconnect(state: &mut State, node: usize) {
     if state.processes[node].disconnected.take().is_none() {
         return;
     }
+    state.fault(node);
     hear(state, node);
     if let Some(id) = state.session_of(node) {
         state.tell(id, SessionState::SyncConnected);
