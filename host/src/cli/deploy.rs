@@ -68,6 +68,11 @@ pub struct DeployArgs {
     storage: StorageArgs,
 }
 
+/// Largest spec `weir deploy` writes: ZooKeeper refuses a request over
+/// 1 MiB (`jute.maxbuffer`), and the deploy's request also carries the
+/// status and the pointer.
+const MAX_SPEC_BYTES: usize = 1_000_000;
+
 /// Largest module `weir deploy` accepts: far above any real job, low enough
 /// that a wrong file cannot fill the storage dir or every replica's memory.
 const MAX_MODULE_BYTES: u64 = 64 << 20;
@@ -156,17 +161,20 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
 
     let job_path = layout.job(&name);
-    match client.get_data(&job_path).await {
-        Ok((data, _)) => {
+    // A cancelled job of this name is deployed over: its znodes are set,
+    // never deleted and made again, so their versions only grow and
+    // nothing its last deployment still has in flight can land.
+    let cancelled_version = match client.get_data(&job_path).await {
+        Ok((data, stat)) => {
             let running = serde_json::from_slice::<JobSpec>(&data).map_or(true, |s| s.desired == Desired::Running);
             if running {
                 bail!("job `{name}` already exists; cancel it first (`weir cancel {name}`) or choose another --name");
             }
-            remove_job(&client, &layout, &name).await?;
+            Some(stat.version)
         }
-        Err(zkc::Error::NoNode) => {}
+        Err(zkc::Error::NoNode) => None,
         Err(e) => bail!("cannot read {job_path}: {e}{}", hint(&e)),
-    }
+    };
 
     let spec = JobSpec {
         name: name.clone(),
@@ -196,14 +204,33 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         error: None,
         since_ms: now_ms(),
     };
+    let spec_bytes = serde_json::to_vec(&spec)?;
+    if spec_bytes.len() > MAX_SPEC_BYTES {
+        bail!(
+            "job `{name}`'s spec is {} bytes, over the {MAX_SPEC_BYTES} ZooKeeper can hold in a znode \
+             (its --config values are {} bytes): give large settings to the job as a file in a --dir instead",
+            spec_bytes.len(),
+            spec.config.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        );
+    }
+    let status = serde_json::to_vec(&status)?;
     let mut writer = client.new_multi_writer();
-    writer.add_create(&job_path, &serde_json::to_vec(&spec)?, &options)?;
-    writer.add_create(&layout.job_status(&name), &serde_json::to_vec(&status)?, &options)?;
-    writer.add_create(&layout.job_checkpoint(&name), b"", &options)?;
+    match cancelled_version {
+        None => {
+            writer.add_create(&job_path, &spec_bytes, &options)?;
+            writer.add_create(&layout.job_status(&name), &status, &options)?;
+            writer.add_create(&layout.job_checkpoint(&name), b"", &options)?;
+        }
+        Some(version) => {
+            writer.add_set_data(&job_path, &spec_bytes, Some(version))?;
+            writer.add_set_data(&layout.job_status(&name), &status, None)?;
+            writer.add_set_data(&layout.job_checkpoint(&name), b"", None)?;
+        }
+    }
     match writer.commit().await {
         Ok(_) => {}
         Err(zkc::MultiWriteError::OperationFailed {
-            source: zkc::Error::NodeExists,
+            source: zkc::Error::NodeExists | zkc::Error::BadVersion,
             ..
         }) => {
             bail!("job `{name}` was deployed concurrently by someone else; check `weir jobs`")
@@ -217,19 +244,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         spec.sink,
         humantime::format_duration(spec.checkpoint_interval)
     );
-    Ok(())
-}
-
-/// Deletes a cancelled job's znodes so its name can be reused.
-async fn remove_job(client: &zkc::Client, layout: &crate::ha::Layout, name: &str) -> anyhow::Result<()> {
-    let mut writer = client.new_multi_writer();
-    writer.add_delete(&layout.job_status(name), None)?;
-    writer.add_delete(&layout.job_checkpoint(name), None)?;
-    writer.add_delete(&layout.job(name), None)?;
-    writer
-        .commit()
-        .await
-        .with_context(|| format!("cannot replace cancelled job `{name}`"))?;
     Ok(())
 }
 

@@ -59,9 +59,10 @@ pub trait Session: Send + Sync {
     /// `SessionExpired` if the session ends first.
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error>;
 
-    /// Carries out `op` in one multi-op with a check that the node `latch`
-    /// still exists; returns the version of the node written or checked.
-    async fn fenced(&self, latch: &str, op: FencedOp<'_>) -> Result<i32, FenceError>;
+    /// Carries out `ops` in one multi-op, all or none, with a check that the
+    /// node `latch` still exists; returns the version of each node written
+    /// or checked, in order.
+    async fn fenced(&self, latch: &str, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError>;
 
     /// Watches every node below `dir`: yields the path of each node created,
     /// changed or deleted, until the session ends. Events may be missed

@@ -216,26 +216,32 @@ impl Session for ZkSession {
         Ok(path)
     }
 
-    async fn fenced(&self, latch: &str, op: FencedOp<'_>) -> Result<i32, FenceError> {
-        let path = op.path();
+    async fn fenced(&self, latch: &str, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError> {
+        let paths = ops.iter().map(|op| op.path()).collect::<Vec<_>>().join(", ");
         let request_failed = |source| FenceError::Zk {
-            path: path.to_string(),
+            path: paths.clone(),
             source,
         };
         let mut writer = self.client.new_check_writer(latch, None).map_err(request_failed)?;
         let options = CreateMode::Persistent.with_acls(self.acls);
-        match op {
-            FencedOp::Set { path, data, expected } => writer.add_set_data(path, data, expected),
-            FencedOp::Create { path, data } => writer.add_create(path, data, &options),
-            FencedOp::Check { path, version } => writer.add_check_version(path, version),
+        for op in ops {
+            match *op {
+                FencedOp::Set { path, data, expected } => writer.add_set_data(path, data, expected),
+                FencedOp::Create { path, data } => writer.add_create(path, data, &options),
+                FencedOp::Check { path, version } => writer.add_check_version(path, version),
+            }
+            .map_err(request_failed)?;
         }
-        .map_err(request_failed)?;
-        let results = writer.commit().await.map_err(|e| from_check(path, e))?;
-        Ok(match (op, results.first()) {
-            (_, Some(zkc::MultiWriteResult::SetData { stat })) => stat.version,
-            (FencedOp::Check { version, .. }, _) => version,
-            _ => 0,
-        })
+        let results = writer.commit().await.map_err(|e| from_check(ops, &paths, e))?;
+        Ok(ops
+            .iter()
+            .zip(results)
+            .map(|(op, result)| match (op, result) {
+                (_, zkc::MultiWriteResult::SetData { stat }) => stat.version,
+                (FencedOp::Check { version, .. }, _) => *version,
+                _ => 0,
+            })
+            .collect())
     }
 
     async fn watch_tree(&self, dir: &str) -> Result<mpsc::UnboundedReceiver<String>, zkc::Error> {
@@ -257,19 +263,19 @@ impl Session for ZkSession {
     }
 }
 
-/// What a failed fenced multi-op means.
-fn from_check(path: &str, err: CheckWriteError) -> FenceError {
+/// What a failed fenced multi-op of `ops` (on `paths`) means.
+fn from_check(ops: &[FencedOp<'_>], paths: &str, err: CheckWriteError) -> FenceError {
     match err {
         CheckWriteError::CheckFailed { .. } => FenceError::Deposed,
         CheckWriteError::OperationFailed {
+            index,
             source: source @ (zkc::Error::BadVersion | zkc::Error::NodeExists | zkc::Error::NoNode),
-            ..
         } => FenceError::Conflict {
-            path: path.to_string(),
+            path: ops.get(index).map_or(paths, |op| op.path()).to_string(),
             source,
         },
         CheckWriteError::OperationFailed { source, .. } | CheckWriteError::RequestFailed { source } => FenceError::Zk {
-            path: path.to_string(),
+            path: paths.to_string(),
             source,
         },
     }

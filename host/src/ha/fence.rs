@@ -48,7 +48,7 @@ impl Fence {
                 epoch: record.epoch,
             };
             let written = match current {
-                Some((_, version)) => fence.set(&path, &data, Some(version)).await.map(drop),
+                Some((_, version)) => fence.set(&path, &data, Some(version)).await,
                 None => fence.create(&path, &data).await,
             };
             match written {
@@ -74,24 +74,19 @@ impl Fence {
         &self.latch
     }
 
-    /// Sets `path` to `data` if we still lead (and if its version is
-    /// `expected`); returns the node's new version.
-    pub async fn set(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<i32, FenceError> {
-        let op = FencedOp::Set { path, data, expected };
-        self.session.fenced(&self.latch, op).await
+    /// Carries out `ops`, all or none, if we still lead; returns the
+    /// version of each node written or checked.
+    pub async fn write(&self, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError> {
+        self.session.fenced(&self.latch, ops).await
     }
 
-    /// Confirms that we still lead and that `path` is still at `version`:
-    /// the guard before a step that has effects outside ZooKeeper (cutting a
-    /// sink back to a checkpoint) and was planned from something read earlier.
-    pub async fn confirm(&self, path: &str, version: i32) -> Result<(), FenceError> {
-        let op = FencedOp::Check { path, version };
-        self.session.fenced(&self.latch, op).await.map(drop)
+    /// Sets `path` to `data` if we still lead (and if its version is `expected`).
+    pub async fn set(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<(), FenceError> {
+        self.write(&[FencedOp::Set { path, data, expected }]).await.map(drop)
     }
 
     /// Creates the persistent node `path` if we still lead.
     pub async fn create(&self, path: &str, data: &[u8]) -> Result<(), FenceError> {
-        let op = FencedOp::Create { path, data };
-        self.session.fenced(&self.latch, op).await.map(drop)
+        self.write(&[FencedOp::Create { path, data }]).await.map(drop)
     }
 }

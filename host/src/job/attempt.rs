@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use super::committer::{Committer, PointerAt};
 use super::error::{failed, AttemptError};
 use super::runner::{Barrier, RunEnd};
-use super::{stop_requested, ControlReceiver, JobEnd, LeaderContext};
+use super::{stop_requested, Control, ControlReceiver, Deployment, JobEnd, LeaderContext};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
-use crate::spec::{JobSpec, JobState};
+use crate::coord::FencedOp;
+use crate::spec::JobState;
 use crate::storage::StorageError;
 
 /// Barriers in flight between the batch loop and the committer: a slow
@@ -27,10 +28,11 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs one attempt to its end.
 pub async fn run(
     ctx: &LeaderContext,
-    spec: &JobSpec,
+    deployment: &Deployment,
     restarts: u32,
     control: ControlReceiver,
 ) -> Result<JobEnd, AttemptError> {
+    let spec = &deployment.spec;
     let name = spec.name.as_str();
     let pointer_path = ctx.layout.job_checkpoint(name);
     let (data, version) = ctx
@@ -51,7 +53,11 @@ pub async fn run(
     // Reading storage and compiling take time in which this leadership may
     // have ended and a successor published past this checkpoint: cutting the
     // sink back now would remove committed output. Confirm first.
-    ctx.fence.confirm(&pointer_path, version).await?;
+    let confirm = FencedOp::Check {
+        path: &pointer_path,
+        version,
+    };
+    ctx.write_job(deployment, &[confirm]).await?;
     let position = match &restored {
         Some(c) => {
             sink.recover(c.meta.sink_offset, c.output.clone())
@@ -63,7 +69,7 @@ pub async fn run(
     };
     let batch_loop = ctx.executor.load(spec, restored.as_ref()).await?;
 
-    ctx.write_status(name, JobState::Running, restarts, None).await?;
+    ctx.write_status(deployment, JobState::Running, restarts, None).await?;
     match &restored {
         Some(c) => tracing::info!(
             job = name,
@@ -77,6 +83,7 @@ pub async fn run(
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
     let abort = Arc::new(AtomicBool::new(false));
     let mut stop_request = control.clone();
+    let mut stop_now = control.clone();
     let batch_loop = batch_loop.start(control, barriers, abort.clone())?;
 
     let pointer = PointerAt {
@@ -85,7 +92,7 @@ pub async fn run(
         pointer: pointer.restored_from(restored_at),
         version,
     };
-    let mut committer = Committer::new(ctx, spec, checkpoints, pointer, sink, position);
+    let mut committer = Committer::new(ctx, deployment, checkpoints, pointer, sink, position);
     let mut commit_error = None;
     let grace = spec.call_timeout + STOP_GRACE;
     let mut stop_by: Option<tokio::time::Instant> = None;
@@ -95,7 +102,15 @@ pub async fn run(
             biased;
             barrier = received.recv() => {
                 let Some(barrier) = barrier else { break };
-                if let Err(e) = committer.commit(barrier).await {
+                // A stop commits nothing more: it does not wait for a
+                // checkpoint stuck on a slow storage dir (a planned
+                // handoff's finish does).
+                let committed = tokio::select! {
+                    biased;
+                    committed = committer.commit(barrier) => committed,
+                    _ = stop_now.wait_for(|c| c == Control::Stop) => return Ok(JobEnd::Stopped),
+                };
+                if let Err(e) = committed {
                     commit_error = Some(e);
                     abort.store(true, Ordering::Relaxed);
                     break;

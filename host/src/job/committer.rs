@@ -11,12 +11,12 @@ use tokio::time::Instant;
 
 use super::error::AttemptError;
 use super::runner::Barrier;
-use super::LeaderContext;
+use super::{Deployment, LeaderContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, Pointer};
 use crate::connectors::Sink;
+use crate::coord::FencedOp;
 use crate::metrics::JobMetrics;
-use crate::spec::JobSpec;
 use crate::storage::sha256_hex_of;
 
 /// A pointer as read from (or last written to) its znode.
@@ -34,6 +34,7 @@ pub struct PointerAt {
 /// The commit side of one attempt.
 pub struct Committer<'a> {
     ctx: &'a LeaderContext,
+    deployment: &'a Deployment,
     job: String,
     metrics: Arc<JobMetrics>,
     store: CheckpointStore,
@@ -62,14 +63,16 @@ impl<'a> Committer<'a> {
     /// publishing to `sink` from byte `position` on.
     pub fn new(
         ctx: &'a LeaderContext,
-        spec: &JobSpec,
+        deployment: &'a Deployment,
         store: CheckpointStore,
         pointer: PointerAt,
         sink: Box<dyn Sink>,
         position: u64,
     ) -> Self {
+        let spec = &deployment.spec;
         Committer {
             ctx,
+            deployment,
             job: spec.name.clone(),
             metrics: ctx.metrics.job(&spec.name),
             store,
@@ -148,18 +151,21 @@ impl<'a> Committer<'a> {
             CommitAction::WritePointer {
                 pointer,
                 expected_version,
-            } => match self
-                .ctx
-                .fence
-                .set(&self.pointer_path, &pointer.encode(), Some(expected_version))
-                .await
-            {
-                Ok(version) => Ok(Some(CommitEvent::PointerWritten { version })),
-                Err(e) => {
-                    self.state.step(CommitEvent::PointerRefused);
-                    Err(e.into())
+            } => {
+                let data = pointer.encode();
+                let op = FencedOp::Set {
+                    path: &self.pointer_path,
+                    data: &data,
+                    expected: Some(expected_version),
+                };
+                match self.ctx.write_job(self.deployment, &[op]).await {
+                    Ok(versions) => Ok(Some(CommitEvent::PointerWritten { version: versions[0] })),
+                    Err(e) => {
+                        self.state.step(CommitEvent::PointerRefused);
+                        Err(e)
+                    }
                 }
-            },
+            }
             CommitAction::Publish { at, len } => {
                 let output = std::mem::take(&mut self.uploaded_output);
                 debug_assert_eq!(output.len() as u64, len, "the output published is the one uploaded");

@@ -10,6 +10,10 @@ pub enum AttemptError {
     /// This supervisor no longer leads: stop, do not retry.
     #[error("this supervisor no longer leads")]
     Deposed,
+    /// The job was cancelled or deployed again since this deployment
+    /// started: stop, do not retry.
+    #[error("the job was cancelled or deployed again")]
+    Superseded,
     /// ZooKeeper did not answer (connection lost, a request timed out), so
     /// whether this supervisor still leads is unknown. Not the job's fault:
     /// retry from the last checkpoint once ZooKeeper answers, and spend no

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::coord::FenceError;
+use crate::coord::{FenceError, FencedOp};
 use crate::ha::{Fence, Layout};
 use crate::metrics::Metrics;
 use crate::spec::{JobSpec, JobState, JobStatus};
@@ -59,15 +59,45 @@ pub struct LeaderContext {
     pub metrics: Arc<Metrics>,
 }
 
+/// One deployment of a job, as this leader runs it: its spec and the
+/// version of the spec's znode it was read at. Every write for it is
+/// guarded by that version as well as by the leader's latch, so once the
+/// job is cancelled or deployed again (each changes the spec) nothing it
+/// still has in flight can land, not even a pointer or a status.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The spec.
+    pub spec: JobSpec,
+    /// The version of `jobs/<name>` it was read at.
+    pub version: i32,
+}
+
 impl LeaderContext {
-    /// Writes a job's status, fenced. A deposed leader's write is refused.
+    /// Carries out `ops` for `deployment`, if this supervisor still leads
+    /// and the deployment is still the one its spec names; returns the
+    /// version of each node written or checked.
+    pub async fn write_job(&self, deployment: &Deployment, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, AttemptError> {
+        let spec = self.layout.job(&deployment.spec.name);
+        let guard = FencedOp::Check {
+            path: &spec,
+            version: deployment.version,
+        };
+        let guarded: Vec<FencedOp<'_>> = std::iter::once(guard).chain(ops.iter().copied()).collect();
+        match self.fence.write(&guarded).await {
+            Ok(versions) => Ok(versions[1..].to_vec()),
+            Err(FenceError::Conflict { path, .. }) if path == spec => Err(AttemptError::Superseded),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a deployment's status, fenced and guarded like [`LeaderContext::write_job`].
     pub async fn write_status(
         &self,
-        job: &str,
+        deployment: &Deployment,
         state: JobState,
         restarts: u32,
         error: Option<String>,
-    ) -> Result<(), FenceError> {
+    ) -> Result<(), AttemptError> {
         let status = JobStatus {
             state,
             supervisor: (state != JobState::Canceled).then(|| self.supervisor_id.clone()),
@@ -77,10 +107,13 @@ impl LeaderContext {
             since_ms: crate::clock::now_ms(),
         };
         let data = serde_json::to_vec(&status).expect("status serializes");
-        self.fence
-            .set(&self.layout.job_status(job), &data, None)
-            .await
-            .map(drop)
+        let path = self.layout.job_status(&deployment.spec.name);
+        let op = FencedOp::Set {
+            path: &path,
+            data: &data,
+            expected: None,
+        };
+        self.write_job(deployment, &[op]).await.map(drop)
     }
 }
 
@@ -95,17 +128,32 @@ const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
 
 /// Starts a job's task; it runs attempts until told to stop, deposed, or
 /// its restart strategy gives up.
-pub fn spawn(ctx: Arc<LeaderContext>, spec: JobSpec, restarts: u32, control: ControlReceiver) -> JoinHandle<JobEnd> {
-    tokio::spawn(supervise(ctx, spec, restarts, control))
+pub fn spawn(
+    ctx: Arc<LeaderContext>,
+    deployment: Deployment,
+    restarts: u32,
+    control: ControlReceiver,
+) -> JoinHandle<JobEnd> {
+    tokio::spawn(supervise(ctx, deployment, restarts, control))
 }
 
-async fn supervise(ctx: Arc<LeaderContext>, spec: JobSpec, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
+async fn supervise(
+    ctx: Arc<LeaderContext>,
+    deployment: Deployment,
+    mut restarts: u32,
+    mut control: ControlReceiver,
+) -> JobEnd {
+    let spec = &deployment.spec;
     let mut streak = 0;
     loop {
         let started = Instant::now();
-        let error = match attempt::run(&ctx, &spec, restarts, control.clone()).await {
+        let error = match attempt::run(&ctx, &deployment, restarts, control.clone()).await {
             Ok(end) => return end,
             Err(AttemptError::Deposed) => return JobEnd::Deposed,
+            Err(AttemptError::Superseded) => {
+                tracing::info!(job = %spec.name, "the job was cancelled or deployed again: this deployment stops");
+                return JobEnd::Stopped;
+            }
             Err(AttemptError::Interrupted(error)) => {
                 tracing::warn!(
                     job = %spec.name,
@@ -127,10 +175,10 @@ async fn supervise(ctx: Arc<LeaderContext>, spec: JobSpec, mut restarts: u32, mu
         let Some(delay) = spec.restart.delay(restarts + 1, streak) else {
             tracing::error!(job = %spec.name, restarts, strategy = %spec.restart, "job failed for good: {error}");
             return match ctx
-                .write_status(&spec.name, JobState::Failed, restarts, Some(error))
+                .write_status(&deployment, JobState::Failed, restarts, Some(error))
                 .await
             {
-                Err(FenceError::Deposed) => JobEnd::Deposed,
+                Err(AttemptError::Deposed) => JobEnd::Deposed,
                 _ => JobEnd::Failed,
             };
         };
@@ -140,11 +188,13 @@ async fn supervise(ctx: Arc<LeaderContext>, spec: JobSpec, mut restarts: u32, mu
             .restarts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
-        if let Err(FenceError::Deposed) = ctx
-            .write_status(&spec.name, JobState::Restarting, restarts, Some(error))
+        match ctx
+            .write_status(&deployment, JobState::Restarting, restarts, Some(error))
             .await
         {
-            return JobEnd::Deposed;
+            Err(AttemptError::Deposed) => return JobEnd::Deposed,
+            Err(AttemptError::Superseded) => return JobEnd::Stopped,
+            _ => {}
         }
         if !sleep_unless_stopped(delay, &mut control).await {
             return JobEnd::Stopped;

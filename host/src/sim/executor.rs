@@ -202,7 +202,9 @@ impl SimLoop {
     /// than [`PAUSE_WITHIN`] means the leader's loop did not hear it.
     fn check_paused_when_cut_off(&self) {
         let state = self.world.lock();
-        let since = state.processes[self.node].disconnected;
+        let process = &state.processes[self.node];
+        // A process that was paused meanwhile could not act on it until resumed.
+        let since = process.disconnected.map(|at| at.max(process.last_fault.unwrap_or(at)));
         drop(state);
         if since.is_some_and(|since| since.elapsed() > PAUSE_WITHIN) {
             self.world.violation(format!(

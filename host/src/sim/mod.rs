@@ -64,20 +64,13 @@ impl Sim {
     }
 
     /// Writes a job's spec, status and empty pointer, as `weir deploy`
-    /// does (replacing a cancelled job of that name).
+    /// does (over a cancelled job of that name, whose znodes it sets, so
+    /// their versions only grow).
     fn deploy(&self, name: &str) {
         let uid = {
             let mut state = self.world.lock();
-            let uid = format!("uid-{name}-{}", state.next_sequence);
             state.next_sequence += 1;
-            for path in [
-                self.layout.job_status(name),
-                self.layout.job_checkpoint(name),
-                self.layout.job(name),
-            ] {
-                state.tree.remove(&path);
-            }
-            uid
+            format!("uid-{name}-{}", state.next_sequence)
         };
         let spec = JobSpec {
             name: name.to_string(),
@@ -120,7 +113,9 @@ impl Sim {
                 };
                 state.tree.entry(ancestor.clone()).or_insert(node);
             }
-            state.tree.get_mut(&path).expect("just made").data = data;
+            let node = state.tree.get_mut(&path).expect("just made");
+            node.data = data;
+            node.version += 1;
         };
         put(self.layout.job(name), serde_json::to_vec(&spec).unwrap());
         put(self.layout.job_status(name), serde_json::to_vec(&status).unwrap());

@@ -4,7 +4,7 @@
 //! disconnected, killed), the fault rates, and the one seeded random
 //! source. One lock, never held across an await.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,8 +84,6 @@ pub struct State {
     pub sinks: BTreeMap<String, Vec<u8>>,
     /// Rules found broken, with the seed's story so far.
     pub violations: Vec<String>,
-    /// Every supervisor that has written a fenced op, and the latch it held.
-    pub fenced_writers: BTreeSet<String>,
     /// What happened, in order, when `WEIR_SIM_TRACE` is set.
     pub trace: Option<Vec<String>>,
 }
@@ -113,7 +111,6 @@ impl World {
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
                 violations: Vec::new(),
-                fenced_writers: BTreeSet::new(),
                 trace: std::env::var_os("WEIR_SIM_TRACE").map(|_| Vec::new()),
             }),
             changed: Notify::new(),

@@ -195,73 +195,76 @@ impl Session for SimSession {
         }
     }
 
-    async fn fenced(&self, latch: &str, op: FencedOp<'_>) -> Result<i32, FenceError> {
-        let path = op.path().to_string();
-        let zk = |source| FenceError::Zk {
-            path: path.clone(),
+    async fn fenced(&self, latch: &str, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError> {
+        let paths = ops.iter().map(|op| op.path()).collect::<Vec<_>>().join(", ");
+        let mut state = self.request().await.map_err(|source| FenceError::Zk {
+            path: paths.clone(),
             source,
-        };
-        let conflict = |source| FenceError::Conflict {
-            path: path.clone(),
-            source,
-        };
-        let mut state = self.request().await.map_err(zk)?;
+        })?;
         if !state.tree.contains_key(latch) {
             return Err(FenceError::Deposed);
         }
-        let version = match op {
-            FencedOp::Set { path, data, expected } => {
-                let node = state.tree.get_mut(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
-                if expected.is_some_and(|v| v != node.version) {
-                    return Err(conflict(zkc::Error::BadVersion));
+        // All or none: carry the ops out on a copy, keep it if every one passed.
+        let mut tree = state.tree.clone();
+        let mut versions = Vec::with_capacity(ops.len());
+        for op in ops {
+            let conflict = |source| FenceError::Conflict {
+                path: op.path().to_string(),
+                source,
+            };
+            versions.push(match *op {
+                FencedOp::Set { path, data, expected } => {
+                    let node = tree.get_mut(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
+                    if expected.is_some_and(|v| v != node.version) {
+                        return Err(conflict(zkc::Error::BadVersion));
+                    }
+                    node.data = data.to_vec();
+                    node.version += 1;
+                    node.version
                 }
-                node.data = data.to_vec();
-                node.version += 1;
-                node.version
-            }
-            FencedOp::Create { path, data } => {
-                if state.tree.contains_key(path) {
-                    return Err(conflict(zkc::Error::NodeExists));
+                FencedOp::Create { path, data } => {
+                    if tree.contains_key(path) {
+                        return Err(conflict(zkc::Error::NodeExists));
+                    }
+                    if !tree.contains_key(parent(path)) {
+                        return Err(conflict(zkc::Error::NoNode));
+                    }
+                    let node = Znode {
+                        data: data.to_vec(),
+                        version: 0,
+                        owner: None,
+                    };
+                    tree.insert(path.to_string(), node);
+                    0
                 }
-                if !state.tree.contains_key(parent(path)) {
-                    return Err(conflict(zkc::Error::NoNode));
+                FencedOp::Check { path, version } => {
+                    let node = tree.get(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
+                    if node.version != version {
+                        return Err(conflict(zkc::Error::BadVersion));
+                    }
+                    version
                 }
-                let node = Znode {
-                    data: data.to_vec(),
-                    version: 0,
-                    owner: None,
-                };
-                state.tree.insert(path.to_string(), node);
-                0
-            }
-            FencedOp::Check { path, version } => {
-                let node = state.tree.get(path).ok_or_else(|| conflict(zkc::Error::NoNode))?;
-                if node.version != version {
-                    return Err(conflict(zkc::Error::BadVersion));
-                }
-                return Ok(version);
-            }
-        };
-        state.fenced_writers.insert(latch.to_string());
+            });
+        }
+        state.tree = tree;
         let node = self.node;
-        state.note(|| match op {
-            FencedOp::Set { path, data, .. } | FencedOp::Create { path, data } => {
-                format!(
-                    "node {node}: {path} = {} (version {version})",
-                    String::from_utf8_lossy(data)
-                )
+        for op in ops {
+            if let FencedOp::Set { path, data, .. } | FencedOp::Create { path, data } = *op {
+                state.note(|| format!("node {node}: {path} = {}", String::from_utf8_lossy(data)));
+                state.notify_watchers(path);
             }
-            FencedOp::Check { .. } => unreachable!("a check returned above"),
-        });
-        state.notify_watchers(&path);
+        }
         let percent = state.rates.ambiguous_write;
-        if percent > 0 && state.rng.u64(0..100) < percent {
+        let written = ops.iter().any(|op| !matches!(op, FencedOp::Check { .. }));
+        if written && percent > 0 && state.rng.u64(0..100) < percent {
             // Applied, but the answer is lost with the connection.
             disconnect(&mut state, self.node);
-            drop(state);
-            return Err(zk(zkc::Error::ConnectionLoss));
+            return Err(FenceError::Zk {
+                path: paths,
+                source: zkc::Error::ConnectionLoss,
+            });
         }
-        Ok(version)
+        Ok(versions)
     }
 
     async fn watch_tree(&self, dir: &str) -> Result<mpsc::UnboundedReceiver<String>, zkc::Error> {

@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
-use crate::coord::{FenceError, SessionEvents, SessionState};
+use crate::coord::{SessionEvents, SessionState};
 use crate::ha::{self, Action, Event, Role};
-use crate::job::{self, control, Control, ControlSender, JobEnd, LeaderContext};
+use crate::job::{self, control, AttemptError, Control, ControlSender, Deployment, JobEnd, LeaderContext};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 /// Why the leader loop ended.
@@ -41,7 +41,10 @@ const SPEC_QUIET: Duration = Duration::from_millis(20);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct RunningJob {
+    /// The uid of its deployment.
     uid: String,
+    /// The version of its spec it runs: any other means cancelled or deployed again.
+    version: i32,
     control: ControlSender,
     task: JoinHandle<JobEnd>,
 }
@@ -210,27 +213,34 @@ impl Leader {
                 return Ok(());
             }
         };
-        let wanted: BTreeMap<&str, &JobSpec> = specs
+        let wanted: BTreeMap<&str, (&JobSpec, i32)> = specs
             .iter()
-            .filter(|s| s.desired == Desired::Running)
-            .map(|s| (s.name.as_str(), s))
+            .filter(|(s, _)| s.desired == Desired::Running)
+            .map(|(s, version)| (s.name.as_str(), (s, *version)))
             .collect();
 
         let unwanted: Vec<String> = self
             .jobs
             .iter()
-            .filter(|(name, job)| wanted.get(name.as_str()).is_none_or(|spec| spec.uid != job.uid))
+            .filter(|(name, job)| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|(_, version)| *version != job.version)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in unwanted {
-            if wanted.contains_key(name.as_str()) {
+            if wanted
+                .get(name.as_str())
+                .is_some_and(|(spec, _)| spec.uid != self.jobs[&name].uid)
+            {
                 tracing::info!(job = %name, "job deployed again: stopping its previous deployment");
             } else {
                 tracing::info!(job = %name, "job cancelled: stopping it");
             }
             self.stop(&name);
         }
-        for spec in specs.iter().filter(|s| s.desired == Desired::Cancelled) {
+        for (spec, version) in specs.iter().filter(|(s, _)| s.desired == Desired::Cancelled) {
             if self.stopping.contains_key(&spec.name) {
                 continue;
             }
@@ -242,13 +252,17 @@ impl Leader {
                     continue;
                 }
             }
-            match self.ctx.write_status(&spec.name, JobState::Canceled, 0, None).await {
+            let cancelled = Deployment {
+                spec: spec.clone(),
+                version: *version,
+            };
+            match self.ctx.write_status(&cancelled, JobState::Canceled, 0, None).await {
                 Ok(()) => tracing::info!(job = %spec.name, "job cancelled and stopped"),
-                Err(FenceError::Deposed) => return Err(Deposed("a fenced status write was refused".into())),
+                Err(AttemptError::Deposed) => return Err(Deposed("a fenced status write was refused".into())),
                 Err(e) => tracing::warn!(job = %spec.name, "cannot mark the job cancelled, trying again later: {e}"),
             }
         }
-        for (name, spec) in wanted {
+        for (name, (spec, version)) in wanted {
             if self.jobs.contains_key(name) || self.stopping.contains_key(name) {
                 continue;
             }
@@ -261,9 +275,14 @@ impl Leader {
                 }
             };
             let (control, receiver) = control::channel(self.mode);
-            let task = job::spawn(self.ctx.clone(), spec.clone(), restarts, receiver);
+            let deployment = Deployment {
+                spec: spec.clone(),
+                version,
+            };
+            let task = job::spawn(self.ctx.clone(), deployment, restarts, receiver);
             let job = RunningJob {
                 uid: spec.uid.clone(),
+                version,
                 control,
                 task,
             };

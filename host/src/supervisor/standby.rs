@@ -18,7 +18,7 @@ pub async fn keep_warm(session: &dyn Session, layout: &Layout, executor: &dyn Ex
     loop {
         match read_specs(session, layout).await {
             Ok(specs) => {
-                for spec in specs {
+                for (spec, _) in specs {
                     if spec.desired == Desired::Running && !executor.is_prepared(&spec.module_sha256) {
                         match executor.prepare(&spec.module_sha256).await {
                             Ok(()) => tracing::debug!(job = %spec.name, "module compiled ahead of takeover"),
@@ -33,10 +33,11 @@ pub async fn keep_warm(session: &dyn Session, layout: &Layout, executor: &dyn Ex
     }
 }
 
-/// Every job spec that parses, skipping (with a warning) the ones that do
-/// not, and those deleted while being read. Any other failure to read is an
-/// error: an empty list would say "no jobs", and a leader would stop them all.
-pub async fn read_specs(session: &dyn Session, layout: &Layout) -> Result<Vec<JobSpec>, zkc::Error> {
+/// Every job spec that parses, with the version of its znode, skipping
+/// (with a warning) the ones that do not, and those deleted while being
+/// read. Any other failure to read is an error: an empty list would say
+/// "no jobs", and a leader would stop them all.
+pub async fn read_specs(session: &dyn Session, layout: &Layout) -> Result<Vec<(JobSpec, i32)>, zkc::Error> {
     let names = match session.list_children(&layout.jobs()).await {
         Ok(names) => names,
         Err(zkc::Error::NoNode) => return Ok(Vec::new()),
@@ -45,8 +46,8 @@ pub async fn read_specs(session: &dyn Session, layout: &Layout) -> Result<Vec<Jo
     let mut specs = Vec::with_capacity(names.len());
     for name in names {
         match session.get_data(&layout.job(&name)).await {
-            Ok((data, _)) => match serde_json::from_slice::<JobSpec>(&data) {
-                Ok(spec) => specs.push(spec),
+            Ok((data, version)) => match serde_json::from_slice::<JobSpec>(&data) {
+                Ok(spec) => specs.push((spec, version)),
                 Err(e) => tracing::warn!(job = %name, "ignoring an unreadable job spec: {e}"),
             },
             Err(zkc::Error::NoNode) => {}
