@@ -12,12 +12,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // clap's own rendering adds usage and a hint: keep the one line that says what is wrong.
+            // clap's own rendering adds usage and a hint: keep what says what
+            // is wrong (up to the first blank line), on one line.
             let rendered = e.render().to_string();
-            eprintln!(
-                "{} (see --help)",
-                rendered.lines().next().unwrap_or("invalid arguments")
-            );
+            let what: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", what.join(" "));
             return ExitCode::from(2);
         }
     };
@@ -37,6 +40,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(weir::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`weir jobs | head -1`): nothing more to say.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // One line, even when a cause (an S3 error body, say) has several.
             let message = format!("{e:#}");

@@ -104,6 +104,16 @@ impl FromStr for SinkSpec {
     }
 }
 
+impl SinkSpec {
+    /// The file it writes, if it writes one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            SinkSpec::File { path } => Some(path),
+            SinkSpec::Stdout => None,
+        }
+    }
+}
+
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -453,11 +463,13 @@ impl FromStr for DirGrant {
     }
 }
 
-/// Parses a `key=value` pair given to `--config`.
+/// Parses a `key=value` pair given to `--config` or `--env`.
 pub fn parse_config_pair(s: &str) -> Result<(String, String), SpecError> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| spec_error(format!("`{s}` is not key=value")))
+    match s.split_once('=') {
+        Some(("", _)) => Err(spec_error(format!("`{s}` has no key: give key=value"))),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(spec_error(format!("`{s}` is not key=value"))),
+    }
 }
 
 #[cfg(test)]

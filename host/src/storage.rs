@@ -15,7 +15,9 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use sha2::{Digest, Sha256};
 
 /// Failures of the storage dir, each naming the object involved.
@@ -51,6 +53,30 @@ pub enum StorageError {
 /// The sha256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// The directory a local storage dir URL names: a `file://` URL, parsed
+/// (and percent-decoded) as object_store parses it, or a plain absolute
+/// path. Never the filesystem root, where weir would scatter its objects.
+fn local_dir(url: &str) -> Result<PathBuf, String> {
+    const FORMS: &str = "use file:///absolute/path, an absolute path or s3://bucket/prefix";
+    let path = if url.starts_with('/') {
+        PathBuf::from(url)
+    } else {
+        let parsed = url::Url::parse(url).map_err(|e| format!("{e}; {FORMS}"))?;
+        match ObjectStoreScheme::parse(&parsed) {
+            Ok((ObjectStoreScheme::Local, _)) => parsed
+                .to_file_path()
+                .map_err(|()| format!("not an absolute local path; {FORMS}, e.g. file:///var/lib/weir"))?,
+            Ok(_) | Err(_) => return Err(format!("unsupported scheme; {FORMS}")),
+        }
+    };
+    if path.components().count() <= 1 {
+        return Err(
+            "the storage dir cannot be the filesystem root: name a directory, e.g. file:///var/lib/weir".into(),
+        );
+    }
+    Ok(path)
 }
 
 /// Largest input hashed on the calling thread (about half a millisecond);
@@ -145,22 +171,11 @@ impl Storage {
                 prefix => Arc::new(PrefixStore::new(s3, prefix)),
             }
         } else {
-            let path = match url.strip_prefix("file://") {
-                Some(rest) => rest.to_string(),
-                None if url.starts_with('/') => url.to_string(),
-                None => {
-                    return Err(bad(
-                        "unsupported scheme; use file:///absolute/path, an absolute path or s3://bucket/prefix"
-                            .to_string(),
-                    ))
-                }
-            };
-            if !path.starts_with('/') {
-                return Err(bad("the path must be absolute, e.g. file:///var/lib/weir".to_string()));
-            }
-            std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create {path}: {e}")))?;
-            local_root = Some(PathBuf::from(&path));
-            Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?)
+            let path = local_dir(url).map_err(bad)?;
+            std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+            let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+            local_root = Some(path);
+            Arc::new(store)
         };
         Ok(Storage {
             store,
@@ -299,9 +314,22 @@ mod tests {
         let err = Storage::open("ftp://x").unwrap_err().to_string();
         assert!(err.contains("file:///") && err.contains("s3://"), "{err}");
         assert!(Storage::open("file://relative").is_err());
+        for root in ["file:///", "/", "file:///..", "//"] {
+            let err = Storage::open(root).unwrap_err().to_string();
+            assert!(err.contains("cannot be the filesystem root"), "{root}: {err}");
+        }
         assert!(Storage::open("s3://")
             .unwrap_err()
             .to_string()
             .contains("name a bucket"));
+    }
+
+    #[test]
+    fn file_urls_are_percent_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/a%20b", dir.path().display());
+        Storage::open(&url).unwrap();
+        assert!(dir.path().join("a b").is_dir(), "a%20b names `a b`");
+        assert!(!dir.path().join("a%20b").exists());
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use zookeeper_client as zkc;
 
-use super::ClusterArgs;
+use super::{say, ClusterArgs};
 use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
@@ -35,7 +35,7 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
     let mut spec: JobSpec =
         serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))?;
     if spec.desired == Desired::Cancelled {
-        println!("job `{name}` is already cancelled");
+        say!("job `{name}` is already cancelled")?;
         return Ok(());
     }
     spec.desired = Desired::Cancelled;
@@ -50,18 +50,18 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
         Err(e) => bail!("cannot cancel job `{name}`: {e}{}", hint(&e)),
     }
     if args.wait.is_zero() {
-        println!("job `{name}` cancelled; the leader stops it shortly");
+        say!("job `{name}` cancelled; the leader stops it shortly")?;
         return Ok(());
     }
     if candidates(&client, &layout).await?.is_empty() {
-        println!("job `{name}` cancelled (no supervisor is running, so nothing was running)");
+        say!("job `{name}` cancelled (no supervisor is running, so nothing was running)")?;
         return Ok(());
     }
     let deadline = Instant::now() + args.wait;
     while Instant::now() < deadline {
         if let Ok((data, _)) = client.get_data(&layout.job_status(name)).await {
             if serde_json::from_slice::<JobStatus>(&data).is_ok_and(|s| s.state == JobState::Canceled) {
-                println!("job `{name}` cancelled and stopped");
+                say!("job `{name}` cancelled and stopped")?;
                 return Ok(());
             }
         }

@@ -9,10 +9,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
-use super::{ClusterArgs, StorageArgs, STORAGE_FIX};
+use super::{say, ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
-use crate::runtime::Runtime;
+use crate::ha::candidates;
+use crate::runtime::{GuestError, Limits, Runtime};
 use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus,
     RestartStrategy, SinkSpec, SourceSpec,
@@ -101,16 +102,30 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             args.checkpoint_interval
         );
     }
-    if args.memory_limit == 0 || args.call_timeout.is_zero() {
-        bail!("--memory-limit and --call-timeout must be greater than zero");
+    if args.memory_limit == 0 {
+        bail!("--memory-limit must be at least 1 (MiB)");
     }
+    if args.call_timeout.is_zero() {
+        bail!("--call-timeout must be greater than zero, e.g. 10s");
+    }
+    refuse_duplicates("--config", &args.config)?;
+    refuse_duplicates("--env", &args.env)?;
     let source = match args.source {
-        SourceSpec::File { path } => SourceSpec::File { path: absolute(&path)? },
+        SourceSpec::File { path } => {
+            let path = absolute(&path)?;
+            if Path::new(&path).is_dir() {
+                bail!("file source {path} is a directory; name the file to read");
+            }
+            SourceSpec::File { path }
+        }
         other => other,
     };
     let sink = match args.sink {
         SinkSpec::File { path } => {
             let path = absolute(&path)?;
+            if Path::new(&path).is_dir() {
+                bail!("file sink {path} is a directory; name the file to write, e.g. {path}/out.txt");
+            }
             let dir = Path::new(&path).parent().unwrap_or(Path::new("/"));
             if !dir.is_dir() {
                 bail!(
@@ -142,9 +157,29 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
     let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
     let runtime = Runtime::for_checks()?;
-    runtime
+    let pre = runtime
         .check(&bytes)
         .with_context(|| format!("{} cannot be deployed", args.module.display()))?;
+    let limits = Limits {
+        memory_bytes: args.memory_limit * 1024 * 1024,
+        call_timeout: args.call_timeout,
+    };
+    let grants = Grants {
+        env: args.env,
+        dirs: args.dirs,
+        network: args.allow_network || !args.network_to.is_empty(),
+        network_to: args.network_to,
+    };
+    if let Err(e) = runtime.instantiate_checked(&pre, limits, &grants) {
+        match e {
+            GuestError::MemoryLimit { .. } | GuestError::Instantiate(_) => bail!(
+                "{} cannot start within --memory-limit {} MiB ({e}); raise --memory-limit",
+                args.module.display(),
+                args.memory_limit
+            ),
+            e => bail!("{} cannot start: {e}", args.module.display()),
+        }
+    }
     let sha256 = sha256_hex(&bytes);
 
     let storage = args.storage.open()?;
@@ -158,6 +193,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
+    }
+
+    if let SinkSpec::File { path } = &sink {
+        if let Some(other) = job_writing(&client, &layout, path).await? {
+            bail!("file sink {path} is already the sink of job `{other}`; give this job another --sink");
+        }
     }
 
     let job_path = layout.job(&name);
@@ -187,12 +228,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
         restart: args.restart,
-        grants: Grants {
-            env: args.env,
-            dirs: args.dirs,
-            network: args.allow_network || !args.network_to.is_empty(),
-            network_to: args.network_to,
-        },
+        grants,
         desired: Desired::Running,
         created_ms: now_ms(),
     };
@@ -237,14 +273,52 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}{}", hint(&e.clone().into())),
     }
-    println!(
+    say!(
         "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}",
         &sha256[..12],
         spec.source,
         spec.sink,
         humantime::format_duration(spec.checkpoint_interval)
-    );
+    )?;
+    if candidates(&client, &layout).await?.is_empty() {
+        say!(
+            "note: no supervisor is running in cluster `{}`; the job starts when one does (`weir supervisor`)",
+            args.cluster.cluster_id
+        )?;
+    }
     Ok(())
+}
+
+/// Refuses settings that name a key twice: which would win is anyone's guess.
+fn refuse_duplicates(flag: &str, pairs: &[(String, String)]) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, _) in pairs {
+        if !seen.insert(key) {
+            bail!("{flag} {key}=... is given twice; give each key once");
+        }
+    }
+    Ok(())
+}
+
+/// The running job, if any, whose file sink is `path`: two jobs writing one
+/// file would interleave their output.
+async fn job_writing(client: &zkc::Client, layout: &crate::ha::Layout, path: &str) -> anyhow::Result<Option<String>> {
+    let names = match client.list_children(&layout.jobs()).await {
+        Ok(names) => names,
+        Err(zkc::Error::NoNode) => return Ok(None),
+        Err(e) => bail!("cannot list {}: {e}{}", layout.jobs(), hint(&e)),
+    };
+    for name in names {
+        let spec = match client.get_data(&layout.job(&name)).await {
+            Ok((data, _)) => serde_json::from_slice::<JobSpec>(&data).ok(),
+            Err(zkc::Error::NoNode) => None,
+            Err(e) => bail!("cannot read job `{name}`: {e}{}", hint(&e)),
+        };
+        if spec.is_some_and(|s| s.desired == Desired::Running && s.sink.file() == Some(path)) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// A random number for deployment ids, from the OS's hasher seed.

@@ -4,7 +4,7 @@ use clap::Args;
 use serde::Serialize;
 use zookeeper_client::Client;
 
-use super::{age, print_table, ClusterArgs, OutputFormat};
+use super::{age, print_table, say, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
 use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
@@ -124,7 +124,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
     }
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&views)?),
+        OutputFormat::Json => say!("{}", serde_json::to_string_pretty(&views)?)?,
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = views
                 .iter()
@@ -155,7 +155,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                     "LAST ERROR",
                 ],
                 &rows,
-            );
+            )?;
         }
     }
     Ok(())

@@ -81,8 +81,14 @@ impl ClusterArgs {
             "--zk-auth must be `user:password`"
         );
         anyhow::ensure!(
-            self.zk_root.starts_with('/') && !self.cluster_id.is_empty() && !self.cluster_id.contains('/'),
-            "--zk-root must start with `/` and --cluster-id must be a non-empty name without `/`"
+            self.zk_root.starts_with('/') && !self.zk_root.contains("//"),
+            "--zk-root `{}` must be an absolute znode path such as /weir",
+            self.zk_root
+        );
+        anyhow::ensure!(
+            !self.cluster_id.is_empty() && !self.cluster_id.contains('/'),
+            "--cluster-id `{}` must be a non-empty name without `/`",
+            self.cluster_id
         );
         Ok(Layout::new(&self.zk_root, &self.cluster_id))
     }
@@ -182,8 +188,26 @@ fn age(ms: u64) -> String {
     }
 }
 
+/// Writes one line to standard output. Unlike `println!` it fails rather
+/// than panics when the reader has gone (`weir jobs | head -1`); the binary
+/// takes that failure as a quiet end.
+pub fn write_line(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)?;
+    out.write_all(b"\n")
+}
+
+/// `println!` through [`write_line`]: `say!("...")?`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+use say;
+
 /// Prints rows as aligned columns.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -192,10 +216,11 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }

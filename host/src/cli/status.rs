@@ -3,7 +3,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::{print_table, ClusterArgs, OutputFormat};
+use super::{print_table, say, ClusterArgs, OutputFormat};
 use crate::ha::{candidates, LeaderRecord};
 
 #[derive(Debug, Args)]
@@ -100,25 +100,33 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         replicas,
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        OutputFormat::Json => say!("{}", serde_json::to_string_pretty(&view)?)?,
         OutputFormat::Table => {
             match &view.leader {
-                Some(l) => println!(
+                Some(l) => say!(
                     "cluster {}: leader {} (pid {}, host {}, epoch {})",
                     view.cluster_id,
                     l.id,
                     l.pid,
                     l.host,
                     l.epoch.map_or("pending".into(), |e| e.to_string())
-                ),
-                None => println!("cluster {}: no supervisor is running", view.cluster_id),
+                )?,
+                None => say!("cluster {}: no supervisor is running", view.cluster_id)?,
             }
             let rows: Vec<Vec<String>> = view
                 .replicas
                 .iter()
-                .map(|r| vec![r.id.clone(), r.role.to_string(), r.pid.to_string(), r.host.clone()])
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.role.to_string(),
+                        r.pid.to_string(),
+                        r.host.clone(),
+                        r.address.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
                 .collect();
-            print_table(&["REPLICA", "ROLE", "PID", "HOST"], &rows);
+            print_table(&["REPLICA", "ROLE", "PID", "HOST", "ADDRESS"], &rows)?;
         }
     }
     Ok(())

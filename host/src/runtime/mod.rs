@@ -48,6 +48,9 @@ pub fn batch_len(batch: &Batch) -> usize {
     }
 }
 
+/// A module that passed [`Runtime::check`].
+pub struct Checked(bindings::JobPre<instance::GuestState>);
+
 /// How often the engine's epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -116,9 +119,17 @@ impl Runtime {
         bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))
     }
 
-    /// Checks that `bytes` is a weir job, without caching it.
-    pub fn check(&self, bytes: &[u8]) -> Result<(), ModuleError> {
-        self.compile(bytes).map(drop)
+    /// Checks that `bytes` is a weir job, without caching it; returns it
+    /// compiled, for [`Runtime::instantiate_checked`].
+    pub fn check(&self, bytes: &[u8]) -> Result<Checked, ModuleError> {
+        self.compile(bytes).map(Checked)
+    }
+
+    /// Checks that a checked module starts within `limits` and `grants`
+    /// (its initial memory fits, its granted directories open), without
+    /// running any of its code.
+    pub fn instantiate_checked(&self, checked: &Checked, limits: Limits, grants: &Grants) -> Result<(), GuestError> {
+        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants).map(drop)
     }
 
     /// Whether the module with this digest is compiled already.

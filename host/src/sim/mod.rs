@@ -135,8 +135,8 @@ impl Sim {
         state.notify_watchers(&path);
     }
 
-    /// A user deploys the extra job, or cancels it if it runs.
-    fn deploy_or_cancel(&self) {
+    /// A user deploys the extra job, or cancels it if it runs; true if it cancelled.
+    fn deploy_or_cancel(&self) -> bool {
         let running = {
             let state = self.world.lock();
             state
@@ -150,6 +150,7 @@ impl Sim {
         } else {
             self.deploy(EXTRA);
         }
+        running
     }
 
     /// Starts a supervisor process running the real supervisor code.
@@ -195,7 +196,7 @@ impl Sim {
             let mut state = self.world.lock();
             (
                 state.rng.u64(10..400),
-                state.rng.u64(..13),
+                state.rng.u64(..14),
                 state.rng.usize(..SUPERVISORS),
             )
         };
@@ -245,10 +246,23 @@ impl Sim {
             8 => state.rates.storage_hang = toggle(state.rates.storage_hang > 0, 5),
             9 => state.rates.slow_stop = toggle(state.rates.slow_stop > 0, 30),
             10 => {
+                // A user deploys or cancels; often the leader's connection
+                // drops while it stops the cancelled job.
+                let (trouble, after) = (state.rng.bool(), state.rng.u64(1..500));
                 drop(state);
-                self.deploy_or_cancel();
+                if self.deploy_or_cancel() && trouble {
+                    let world = self.world.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after)).await;
+                        let mut state = world.lock();
+                        if let Some(leader) = state.leader() {
+                            disconnect(&mut state, leader);
+                        }
+                    });
+                }
                 return;
             }
+            11 => state.rates.write_timeout = toggle(state.rates.write_timeout > 0, 10),
             _ => {}
         }
         hear(&mut state, node);

@@ -61,6 +61,9 @@ pub struct Rates {
     pub read_failure: u64,
     /// A fenced write is applied but reported lost, and the connection drops.
     pub ambiguous_write: u64,
+    /// A fenced write gets no answer in time and is not applied; the
+    /// connection and the session live on.
+    pub write_timeout: u64,
     /// A storage request fails.
     pub storage_failure: u64,
     /// A storage write hangs past every deadline.
@@ -210,6 +213,22 @@ impl State {
             self.notify_watchers(&path);
         }
         true
+    }
+
+    /// The session holding the lowest latch node: the leader's.
+    pub fn leader_session(&self) -> Option<u64> {
+        self.tree
+            .iter()
+            .filter(|(path, z)| path.contains("/leader-latch/") && z.owner.is_some())
+            .min_by_key(|(path, _)| path.rsplit('-').next().unwrap_or_default().to_string())?
+            .1
+            .owner
+    }
+
+    /// The process whose session holds the lowest latch node: the leader.
+    pub fn leader(&self) -> Option<usize> {
+        let session = self.leader_session()?;
+        self.sessions.get(&session).map(|s| s.node)
     }
 
     /// Tells every live watch over `path` that it changed.

@@ -64,6 +64,14 @@ pub struct SimSession {
 impl Drop for SimSession {
     fn drop(&mut self) {
         let mut state = self.world.lock();
+        // A supervisor drops its session to rejoin the election: never
+        // while the session lives and still leads, unless asked to stop.
+        let process = &state.processes[self.node];
+        let leads = state.sessions[&self.id].alive && state.leader_session() == Some(self.id);
+        if leads && !process.shutting_down && !process.killed {
+            let what = format!("node {}: dropped a live session that still led", self.node);
+            state.violations.push(what);
+        }
         state.end_session(self.id);
         state.tell(self.id, SessionState::Closed);
         drop(state);
@@ -203,6 +211,15 @@ impl Session for SimSession {
         })?;
         if !state.tree.contains_key(latch) {
             return Err(FenceError::Deposed);
+        }
+        let percent = state.rates.write_timeout;
+        if percent > 0 && state.rng.u64(0..100) < percent {
+            // zookeeper-client's own "no response from connection in ...".
+            state.fault(self.node);
+            return Err(FenceError::Zk {
+                path: paths,
+                source: zkc::Error::Timeout,
+            });
         }
         // All or none: carry the ops out on a copy, keep it if every one passed.
         let mut tree = state.tree.clone();

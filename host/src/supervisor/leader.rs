@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
-use crate::coord::{SessionEvents, SessionState};
+use crate::coord::{unanswered, SessionEvents, SessionState};
 use crate::ha::{self, Action, Event, Role};
 use crate::job::{self, control, AttemptError, Control, ControlSender, Deployment, JobEnd, LeaderContext};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
@@ -37,6 +37,10 @@ pub enum LeaderEnd {
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long spec changes must pause before the leader reconciles them.
 const SPEC_QUIET: Duration = Duration::from_millis(20);
+/// How often, and how far apart, a reconnected leader asks again whether
+/// its latch node exists when ZooKeeper does not answer.
+const LATCH_CHECK_TRIES: u32 = 5;
+const LATCH_CHECK_RETRY: Duration = Duration::from_millis(100);
 /// How long a planned handoff waits for the jobs' final checkpoints.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -181,7 +185,7 @@ impl Leader {
         match state {
             SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
             SessionState::SyncConnected => {
-                let (latch_held, why) = match self.ctx.fence.session().exists(self.ctx.fence.latch()).await {
+                let (latch_held, why) = match self.latch_exists().await {
                     Ok(true) => (true, "reconnected".to_string()),
                     Ok(false) => (false, "the latch node is gone".to_string()),
                     Err(e) => (false, format!("cannot confirm the latch node: {e}")),
@@ -190,6 +194,22 @@ impl Leader {
             }
             state if state.is_terminated() => Some((Event::SessionEnded, format!("ZooKeeper session {state:?}"))),
             _ => None,
+        }
+    }
+
+    /// Whether our latch node still exists, asking again (jobs are paused
+    /// meanwhile) when ZooKeeper does not answer: one unanswered read is no
+    /// reason to give up a leadership.
+    async fn latch_exists(&self) -> Result<bool, zkc::Error> {
+        let mut tries = 0;
+        loop {
+            match self.ctx.fence.session().exists(self.ctx.fence.latch()).await {
+                Err(e) if unanswered(&e) && tries < LATCH_CHECK_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(LATCH_CHECK_RETRY).await;
+                }
+                result => return result,
+            }
         }
     }
 
@@ -262,6 +282,17 @@ impl Leader {
                 Err(e) => tracing::warn!(job = %spec.name, "cannot mark the job cancelled, trying again later: {e}"),
             }
         }
+        // `weir deploy` refuses a file sink another job writes, but two
+        // deploys can race: the earlier deployed keeps the file.
+        let mut sink_owners: BTreeMap<&str, &JobSpec> = BTreeMap::new();
+        for (spec, _) in wanted.values() {
+            if let Some(path) = spec.sink.file() {
+                let owner = sink_owners.entry(path).or_insert(spec);
+                if (spec.created_ms, &spec.name) < (owner.created_ms, &owner.name) {
+                    *owner = spec;
+                }
+            }
+        }
         for (name, (spec, version)) in wanted {
             if self.jobs.contains_key(name) || self.stopping.contains_key(name) {
                 continue;
@@ -274,11 +305,33 @@ impl Leader {
                     continue;
                 }
             };
-            let (control, receiver) = control::channel(self.mode);
             let deployment = Deployment {
                 spec: spec.clone(),
                 version,
             };
+            let owner = spec
+                .sink
+                .file()
+                .and_then(|path| sink_owners.get(path))
+                .map(|s| s.name.as_str());
+            if let Some(owner) = owner.filter(|owner| *owner != name) {
+                let why = format!(
+                    "its file sink {} is also the sink of job `{owner}`; cancel it and deploy it again with another --sink",
+                    spec.sink
+                );
+                tracing::error!(job = %name, "not starting the job: {why}");
+                match self
+                    .ctx
+                    .write_status(&deployment, JobState::Failed, restarts, Some(why))
+                    .await
+                {
+                    Err(AttemptError::Deposed) => return Err(Deposed("a fenced status write was refused".into())),
+                    Err(e) => tracing::warn!(job = %name, "cannot mark the job failed, trying again later: {e}"),
+                    Ok(()) => {}
+                }
+                continue;
+            }
+            let (control, receiver) = control::channel(self.mode);
             let task = job::spawn(self.ctx.clone(), deployment, restarts, receiver);
             let job = RunningJob {
                 uid: spec.uid.clone(),

@@ -39,6 +39,9 @@ pub struct SupervisorSettings {
     pub metrics: Arc<Metrics>,
 }
 
+/// Wait between two attempts to bump the epoch when ZooKeeper did not answer.
+const TAKE_LEAD_RETRY: Duration = Duration::from_millis(100);
+
 /// Wait between two attempts to reach ZooKeeper.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -81,7 +84,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         metrics,
     } = settings;
     tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), "supervisor starting");
-    loop {
+    'session: loop {
         // Every select here is biased: the simulation replays a seed only
         // if nothing picks a branch at random.
         let (session, mut events) = tokio::select! {
@@ -118,11 +121,28 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
                 continue;
             }
         };
-        let fence = match Fence::take_lead(session.clone(), latch, &layout, &info).await {
-            Ok(fence) => fence,
-            Err(e) => {
-                tracing::warn!("could not take the lead: {e}; rejoining the election");
-                continue;
+        // The latch is won; a ZooKeeper that does not answer the epoch bump
+        // is asked again while the session lives, rather than the latch
+        // thrown away with the session.
+        let fence = loop {
+            match Fence::take_lead(session.clone(), latch.clone(), &layout, &info).await {
+                Ok(fence) => break fence,
+                Err(e) if e.is_unanswered() => {
+                    tracing::warn!("could not take the lead yet: {e}; asking again");
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => return Ok(()),
+                        state = session_lost(&mut events) => {
+                            tracing::warn!(?state, "ZooKeeper session ended while taking the lead; reconnecting");
+                            continue 'session;
+                        }
+                        () = tokio::time::sleep(TAKE_LEAD_RETRY) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("could not take the lead: {e}; rejoining the election");
+                    continue 'session;
+                }
             }
         };
         tracing::info!(epoch = fence.epoch(), latch = fence.latch(), "became leader");
