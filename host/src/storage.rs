@@ -231,6 +231,15 @@ impl Storage {
         &self.url
     }
 
+    /// The URL in one spelling per storage dir (`file://` and the decoded
+    /// absolute path for a local one, no trailing `/`), for comparing two.
+    pub fn canonical_url(&self) -> String {
+        match &self.local_root {
+            Some(root) => format!("file://{}", root.display()),
+            None => self.url.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// Where the module with this digest lives.
     pub fn module_path(sha256: &str) -> String {
         format!("modules/{sha256}.wasm")
@@ -276,6 +285,20 @@ impl Storage {
             path: path.to_string(),
             source,
         })
+    }
+
+    /// The "directories" right under `prefix`, as paths.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await
+            .map_err(|source| StorageError::Store {
+                what: "list",
+                path: prefix.to_string(),
+                source,
+            })?;
+        Ok(listed.common_prefixes.iter().map(|p| p.to_string()).collect())
     }
 
     /// Deletes every object under `prefix` (a "directory").

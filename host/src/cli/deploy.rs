@@ -183,18 +183,27 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let sha256 = sha256_hex(&bytes);
 
     let storage = args.storage.open()?;
+    let layout = args.cluster.layout()?;
+    let client = args.cluster.connect().await?;
+
+    if let Ok((recorded, _)) = client.get_data(&layout.storage()).await {
+        let recorded = String::from_utf8_lossy(&recorded);
+        if recorded != storage.canonical_url() {
+            bail!(
+                "cluster `{}` keeps its modules and checkpoints in {recorded}, not {}: deploy with --storage-dir {recorded}",
+                args.cluster.cluster_id,
+                storage.canonical_url()
+            );
+        }
+    }
     storage
         .put_if_absent(&Storage::module_path(&sha256), bytes.into())
         .await
         .context(STORAGE_FIX)?;
-
-    let layout = args.cluster.layout()?;
-    let client = args.cluster.connect().await?;
     let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
     }
-
     if let SinkSpec::File { path } = &sink {
         if let Some(other) = job_writing(&client, &layout, path).await? {
             bail!("file sink {path} is already the sink of job `{other}`; give this job another --sink");

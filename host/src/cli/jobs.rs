@@ -156,6 +156,9 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                 ],
                 &rows,
             )?;
+            if views.iter().any(|v| v.state == JobState::Canceled) {
+                say!("(cancelled jobs stay listed, with their checkpoints, until `weir delete NAME` removes them)")?;
+            }
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! reaches the user as one line naming the cause and the fix.
 
 mod cancel;
+mod delete;
 mod deploy;
 mod jobs;
 mod status;
@@ -40,6 +41,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Cancel a job: the leader stops it and its output.
     Cancel(cancel::CancelArgs),
+    /// Delete a cancelled job: its spec, status and checkpoints (not its output).
+    Delete(delete::DeleteArgs),
 }
 
 /// Where the cluster's coordination lives.
@@ -176,6 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Cancel(args) => cancel::run(args).await,
+        Command::Delete(args) => delete::run(args).await,
     }
 }
 

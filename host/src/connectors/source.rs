@@ -1,7 +1,7 @@
 //! Sources: where events come from, each resumable from an offset.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use crate::runtime::{Batch, Texts};
@@ -24,6 +24,7 @@ pub fn open_source(spec: &SourceSpec, offset: u64) -> Box<dyn Source> {
         SourceSpec::File { path } => Box::new(FileLines {
             path: path.clone(),
             reader: None,
+            head: Vec::new(),
             offset,
         }),
     }
@@ -96,14 +97,34 @@ impl Source for Sequence {
     }
 }
 
-/// The lines of a file, tailed; the offset is the byte position after the last whole line.
+/// The lines of a file, tailed; the offset is the byte position after the
+/// last whole line. Like Vector's file source it follows a file that is
+/// truncated, rewritten or replaced while tailed: at the end of what it has,
+/// it reads the old file to its end, then the file now at the path from its
+/// start (a smaller size, other first bytes or another inode tell), and says
+/// so in the log.
 struct FileLines {
     path: String,
     reader: Option<BufReader<File>>,
+    /// The first bytes of the open file, as first read: other bytes there
+    /// later mean it was rewritten.
+    head: Vec<u8>,
     offset: u64,
 }
 
+/// How many of a file's first bytes tell whether it was rewritten.
+const HEAD_BYTES: usize = 256;
+
 const POLL: Duration = Duration::from_millis(50);
+
+/// Longest line a file source reads: past it the job fails with an error
+/// naming the file and the byte, rather than buffering without end (a file
+/// with no newline, `/dev/zero`, would otherwise fill the supervisor's memory,
+/// where no job's memory limit reaches).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// A batch stops growing past this many bytes of text, whatever its count.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 impl FileLines {
     fn reader(&mut self) -> io::Result<Option<&mut BufReader<File>>> {
@@ -113,11 +134,66 @@ impl FileLines {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io::Error::new(e.kind(), format!("file source {}: {e}", self.path))),
             };
+            let len = file.metadata()?.len();
+            if len < self.offset {
+                tracing::warn!(
+                    file = %self.path,
+                    "the file holds {len} bytes, fewer than the {} already read: it was truncated or replaced; \
+                     reading it from its start",
+                    self.offset
+                );
+                self.offset = 0;
+            }
+            self.head = head(&file)?;
             file.seek(SeekFrom::Start(self.offset))?;
             self.reader = Some(BufReader::new(file));
         }
         Ok(self.reader.as_mut())
     }
+
+    /// Whether the open file was truncated or rewritten, or (`at_end`, once
+    /// it is read to its end) the path names another file now (replaced,
+    /// rotated); if so the next read starts the file at the path from its start.
+    fn follow(&mut self, at_end: bool) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(reader) = &self.reader else { return Ok(()) };
+        let open = reader.get_ref().metadata()?;
+        let first = head(reader.get_ref())?;
+        let replaced = || match std::fs::metadata(&self.path) {
+            Ok(now) => Ok((now.dev(), now.ino()) != (open.dev(), open.ino())),
+            // Moved away and not replaced yet: the open file may still grow.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io::Error::new(e.kind(), format!("file source {}: {e}", self.path))),
+        };
+        let what = if open.len() < self.offset {
+            "was truncated"
+        } else if !first.starts_with(&self.head) {
+            "was rewritten"
+        } else if at_end && replaced()? {
+            "was replaced (rotated?)"
+        } else {
+            // A short file's first bytes grow with it.
+            self.head = first;
+            return Ok(());
+        };
+        tracing::warn!(
+            file = %self.path,
+            "the file {what} after {} bytes were read; reading the file now there from its start",
+            self.offset
+        );
+        self.reader = None;
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+/// A file's first bytes (all of a short one).
+fn head(file: &File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; HEAD_BYTES];
+    let n = file.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 impl Source for FileLines {
@@ -127,12 +203,27 @@ impl Source for FileLines {
             ends: Vec::new(),
         };
         loop {
+            self.follow(false)?;
             let offset = self.offset;
             if let Some(reader) = self.reader()? {
                 let mut read = 0u64;
-                while texts.ends.len() < max {
+                while texts.ends.len() < max && texts.data.len() < MAX_BATCH_BYTES {
                     let before = texts.data.len();
-                    let n = reader.read_until(b'\n', &mut texts.data)?;
+                    let n = reader
+                        .by_ref()
+                        .take(MAX_LINE_BYTES as u64 + 1)
+                        .read_until(b'\n', &mut texts.data)?;
+                    if n > MAX_LINE_BYTES && texts.data.last() != Some(&b'\n') {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "file source {}: the line at byte {} is longer than {MAX_LINE_BYTES} bytes; \
+                                 weir reads newline-separated text (is this a binary file?)",
+                                self.path,
+                                offset + read
+                            ),
+                        ));
+                    }
                     if n == 0 || texts.data.last() != Some(&b'\n') {
                         // End of file, or a line still being written: read it again later.
                         texts.data.truncate(before);
@@ -147,6 +238,9 @@ impl Source for FileLines {
                     texts.ends.push(texts.data.len() as u32);
                 }
                 self.offset += read;
+                if read == 0 {
+                    self.follow(true)?;
+                }
             }
             if !texts.ends.is_empty() || !wait_until(Instant::now() + POLL, until) {
                 return Ok(Batch::Texts(texts));
@@ -203,6 +297,59 @@ mod tests {
             seen.len()
         );
         assert_eq!(seen, (0..seen.len() as i64).collect::<Vec<_>>());
+    }
+
+    fn read_all(source: &mut Box<dyn Source>) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let batch = texts(source.next_batch(100, Instant::now()).unwrap());
+            if batch.is_empty() {
+                return lines;
+            }
+            lines.extend(batch);
+        }
+    }
+
+    #[test]
+    fn a_file_truncated_rewritten_or_replaced_while_tailed_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "a\nb\n").unwrap();
+        let spec = SourceSpec::File {
+            path: path.display().to_string(),
+        };
+        let mut source = open_source(&spec, 0);
+        assert_eq!(read_all(&mut source), ["a", "b"]);
+
+        // Truncated and written again, longer than before: no line skipped.
+        std::fs::write(&path, "c\nd\ne\n").unwrap();
+        assert_eq!(read_all(&mut source), ["c", "d", "e"]);
+
+        // Rotated: the old file's last lines, then the new file's.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"f\n")
+            .unwrap();
+        std::fs::rename(&path, dir.path().join("in.txt.1")).unwrap();
+        std::fs::write(&path, "g\n").unwrap();
+        assert_eq!(read_all(&mut source), ["f"]);
+        assert_eq!(read_all(&mut source), ["g"]);
+
+        // Shorter than the offset a restore resumes at: from its start.
+        let mut resumed = open_source(&spec, 100);
+        assert_eq!(read_all(&mut resumed), ["g"]);
+    }
+
+    #[test]
+    fn a_line_without_end_fails_the_source_instead_of_filling_memory() {
+        let spec = SourceSpec::File {
+            path: "/dev/zero".into(),
+        };
+        let err = open_source(&spec, 0).next_batch(10, Instant::now()).unwrap_err();
+        assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
+        assert!(err.to_string().contains("/dev/zero"), "{err}");
     }
 
     #[test]

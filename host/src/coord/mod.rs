@@ -50,6 +50,11 @@ pub trait Session: Send + Sync {
     /// Deletes a node, whatever its version.
     async fn delete(&self, path: &str) -> Result<(), zkc::Error>;
 
+    /// Creates the persistent node `path` holding `data`, and any missing
+    /// ancestors (empty). Unfenced: for cluster records written before
+    /// leading. `NodeExists` if it is there already.
+    async fn create(&self, path: &str, data: &[u8]) -> Result<(), zkc::Error>;
+
     /// Joins the election under `dir` (Curator's LeaderLatch: an
     /// ephemeral-sequential node carrying `data`, each contender watching
     /// only its predecessor) and returns the latch node's path once it is

@@ -207,6 +207,14 @@ impl Session for ZkSession {
         self.client.delete(path, None).await
     }
 
+    async fn create(&self, path: &str, data: &[u8]) -> Result<(), zkc::Error> {
+        let options = CreateMode::Persistent.with_acls(self.acls);
+        if let Some((parent, _)) = path.rsplit_once('/').filter(|(parent, _)| !parent.is_empty()) {
+            self.client.mkdir(parent, &options).await?;
+        }
+        self.client.create(path, data, &options).await.map(drop)
+    }
+
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
         let prefix = LockPrefix::new_curator(dir, "latch-")?;
         let options = LockOptions::new(self.acls).with_ancestor_options(CreateMode::Persistent.with_acls(self.acls))?;

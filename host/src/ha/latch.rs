@@ -22,6 +22,31 @@ pub async fn contend(session: &dyn Session, layout: &Layout, info: &SupervisorIn
         .map_err(|e| ZkError::op(format!("contend for leadership under {latch_dir}"), e))
 }
 
+/// Another live contender that calls itself `id`, if any.
+pub async fn contender_named(
+    session: &dyn Session,
+    layout: &Layout,
+    id: &str,
+) -> Result<Option<SupervisorInfo>, zookeeper_client::Error> {
+    let dir = layout.latch_dir();
+    let children = match session.list_children(&dir).await {
+        Ok(children) => children,
+        Err(zookeeper_client::Error::NoNode) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for child in children {
+        match session.get_data(&format!("{dir}/{child}")).await {
+            Ok((data, _)) => match serde_json::from_slice::<SupervisorInfo>(&data) {
+                Ok(info) if info.id == id => return Ok(Some(info)),
+                _ => {}
+            },
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Latch nodes in election order (lowest sequence first), with their owners.
 pub async fn candidates(client: &Client, layout: &Layout) -> Result<Vec<(String, Option<SupervisorInfo>)>, ZkError> {
     let dir = layout.latch_dir();

@@ -15,8 +15,61 @@ mod latch;
 mod role;
 
 pub use fence::Fence;
-pub use latch::{candidates, contend};
+pub use latch::{candidates, contend, contender_named};
 pub use role::{step, Action, Event, Role};
+
+use crate::coord::{Session, ZkError};
+
+/// Why a supervisor may not join its cluster with the storage dir it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageRecordError {
+    /// The cluster records another storage dir.
+    #[error(
+        "this cluster's storage dir is {recorded} (recorded in ZooKeeper at {path}), not {given}: \
+         every replica and the CLI must use the same --storage-dir"
+    )]
+    Mismatch {
+        /// The znode holding the record.
+        path: String,
+        /// What it holds.
+        recorded: String,
+        /// What this process was given.
+        given: String,
+    },
+    /// ZooKeeper failed; try again.
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+}
+
+/// Records `url` as the cluster's storage dir if none is yet, and refuses
+/// another: a replica with its own storage dir would win elections and find
+/// no module or checkpoint of any job.
+pub async fn check_storage(session: &dyn Session, layout: &Layout, url: &str) -> Result<(), StorageRecordError> {
+    let path = layout.storage();
+    loop {
+        match session.get_data(&path).await {
+            Ok((recorded, _)) => {
+                let recorded = String::from_utf8_lossy(&recorded).into_owned();
+                return if recorded == url {
+                    Ok(())
+                } else {
+                    Err(StorageRecordError::Mismatch {
+                        path,
+                        recorded,
+                        given: url.to_string(),
+                    })
+                };
+            }
+            Err(zookeeper_client::Error::NoNode) => match session.create(&path, url.as_bytes()).await {
+                Ok(()) => return Ok(()),
+                // Another replica recorded one first: compare with it.
+                Err(zookeeper_client::Error::NodeExists) => continue,
+                Err(e) => return Err(ZkError::op(format!("record the storage dir in {path}"), e).into()),
+            },
+            Err(e) => return Err(ZkError::op(format!("read {path}"), e).into()),
+        }
+    }
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +100,11 @@ impl Layout {
     /// The leader record, whose version guards the epoch bump.
     pub fn leader(&self) -> String {
         format!("{}/leader", self.base)
+    }
+
+    /// The storage dir every replica of the cluster must use, recorded by the first.
+    pub fn storage(&self) -> String {
+        format!("{}/storage", self.base)
     }
 
     /// Parent of the job specs.

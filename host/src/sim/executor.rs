@@ -229,12 +229,6 @@ impl SimLoop {
             .is_some_and(|s| s.uid == self.uid && s.desired == crate::spec::Desired::Running);
         let recent_fault = process.last_fault.is_some_and(|at| at.elapsed() < REASON_WITHIN);
         let reason = recent_fault || process.shutting_down || !wanted;
-        eprintln!(
-            "ENDED {} {how} at {:?} reason {reason} {:?} {wanted}",
-            self.name,
-            tokio::time::Instant::now(),
-            process.last_fault
-        );
         drop(state);
         if !reason {
             self.world.violation(format!(

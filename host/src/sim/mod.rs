@@ -255,7 +255,7 @@ impl Sim {
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(after)).await;
                         let mut state = world.lock();
-                        if let Some(leader) = state.leader() {
+                        if let Some(leader) = state.leader().filter(|_| !state.healed) {
                             disconnect(&mut state, leader);
                         }
                     });
@@ -281,6 +281,7 @@ impl Sim {
     /// killed processes' sessions expire, and no request fails any more.
     fn heal(&self) {
         let mut state = self.world.lock();
+        state.healed = true;
         state.rates = Rates::default();
         for node in 0..state.processes.len() {
             if std::mem::take(&mut state.processes[node].paused) {
@@ -423,7 +424,8 @@ fn run_seed(seed: u64, steps: usize) -> Result<u64, String> {
             let after = sim.lines(name);
             if after <= before {
                 return Err(format!(
-                    "seed {seed}: job {name} made no progress once every fault healed"
+                    "seed {seed}: job {name} made no progress once every fault healed{}",
+                    sim.story()
                 ));
             }
         }

@@ -87,6 +87,8 @@ pub struct State {
     pub sinks: BTreeMap<String, Vec<u8>>,
     /// Rules found broken, with the seed's story so far.
     pub violations: Vec<String>,
+    /// Every fault has healed and no more strike.
+    pub healed: bool,
     /// What happened, in order, when `WEIR_SIM_TRACE` is set.
     pub trace: Option<Vec<String>>,
 }
@@ -114,6 +116,7 @@ impl World {
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
                 violations: Vec::new(),
+                healed: false,
                 trace: std::env::var_os("WEIR_SIM_TRACE").map(|_| Vec::new()),
             }),
             changed: Notify::new(),

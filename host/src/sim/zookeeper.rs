@@ -156,6 +156,29 @@ impl Session for SimSession {
         Ok(())
     }
 
+    async fn create(&self, path: &str, data: &[u8]) -> Result<(), zkc::Error> {
+        let mut state = self.request().await?;
+        if state.tree.contains_key(path) {
+            return Err(zkc::Error::NodeExists);
+        }
+        let mut ancestor = String::new();
+        for part in parent(path).split('/').filter(|p| !p.is_empty()) {
+            ancestor = format!("{ancestor}/{part}");
+            state.tree.entry(ancestor.clone()).or_insert(Znode {
+                data: Vec::new(),
+                version: 0,
+                owner: None,
+            });
+        }
+        let node = Znode {
+            data: data.to_vec(),
+            version: 0,
+            owner: None,
+        };
+        state.tree.insert(path.to_string(), node);
+        Ok(())
+    }
+
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
         let path = {
             let mut state = self.request().await?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::coord::{Connector, SessionEvents, SessionState};
-use crate::ha::{self, Event, Fence, Layout, Role, SupervisorInfo};
+use crate::ha::{self, Event, Fence, Layout, Role, StorageRecordError, SupervisorInfo};
 use crate::job::{Executor, LeaderContext};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -102,6 +102,23 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
                 }
             },
         };
+        match ha::check_storage(session.as_ref(), &layout, &storage.canonical_url()).await {
+            Ok(()) => {}
+            Err(e @ StorageRecordError::Mismatch { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!("cannot check the cluster's storage dir: {e}; reconnecting");
+                continue;
+            }
+        }
+        if let Ok(Some(other)) = ha::contender_named(session.as_ref(), &layout, &info.id).await {
+            tracing::warn!(
+                id = %info.id,
+                "another supervisor with this --id is registered (pid {}, host {}): unless it is an earlier run \
+                 of this one whose session has yet to expire, give each replica its own --id",
+                other.pid,
+                other.host
+            );
+        }
         tracing::info!("following");
 
         let latch = tokio::select! {
