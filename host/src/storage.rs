@@ -55,6 +55,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Removes `dir` and every directory below it that holds no file.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// The directory a local storage dir URL names: a `file://` URL, parsed
 /// (and percent-decoded) as object_store parses it, or a plain absolute
 /// path. Never the filesystem root, where weir would scatter its objects.
@@ -321,8 +333,10 @@ impl Storage {
             }
         }
         if let Some(root) = &self.local_root {
-            // Best effort: a directory that is not empty (or already gone) stays as it is.
-            let _ = tokio::fs::remove_dir(root.join(prefix)).await;
+            // Object stores have no directories; a local one leaves them
+            // behind, empty. Best effort: one not empty stays as it is.
+            let dir = root.join(prefix);
+            let _ = tokio::task::spawn_blocking(move || remove_empty_dirs(&dir)).await;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod zookeeper;
 mod access;
 mod bench;
 mod chaos;
+mod cli;
 mod deploy;
 mod ensemble;
 mod failover;
