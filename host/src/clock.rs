@@ -1,7 +1,7 @@
 //! Wall-clock time, for what is recorded (when a checkpoint's barrier was
-//! taken, when a status was written) and never for deciding anything:
-//! durations and deadlines use tokio's monotonic clock, which the
-//! deterministic simulation pauses and advances.
+//! taken, when a status was written, when a job was deployed): durations
+//! and deadlines use tokio's monotonic clock, which the deterministic
+//! simulation pauses and advances.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

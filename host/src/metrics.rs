@@ -1,109 +1,136 @@
-//! Counters an operator scrapes (Prometheus text format): checkpoints
-//! committed and failed, the newest one's duration and size, restarts,
-//! leadership. Updated lock-free on the hot paths; the map of jobs is
-//! locked only to add a job or to render.
+//! What an operator scrapes: checkpoints committed and failed, the newest
+//! one's duration and size, restarts, leadership and the ZooKeeper
+//! connection, in a prometheus-client registry. Updated lock-free on the hot
+//! paths (each handle is an atomic shared with the registry); the map of
+//! jobs is locked only to add a job.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One job's counters.
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The label every per-job series carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+/// One job's counters and gauges.
+#[derive(Debug, Clone)]
 pub struct JobMetrics {
     /// Checkpoints whose pointer was committed.
-    pub checkpoints_committed: AtomicU64,
+    pub checkpoints_committed: Counter,
     /// Checkpoints that failed (storage dir unwritable, slow, ...).
-    pub checkpoints_failed: AtomicU64,
+    pub checkpoints_failed: Counter,
     /// Failed attempts that were restarted.
-    pub restarts: AtomicU64,
+    pub restarts: Counter,
     /// How long the newest committed checkpoint took, from its barrier to
     /// its output published, queueing behind the previous one included
     /// (Flink's `lastCheckpointDuration`); 0 until the first commits.
-    pub last_checkpoint_duration_ms: AtomicU64,
+    pub last_checkpoint_duration_ms: Gauge,
     /// Bytes the newest committed checkpoint wrote: snapshot and output.
-    pub last_checkpoint_bytes: AtomicU64,
+    pub last_checkpoint_bytes: Gauge,
 }
 
-/// Picks one counter or gauge out of a job's metrics.
-type Metric = fn(&JobMetrics) -> &AtomicU64;
-
-/// Every counter of this supervisor.
-#[derive(Debug, Default)]
+/// Every series of this supervisor.
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
+    checkpoints_committed: Family<JobLabel, Counter>,
+    checkpoints_failed: Family<JobLabel, Counter>,
+    restarts: Family<JobLabel, Counter>,
+    last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
+    last_checkpoint_bytes: Family<JobLabel, Gauge>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
+    /// 1 while this supervisor leads.
+    pub leader: Gauge,
     /// Epoch of this supervisor's leadership, 0 while it follows.
-    pub leader_epoch: AtomicU64,
+    pub leader_epoch: Gauge,
+    /// 1 while this supervisor's ZooKeeper session is connected: `/healthz` answers 200 only then.
+    pub zookeeper_connected: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            checkpoints_committed: Family::default(),
+            checkpoints_failed: Family::default(),
+            restarts: Family::default(),
+            last_checkpoint_duration_ms: Family::default(),
+            last_checkpoint_bytes: Family::default(),
+            jobs: Mutex::default(),
+            leader: Gauge::default(),
+            leader_epoch: Gauge::default(),
+            zookeeper_connected: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("weir_leader", "1 if this supervisor leads", metrics.leader.clone());
+        registry.register(
+            "weir_leader_epoch",
+            "Epoch of this supervisor's leadership (0: follower)",
+            metrics.leader_epoch.clone(),
+        );
+        registry.register(
+            "weir_zookeeper_connected",
+            "1 while this supervisor's ZooKeeper session is connected",
+            metrics.zookeeper_connected.clone(),
+        );
+        registry.register(
+            "weir_checkpoints_committed",
+            "Checkpoints committed",
+            metrics.checkpoints_committed.clone(),
+        );
+        registry.register(
+            "weir_checkpoints_failed",
+            "Checkpoints that failed",
+            metrics.checkpoints_failed.clone(),
+        );
+        registry.register(
+            "weir_job_restarts",
+            "Failed attempts restarted",
+            metrics.restarts.clone(),
+        );
+        registry.register(
+            "weir_last_checkpoint_duration_ms",
+            "Barrier to output published, for the newest committed checkpoint",
+            metrics.last_checkpoint_duration_ms.clone(),
+        );
+        registry.register(
+            "weir_last_checkpoint_bytes",
+            "Snapshot and output bytes of the newest committed checkpoint",
+            metrics.last_checkpoint_bytes.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
 }
 
 impl Metrics {
-    /// The counters of `job`, created on first use.
+    /// The series of `job`, created on first use.
     pub fn job(&self, job: &str) -> Arc<JobMetrics> {
-        self.jobs
-            .lock()
-            .expect("metrics lock")
-            .entry(job.to_string())
-            .or_default()
+        let mut jobs = self.jobs.lock().expect("metrics lock");
+        jobs.entry(job.to_string())
+            .or_insert_with(|| {
+                let label = JobLabel { job: job.to_string() };
+                Arc::new(JobMetrics {
+                    checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
+                    checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
+                    restarts: self.restarts.get_or_create(&label).clone(),
+                    last_checkpoint_duration_ms: self.last_checkpoint_duration_ms.get_or_create(&label).clone(),
+                    last_checkpoint_bytes: self.last_checkpoint_bytes.get_or_create(&label).clone(),
+                })
+            })
             .clone()
     }
 
-    /// Renders every counter in the Prometheus text exposition format.
+    /// Every series in the OpenMetrics text format (which Prometheus reads).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let epoch = self.leader_epoch.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP weir_leader 1 if this supervisor leads.\n# TYPE weir_leader gauge"
-        );
-        let _ = writeln!(out, "weir_leader {}", u8::from(epoch > 0));
-        let _ = writeln!(
-            out,
-            "# HELP weir_leader_epoch Epoch of this supervisor's leadership (0: follower)."
-        );
-        let _ = writeln!(out, "# TYPE weir_leader_epoch gauge\nweir_leader_epoch {epoch}");
-        let jobs = self.jobs.lock().expect("metrics lock");
-        let per_job: [(&str, &str, &str, Metric); 5] = [
-            (
-                "weir_checkpoints_committed_total",
-                "counter",
-                "Checkpoints committed.",
-                |m| &m.checkpoints_committed,
-            ),
-            (
-                "weir_checkpoints_failed_total",
-                "counter",
-                "Checkpoints that failed.",
-                |m| &m.checkpoints_failed,
-            ),
-            (
-                "weir_job_restarts_total",
-                "counter",
-                "Failed attempts restarted.",
-                |m| &m.restarts,
-            ),
-            (
-                "weir_last_checkpoint_duration_ms",
-                "gauge",
-                "Barrier to output published, for the newest committed checkpoint.",
-                |m| &m.last_checkpoint_duration_ms,
-            ),
-            (
-                "weir_last_checkpoint_bytes",
-                "gauge",
-                "Snapshot and output bytes of the newest committed checkpoint.",
-                |m| &m.last_checkpoint_bytes,
-            ),
-        ];
-        for (name, kind, help, metric) in per_job {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (job, metrics) in jobs.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{job=\"{job}\"}} {}",
-                    metric(metrics).load(Ordering::Relaxed)
-                );
-            }
-        }
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
@@ -113,34 +140,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
+    fn renders_openmetrics_text() {
         let metrics = Metrics::default();
-        metrics
-            .job("counter")
-            .checkpoints_failed
-            .fetch_add(2, Ordering::Relaxed);
-        metrics.leader_epoch.store(3, Ordering::Relaxed);
-        metrics
-            .job("counter")
-            .last_checkpoint_duration_ms
-            .store(12, Ordering::Relaxed);
+        metrics.job("counter").checkpoints_failed.inc_by(2);
+        metrics.leader.set(1);
+        metrics.leader_epoch.set(3);
+        metrics.job("counter").last_checkpoint_duration_ms.set(12);
         let text = metrics.render();
-        assert!(text.contains("weir_leader 1\n"), "{text}");
-        assert!(
-            text.contains("weir_checkpoints_failed_total{job=\"counter\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("weir_checkpoints_committed_total{job=\"counter\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE weir_last_checkpoint_duration_ms gauge\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("weir_last_checkpoint_duration_ms{job=\"counter\"} 12\n"),
-            "{text}"
-        );
+        for line in [
+            "weir_leader 1\n",
+            "weir_leader_epoch 3\n",
+            "weir_checkpoints_failed_total{job=\"counter\"} 2\n",
+            "weir_checkpoints_committed_total{job=\"counter\"} 0\n",
+            "# TYPE weir_last_checkpoint_duration_ms gauge\n",
+            "weir_last_checkpoint_duration_ms{job=\"counter\"} 12\n",
+            "# EOF\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from {text}");
+        }
     }
 }

@@ -67,6 +67,8 @@ fn remove_empty_dirs(dir: &std::path::Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+const ROOT_REFUSED: &str = "the storage dir cannot be the filesystem root: name a directory, e.g. file:///var/lib/weir";
+
 /// The directory a local storage dir URL names: a `file://` URL, parsed
 /// (and percent-decoded) as object_store parses it, or a plain absolute
 /// path. Never the filesystem root, where weir would scatter its objects.
@@ -84,9 +86,7 @@ fn local_dir(url: &str) -> Result<PathBuf, String> {
         }
     };
     if path.components().count() <= 1 {
-        return Err(
-            "the storage dir cannot be the filesystem root: name a directory, e.g. file:///var/lib/weir".into(),
-        );
+        return Err(ROOT_REFUSED.into());
     }
     Ok(path)
 }
@@ -185,6 +185,13 @@ impl Storage {
         } else {
             let path = local_dir(url).map_err(bad)?;
             std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+            // One spelling per directory (no `.`, `..`, doubled or trailing
+            // `/`, links resolved): what the cluster's record is compared in.
+            let path =
+                std::fs::canonicalize(&path).map_err(|e| bad(format!("cannot resolve {}: {e}", path.display())))?;
+            if path.parent().is_none() {
+                return Err(bad(ROOT_REFUSED.to_string()));
+            }
             let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
             local_root = Some(path);
             Arc::new(store)
@@ -243,8 +250,9 @@ impl Storage {
         &self.url
     }
 
-    /// The URL in one spelling per storage dir (`file://` and the decoded
-    /// absolute path for a local one, no trailing `/`), for comparing two.
+    /// The URL in one spelling per storage dir (`file://` and the resolved
+    /// absolute path for a local one; an S3 URL without a trailing `/`),
+    /// for comparing two.
     pub fn canonical_url(&self) -> String {
         match &self.local_root {
             Some(root) => format!("file://{}", root.display()),
@@ -351,7 +359,7 @@ mod tests {
         let err = Storage::open("ftp://x").unwrap_err().to_string();
         assert!(err.contains("file:///") && err.contains("s3://"), "{err}");
         assert!(Storage::open("file://relative").is_err());
-        for root in ["file:///", "/", "file:///..", "//"] {
+        for root in ["file:///", "/", "file:///..", "//", "/.."] {
             let err = Storage::open(root).unwrap_err().to_string();
             assert!(err.contains("cannot be the filesystem root"), "{root}: {err}");
         }
@@ -368,5 +376,16 @@ mod tests {
         Storage::open(&url).unwrap();
         assert!(dir.path().join("a b").is_dir(), "a%20b names `a b`");
         assert!(!dir.path().join("a%20b").exists());
+        let spellings = [
+            format!("file://{}/a%20b", dir.path().display()),
+            format!("{}/a b/", dir.path().display()),
+            format!("{}//a b/./", dir.path().display()),
+            format!("file://{}/x/../a%20b/", dir.path().display()),
+        ];
+        let canonical: Vec<String> = spellings
+            .iter()
+            .map(|u| Storage::open(u).unwrap().canonical_url())
+            .collect();
+        assert!(canonical.iter().all(|c| *c == canonical[0]), "{canonical:?}");
     }
 }

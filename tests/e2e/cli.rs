@@ -198,3 +198,54 @@ fn delete_removes_a_cancelled_job_and_its_checkpoints_but_not_its_output() {
     assert!(!std::fs::read(&out).unwrap().is_empty(), "its output stays");
     assert_refused(&cluster, &["delete", "gone"], "no job named `gone`");
 }
+
+/// One HTTP request to `address`; returns the status line.
+fn http(address: &str, request: &str) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(format!("{request}\r\nHost: weir\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn healthz_says_whether_the_supervisor_reaches_zookeeper() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    let address = wait_for("the supervisor's address", Duration::from_secs(30), || {
+        cluster.status()["replicas"][0]["address"].as_str().map(str::to_string)
+    });
+    let healthy = |request: &str| {
+        let request = request.to_string();
+        let address = address.clone();
+        move || (http(&address, &request).contains(" 200 ")).then_some(())
+    };
+    wait_for(
+        "/healthz to answer 200",
+        Duration::from_secs(10),
+        healthy("GET /healthz HTTP/1.1"),
+    );
+    assert!(
+        http(&address, "GET /healthz?probe=1 HTTP/1.1").contains(" 200 "),
+        "a query changes nothing"
+    );
+    assert!(http(&address, "POST /healthz HTTP/1.1").contains(" 405 "), "only GET");
+    assert!(http(&address, "GET /nope HTTP/1.1").contains(" 404 "));
+    assert!(http(&address, "GET /metrics HTTP/1.1").contains(" 200 "));
+
+    crate::harness::send_signal(cluster.zk.pid(0), "STOP");
+    wait_for(
+        "/healthz to answer 503 while ZooKeeper is stopped",
+        Duration::from_secs(20),
+        || http(&address, "GET /healthz HTTP/1.1").contains(" 503 ").then_some(()),
+    );
+    crate::harness::send_signal(cluster.zk.pid(0), "CONT");
+    wait_for(
+        "/healthz to answer 200 again",
+        Duration::from_secs(20),
+        healthy("GET /healthz HTTP/1.1"),
+    );
+}

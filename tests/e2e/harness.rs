@@ -262,7 +262,7 @@ impl Cluster {
         let address = replica["address"].as_str().expect("the supervisor has an HTTP address");
         let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\n\r\n")
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();

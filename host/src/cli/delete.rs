@@ -25,6 +25,7 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
     let storage = args.storage.open().context(STORAGE_FIX)?;
     let client = args.cluster.connect().await?;
+    super::deploy::check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
     let name = &args.name;
     let (data, stat) = match client.get_data(&layout.job(name)).await {
         Ok(found) => found,

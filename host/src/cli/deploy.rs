@@ -170,15 +170,20 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         network: args.allow_network || !args.network_to.is_empty(),
         network_to: args.network_to,
     };
-    if let Err(e) = runtime.instantiate_checked(&pre, limits, &grants) {
-        match e {
-            GuestError::MemoryLimit { .. } | GuestError::Instantiate(_) => bail!(
-                "{} cannot start within --memory-limit {} MiB ({e}); raise --memory-limit",
-                args.module.display(),
-                args.memory_limit
-            ),
-            e => bail!("{} cannot start: {e}", args.module.display()),
-        }
+    // The granted directories are the supervisors' to have, not this
+    // machine's: the check instantiates without them.
+    let here = Grants {
+        dirs: Vec::new(),
+        ..grants.clone()
+    };
+    match runtime.instantiate_checked(&pre, limits, &here) {
+        Ok(()) => {}
+        Err(GuestError::MemoryLimit { .. }) => bail!(
+            "{} cannot start within --memory-limit {} MiB: its initial memory is larger; raise --memory-limit",
+            args.module.display(),
+            args.memory_limit
+        ),
+        Err(e) => bail!("{} cannot start: {e}", args.module.display()),
     }
     let sha256 = sha256_hex(&bytes);
 
@@ -186,21 +191,15 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
 
-    if let Ok((recorded, _)) = client.get_data(&layout.storage()).await {
-        let recorded = String::from_utf8_lossy(&recorded);
-        if recorded != storage.canonical_url() {
-            bail!(
-                "cluster `{}` keeps its modules and checkpoints in {recorded}, not {}: deploy with --storage-dir {recorded}",
-                args.cluster.cluster_id,
-                storage.canonical_url()
-            );
-        }
+    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
+    if let Err(e) = client.mkdir(layout.base(), &options).await {
+        bail!("cannot create {}: {e}{}", layout.base(), hint(&e));
     }
+    check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, Some(&options)).await?;
     storage
         .put_if_absent(&Storage::module_path(&sha256), bytes.into())
         .await
         .context(STORAGE_FIX)?;
-    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
     }
@@ -212,8 +211,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
 
     let job_path = layout.job(&name);
     // A cancelled job of this name is deployed over: its znodes are set,
-    // never deleted and made again, so their versions only grow and
-    // nothing its last deployment still has in flight can land.
+    // not deleted and made again, so their versions only grow and nothing
+    // its last deployment still has in flight can land. (`weir delete`
+    // removes them only once the job is cancelled and stopped.)
     let cancelled_version = match client.get_data(&job_path).await {
         Ok((data, stat)) => {
             let running = serde_json::from_slice::<JobSpec>(&data).map_or(true, |s| s.desired == Desired::Running);
@@ -289,11 +289,45 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         spec.sink,
         humantime::format_duration(spec.checkpoint_interval)
     )?;
-    if candidates(&client, &layout).await?.is_empty() {
+    if candidates(&client, &layout).await.is_ok_and(|c| c.is_empty()) {
         say!(
             "note: no supervisor is running in cluster `{}`; the job starts when one does (`weir supervisor`)",
             args.cluster.cluster_id
         )?;
+    }
+    Ok(())
+}
+
+/// Refuses a storage dir other than the one the cluster records and, given
+/// `options` to create the record with, records this one if the cluster has
+/// none yet, so a replica started later with another is refused too.
+pub async fn check_storage_record(
+    client: &zkc::Client,
+    layout: &crate::ha::Layout,
+    storage: &Storage,
+    cluster_id: &str,
+    options: Option<&zkc::CreateOptions<'_>>,
+) -> anyhow::Result<()> {
+    let path = layout.storage();
+    let ours = storage.canonical_url();
+    let recorded = match client.get_data(&path).await {
+        Ok((recorded, _)) => String::from_utf8_lossy(&recorded).into_owned(),
+        Err(zkc::Error::NoNode) => {
+            let Some(options) = options else { return Ok(()) };
+            match client.create(&path, ours.as_bytes(), options).await {
+                Ok(_) => return Ok(()),
+                Err(zkc::Error::NodeExists) => client
+                    .get_data(&path)
+                    .await
+                    .map(|(recorded, _)| String::from_utf8_lossy(&recorded).into_owned())
+                    .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}{}", hint(&e)))?,
+                Err(e) => bail!("cannot record the storage dir in {path}: {e}{}", hint(&e)),
+            }
+        }
+        Err(e) => bail!("cannot read {path}: {e}{}", hint(&e)),
+    };
+    if recorded != ours {
+        bail!("cluster `{cluster_id}` keeps its modules and checkpoints in {recorded}, not {ours}: use --storage-dir {recorded}");
     }
     Ok(())
 }

@@ -23,6 +23,11 @@ pub trait Sink: Send {
     /// After a restore: publishes the restored checkpoint's output and drops
     /// anything after it, which belonged to no committed checkpoint.
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()>;
+
+    /// Waits until a write that a cancelled `publish` or `recover` left
+    /// running has landed: a stopped job's last write must not overlap its
+    /// successor's first.
+    async fn settle(&mut self) {}
 }
 
 /// Opens the sink a spec names.
@@ -32,6 +37,7 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
         SinkSpec::File { path } => Box::new(FileSink {
             path: path.clone(),
             identity: None,
+            in_flight: None,
         }),
     }
 }
@@ -101,6 +107,9 @@ struct FileSink {
     /// Device and inode of the file this sink first wrote: a path that
     /// names another file later was moved or replaced under the job.
     identity: Option<(u64, u64)>,
+    /// The blocking write under way, kept here so that a cancelled publish
+    /// leaves it for [`Sink::settle`] to wait out.
+    in_flight: Option<tokio::task::JoinHandle<io::Result<(u64, u64)>>>,
 }
 
 impl FileSink {
@@ -148,29 +157,41 @@ impl Sink for FileSink {
     }
 
     async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
-        let (path, identity) = (self.path.clone(), self.identity);
-        let found = off_thread(move || {
-            let (file, found) = FileSink::open_at(&path, identity, position)?;
-            file.write_all_at(&output, position)?;
-            file.sync_data()?;
-            Ok(found)
-        })
-        .await?;
-        self.identity = Some(found);
-        Ok(())
+        self.write_at(position, output, false).await
     }
 
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.write_at(position, output, true).await
+    }
+
+    async fn settle(&mut self) {
+        if let Some(write) = self.in_flight.as_mut() {
+            let _ = write.await;
+            self.in_flight = None;
+        }
+    }
+}
+
+impl FileSink {
+    /// Writes `output` at `position` (and cuts the file there, `truncate`)
+    /// on a blocking thread, durably.
+    async fn write_at(&mut self, position: u64, output: Bytes, truncate: bool) -> io::Result<()> {
+        self.settle().await;
         let (path, identity) = (self.path.clone(), self.identity);
-        let found = off_thread(move || {
+        let write = self.in_flight.insert(tokio::task::spawn_blocking(move || {
             let (file, found) = FileSink::open_at(&path, identity, position)?;
             file.write_all_at(&output, position)?;
-            file.set_len(position + output.len() as u64)?;
+            if truncate {
+                file.set_len(position + output.len() as u64)?;
+            }
             file.sync_data()?;
             Ok(found)
-        })
-        .await?;
-        self.identity = Some(found);
+        }));
+        let written = write
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("sink I/O did not finish: {e}"))));
+        self.in_flight = None;
+        self.identity = Some(written?);
         Ok(())
     }
 }

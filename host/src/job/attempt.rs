@@ -98,7 +98,8 @@ pub async fn run(
     let mut stop_by: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            // Barriers first: one sent before a stop is committed, not dropped.
+            // Barriers first: one sent before a finish is committed, not
+            // dropped (a stop abandons it, below).
             biased;
             barrier = received.recv() => {
                 let Some(barrier) = barrier else { break };
@@ -107,8 +108,12 @@ pub async fn run(
                 // handoff's finish does).
                 let committed = tokio::select! {
                     biased;
-                    committed = committer.commit(barrier) => committed,
-                    _ = stop_now.wait_for(|c| c == Control::Stop) => return Ok(JobEnd::Stopped),
+                    committed = committer.commit(barrier) => Some(committed),
+                    _ = stop_now.wait_for(|c| c == Control::Stop) => None,
+                };
+                let Some(committed) = committed else {
+                    committer.settle().await;
+                    return Ok(JobEnd::Stopped);
                 };
                 if let Err(e) = committed {
                     commit_error = Some(e);

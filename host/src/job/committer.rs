@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -113,6 +112,12 @@ impl<'a> Committer<'a> {
         Ok(())
     }
 
+    /// Waits until a publish that a dropped [`Committer::commit`] left
+    /// running has landed.
+    pub async fn settle(&mut self) {
+        self.sink.settle().await;
+    }
+
     /// Does one action; returns its outcome for the state machine, if it has one.
     async fn carry_out(&mut self, action: CommitAction) -> Result<Option<CommitEvent>, AttemptError> {
         match action {
@@ -177,11 +182,9 @@ impl<'a> Committer<'a> {
                 }
                 self.staged.drain(..len as usize);
                 let took = self.barrier_taken.elapsed().as_millis() as u64;
-                self.metrics.last_checkpoint_duration_ms.store(took, Ordering::Relaxed);
-                self.metrics
-                    .last_checkpoint_bytes
-                    .store(self.checkpoint_bytes, Ordering::Relaxed);
-                self.metrics.checkpoints_committed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.last_checkpoint_duration_ms.set(took as i64);
+                self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
+                self.metrics.checkpoints_committed.inc();
                 tracing::debug!(job = %self.job, bytes = len, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))
             }
@@ -195,7 +198,7 @@ impl<'a> Committer<'a> {
                 Ok(None)
             }
             CommitAction::CountFailure => {
-                self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.checkpoints_failed.inc();
                 Ok(None)
             }
             CommitAction::EndAttempt => Ok(None),

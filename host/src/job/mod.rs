@@ -183,10 +183,7 @@ async fn supervise(
             };
         };
         restarts += 1;
-        ctx.metrics
-            .job(&spec.name)
-            .restarts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.job(&spec.name).restarts.inc();
         tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
         match ctx
             .write_status(&deployment, JobState::Restarting, restarts, Some(error))

@@ -160,9 +160,16 @@ impl Instance {
         // the default cap on what one call hands the host (128 MiB) is not.
         store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let job = pre
-            .instantiate(&mut store)
-            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let job = match pre.instantiate(&mut store) {
+            Ok(job) => job,
+            Err(_) if store.data().limiter.hit => {
+                return Err(GuestError::MemoryLimit {
+                    call: "instantiate",
+                    limit: limits.memory_bytes,
+                })
+            }
+            Err(e) => return Err(GuestError::Instantiate(format!("{e:#}"))),
+        };
         Ok(Instance { store, job, limits })
     }
 

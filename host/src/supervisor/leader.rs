@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
@@ -79,12 +80,17 @@ pub async fn lead(
     shutdown: &mut watch::Receiver<bool>,
 ) -> LeaderEnd {
     let jobs_dir = ctx.layout.jobs();
-    let mut specs = match ctx.fence.session().watch_tree(&jobs_dir).await {
+    let spec_events = match ctx.fence.session().watch_tree(&jobs_dir).await {
         Ok(watcher) => Some(watcher),
         Err(e) => {
             tracing::warn!("cannot watch {jobs_dir}, reconciling every {RECONCILE_INTERVAL:?} only: {e}");
             None
         }
+    };
+    let mut specs = SpecWatch {
+        events: spec_events,
+        jobs_dir,
+        due: None,
     };
     let (stopped, mut stops) = mpsc::unbounded_channel();
     let mut leader = Leader {
@@ -112,7 +118,7 @@ pub async fn lead(
                     None
                 }
             }
-            () = spec_changed(&mut specs, &jobs_dir), if leader.mode == Control::Run => {
+            () = specs.changed(), if leader.mode == Control::Run => {
                 leader.reconcile().await.err().map(|Deposed(reason)| (Event::Deposed, reason))
             }
             _ = tick.tick(), if leader.mode == Control::Run => {
@@ -143,32 +149,51 @@ pub async fn lead(
     }
 }
 
-/// Resolves when a job spec (`jobs/<name>` itself, not a job's status or
-/// pointer) was created, changed or deleted, once such events pause for
-/// [`SPEC_QUIET`]: a burst of deploys costs one reconcile, not one each.
-/// Never resolves without a watch.
-async fn spec_changed(watch: &mut Option<mpsc::UnboundedReceiver<String>>, jobs_dir: &str) {
-    let mut changed = false;
-    loop {
-        let Some(watcher) = watch else {
-            return std::future::pending().await;
-        };
-        let path = if changed {
-            match tokio::time::timeout(SPEC_QUIET, watcher.recv()).await {
-                Ok(path) => path,
-                Err(_) => return,
+/// The watch on the job specs, and a change heard but not yet acted on:
+/// kept here, across the loop's turns, because the loop's select drops the
+/// waiting future whenever another branch wins.
+struct SpecWatch {
+    events: Option<mpsc::UnboundedReceiver<String>>,
+    jobs_dir: String,
+    /// When the last spec change heard is quiet enough to act on.
+    due: Option<Instant>,
+}
+
+impl SpecWatch {
+    /// Resolves once a job spec (`jobs/<name>` itself, not a status or a
+    /// pointer, which change with every checkpoint) was created, changed or
+    /// deleted and no other spec changed for [`SPEC_QUIET`]: a burst of
+    /// deploys costs one reconcile, not one each. Never resolves without a watch.
+    ///
+    /// Cancel-safe.
+    async fn changed(&mut self) {
+        loop {
+            let Some(events) = &mut self.events else {
+                return std::future::pending().await;
+            };
+            let event = match self.due {
+                Some(due) => match tokio::time::timeout_at(due, events.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => {
+                        self.due = None;
+                        return;
+                    }
+                },
+                None => events.recv().await,
+            };
+            let Some(path) = event else {
+                // The session ended: no more events will come, and the
+                // session's own state ends the leadership.
+                self.events = None;
+                continue;
+            };
+            let name = path
+                .strip_prefix(&self.jobs_dir)
+                .and_then(|rest| rest.strip_prefix('/'));
+            if name.is_some_and(|name| !name.contains('/')) {
+                self.due = Some(Instant::now() + SPEC_QUIET);
             }
-        } else {
-            watcher.recv().await
-        };
-        let Some(path) = path else {
-            // The session ended: no more events will come, and the session's
-            // own state ends the leadership.
-            *watch = None;
-            continue;
-        };
-        let name = path.strip_prefix(jobs_dir).and_then(|rest| rest.strip_prefix('/'));
-        changed |= name.is_some_and(|name| !name.contains('/'));
+        }
     }
 }
 
@@ -182,6 +207,7 @@ impl Leader {
 
     /// Translates a session state into a role event, with a reason for the log.
     async fn session_event(&self, state: SessionState) -> Option<(Event, String)> {
+        super::note_connection(&self.ctx.metrics, state);
         match state {
             SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
             SessionState::SyncConnected => {
@@ -265,8 +291,8 @@ impl Leader {
                 continue;
             }
             match self.status(&spec.name).await {
-                Ok(Some(status)) if status.state != JobState::Canceled => {}
-                Ok(_) => continue,
+                Ok(Some(status)) if status.state == JobState::Canceled => continue,
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(job = %spec.name, "cannot read the job's status, trying again later: {e}");
                     continue;

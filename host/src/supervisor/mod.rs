@@ -9,7 +9,6 @@
 mod leader;
 mod standby;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,10 +62,18 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Keeps `/healthz` and `weir_zookeeper_connected` true to the session's state.
+fn note_connection(metrics: &Metrics, state: SessionState) {
+    metrics
+        .zookeeper_connected
+        .set(i64::from(state == SessionState::SyncConnected));
+}
+
 /// Waits until the session ends for good.
-async fn session_lost(events: &mut SessionEvents) -> SessionState {
+async fn session_lost(events: &mut SessionEvents, metrics: &Metrics) -> SessionState {
     loop {
         let state = events.changed().await;
+        note_connection(metrics, state);
         if state.is_terminated() {
             return state;
         }
@@ -107,7 +114,11 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             Err(e @ StorageRecordError::Mismatch { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!("cannot check the cluster's storage dir: {e}; reconnecting");
-                continue;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                }
             }
         }
         if let Ok(Some(other)) = ha::contender_named(session.as_ref(), &layout, &info.id).await {
@@ -119,12 +130,13 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
                 other.host
             );
         }
+        metrics.zookeeper_connected.set(1);
         tracing::info!("following");
 
         let latch = tokio::select! {
             biased;
             _ = shutdown.changed() => return Ok(()),
-            state = session_lost(&mut events) => {
+            state = session_lost(&mut events, &metrics) => {
                 tracing::warn!(?state, "ZooKeeper session ended while following; reconnecting");
                 continue;
             }
@@ -149,7 +161,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
                     tokio::select! {
                         biased;
                         _ = shutdown.changed() => return Ok(()),
-                        state = session_lost(&mut events) => {
+                        state = session_lost(&mut events, &metrics) => {
                             tracing::warn!(?state, "ZooKeeper session ended while taking the lead; reconnecting");
                             continue 'session;
                         }
@@ -171,10 +183,13 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             supervisor_id: info.id.clone(),
             metrics: metrics.clone(),
         });
-        metrics.leader_epoch.store(fence.epoch(), Ordering::Relaxed);
+        metrics.leader.set(1);
+        metrics.leader_epoch.set(fence.epoch() as i64);
         let (role, _) = ha::step(Role::Follower, Event::Elected { epoch: fence.epoch() });
         let end = leader::lead(ctx, role, &mut events, &mut shutdown).await;
-        metrics.leader_epoch.store(0, Ordering::Relaxed);
+        metrics.leader.set(0);
+        metrics.leader_epoch.set(0);
+        metrics.zookeeper_connected.set(0);
         match end {
             LeaderEnd::Lost(reason) => {
                 tracing::warn!(epoch = fence.epoch(), "stepped down: {reason}; rejoining as a follower");
