@@ -38,9 +38,8 @@ pub enum LeaderEnd {
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long spec changes must pause before the leader reconciles them.
 const SPEC_QUIET: Duration = Duration::from_millis(20);
-/// How often, and how far apart, a reconnected leader asks again whether
-/// its latch node exists when ZooKeeper does not answer.
-const LATCH_CHECK_TRIES: u32 = 5;
+/// How soon a reconnected leader asks again whether its latch node exists
+/// when ZooKeeper did not answer (its jobs stay paused meanwhile).
 const LATCH_CHECK_RETRY: Duration = Duration::from_millis(100);
 /// How long a planned handoff waits for the jobs' final checkpoints.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,11 +100,23 @@ pub async fn lead(
         mode: Control::Run,
     };
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+    // A reconnection whose latch check went unanswered, to check again then.
+    let mut recheck: Option<Instant> = None;
     loop {
         // Biased, session first: a disconnection is acted on before anything else.
         let event = tokio::select! {
             biased;
-            state = events.changed() => leader.session_event(state).await,
+            state = events.changed() => {
+                let event = leader.session_event(state).await;
+                recheck = (state == SessionState::SyncConnected && event.is_none())
+                    .then(|| Instant::now() + LATCH_CHECK_RETRY);
+                event
+            }
+            _ = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now)), if recheck.is_some() => {
+                let event = leader.session_event(SessionState::SyncConnected).await;
+                recheck = event.is_none().then(|| Instant::now() + LATCH_CHECK_RETRY);
+                event
+            }
             _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
             Some((name, end)) = stops.recv() => {
                 leader.stopping.remove(&name);
@@ -205,37 +216,28 @@ impl Leader {
         }
     }
 
-    /// Translates a session state into a role event, with a reason for the log.
+    /// Translates a session state into a role event, with a reason for the
+    /// log. A reconnection whose latch check ZooKeeper does not answer is
+    /// no event yet (`None`): one unanswered read is no reason to give up a
+    /// leadership, and the jobs stay paused until the check is answered.
     async fn session_event(&self, state: SessionState) -> Option<(Event, String)> {
         super::note_connection(&self.ctx.metrics, state);
         match state {
             SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
             SessionState::SyncConnected => {
-                let (latch_held, why) = match self.latch_exists().await {
+                let (latch_held, why) = match self.ctx.fence.session().exists(self.ctx.fence.latch()).await {
                     Ok(true) => (true, "reconnected".to_string()),
                     Ok(false) => (false, "the latch node is gone".to_string()),
+                    Err(e) if unanswered(&e) => {
+                        tracing::warn!("reconnected, but the latch check went unanswered: {e}; asking again");
+                        return None;
+                    }
                     Err(e) => (false, format!("cannot confirm the latch node: {e}")),
                 };
                 Some((Event::Reconnected { latch_held }, why))
             }
             state if state.is_terminated() => Some((Event::SessionEnded, format!("ZooKeeper session {state:?}"))),
             _ => None,
-        }
-    }
-
-    /// Whether our latch node still exists, asking again (jobs are paused
-    /// meanwhile) when ZooKeeper does not answer: one unanswered read is no
-    /// reason to give up a leadership.
-    async fn latch_exists(&self) -> Result<bool, zkc::Error> {
-        let mut tries = 0;
-        loop {
-            match self.ctx.fence.session().exists(self.ctx.fence.latch()).await {
-                Err(e) if unanswered(&e) && tries < LATCH_CHECK_TRIES => {
-                    tries += 1;
-                    tokio::time::sleep(LATCH_CHECK_RETRY).await;
-                }
-                result => return result,
-            }
         }
     }
 
