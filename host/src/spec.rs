@@ -645,6 +645,20 @@ impl fmt::Display for JobState {
     }
 }
 
+impl JobStatus {
+    /// The status of a job just deployed (at `since_ms`), which no leader has started yet.
+    pub fn created(since_ms: u64) -> JobStatus {
+        JobStatus {
+            state: JobState::Created,
+            supervisor: None,
+            epoch: 0,
+            restarts: 0,
+            error: None,
+            since_ms,
+        }
+    }
+}
+
 /// A job's runtime status, in `jobs/<name>/status`, written by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {

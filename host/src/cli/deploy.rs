@@ -15,8 +15,8 @@ use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
 use crate::runtime::{GuestError, Limits, Runtime};
 use crate::spec::{
-    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus,
-    RestartStrategy, SinkSpec, SourceSpec,
+    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, RestartStrategy,
+    SinkSpec, SourceSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -241,14 +241,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         desired: Desired::Running,
         created_ms: now_ms(),
     };
-    let status = JobStatus {
-        state: JobState::Created,
-        supervisor: None,
-        epoch: 0,
-        restarts: 0,
-        error: None,
-        since_ms: now_ms(),
-    };
+    let status = JobStatus::created(now_ms());
     let spec_bytes = serde_json::to_vec(&spec)?;
     if spec_bytes.len() > MAX_SPEC_BYTES {
         bail!(

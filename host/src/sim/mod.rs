@@ -93,14 +93,7 @@ impl Sim {
             desired: Desired::Running,
             created_ms: 0,
         };
-        let status = JobStatus {
-            state: JobState::Created,
-            supervisor: None,
-            epoch: 0,
-            restarts: 0,
-            error: None,
-            since_ms: 0,
-        };
+        let status = JobStatus::created(0);
         let mut state = self.world.lock();
         let mut put = |path: String, data: Vec<u8>| {
             let mut ancestor = String::new();
