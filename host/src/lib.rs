@@ -5,18 +5,18 @@
 //! barrier riding along; `ha` decides whether this process runs jobs, never
 //! how a job runs.
 
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod connectors;
-pub mod coord;
+pub(crate) mod coord;
 pub mod ha;
-pub mod http;
+pub(crate) mod http;
 pub mod job;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod runtime;
 #[cfg(test)]
 mod sim;
 pub mod spec;
 pub mod storage;
-pub mod supervisor;
+pub(crate) mod supervisor;
