@@ -455,6 +455,49 @@ fn no_schedule_of_faults_loses_duplicates_or_stops_a_job_without_a_reason() {
     );
 }
 
+#[test]
+fn a_checkpoint_the_storage_dir_fails_to_serve_is_not_skipped() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut sim = Sim::new(0);
+        sim.start_supervisor();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The storage dir fails to serve the newest checkpoint of count-a
+        // (the older ones read fine) while a new leader restores it.
+        let (dir, sink) = {
+            let mut state = sim.world.lock();
+            let spec: JobSpec = serde_json::from_slice(&state.tree[&sim.layout.job("count-a")].data).unwrap();
+            let pointer = Pointer::decode(&state.tree[&sim.layout.job_checkpoint("count-a")].data).unwrap();
+            assert!(pointer.retained.len() > 1, "older checkpoints to fall back to");
+            let newest = pointer.latest().unwrap();
+            let dir = format!("checkpoints/count-a/{}/{}-{}", spec.uid, newest.id, newest.epoch);
+            state.unreadable = Some(dir.clone());
+            state.processes[0].killed = true;
+            expire(&mut state, 0);
+            (dir, format!("/sim/{}.out", spec.uid))
+        };
+        sim.world.changed.notify_waiters();
+        let before = sim.world.lock().sinks[&sink].len();
+        let lines = sim.lines("count-a");
+        sim.start_supervisor();
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(
+                sim.world.lock().sinks[&sink].len() >= before,
+                "the restore fell back past {dir} and cut committed output off the sink"
+            );
+        }
+        sim.world.lock().unreadable = None;
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        sim.check().unwrap();
+        assert!(sim.lines("count-a") > lines, "the job carried on once {dir} read again");
+    });
+}
+
 /// Seeds that found bugs, kept as they were found (they replay the same
 /// schedule while the driver's choices stay as they are): a reconnected
 /// leader whose latch check went unanswered gave up its leadership.

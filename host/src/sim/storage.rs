@@ -78,6 +78,10 @@ impl ObjectStore for SimStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.request("read").await?;
+        let unreadable = self.world.lock().unreadable.clone();
+        if unreadable.is_some_and(|prefix| location.as_ref().starts_with(&prefix)) {
+            return Err(injected("read"));
+        }
         self.inner.get_opts(location, options).await
     }
 

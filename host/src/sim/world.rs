@@ -81,6 +81,8 @@ pub struct State {
     pub next_sequence: u64,
     pub processes: Vec<Process>,
     pub rates: Rates,
+    /// Objects under this prefix cannot be read (the store fails the request).
+    pub unreadable: Option<String>,
     /// The storage dir's objects, as written (the checker reads them here).
     pub objects: BTreeMap<String, Vec<u8>>,
     /// Sink files by path.
@@ -113,6 +115,7 @@ impl World {
                 next_sequence: 0,
                 processes: Vec::new(),
                 rates: Rates::default(),
+                unreadable: None,
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
                 violations: Vec::new(),
