@@ -387,17 +387,23 @@ impl Sim {
     }
 }
 
+/// Runs `run` to its end on a single-threaded runtime whose clock is
+/// paused and jumps to the next timer whenever every task waits.
+fn simulated<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+        .block_on(run)
+}
+
 /// Runs one seed: `steps` faulty steps, then everything heals and the
 /// cluster must make progress. The first rule broken is the error; else a
 /// fingerprint of where the run ended (every znode's path and version,
 /// the pointers, the objects, the sinks), equal for equal seeds.
 fn run_seed(seed: u64, steps: usize) -> Result<u64, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    simulated(async {
         let mut sim = Sim::new(seed);
         for _ in 0..SUPERVISORS {
             sim.start_supervisor();
@@ -457,12 +463,7 @@ fn no_schedule_of_faults_loses_duplicates_or_stops_a_job_without_a_reason() {
 
 #[test]
 fn a_checkpoint_the_storage_dir_fails_to_serve_is_not_skipped() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    simulated(async {
         let mut sim = Sim::new(0);
         sim.start_supervisor();
         tokio::time::sleep(Duration::from_secs(3)).await;
