@@ -22,14 +22,20 @@ trait Job {
     fn snapshot(&mut self) -> Vec<u8>;
 }
 
-impl Job for Instance {
+/// A wasm job and the runtime its async calls run on, as on a job's thread.
+struct WasmJob {
+    instance: Instance,
+    io: tokio::runtime::Runtime,
+}
+
+impl Job for WasmJob {
     fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
-        let emitted = Instance::process(self, batch).expect("guest process");
+        let emitted = self.io.block_on(self.instance.process(batch)).expect("guest process");
         encode_batch(&emitted, out);
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
-        Instance::snapshot(self).expect("guest snapshot")
+        self.io.block_on(self.instance.snapshot()).expect("guest snapshot")
     }
 }
 
@@ -185,7 +191,7 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).expect("target dir").to_path_buf()
 }
 
-fn instance(runtime: &Runtime, name: &str, memory_bytes: u64) -> Instance {
+fn instance(runtime: &Runtime, name: &str, memory_bytes: u64, config: &[(String, String)]) -> WasmJob {
     let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-jobs", path.display()));
     let sha = sha256_hex(&bytes);
@@ -194,9 +200,15 @@ fn instance(runtime: &Runtime, name: &str, memory_bytes: u64) -> Instance {
         memory_bytes,
         call_timeout: Duration::from_secs(60),
     };
-    let mut job = runtime.instantiate(&sha, name, limits, &Default::default()).unwrap();
-    job.init(&[]).unwrap();
-    job
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut instance = io
+        .block_on(runtime.instantiate(&sha, name, limits, &Default::default()))
+        .unwrap();
+    io.block_on(instance.init(config)).unwrap();
+    WasmJob { instance, io }
 }
 
 fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -236,8 +248,12 @@ fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
         ("64 MiB", 64 << 20),
         ("256 MiB", 256 << 20),
     ] {
-        let mut job = instance(runtime, "ballast", bytes * 6 + (64 << 20));
-        job.init(&[("bytes".to_string(), bytes.to_string())]).unwrap();
+        let mut job = instance(
+            runtime,
+            "ballast",
+            bytes * 6 + (64 << 20),
+            &[("bytes".to_string(), bytes.to_string())],
+        );
         let (mut pauses, mut writes) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let taken = Instant::now();
@@ -273,7 +289,7 @@ fn main() {
     type Make<'a> = Box<dyn Fn() -> (Box<dyn Job + 'a>, Box<dyn Source>) + 'a>;
     let sequence = || open_source(&SourceSpec::Sequence { start: 0, rate: 0 }, 0);
     let counter =
-        || -> (Box<dyn Job>, Box<dyn Source>) { (Box::new(instance(&runtime, "counter", 64 << 20)), sequence()) };
+        || -> (Box<dyn Job>, Box<dyn Source>) { (Box::new(instance(&runtime, "counter", 64 << 20, &[])), sequence()) };
     let native_counter = |job: Box<dyn Job>| -> (Box<dyn Job>, Box<dyn Source>) { (job, sequence()) };
     let cases: Vec<(&str, Make, Make)> = vec![
         (
@@ -289,7 +305,7 @@ fn main() {
         (
             "wordcount (10,000 keys)",
             Box::new(|| {
-                let job: Box<dyn Job> = Box::new(instance(&runtime, "wordcount", 256 << 20));
+                let job: Box<dyn Job> = Box::new(instance(&runtime, "wordcount", 256 << 20, &[]));
                 (
                     job,
                     Box::new(Words {

@@ -70,7 +70,7 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
 }
 
 #[test]
-fn a_guest_blocked_in_a_host_call_still_stops_when_cancelled() {
+fn a_guest_blocked_in_a_host_call_is_dropped_when_cancelled() {
     let mut cluster = Cluster::new();
     let supervisor = cluster.start_supervisor();
     // Accepts connections into its backlog and never sends a byte.
@@ -91,16 +91,38 @@ fn a_guest_blocked_in_a_host_call_still_stops_when_cancelled() {
             "1s",
         ],
     );
-    wait_for("the guest to connect and block", Duration::from_secs(30), || {
+    let (mut guest, _) = wait_for("the guest to connect and block", Duration::from_secs(30), || {
         silent.accept().ok()
     });
+    assert!(job_thread_runs(supervisor, "stuck"));
 
     // `cancel` fails unless the leader confirms the stop within --wait.
     cluster.weir_ok(&["cancel", "stuck", "--wait", "15s"]);
     assert_eq!(cluster.job("stuck").unwrap()["state"], "CANCELED");
     assert!(
-        cluster.log_of(supervisor).contains("its thread is abandoned"),
+        cluster.log_of(supervisor).contains("it is dropped there"),
         "{}",
         cluster.log_of(supervisor)
     );
+    // Dropped, not abandoned: its store goes, and with it the socket it
+    // was blocked on (the peer reads end of stream) and its thread.
+    guest.set_nonblocking(false).unwrap();
+    guest.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read = std::io::Read::read(&mut guest, &mut [0u8; 1]);
+    assert!(
+        matches!(read, Ok(0)),
+        "the guest's socket is still open: {read:?}"
+    );
+    wait_for("the job's thread to end", Duration::from_secs(10), || {
+        (!job_thread_runs(supervisor, "stuck")).then_some(())
+    });
+    assert!(cluster.is_alive(supervisor));
+}
+
+/// Whether the supervisor `pid` has a thread running job `name`.
+fn job_thread_runs(pid: u32, name: &str) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the supervisor's threads");
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == format!("job-{name}"))
+    })
 }

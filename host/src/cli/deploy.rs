@@ -176,7 +176,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         dirs: Vec::new(),
         ..grants.clone()
     };
-    match runtime.instantiate_checked(&pre, limits, &here) {
+    match runtime.instantiate_checked(&pre, limits, &here).await {
         Ok(()) => {}
         Err(GuestError::MemoryLimit { .. }) => bail!(
             "{} cannot start within --memory-limit {} MiB: its initial memory is larger; raise --memory-limit",

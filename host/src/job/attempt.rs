@@ -1,11 +1,8 @@
 //! One attempt of a job: restore from the newest readable checkpoint, then
 //! run the batch loop and commit its barriers until stopped or failed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use anyhow::anyhow;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, PointerAt};
 use super::error::{failed, AttemptError};
@@ -22,7 +19,7 @@ const BARRIERS_IN_FLIGHT: usize = 2;
 
 /// How long past its call timeout a job asked to stop may take to do so.
 /// A guest blocked in a granted host call (a socket read, say) burns no CPU,
-/// so its epoch deadline never fires; after this its thread is abandoned.
+/// so its epoch deadline never fires; after this it is dropped where it is.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs one attempt to its end.
@@ -81,10 +78,11 @@ pub async fn run(
     }
 
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
-    let abort = Arc::new(AtomicBool::new(false));
+    // Dropping `cancel` (on any return from here) drops the job where it is.
+    let (cancel, cancelled) = oneshot::channel::<()>();
     let mut stop_request = control.clone();
     let mut stop_now = control.clone();
-    let batch_loop = batch_loop.start(control, barriers, abort.clone())?;
+    let batch_loop = batch_loop.start(control, barriers, cancelled)?;
 
     let pointer = PointerAt {
         path: pointer_path,
@@ -117,7 +115,6 @@ pub async fn run(
                 };
                 if let Err(e) = committed {
                     commit_error = Some(e);
-                    abort.store(true, Ordering::Relaxed);
                     break;
                 }
             }
@@ -128,13 +125,14 @@ pub async fn run(
                 tracing::warn!(
                     job = name,
                     "the job did not stop within {grace:?}: its guest is blocked in a host call, \
-                     where its CPU deadline does not reach; its thread is abandoned"
+                     where its CPU deadline does not reach; it is dropped there"
                 );
                 return Ok(JobEnd::Stopped);
             }
         }
     }
     drop(received);
+    drop(cancel);
     let end = batch_loop
         .await
         .map_err(|_| failed(anyhow!("the batch loop panicked")))?;

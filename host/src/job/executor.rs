@@ -3,10 +3,6 @@
 //! deterministic simulation runs a scripted job on the async runtime, so
 //! the attempt and the committer around it are the real ones either way.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,7 +10,7 @@ use super::error::{failed, AttemptError};
 use super::runner::{self, Barrier, RunEnd};
 use super::ControlReceiver;
 use crate::checkpoint::Checkpoint;
-use crate::connectors::{open_sink, open_source, Sink, Source};
+use crate::connectors::{open_sink, open_source, Sink};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::JobSpec;
 use crate::storage::Storage;
@@ -43,12 +39,13 @@ pub trait Executor: Send + Sync {
 pub trait BatchLoop: Send {
     /// Starts running batches, taking a barrier every checkpoint interval
     /// and handing it to `barriers`, until `control` says stop or finish or
-    /// `abort` is set.
+    /// `cancel` is sent or dropped. A cancelled loop drops its job where it
+    /// is, even a guest blocked in a host call, and ends as stopped.
     fn start(
         self: Box<Self>,
         control: ControlReceiver,
         barriers: mpsc::Sender<Barrier>,
-        abort: Arc<AtomicBool>,
+        cancel: oneshot::Receiver<()>,
     ) -> Result<LoopEnded, AttemptError>;
 }
 
@@ -94,42 +91,125 @@ impl Executor for WasmExecutor {
     }
 
     async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {
-        let runtime = self.runtime.clone();
-        let spec = spec.clone();
-        let snapshot = restored.map(|c| c.snapshot.clone());
-        let offset = restored.map_or(0, |c| c.meta.source_offset);
-        // Instantiating and restoring run guest code (a snapshot may be
-        // hundreds of MiB): not on an async thread.
-        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<WasmLoop> {
-            let limits = Limits {
-                memory_bytes: spec.memory_limit,
-                call_timeout: spec.call_timeout,
-            };
-            let mut instance = runtime.instantiate(&spec.module_sha256, &spec.name, limits, &spec.grants)?;
-            if let Some(snapshot) = &snapshot {
-                instance.restore(snapshot)?;
-            }
-            instance.init(&spec.config)?;
-            Ok(WasmLoop {
-                name: spec.name.clone(),
-                instance,
-                source: open_source(&spec.source, offset),
-                interval: spec.checkpoint_interval,
-            })
-        })
-        .await
-        .map_err(failed)?
-        .map_err(AttemptError::Failed)?;
-        Ok(Box::new(loaded))
+        let (loaded_tx, loaded) = oneshot::channel();
+        let (start, started) = oneshot::channel();
+        let job = JobThread {
+            runtime: self.runtime.clone(),
+            spec: spec.clone(),
+            snapshot: restored.map(|c| c.snapshot.clone()),
+            offset: restored.map_or(0, |c| c.meta.source_offset),
+        };
+        job.spawn(loaded_tx, started).map_err(AttemptError::Failed)?;
+        match loaded.await {
+            Ok(Ok(())) => Ok(Box::new(WasmLoop { start })),
+            Ok(Err(e)) => Err(AttemptError::Failed(e)),
+            Err(_) => Err(failed(anyhow::anyhow!("the job's thread ended while loading"))),
+        }
     }
 }
 
-/// A wasm instance and its source, run by [`runner::run`] on a thread of its own.
+/// What a loaded job's thread waits for before it runs batches.
+struct Start {
+    control: ControlReceiver,
+    barriers: mpsc::Sender<Barrier>,
+    cancel: oneshot::Receiver<()>,
+    ended: oneshot::Sender<anyhow::Result<RunEnd>>,
+}
+
+/// A job's own thread, which instantiates, restores and configures the
+/// guest (guest code, and a snapshot may be hundreds of MiB: not on an
+/// async thread), then runs [`runner::run`]. A thread of its own, not
+/// tokio's blocking pool: that pool is capped (512 threads) and a job's
+/// loop lives as long as the job. Its own runtime drives the guest's async
+/// host calls (WASI's sockets and files), which is what lets a call that
+/// never returns be dropped.
+struct JobThread {
+    runtime: Runtime,
+    spec: JobSpec,
+    snapshot: Option<bytes::Bytes>,
+    offset: u64,
+}
+
+impl JobThread {
+    fn spawn(
+        self,
+        loaded: oneshot::Sender<anyhow::Result<()>>,
+        started: oneshot::Receiver<Start>,
+    ) -> anyhow::Result<()> {
+        let io = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the job's runtime")?;
+        std::thread::Builder::new()
+            .name(format!("job-{}", self.spec.name))
+            .spawn(move || {
+                io.block_on(self.run(loaded, started));
+                // A blocking file operation the guest began may still be
+                // running on this runtime's pool; it holds no guest state.
+                io.shutdown_background();
+            })
+            .context("cannot start the job's thread")?;
+        Ok(())
+    }
+
+    async fn run(self, mut loaded: oneshot::Sender<anyhow::Result<()>>, started: oneshot::Receiver<Start>) {
+        // An attempt that stops while its job loads (an `init` blocked in a
+        // host call, say) drops the load with it.
+        let instance = tokio::select! {
+            biased;
+            () = loaded.closed() => return,
+            instance = self.instance() => instance,
+        };
+        let instance = match instance {
+            Ok(instance) => {
+                let _ = loaded.send(Ok(()));
+                instance
+            }
+            Err(e) => {
+                let _ = loaded.send(Err(e));
+                return;
+            }
+        };
+        let Ok(Start {
+            control,
+            barriers,
+            cancel,
+            ended,
+        }) = started.await
+        else {
+            return;
+        };
+        let source = open_source(&self.spec.source, self.offset);
+        let end = tokio::select! {
+            biased;
+            _ = cancel => Ok(RunEnd::Stopped),
+            end = runner::run(instance, source, control, barriers, self.spec.checkpoint_interval) => end,
+        };
+        let _ = ended.send(end);
+    }
+
+    /// The guest, restored from the snapshot if there is one, and configured.
+    async fn instance(&self) -> anyhow::Result<Instance> {
+        let spec = &self.spec;
+        let limits = Limits {
+            memory_bytes: spec.memory_limit,
+            call_timeout: spec.call_timeout,
+        };
+        let mut instance = self
+            .runtime
+            .instantiate(&spec.module_sha256, &spec.name, limits, &spec.grants)
+            .await?;
+        if let Some(snapshot) = &self.snapshot {
+            instance.restore(snapshot).await?;
+        }
+        instance.init(&spec.config).await?;
+        Ok(instance)
+    }
+}
+
+/// A loaded job on its thread, waiting to be started.
 struct WasmLoop {
-    name: String,
-    instance: Instance,
-    source: Box<dyn Source>,
-    interval: Duration,
+    start: oneshot::Sender<Start>,
 }
 
 impl BatchLoop for WasmLoop {
@@ -137,24 +217,18 @@ impl BatchLoop for WasmLoop {
         self: Box<Self>,
         control: ControlReceiver,
         barriers: mpsc::Sender<Barrier>,
-        abort: Arc<AtomicBool>,
+        cancel: oneshot::Receiver<()>,
     ) -> Result<LoopEnded, AttemptError> {
         let (ended, loop_ended) = oneshot::channel();
-        let WasmLoop {
-            name,
-            instance,
-            source,
-            interval,
-        } = *self;
-        // A thread of its own, not tokio's blocking pool: that pool is capped
-        // (512 threads) and a job's loop lives as long as the job.
-        std::thread::Builder::new()
-            .name(format!("job-{name}"))
-            .spawn(move || {
-                let _ = ended.send(runner::run(instance, source, control, barriers, interval, &abort));
-            })
-            .context("cannot start the job's thread")
-            .map_err(AttemptError::Failed)?;
+        let start = Start {
+            control,
+            barriers,
+            cancel,
+            ended,
+        };
+        self.start
+            .send(start)
+            .map_err(|_| failed(anyhow::anyhow!("the job's thread ended before it started")))?;
         Ok(loop_ended)
     }
 }

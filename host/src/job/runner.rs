@@ -1,7 +1,8 @@
-//! The batch loop, on a blocking thread: source -> guest -> staged output,
-//! with a barrier (a snapshot between two batches) every checkpoint interval.
+//! The batch loop, on the job's own thread: source -> guest -> staged
+//! output, with a barrier (a snapshot between two batches) every checkpoint
+//! interval. It is a future (guest calls are wasmtime async calls) so that
+//! dropping it drops a guest blocked in a host call, store and all.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -46,13 +47,14 @@ pub enum RunEnd {
 const PAUSE_POLL: Duration = Duration::from_millis(50);
 
 /// Runs batches until stopped. Errors are the guest's or the source's.
-pub fn run(
+/// The source reads block (up to the next barrier's deadline), which is
+/// why this runs on a thread of its own and not on a shared runtime.
+pub async fn run(
     mut instance: Instance,
     mut source: Box<dyn Source>,
     mut control: ControlReceiver,
     barriers: mpsc::Sender<Barrier>,
     interval: Duration,
-    abort: &AtomicBool,
 ) -> anyhow::Result<RunEnd> {
     let mut staged = Vec::new();
     let mut next_barrier = Instant::now() + interval;
@@ -60,31 +62,16 @@ pub fn run(
     // output only shows once a checkpoint commits, so a deploy or a failover
     // would otherwise show nothing for a whole interval.
     let mut first_output = true;
-    let barrier = |instance: &mut Instance, source: &dyn Source, staged: &mut Vec<u8>| -> anyhow::Result<bool> {
-        let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
-        let snapshot = instance.snapshot()?;
-        let barrier = Barrier {
-            snapshot,
-            source_offset: source.offset(),
-            output: std::mem::take(staged),
-            created_ms,
-            taken,
-        };
-        Ok(barriers.blocking_send(barrier).is_ok())
-    };
     loop {
-        if abort.load(Ordering::Relaxed) {
-            return Ok(RunEnd::Stopped);
-        }
         let now_control = control.get();
         match now_control {
             Control::Stop => return Ok(RunEnd::Stopped),
             Control::Pause => {
-                std::thread::sleep(PAUSE_POLL);
+                tokio::time::sleep(PAUSE_POLL).await;
                 continue;
             }
             Control::Finish => {
-                barrier(&mut instance, source.as_ref(), &mut staged)?;
+                barrier(&mut instance, source.as_ref(), &mut staged, &barriers).await?;
                 return Ok(RunEnd::Finished);
             }
             Control::Run => {}
@@ -93,7 +80,7 @@ pub fn run(
             .next_batch(MAX_BATCH, next_barrier)
             .context("reading the source")?;
         if batch_len(&batch) > 0 {
-            let out = instance.process(&batch)?;
+            let out = instance.process(&batch).await?;
             encode_batch(&out, &mut staged);
         }
         if first_output && !staged.is_empty() {
@@ -101,10 +88,29 @@ pub fn run(
             next_barrier = Instant::now();
         }
         if Instant::now() >= next_barrier {
-            if !barrier(&mut instance, source.as_ref(), &mut staged)? {
+            if !barrier(&mut instance, source.as_ref(), &mut staged, &barriers).await? {
                 return Ok(RunEnd::Stopped);
             }
             next_barrier = Instant::now() + interval;
         }
     }
+}
+
+/// Takes a barrier and hands it on; false when the committer has gone.
+async fn barrier(
+    instance: &mut Instance,
+    source: &dyn Source,
+    staged: &mut Vec<u8>,
+    barriers: &mpsc::Sender<Barrier>,
+) -> anyhow::Result<bool> {
+    let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
+    let snapshot = instance.snapshot().await?;
+    let barrier = Barrier {
+        snapshot,
+        source_offset: source.offset(),
+        output: std::mem::take(staged),
+        created_ms,
+        taken,
+    };
+    Ok(barriers.send(barrier).await.is_ok())
 }

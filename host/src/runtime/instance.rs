@@ -125,7 +125,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// each store's context decides (a Rust guest built with `std` imports `wasi:cli` and `wasi:io`).
 pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     Job::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -138,7 +138,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub(super) fn new(
+    pub(super) async fn new(
         engine: &Engine,
         pre: &JobPre<GuestState>,
         job: &str,
@@ -160,7 +160,7 @@ impl Instance {
         // the default cap on what one call hands the host (128 MiB) is not.
         store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let job = match pre.instantiate(&mut store) {
+        let job = match pre.instantiate_async(&mut store).await {
             Ok(job) => job,
             Err(_) if store.data().limiter.hit => {
                 return Err(GuestError::MemoryLimit {
@@ -173,13 +173,14 @@ impl Instance {
         Ok(Instance { store, job, limits })
     }
 
-    fn call<R>(
+    /// Runs one export, arming its CPU deadline first.
+    async fn call<R>(
         &mut self,
         call: &'static str,
-        f: impl FnOnce(&Job, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Job, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
         self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
-        let result = f(&self.job, &mut self.store);
+        let result = f(&self.job, &mut self.store).await;
         result.map_err(|err| {
             if std::mem::take(&mut self.store.data_mut().limiter.hit) {
                 return GuestError::MemoryLimit {
@@ -201,24 +202,24 @@ impl Instance {
     }
 
     /// Configures the job (`init`).
-    pub fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
-        let result = self.call("init", |job, store| job.call_init(store, config))?;
+    pub async fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
+        let result = self.call("init", async |job, store| job.call_init(store, config).await).await?;
         result.map_err(|reason| GuestError::Refused { call: "init", reason })
     }
 
     /// Runs one batch through the job and returns what it emits.
-    pub fn process(&mut self, batch: &Batch) -> Result<Batch, GuestError> {
-        self.call("process", |job, store| job.call_process(store, batch))
+    pub async fn process(&mut self, batch: &Batch) -> Result<Batch, GuestError> {
+        self.call("process", async |job, store| job.call_process(store, batch).await).await
     }
 
     /// Takes the job's snapshot at a barrier.
-    pub fn snapshot(&mut self) -> Result<Vec<u8>, GuestError> {
-        self.call("snapshot", |job, store| job.call_snapshot(store))
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>, GuestError> {
+        self.call("snapshot", async |job, store| job.call_snapshot(store).await).await
     }
 
     /// Restores the job's state from a snapshot.
-    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
-        let result = self.call("restore", |job, store| job.call_restore(store, snapshot))?;
+    pub async fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
+        let result = self.call("restore", async |job, store| job.call_restore(store, snapshot).await).await?;
         result.map_err(|reason| GuestError::Refused {
             call: "restore",
             reason,

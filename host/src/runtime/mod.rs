@@ -25,6 +25,9 @@ pub mod bindings {
         path: "../guest-sdk/wit",
         world: "job",
         additional_derives: [PartialEq],
+        // Calls into the guest are futures, so one blocked in a granted host
+        // call (a socket read) can be dropped, and its store with it.
+        exports: { default: async },
     });
 }
 
@@ -128,8 +131,15 @@ impl Runtime {
     /// Checks that a checked module starts within `limits` and `grants`
     /// (its initial memory fits, its granted directories open), without
     /// running any of its code.
-    pub fn instantiate_checked(&self, checked: &Checked, limits: Limits, grants: &Grants) -> Result<(), GuestError> {
-        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants).map(drop)
+    pub async fn instantiate_checked(
+        &self,
+        checked: &Checked,
+        limits: Limits,
+        grants: &Grants,
+    ) -> Result<(), GuestError> {
+        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants)
+            .await
+            .map(drop)
     }
 
     /// Whether the module with this digest is compiled already.
@@ -162,7 +172,7 @@ impl Runtime {
     }
 
     /// Instantiates a prepared module for job `job`, in a sandbox with `grants`.
-    pub fn instantiate(
+    pub async fn instantiate(
         &self,
         sha256: &str,
         job: &str,
@@ -176,6 +186,6 @@ impl Runtime {
             .get(sha256)
             .cloned()
             .ok_or_else(|| GuestError::Instantiate(format!("module {sha256} is not compiled")))?;
-        Instance::new(&self.engine, &pre, job, limits, grants)
+        Instance::new(&self.engine, &pre, job, limits, grants).await
     }
 }

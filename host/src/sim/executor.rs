@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::world::World;
 use crate::checkpoint::Checkpoint;
@@ -110,11 +110,11 @@ impl BatchLoop for SimLoop {
         self: Box<Self>,
         control: ControlReceiver,
         barriers: mpsc::Sender<Barrier>,
-        abort: Arc<AtomicBool>,
+        mut cancel: oneshot::Receiver<()>,
     ) -> Result<LoopEnded, AttemptError> {
-        let (ended, loop_ended) = tokio::sync::oneshot::channel();
+        let (ended, loop_ended) = oneshot::channel();
         tokio::spawn(async move {
-            let _ = ended.send(self.run(control, barriers, &abort).await);
+            let _ = ended.send(self.run(control, barriers, &mut cancel).await);
         });
         Ok(loop_ended)
     }
@@ -125,14 +125,14 @@ impl SimLoop {
         mut self,
         mut control: ControlReceiver,
         barriers: mpsc::Sender<Barrier>,
-        abort: &AtomicBool,
+        cancel: &mut oneshot::Receiver<()>,
     ) -> anyhow::Result<RunEnd> {
         let mut staged = Vec::new();
         let mut next_barrier = tokio::time::Instant::now() + self.interval;
         loop {
             self.world.running(self.node).await;
-            if abort.load(Ordering::Relaxed) {
-                self.ended("aborted");
+            if !matches!(cancel.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                self.ended("cancelled");
                 return Ok(RunEnd::Stopped);
             }
             let now = control.get();
