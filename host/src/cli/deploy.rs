@@ -183,7 +183,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             args.module.display(),
             args.memory_limit
         ),
-        Err(e) => bail!("{} cannot start: {e}", args.module.display()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
     }
     let sha256 = sha256_hex(&bytes);
 

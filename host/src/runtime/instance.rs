@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::job::{host, types};
 use super::bindings::{Job, JobPre};
-use super::{Batch, EPOCH_TICK};
+use super::{Batch, Cause, EPOCH_TICK};
 use crate::spec::Grants;
 
 /// Caps on one guest.
@@ -22,16 +22,17 @@ pub struct Limits {
 }
 
 /// Why a guest call failed. Every variant fails the job's current attempt only.
-#[derive(Debug, thiserror::Error, Clone)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GuestError {
     /// The guest trapped (a panic, an unreachable, a bad memory access).
-    #[error("the job trapped in `{call}`: {reason}")]
+    #[error("the job trapped in `{call}`")]
     Trap {
         /// The export called.
         call: &'static str,
         /// wasmtime's account of the trap.
-        reason: String,
+        #[source]
+        cause: Cause,
     },
     /// The guest ran past its CPU deadline (an endless loop?).
     #[error("the job ran longer than its call timeout of {timeout:?} in `{call}` (an endless loop?); raise it with `weir deploy --call-timeout`")]
@@ -60,8 +61,23 @@ pub enum GuestError {
         reason: String,
     },
     /// The module could not be instantiated.
-    #[error("cannot instantiate the job: {0}")]
-    Instantiate(String),
+    #[error("cannot instantiate the job")]
+    Instantiate(#[source] Cause),
+    /// A directory the spec grants is not there to open.
+    #[error("granted directory {dir} cannot be opened on this supervisor; create it or deploy with another --dir")]
+    Dir {
+        /// The host directory.
+        dir: String,
+        /// Why it did not open.
+        #[source]
+        cause: Cause,
+    },
+    /// The module was not compiled on this supervisor before instantiating.
+    #[error("module {sha256} is not compiled")]
+    NotCompiled {
+        /// Its digest.
+        sha256: String,
+    },
 }
 
 /// A store's data: the WASI context (empty unless granted), the limiter, the job's name.
@@ -168,7 +184,7 @@ impl Instance {
                     limit: limits.memory_bytes,
                 })
             }
-            Err(e) => return Err(GuestError::Instantiate(format!("{e:#}"))),
+            Err(e) => return Err(GuestError::Instantiate(e.into())),
         };
         Ok(Instance { store, job, limits })
     }
@@ -193,10 +209,7 @@ impl Instance {
                     call,
                     timeout: self.limits.call_timeout,
                 },
-                _ => GuestError::Trap {
-                    call,
-                    reason: format!("{err:#}"),
-                },
+                _ => GuestError::Trap { call, cause: err.into() },
             }
         })
     }

@@ -17,7 +17,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use crate::spec::Grants;
 
 pub use instance::{GuestError, Instance, Limits};
-pub use validate::{validate_component, ModuleError};
+pub use validate::{validate_component, Cause, ModuleError};
 
 /// Bindings generated from the one contract between host and guest.
 pub mod bindings {
@@ -90,7 +90,7 @@ impl Runtime {
         if std::env::var_os("WEIR_PERF_MAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let engine = Engine::new(&config).map_err(|e| ModuleError::Engine(e.into()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("weir-epoch".into())
@@ -101,8 +101,8 @@ impl Runtime {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
-            .map_err(|e| ModuleError::Engine(e.to_string()))?;
-        let linker = instance::linker(&engine).map_err(|e| ModuleError::Engine(e.to_string()))?;
+            .map_err(|e| ModuleError::Engine(e.into()))?;
+        let linker = instance::linker(&engine).map_err(|e| ModuleError::Engine(e.into()))?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -114,12 +114,12 @@ impl Runtime {
     /// Compiles and type-checks a component against the `weir:job/job` world.
     fn compile(&self, bytes: &[u8]) -> Result<bindings::JobPre<instance::GuestState>, ModuleError> {
         validate_component(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(e.into()))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| ModuleError::Imports(format!("{e:#}")))?;
-        bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(format!("{e:#}")))
+            .map_err(|e| ModuleError::Imports(e.into()))?;
+        bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(e.into()))
     }
 
     /// Checks that `bytes` is a weir job, without caching it; returns it
@@ -185,7 +185,9 @@ impl Runtime {
             .expect("compile cache lock")
             .get(sha256)
             .cloned()
-            .ok_or_else(|| GuestError::Instantiate(format!("module {sha256} is not compiled")))?;
+            .ok_or_else(|| GuestError::NotCompiled {
+                sha256: sha256.to_string(),
+            })?;
         Instance::new(&self.engine, &pre, job, limits, grants).await
     }
 }

@@ -16,11 +16,9 @@ pub(super) fn wasi_ctx(grants: &Grants) -> Result<WasiCtx, GuestError> {
     for dir in &grants.dirs {
         builder
             .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
-            .map_err(|e| {
-                GuestError::Instantiate(format!(
-                    "granted directory {} cannot be opened on this supervisor: {e:#}; create it or deploy with another --dir",
-                    dir.host
-                ))
+            .map_err(|e| GuestError::Dir {
+                dir: dir.host.clone(),
+                cause: e.into(),
             })?;
     }
     if grants.network {

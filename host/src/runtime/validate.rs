@@ -1,7 +1,10 @@
 //! Telling a user exactly why a file is not a weir job.
 
+/// What wasmtime (or the OS) said, kept as the error's source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a module cannot run as a job; each message names the fix.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModuleError {
     /// Not WebAssembly at all.
@@ -11,14 +14,14 @@ pub enum ModuleError {
     #[error("a core WebAssembly module, not a component: build the job for the `wasm32-wasip2` target, which emits components")]
     CoreModule,
     /// wasmtime could not compile it.
-    #[error("the component does not compile: {0}")]
-    Compile(String),
+    #[error("the component does not compile")]
+    Compile(#[source] Cause),
     /// It imports something weir does not grant.
-    #[error("the component imports what weir does not grant (jobs get logging, the clock and WASI 0.2, reaching only what their deploy grants): {0}")]
-    Imports(String),
+    #[error("the component imports what weir does not grant (jobs get logging, the clock and WASI 0.2, reaching only what their deploy grants)")]
+    Imports(#[source] Cause),
     /// A component of another world.
-    #[error("the component is not a weir job (world `weir:job/job`): {0}; export it with `weir_guest::export_job!`")]
-    WrongWorld(String),
+    #[error("the component is not a weir job (world `weir:job/job`; export it with `weir_guest::export_job!`)")]
+    WrongWorld(#[source] Cause),
     /// The bytes do not match the digest they were stored under.
     #[error("module digest mismatch: expected sha256 {expected}, got {actual}; the storage dir's copy is damaged, deploy the job again")]
     Digest {
@@ -28,8 +31,8 @@ pub enum ModuleError {
         actual: String,
     },
     /// The engine itself could not start.
-    #[error("cannot start the wasm engine: {0}")]
-    Engine(String),
+    #[error("cannot start the wasm engine")]
+    Engine(#[source] Cause),
 }
 
 /// Checks the header: `\0asm`, then a layer field that says module or component.
@@ -50,8 +53,11 @@ mod tests {
 
     #[test]
     fn headers_tell_files_apart() {
-        assert_eq!(validate_component(b"hello world"), Err(ModuleError::NotWasm));
-        assert_eq!(validate_component(b"\0asm\x01\0\0\0"), Err(ModuleError::CoreModule));
-        assert_eq!(validate_component(b"\0asm\x0d\0\x01\0"), Ok(()));
+        assert!(matches!(validate_component(b"hello world"), Err(ModuleError::NotWasm)));
+        assert!(matches!(
+            validate_component(b"\0asm\x01\0\0\0"),
+            Err(ModuleError::CoreModule)
+        ));
+        assert!(validate_component(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }
