@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weir::connectors::{encode_batch, open_source, Source};
-use weir::runtime::{batch_len, Batch, Instance, Limits, Runtime, Texts};
+use weir::runtime::{Instance, Limits, Runtime};
+use weir::wit::{batch_len, Batch, Texts};
 use weir::spec::SourceSpec;
 use weir::storage::sha256_hex;
 use weir_guest::CountWindow;
@@ -91,7 +92,7 @@ impl Job for NativeWordCount {
             data: Vec::new(),
             ends: Vec::new(),
         };
-        for line in weir::runtime::texts(texts) {
+        for line in weir::wit::texts(texts) {
             let line = String::from_utf8_lossy(line);
             for word in line.split_whitespace() {
                 let word = word.to_lowercase();

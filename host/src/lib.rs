@@ -20,3 +20,4 @@ mod sim;
 pub mod spec;
 pub mod storage;
 pub(crate) mod supervisor;
+pub mod wit;

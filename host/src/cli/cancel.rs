@@ -34,11 +34,11 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
     };
     let mut spec: JobSpec =
         serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))?;
-    if spec.desired == Desired::Cancelled {
+    if spec.desired == Desired::Canceled {
         say!("job `{name}` is already cancelled")?;
         return Ok(());
     }
-    spec.desired = Desired::Cancelled;
+    spec.desired = Desired::Canceled;
     match client
         .set_data(&path, &serde_json::to_vec(&spec)?, Some(stat.version))
         .await

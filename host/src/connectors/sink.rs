@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use bytes::Bytes;
 
-use crate::runtime::{texts, Batch, Event};
+use crate::wit::{texts, Batch, Event};
 use crate::spec::SinkSpec;
 
 /// Publishes committed output. Every method may block on a disk or the
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(out, b"-4950\na\\nb\nw 2\n");
         out.clear();
         encode_batch(
-            &Batch::Texts(crate::runtime::Texts {
+            &Batch::Texts(crate::wit::Texts {
                 data: b"x\nyz".to_vec(),
                 ends: vec![3, 4],
             }),

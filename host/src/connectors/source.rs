@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
-use crate::runtime::{Batch, Texts};
+use crate::wit::{Batch, Texts};
 use crate::spec::SourceSpec;
 
 /// A replayable stream of events.
@@ -258,7 +258,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::runtime::batch_len;
+    use crate::wit::batch_len;
 
     fn ints(batch: Batch) -> Vec<i64> {
         match batch {
@@ -271,7 +271,7 @@ mod tests {
         let Batch::Texts(texts) = batch else {
             panic!("{batch:?}")
         };
-        crate::runtime::texts(&texts)
+        crate::wit::texts(&texts)
             .map(|text| String::from_utf8_lossy(text).into_owned())
             .collect()
     }

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use super::{Control, ControlReceiver};
 use crate::connectors::{encode_batch, Source};
-use crate::runtime::{batch_len, Instance};
+use crate::runtime::Instance;
+use crate::wit::batch_len;
 
 /// Most events handed to the guest in one call: large enough that the cost
 /// of crossing into the guest (about 1 µs a call) is spread thin, small

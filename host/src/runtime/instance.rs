@@ -7,9 +7,10 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::weir::job::{host, types};
-use super::bindings::{Job, JobPre};
-use super::{Batch, Cause, EPOCH_TICK};
+use crate::wit::bindings::weir::job::{host, types};
+use crate::wit::bindings::{Job, JobPre};
+use super::{Cause, EPOCH_TICK};
+use crate::wit::Batch;
 use crate::spec::Grants;
 
 /// Caps on one guest.

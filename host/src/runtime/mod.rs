@@ -15,41 +15,10 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
 use crate::spec::Grants;
+use crate::wit::bindings;
 
 pub use instance::{GuestError, Instance, Limits};
 pub use validate::{validate_component, Cause, ModuleError};
-
-/// Bindings generated from the one contract between host and guest.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../guest-sdk/wit",
-        world: "job",
-        additional_derives: [PartialEq],
-        // Calls into the guest are futures, so one blocked in a granted host
-        // call (a socket read) can be dropped, and its store with it.
-        exports: { default: async },
-    });
-}
-
-pub use bindings::weir::job::types::{Batch, Event, Texts};
-
-/// The texts of a packed batch, as byte slices (UTF-8 unless the guest sent
-/// otherwise). Offsets out of bounds give an empty text, never a panic.
-pub fn texts(texts: &Texts) -> impl Iterator<Item = &[u8]> {
-    let starts = std::iter::once(0).chain(texts.ends.iter().copied());
-    starts
-        .zip(texts.ends.iter().copied())
-        .map(|(start, end)| texts.data.get(start as usize..end as usize).unwrap_or_default())
-}
-
-/// How many events a batch holds.
-pub fn batch_len(batch: &Batch) -> usize {
-    match batch {
-        Batch::Ints(ints) => ints.len(),
-        Batch::Texts(texts) => texts.ends.len(),
-        Batch::Mixed(events) => events.len(),
-    }
-}
 
 /// A module that passed [`Runtime::check`].
 pub struct Checked(bindings::JobPre<instance::GuestState>);

@@ -122,7 +122,7 @@ impl Sim {
         let path = self.layout.job(name);
         let Some(znode) = state.tree.get_mut(&path) else { return };
         let mut spec: JobSpec = serde_json::from_slice(&znode.data).expect("spec");
-        spec.desired = Desired::Cancelled;
+        spec.desired = Desired::Canceled;
         znode.data = serde_json::to_vec(&spec).expect("spec");
         znode.version += 1;
         state.notify_watchers(&path);

@@ -288,7 +288,7 @@ impl Leader {
             }
             self.stop(&name);
         }
-        for (spec, version) in specs.iter().filter(|(s, _)| s.desired == Desired::Cancelled) {
+        for (spec, version) in specs.iter().filter(|(s, _)| s.desired == Desired::Canceled) {
             if self.stopping.contains_key(&spec.name) {
                 continue;
             }

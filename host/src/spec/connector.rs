@@ -1,0 +1,149 @@
+//! The user-facing source and sink specs (`--source`, `--sink`): what a
+//! job reads and writes, parsed and printed back.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_params, spec_error, SpecError};
+
+/// Where a job's input comes from. Every source is replayable from an offset,
+/// which is what makes restoring from a checkpoint exactly-once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// The integers `start, start+1, ...` at `rate` events per second (0: unthrottled).
+    Sequence { start: i64, rate: u64 },
+    /// The lines of a file, tailed as it grows; the offset is a byte position.
+    File { path: String },
+}
+
+/// Where a job's output goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SinkSpec {
+    /// The supervisor's standard output, written when a checkpoint commits
+    /// (at-least-once across failovers).
+    Stdout,
+    /// A file holding only output of committed checkpoints, each event once.
+    File { path: String },
+}
+
+const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R]` or `file:PATH`";
+const SINK_FORMS: &str = "expected `stdout` or `file:PATH`";
+
+impl FromStr for SourceSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "sequence" => {
+                let (mut start, mut rate) = (0i64, 1000u64);
+                for (key, value) in parse_params(rest, SOURCE_FORMS)? {
+                    let bad = || spec_error(format!("sequence source: `{key}={value}` is not a number"));
+                    match key {
+                        "start" => start = value.parse().map_err(|_| bad())?,
+                        "rate" => rate = value.parse().map_err(|_| bad())?,
+                        _ => {
+                            return Err(spec_error(format!(
+                                "sequence source: unknown setting `{key}`; expected start or rate"
+                            )))
+                        }
+                    }
+                }
+                Ok(SourceSpec::Sequence { start, rate })
+            }
+            "file" if !rest.is_empty() => Ok(SourceSpec::File { path: rest.to_string() }),
+            "file" => Err(spec_error("file source needs a path: `file:PATH`")),
+            _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Sequence { start, rate } => write!(f, "sequence:start={start},rate={rate}"),
+            SourceSpec::File { path } => write!(f, "file:{path}"),
+        }
+    }
+}
+
+impl FromStr for SinkSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.split_once(':') {
+            None if s == "stdout" => Ok(SinkSpec::Stdout),
+            Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File { path: path.to_string() }),
+            Some(("file", _)) => Err(spec_error("file sink needs a path: `file:PATH`")),
+            _ => Err(spec_error(format!("unknown sink `{s}`; {SINK_FORMS}"))),
+        }
+    }
+}
+
+impl SinkSpec {
+    /// The file it writes, if it writes one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            SinkSpec::File { path } => Some(path),
+            SinkSpec::Stdout => None,
+        }
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Stdout => f.write_str("stdout"),
+            SinkSpec::File { path } => write!(f, "file:{path}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_and_print_back() {
+        for s in ["sequence:start=5,rate=0", "file:/tmp/in.txt"] {
+            assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "sequence".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Sequence { start: 0, rate: 1000 }
+        );
+    }
+
+    #[test]
+    fn bad_sources_and_sinks_name_the_accepted_forms() {
+        assert!("kafka:topic"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("expected `sequence"));
+        assert!("sequence:rate=fast"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("not a number"));
+        assert!("sequence:speed=1"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .0
+            .contains("unknown setting"));
+        assert!("file:".parse::<SourceSpec>().is_err());
+        assert!("s3:bucket"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .0
+            .contains("expected `stdout`"));
+        assert_eq!(
+            "file:/x".parse::<SinkSpec>().unwrap(),
+            SinkSpec::File { path: "/x".into() }
+        );
+    }
+}

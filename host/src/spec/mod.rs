@@ -1,0 +1,147 @@
+//! The records kept in ZooKeeper for a job: its spec, written by the CLI,
+//! and its status, written by the leader; and the parsing of what users
+//! type for them. Pure data: no I/O here.
+
+mod connector;
+mod grants;
+mod restart;
+mod status;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use connector::{SinkSpec, SourceSpec};
+pub use grants::{Cidr, DirGrant, Grants};
+pub use restart::RestartStrategy;
+pub use status::{JobState, JobStatus};
+
+/// Why a spec string was refused; the message names the accepted forms.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct SpecError(String);
+
+fn spec_error(msg: impl Into<String>) -> SpecError {
+    SpecError(msg.into())
+}
+
+/// Splits `key=value,key=value` into pairs, refusing anything else.
+fn parse_params<'a>(spec: &'a str, forms: &str) -> Result<Vec<(&'a str, &'a str)>, SpecError> {
+    spec.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| spec_error(format!("`{p}` is not key=value; {forms}")))
+        })
+        .collect()
+}
+
+/// Whether the job should run. The CLI flips it; the leader acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    /// Run the job (and keep it running across failovers).
+    Running,
+    /// Stop the job for good (`weir cancel`). Specs written before the
+    /// spelling matched `JobState::Canceled` say `cancelled`.
+    #[serde(alias = "cancelled")]
+    Canceled,
+}
+
+/// Everything needed to run a job, as stored in `jobs/<name>` in ZooKeeper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's name, unique in the cluster.
+    pub name: String,
+    /// Random id of this deployment, so a job deployed again under the same
+    /// name never reads the checkpoints of its predecessor.
+    pub uid: String,
+    /// sha256 of the component, which lives at `modules/<sha256>.wasm`.
+    pub module_sha256: String,
+    /// Input.
+    pub source: SourceSpec,
+    /// Output.
+    pub sink: SinkSpec,
+    /// Time between two checkpoint barriers.
+    #[serde(with = "millis")]
+    pub checkpoint_interval: Duration,
+    /// Settings passed to the job's `init`.
+    pub config: Vec<(String, String)>,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_limit: u64,
+    /// Cap on the CPU time of one guest call (one batch, a snapshot, a restore).
+    #[serde(with = "millis")]
+    pub call_timeout: Duration,
+    /// What to do when an attempt fails.
+    #[serde(default)]
+    pub restart: RestartStrategy,
+    /// What the guest's sandbox lets it reach: nothing unless granted here.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Run or stop.
+    pub desired: Desired,
+    /// When it was deployed (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// Durations as whole milliseconds, as the records store them.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Checks a job name: it becomes a znode name and a storage path segment.
+pub fn validate_job_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(spec_error(format!(
+            "invalid job name `{name}`: use 1-100 letters, digits, `-`, `_` or `.`, not starting with `.`"
+        )))
+    }
+}
+
+/// Parses a `key=value` pair given to `--config` or `--env`.
+pub fn parse_config_pair(s: &str) -> Result<(String, String), SpecError> {
+    match s.split_once('=') {
+        Some(("", _)) => Err(spec_error(format!("`{s}` has no key: give key=value"))),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(spec_error(format!("`{s}` is not key=value"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_must_be_path_safe() {
+        assert!(validate_job_name("counter-1.v2").is_ok());
+        for bad in ["", "a/b", ".hidden", "with space"] {
+            assert!(validate_job_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn desired_is_spelled_as_the_state_and_reads_the_old_spelling() {
+        assert_eq!(serde_json::to_string(&Desired::Canceled).unwrap(), "\"canceled\"");
+        for old in ["\"canceled\"", "\"cancelled\""] {
+            assert_eq!(serde_json::from_str::<Desired>(old).unwrap(), Desired::Canceled);
+        }
+    }
+}
