@@ -6,9 +6,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, PointerAt};
 use super::error::{failed, AttemptError};
+use super::executor::BatchLoop;
 use super::runner::{Barrier, RunEnd};
 use super::{stop_requested, Control, ControlReceiver, Deployment, JobEnd, LeaderContext};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
+use crate::connectors::Sink;
 use crate::coord::FencedOp;
 use crate::spec::JobState;
 use crate::storage::StorageError;
@@ -31,51 +33,24 @@ pub async fn run(
 ) -> Result<JobEnd, AttemptError> {
     let spec = &deployment.spec;
     let name = spec.name.as_str();
-    let pointer_path = ctx.layout.job_checkpoint(name);
-    let (data, version) = ctx
-        .fence
-        .session()
-        .get_data(&pointer_path)
-        .await
-        .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}"), e))?;
-    let pointer = Pointer::decode(&data).map_err(failed)?;
-    let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
-    let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
-        Some((index, checkpoint)) => (index, Some(checkpoint)),
-        None => (0, None),
+    // Restoring waits on the storage dir, which may not answer for minutes:
+    // a stop takes effect meanwhile (nothing has run, nothing to commit).
+    let mut stop_early = control.clone();
+    let started = tokio::select! {
+        biased;
+        started = start(ctx, deployment, restarts) => started?,
+        _ = stop_early.wait_for(|c| c == Control::Stop) => return Ok(JobEnd::Stopped),
     };
-
-    ctx.executor.prepare(&spec.module_sha256).await?;
-    let mut sink = ctx.executor.open_sink(spec);
-    // Reading storage and compiling take time in which this leadership may
-    // have ended and a successor published past this checkpoint: cutting the
-    // sink back now would remove committed output. Confirm first.
-    let confirm = FencedOp::Check {
-        path: &pointer_path,
+    let Started {
+        pointer,
         version,
-    };
-    ctx.write_job(deployment, &[confirm]).await?;
-    let position = match &restored {
-        Some(c) => {
-            sink.recover(c.meta.sink_offset, c.output.clone())
-                .await
-                .map_err(failed)?;
-            c.meta.sink_offset + c.output.len() as u64
-        }
-        None => sink.initial_position().await.map_err(failed)?,
-    };
-    let batch_loop = ctx.executor.load(spec, restored.as_ref()).await?;
-
-    ctx.write_status(deployment, JobState::Running, restarts, None).await?;
-    match &restored {
-        Some(c) => tracing::info!(
-            job = name,
-            checkpoint = c.meta.checkpoint.id,
-            epoch = c.meta.checkpoint.epoch,
-            "restored job from checkpoint"
-        ),
-        None => tracing::info!(job = name, "started job with no checkpoint"),
-    }
+        restored_at,
+        checkpoints,
+        sink,
+        position,
+        batch_loop,
+    } = started;
+    let pointer_path = ctx.layout.job_checkpoint(name);
 
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
     // Dropping `cancel` (on any return from here) drops the job where it is.
@@ -143,6 +118,79 @@ pub async fn run(
         RunEnd::Stopped => Ok(JobEnd::Stopped),
         RunEnd::Finished => Ok(JobEnd::Finished),
     }
+}
+
+/// An attempt restored and loaded, not yet running.
+struct Started {
+    pointer: Pointer,
+    version: i32,
+    restored_at: usize,
+    checkpoints: CheckpointStore,
+    sink: Box<dyn Sink>,
+    position: u64,
+    batch_loop: Box<dyn BatchLoop>,
+}
+
+/// Restores the job from its newest readable checkpoint (or starts it
+/// fresh), cuts the sink back to that checkpoint, loads the guest and
+/// marks the job running.
+async fn start(ctx: &LeaderContext, deployment: &Deployment, restarts: u32) -> Result<Started, AttemptError> {
+    let spec = &deployment.spec;
+    let name = spec.name.as_str();
+    let pointer_path = ctx.layout.job_checkpoint(name);
+    let (data, version) = ctx
+        .fence
+        .session()
+        .get_data(&pointer_path)
+        .await
+        .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}"), e))?;
+    let pointer = Pointer::decode(&data).map_err(failed)?;
+    let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
+    let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
+        Some((index, checkpoint)) => (index, Some(checkpoint)),
+        None => (0, None),
+    };
+
+    ctx.executor.prepare(&spec.module_sha256).await?;
+    let mut sink = ctx.executor.open_sink(spec);
+    // Reading storage and compiling take time in which this leadership may
+    // have ended and a successor published past this checkpoint: cutting the
+    // sink back now would remove committed output. Confirm first.
+    let confirm = FencedOp::Check {
+        path: &pointer_path,
+        version,
+    };
+    ctx.write_job(deployment, &[confirm]).await?;
+    let position = match &restored {
+        Some(c) => {
+            sink.recover(c.meta.sink_offset, c.output.clone())
+                .await
+                .map_err(failed)?;
+            c.meta.sink_offset + c.output.len() as u64
+        }
+        None => sink.initial_position().await.map_err(failed)?,
+    };
+    let batch_loop = ctx.executor.load(spec, restored.as_ref()).await?;
+
+    ctx.write_status(deployment, JobState::Running, restarts, None).await?;
+    match &restored {
+        Some(c) => tracing::info!(
+            job = name,
+            checkpoint = c.meta.checkpoint.id,
+            epoch = c.meta.checkpoint.epoch,
+            "restored job from checkpoint"
+        ),
+        None => tracing::info!(job = name, "started job with no checkpoint"),
+    }
+    Ok(Started {
+        pointer,
+        version,
+        restored_at,
+        checkpoints,
+        sink,
+        position,
+        batch_loop,
+    })
 }
 
 /// The newest retained checkpoint that reads back whole, and its place in

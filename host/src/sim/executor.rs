@@ -7,7 +7,6 @@
 //! it anything but the sequence.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 

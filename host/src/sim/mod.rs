@@ -499,6 +499,37 @@ fn a_checkpoint_the_storage_dir_fails_to_serve_is_not_skipped() {
     });
 }
 
+#[test]
+fn a_job_told_to_stop_while_it_restores_stops() {
+    simulated(async {
+        let mut sim = Sim::new(0);
+        sim.start_supervisor();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The storage dir never answers reads of count-a's checkpoints while
+        // a new leader restores it; then the user cancels it.
+        {
+            let mut state = sim.world.lock();
+            let spec: JobSpec = serde_json::from_slice(&state.tree[&sim.layout.job("count-a")].data).unwrap();
+            state.hanging = Some(format!("checkpoints/count-a/{}", spec.uid));
+            state.processes[0].killed = true;
+            expire(&mut state, 0);
+        }
+        sim.world.changed.notify_waiters();
+        sim.start_supervisor();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sim.cancel("count-a");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status: JobStatus =
+            serde_json::from_slice(&sim.world.lock().tree[&sim.layout.job_status("count-a")].data).unwrap();
+        assert_eq!(
+            status.state,
+            JobState::Canceled,
+            "a restore that never ends held the cancel back"
+        );
+        sim.check().unwrap();
+    });
+}
+
 /// Seeds that found bugs, kept as they were found (they replay the same
 /// schedule while the driver's choices stay as they are): a reconnected
 /// leader whose latch check went unanswered gave up its leadership.

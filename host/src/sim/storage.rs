@@ -78,9 +78,16 @@ impl ObjectStore for SimStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.request("read").await?;
-        let unreadable = self.world.lock().unreadable.clone();
-        if unreadable.is_some_and(|prefix| location.as_ref().starts_with(&prefix)) {
+        let (unreadable, hanging) = {
+            let state = self.world.lock();
+            (state.unreadable.clone(), state.hanging.clone())
+        };
+        let under = |prefix: Option<String>| prefix.is_some_and(|p| location.as_ref().starts_with(&p));
+        if under(unreadable) {
             return Err(injected("read"));
+        }
+        if under(hanging) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         self.inner.get_opts(location, options).await
     }

@@ -83,6 +83,9 @@ pub struct State {
     pub rates: Rates,
     /// Objects under this prefix cannot be read (the store fails the request).
     pub unreadable: Option<String>,
+    /// Objects under this prefix take an hour to read (as a storage dir
+    /// that accepts the connection and never answers).
+    pub hanging: Option<String>,
     /// The storage dir's objects, as written (the checker reads them here).
     pub objects: BTreeMap<String, Vec<u8>>,
     /// Sink files by path.
@@ -116,6 +119,7 @@ impl World {
                 processes: Vec::new(),
                 rates: Rates::default(),
                 unreadable: None,
+                hanging: None,
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
                 violations: Vec::new(),
