@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use weir::connectors::{encode_batch, open_source, Source};
 use weir::runtime::{Instance, Limits, Runtime};
-use weir::wit::{batch_len, Batch, Texts};
 use weir::spec::SourceSpec;
 use weir::storage::sha256_hex;
+use weir::wit::{batch_len, Batch, Texts};
 use weir_guest::CountWindow;
 
 /// The job under test, wasm or native.

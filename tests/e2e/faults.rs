@@ -109,10 +109,7 @@ fn a_guest_blocked_in_a_host_call_is_dropped_when_cancelled() {
     guest.set_nonblocking(false).unwrap();
     guest.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let read = std::io::Read::read(&mut guest, &mut [0u8; 1]);
-    assert!(
-        matches!(read, Ok(0)),
-        "the guest's socket is still open: {read:?}"
-    );
+    assert!(matches!(read, Ok(0)), "the guest's socket is still open: {read:?}");
     wait_for("the job's thread to end", Duration::from_secs(10), || {
         (!job_thread_runs(supervisor, "stuck")).then_some(())
     });

@@ -6,8 +6,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use bytes::Bytes;
 
-use crate::wit::{texts, Batch, Event};
 use crate::spec::SinkSpec;
+use crate::wit::{texts, Batch, Event};
 
 /// Publishes committed output. Every method may block on a disk or the
 /// network, so implementations do their I/O off the async threads.

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
-use crate::wit::{Batch, Texts};
 use crate::spec::SourceSpec;
+use crate::wit::{Batch, Texts};
 
 /// A replayable stream of events.
 pub trait Source: Send {

@@ -7,11 +7,11 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::{Cause, EPOCH_TICK};
+use crate::spec::Grants;
 use crate::wit::bindings::weir::job::{host, types};
 use crate::wit::bindings::{Job, JobPre};
-use super::{Cause, EPOCH_TICK};
 use crate::wit::Batch;
-use crate::spec::Grants;
 
 /// Caps on one guest.
 #[derive(Debug, Clone, Copy)]
@@ -210,30 +210,39 @@ impl Instance {
                     call,
                     timeout: self.limits.call_timeout,
                 },
-                _ => GuestError::Trap { call, cause: err.into() },
+                _ => GuestError::Trap {
+                    call,
+                    cause: err.into(),
+                },
             }
         })
     }
 
     /// Configures the job (`init`).
     pub async fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
-        let result = self.call("init", async |job, store| job.call_init(store, config).await).await?;
+        let result = self
+            .call("init", async |job, store| job.call_init(store, config).await)
+            .await?;
         result.map_err(|reason| GuestError::Refused { call: "init", reason })
     }
 
     /// Runs one batch through the job and returns what it emits.
     pub async fn process(&mut self, batch: &Batch) -> Result<Batch, GuestError> {
-        self.call("process", async |job, store| job.call_process(store, batch).await).await
+        self.call("process", async |job, store| job.call_process(store, batch).await)
+            .await
     }
 
     /// Takes the job's snapshot at a barrier.
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, GuestError> {
-        self.call("snapshot", async |job, store| job.call_snapshot(store).await).await
+        self.call("snapshot", async |job, store| job.call_snapshot(store).await)
+            .await
     }
 
     /// Restores the job's state from a snapshot.
     pub async fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
-        let result = self.call("restore", async |job, store| job.call_restore(store, snapshot).await).await?;
+        let result = self
+            .call("restore", async |job, store| job.call_restore(store, snapshot).await)
+            .await?;
         result.map_err(|reason| GuestError::Refused {
             call: "restore",
             reason,
