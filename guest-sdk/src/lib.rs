@@ -33,7 +33,7 @@ use core::any::Any;
 use core::cell::RefCell;
 
 pub use serde;
-pub use windows::{CountWindow, TumblingWindow};
+pub use windows::{CountWindow, Late, TumblingWindow};
 
 /// Bindings generated from `wit/job.wit`; used by [`export_job!`].
 #[doc(hidden)]
@@ -183,14 +183,24 @@ fn push_text(texts: &mut Texts, text: &str) {
     texts.ends.push(texts.data.len() as u32);
 }
 
-/// Writes a line to the supervisor's log, tagged with the job's name.
+/// Writes a line to the supervisor's log, tagged with the job's name. In a
+/// native test (no host), to standard error.
 pub fn log(level: Level, message: &str) {
+    #[cfg(target_family = "wasm")]
     bindings::weir::job::host::log(level, message);
+    #[cfg(not(target_family = "wasm"))]
+    std::eprintln!("[{level:?}] {message}");
 }
 
-/// Wall-clock time in milliseconds since the Unix epoch, from the host.
+/// Wall-clock time in milliseconds since the Unix epoch, from the host. In
+/// a native test (no host), the machine's clock.
 pub fn now_millis() -> u64 {
-    bindings::weir::job::host::now_millis()
+    #[cfg(target_family = "wasm")]
+    return bindings::weir::job::host::now_millis();
+    #[cfg(not(target_family = "wasm"))]
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 thread_local! {
@@ -325,6 +335,12 @@ mod tests {
 
     fn ints(ns: &[i64]) -> Batch {
         Batch::Ints(ns.to_vec())
+    }
+
+    #[test]
+    fn the_host_calls_work_in_a_native_test() {
+        log(Level::Info, "from a native test");
+        assert!(now_millis() > 1_700_000_000_000);
     }
 
     #[test]
