@@ -59,7 +59,12 @@ impl<A: Default> TumblingWindow<A> {
     /// past the open window, closes it first and returns `Ok(Some((window
     /// start, aggregate)))`; an event before the open window is `Err(Late)`
     /// and changes nothing.
-    pub fn add(&mut self, size_ms: u64, timestamp_ms: u64, fold: impl FnOnce(&mut A)) -> Result<Option<(u64, A)>, Late> {
+    pub fn add(
+        &mut self,
+        size_ms: u64,
+        timestamp_ms: u64,
+        fold: impl FnOnce(&mut A),
+    ) -> Result<Option<(u64, A)>, Late> {
         let size = size_ms.max(1);
         let start = timestamp_ms - timestamp_ms % size;
         let closed = match self.start {
