@@ -34,22 +34,28 @@ pub async fn run(
     let spec = &deployment.spec;
     let name = spec.name.as_str();
     // Restoring waits on the storage dir, which may not answer for minutes:
-    // a stop takes effect meanwhile (nothing has run, nothing to commit).
+    // a stop takes effect meanwhile (nothing has run, nothing to commit),
+    // once a sink write the restore began (cutting the sink back) is done,
+    // so that it cannot land on a successor's output.
+    let mut sink = ctx.executor.open_sink(spec);
     let mut stop_early = control.clone();
     let started = tokio::select! {
         biased;
-        started = start(ctx, deployment, restarts) => started?,
-        _ = stop_early.wait_for(|c| c == Control::Stop) => return Ok(JobEnd::Stopped),
+        started = start(ctx, deployment, restarts, sink.as_mut()) => Some(started?),
+        _ = stop_early.wait_for(|c| c == Control::Stop) => None,
     };
-    let Started {
+    let Some(Started {
         pointer,
         version,
         restored_at,
         checkpoints,
-        sink,
         position,
         batch_loop,
-    } = started;
+    }) = started
+    else {
+        sink.settle().await;
+        return Ok(JobEnd::Stopped);
+    };
     let pointer_path = ctx.layout.job_checkpoint(name);
 
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
@@ -108,9 +114,18 @@ pub async fn run(
     }
     drop(received);
     drop(cancel);
-    let end = batch_loop
-        .await
-        .map_err(|_| failed(anyhow!("the batch loop panicked")))?;
+    // A cancelled loop ends at its next await; a source read blocked on a
+    // hung filesystem may hold it longer, and the attempt is over anyway.
+    let end = match tokio::time::timeout(grace, batch_loop).await {
+        Ok(end) => end.map_err(|_| failed(anyhow!("the batch loop panicked")))?,
+        Err(_) => {
+            tracing::warn!(
+                job = name,
+                "the job did not end within {grace:?} of its attempt's end; left to end on its own"
+            );
+            Ok(RunEnd::Stopped)
+        }
+    };
     if let Some(e) = commit_error {
         return Err(e);
     }
@@ -126,7 +141,6 @@ struct Started {
     version: i32,
     restored_at: usize,
     checkpoints: CheckpointStore,
-    sink: Box<dyn Sink>,
     position: u64,
     batch_loop: Box<dyn BatchLoop>,
 }
@@ -134,7 +148,12 @@ struct Started {
 /// Restores the job from its newest readable checkpoint (or starts it
 /// fresh), cuts the sink back to that checkpoint, loads the guest and
 /// marks the job running.
-async fn start(ctx: &LeaderContext, deployment: &Deployment, restarts: u32) -> Result<Started, AttemptError> {
+async fn start(
+    ctx: &LeaderContext,
+    deployment: &Deployment,
+    restarts: u32,
+    sink: &mut dyn Sink,
+) -> Result<Started, AttemptError> {
     let spec = &deployment.spec;
     let name = spec.name.as_str();
     let pointer_path = ctx.layout.job_checkpoint(name);
@@ -152,7 +171,6 @@ async fn start(ctx: &LeaderContext, deployment: &Deployment, restarts: u32) -> R
     };
 
     ctx.executor.prepare(&spec.module_sha256).await?;
-    let mut sink = ctx.executor.open_sink(spec);
     // Reading storage and compiling take time in which this leadership may
     // have ended and a successor published past this checkpoint: cutting the
     // sink back now would remove committed output. Confirm first.
@@ -187,7 +205,6 @@ async fn start(ctx: &LeaderContext, deployment: &Deployment, restarts: u32) -> R
         version,
         restored_at,
         checkpoints,
-        sink,
         position,
         batch_loop,
     })

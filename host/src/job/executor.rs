@@ -3,6 +3,8 @@
 //! deterministic simulation runs a scripted job on the async runtime, so
 //! the attempt and the committer around it are the real ones either way.
 
+use std::sync::OnceLock;
+
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,14 +122,35 @@ struct Start {
 /// guest (guest code, and a snapshot may be hundreds of MiB: not on an
 /// async thread), then runs [`runner::run`]. A thread of its own, not
 /// tokio's blocking pool: that pool is capped (512 threads) and a job's
-/// loop lives as long as the job. Its own runtime drives the guest's async
-/// host calls (WASI's sockets and files), which is what lets a call that
-/// never returns be dropped.
+/// loop lives as long as the job. The guest's calls run on this thread as
+/// one future, which is what lets a call that never returns be dropped;
+/// its WASI I/O is driven by [`guest_io`].
 struct JobThread {
     runtime: Runtime,
     spec: JobSpec,
     snapshot: Option<bytes::Bytes>,
     offset: u64,
+}
+
+/// The runtime that drives guests' WASI I/O (its reactor and timers, the
+/// tasks wasmtime-wasi spawns, its blocking file operations) while each
+/// guest runs on its job's thread: a runtime on the job's thread would turn
+/// only while the batch loop awaits, not while it reads its source. One per
+/// process, never dropped.
+fn guest_io() -> anyhow::Result<tokio::runtime::Handle> {
+    static GUEST_IO: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let built = GUEST_IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-guest-io")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    match built {
+        Ok(runtime) => Ok(runtime.handle().clone()),
+        Err(e) => Err(anyhow::anyhow!("cannot start the runtime for guests' I/O: {e}")),
+    }
 }
 
 impl JobThread {
@@ -136,18 +159,10 @@ impl JobThread {
         loaded: oneshot::Sender<anyhow::Result<()>>,
         started: oneshot::Receiver<Start>,
     ) -> anyhow::Result<()> {
-        let io = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the job's runtime")?;
+        let io = guest_io()?;
         std::thread::Builder::new()
             .name(format!("job-{}", self.spec.name))
-            .spawn(move || {
-                io.block_on(self.run(loaded, started));
-                // A blocking file operation the guest began may still be
-                // running on this runtime's pool; it holds no guest state.
-                io.shutdown_background();
-            })
+            .spawn(move || io.block_on(self.run(loaded, started)))
             .context("cannot start the job's thread")?;
         Ok(())
     }

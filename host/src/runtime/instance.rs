@@ -65,7 +65,7 @@ pub enum GuestError {
     #[error("cannot instantiate the job")]
     Instantiate(#[source] Cause),
     /// A directory the spec grants is not there to open.
-    #[error("granted directory {dir} cannot be opened on this supervisor; create it or deploy with another --dir")]
+    #[error("granted directory {dir} cannot be opened on this supervisor (create it or deploy with another --dir)")]
     Dir {
         /// The host directory.
         dir: String,

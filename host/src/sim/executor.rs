@@ -56,6 +56,7 @@ impl Executor for SimExecutor {
             world: self.world.clone(),
             node: self.node,
             path: path.clone(),
+            in_flight: None,
         })
     }
 
@@ -139,8 +140,13 @@ impl SimLoop {
                 Control::Stop => {
                     self.ended("stopped");
                     if self.world.strikes(|r| r.slow_stop) {
-                        // Blocked in a host call: the attempt abandons it.
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        // Blocked in a host call, until the attempt gives
+                        // up on it and drops it.
+                        tokio::select! {
+                            biased;
+                            _ = &mut *cancel => {}
+                            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        }
                     }
                     return Ok(RunEnd::Stopped);
                 }
@@ -181,6 +187,7 @@ impl SimLoop {
             }
             tokio::select! {
                 biased;
+                _ = &mut *cancel => {}
                 _ = control.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(pause)) => {}
             }
@@ -239,28 +246,38 @@ impl SimLoop {
 }
 
 /// A sink file in the world, written as the file sink writes (at a byte
-/// position), checked after every write.
+/// position, by a task that lands even when the caller stops waiting),
+/// checked after every write.
 struct SimSink {
     world: Arc<World>,
     node: usize,
     path: String,
+    in_flight: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SimSink {
-    fn write(&self, position: u64, output: &[u8], truncate: bool) {
-        let mut state = self.world.lock();
-        let (node, len) = (self.node, output.len());
+    /// Writes after the world's latency, on a task of its own, as the file
+    /// sink's blocking write goes on when its caller is dropped.
+    async fn write_later(&mut self, position: u64, output: Bytes, truncate: bool) {
+        self.settle().await;
+        let (world, node, path) = (self.world.clone(), self.node, self.path.clone());
+        let write = self.in_flight.insert(tokio::spawn(async move {
+            world.latency(node).await;
+            SimSink::write(&world, node, &path, position, &output, truncate);
+        }));
+        let _ = write.await;
+        self.in_flight = None;
+    }
+
+    fn write(world: &World, node: usize, path: &str, position: u64, output: &[u8], truncate: bool) {
+        let mut state = world.lock();
+        let len = output.len();
         let text = String::from_utf8_lossy(output).replace('\n', " ");
-        state.note(|| {
-            format!(
-                "node {node}: sink {} at {position} +{len} truncate {truncate}: {text}",
-                self.path
-            )
-        });
-        let file = state.sinks.entry(self.path.clone()).or_default();
+        state.note(|| format!("node {node}: sink {path} at {position} +{len} truncate {truncate}: {text}"));
+        let file = state.sinks.entry(path.to_string()).or_default();
         let position = position as usize;
         if file.len() < position {
-            let what = format!("node {}: sink {} written past its end", self.node, self.path);
+            let what = format!("node {node}: sink {path} written past its end");
             state.violations.push(what);
             return;
         }
@@ -273,7 +290,7 @@ impl SimSink {
             file.truncate(end);
         }
         if let Some(problem) = sequence_problem(file) {
-            let what = format!("node {}: sink {}: {problem}", self.node, self.path);
+            let what = format!("node {node}: sink {path}: {problem}");
             state.violations.push(what);
         }
     }
@@ -303,14 +320,19 @@ impl Sink for SimSink {
     }
 
     async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
-        self.world.latency(self.node).await;
-        self.write(position, &output, false);
+        self.write_later(position, output, false).await;
         Ok(())
     }
 
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
-        self.world.latency(self.node).await;
-        self.write(position, &output, true);
+        self.write_later(position, output, true).await;
         Ok(())
+    }
+
+    async fn settle(&mut self) {
+        if let Some(write) = self.in_flight.as_mut() {
+            let _ = write.await;
+            self.in_flight = None;
+        }
     }
 }
