@@ -31,8 +31,11 @@ struct WasmJob {
 
 impl Job for WasmJob {
     fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
-        let emitted = self.io.block_on(self.instance.process(batch)).expect("guest process");
-        encode_batch(&emitted, out);
+        let emitted = self
+            .io
+            .block_on(self.instance.process(batch, None))
+            .expect("guest process");
+        encode_batch(&emitted.batch, out);
     }
 
     fn snapshot(&mut self) -> Vec<u8> {

@@ -28,6 +28,9 @@ pub struct JobMetrics {
     pub checkpoints_failed: Counter,
     /// Failed attempts that were restarted.
     pub restarts: Counter,
+    /// Records the job refused and `--on-error skip` passed over, counted
+    /// once their checkpoint committed.
+    pub records_rejected: Counter,
     /// How long the newest committed checkpoint took, from its barrier to
     /// its output published, queueing behind the previous one included
     /// (Flink's `lastCheckpointDuration`); 0 until the first commits.
@@ -43,6 +46,7 @@ pub struct Metrics {
     checkpoints_committed: Family<JobLabel, Counter>,
     checkpoints_failed: Family<JobLabel, Counter>,
     restarts: Family<JobLabel, Counter>,
+    records_rejected: Family<JobLabel, Counter>,
     last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
@@ -61,6 +65,7 @@ impl Default for Metrics {
             checkpoints_committed: Family::default(),
             checkpoints_failed: Family::default(),
             restarts: Family::default(),
+            records_rejected: Family::default(),
             last_checkpoint_duration_ms: Family::default(),
             last_checkpoint_bytes: Family::default(),
             jobs: Mutex::default(),
@@ -96,6 +101,11 @@ impl Default for Metrics {
             metrics.restarts.clone(),
         );
         registry.register(
+            "weir_records_rejected",
+            "Records the job refused that were skipped (--on-error skip)",
+            metrics.records_rejected.clone(),
+        );
+        registry.register(
             "weir_last_checkpoint_duration_ms",
             "Barrier to output published, for the newest committed checkpoint",
             metrics.last_checkpoint_duration_ms.clone(),
@@ -120,6 +130,7 @@ impl Metrics {
                     checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
                     checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
                     restarts: self.restarts.get_or_create(&label).clone(),
+                    records_rejected: self.records_rejected.get_or_create(&label).clone(),
                     last_checkpoint_duration_ms: self.last_checkpoint_duration_ms.get_or_create(&label).clone(),
                     last_checkpoint_bytes: self.last_checkpoint_bytes.get_or_create(&label).clone(),
                 })

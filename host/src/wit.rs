@@ -7,14 +7,14 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
         world: "job",
-        additional_derives: [PartialEq],
+        additional_derives: [PartialEq, Eq],
         // Calls into the guest are futures, so one blocked in a granted host
         // call (a socket read) can be dropped, and its store with it.
         exports: { default: async },
     });
 }
 
-pub use bindings::weir::job::types::{Batch, Event, Texts};
+pub use bindings::weir::job::types::{Batch, Header, Output, Records, Rejection, Texts};
 
 /// The texts of a packed batch, as byte slices (UTF-8 unless the guest sent
 /// otherwise). Offsets out of bounds give an empty text, never a panic.
@@ -25,11 +25,18 @@ pub fn texts(texts: &Texts) -> impl Iterator<Item = &[u8]> {
         .map(|(start, end)| texts.data.get(start as usize..end as usize).unwrap_or_default())
 }
 
-/// How many events a batch holds.
+/// How many records a batch holds.
 pub fn batch_len(batch: &Batch) -> usize {
     match batch {
         Batch::Ints(ints) => ints.len(),
         Batch::Texts(texts) => texts.ends.len(),
-        Batch::Mixed(events) => events.len(),
+        Batch::Records(records) => records.keyed.len(),
     }
+}
+
+/// The values of packed records, as byte slices. Offsets out of bounds
+/// give an empty value, never a panic.
+pub fn values(records: &Records) -> impl Iterator<Item = &[u8]> {
+    let end = |j: usize| records.ends.get(j).map_or(0, |e| *e as usize);
+    (0..records.keyed.len()).map(move |i| records.data.get(end(2 * i)..end(2 * i + 1)).unwrap_or_default())
 }

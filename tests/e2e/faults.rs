@@ -72,6 +72,45 @@ fn faulty_jobs_are_stopped_by_their_limits_while_others_carry_on() {
 }
 
 #[test]
+fn a_refused_record_fails_the_job_or_is_skipped_as_its_deploy_says() {
+    let mut cluster = Cluster::new();
+    let supervisor = cluster.start_supervisor();
+    let failing = cluster.deploy(
+        "faulty",
+        "strict",
+        &["--config", "reject_on=50", "--restart", "fixed:attempts=1,delay=100ms"],
+    );
+    let skipping = cluster.deploy("faulty", "lenient", &["--config", "reject_on=50", "--on-error", "skip"]);
+
+    // Refused by default: the job fails naming the record, the reason and the way past it.
+    let failed = cluster.wait_for_job_error("strict", "FAILED", "reject_on=50 reached");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused record") && error.contains("--on-error skip"),
+        "{failed}"
+    );
+    let strict: Vec<i64> = read_lines(&failing).iter().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(strict, (0..strict.len() as i64).collect::<Vec<_>>());
+    assert!(strict.len() <= 50, "nothing past the refused record was published");
+
+    // Skipped: the output goes on past it, without it, and the metric counts it once committed.
+    wait_for("the lenient job to pass 100", Duration::from_secs(60), || {
+        (read_lines(&skipping).len() > 100).then_some(())
+    });
+    let lenient: Vec<i64> = read_lines(&skipping).iter().map(|l| l.parse().unwrap()).collect();
+    let expected: Vec<i64> = (0..=lenient.len() as i64).filter(|n| *n != 50).collect();
+    assert_eq!(lenient, expected[..lenient.len()]);
+    let series = "weir_records_rejected_total{job=\"lenient\"}";
+    assert_eq!(
+        cluster.metric(supervisor, series),
+        Some(1.0),
+        "{}",
+        cluster.metrics(supervisor)
+    );
+    assert!(cluster.log_of(supervisor).contains("skipped 1 records the job refused"));
+}
+
+#[test]
 fn a_guest_blocked_in_a_host_call_is_dropped_when_cancelled() {
     let mut cluster = Cluster::new();
     let supervisor = cluster.start_supervisor();

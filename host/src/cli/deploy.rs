@@ -15,8 +15,8 @@ use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
 use crate::runtime::{GuestError, Limits, Runtime};
 use crate::spec::{
-    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, RestartStrategy,
-    SinkSpec, SourceSpec,
+    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, OnError,
+    RestartStrategy, SinkSpec, SourceSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -49,6 +49,10 @@ pub struct DeployArgs {
     /// `exponential:initial=D,max=D[,attempts=N]`.
     #[arg(long, default_value = "exponential:initial=1s,max=30s")]
     restart: RestartStrategy,
+    /// What becomes of a record the job refuses (an error from its
+    /// `process`): `fail` the attempt, or `skip` it (counted and logged).
+    #[arg(long, default_value = "fail")]
+    on_error: OnError,
     /// Grant the job an environment variable, `KEY=VALUE`; repeat for more (default: none).
     #[arg(long = "env", value_parser = parse_config_pair)]
     env: Vec<(String, String)>,
@@ -237,6 +241,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
         restart: args.restart,
+        on_error: args.on_error,
         grants,
         desired: Desired::Running,
         created_ms: now_ms(),

@@ -27,7 +27,7 @@ pub struct JobView {
     pub name: String,
     /// CREATED, RUNNING, RESTARTING or CANCELED.
     pub state: JobState,
-    /// `running` or `cancelled`.
+    /// `running` or `canceled`.
     pub desired: Desired,
     /// Supervisor running it, if any.
     pub supervisor: Option<String>,
@@ -41,6 +41,8 @@ pub struct JobView {
     pub source: String,
     /// Sink spec.
     pub sink: String,
+    /// What becomes of a record the job refuses: `fail` or `skip`.
+    pub on_error: String,
     /// sha256 of the module.
     pub module_sha256: String,
     /// What the job's sandbox is granted.
@@ -98,6 +100,7 @@ async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobVie
         }),
         source: spec.source.to_string(),
         sink: spec.sink.to_string(),
+        on_error: spec.on_error.to_string(),
         module_sha256: spec.module_sha256,
         grants: GrantsView {
             env: spec.grants.env.into_iter().map(|(key, _)| key).collect(),

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use bytes::Bytes;
 
 use crate::spec::SinkSpec;
-use crate::wit::{texts, Batch, Event};
+use crate::wit::{texts, values, Batch};
 
 /// Publishes committed output. Every method may block on a disk or the
 /// network, so implementations do their I/O off the async threads.
@@ -42,16 +42,14 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
     }
 }
 
-/// Renders a batch as the sinks write it: one line per event, numbers in
-/// decimal, text as is (a newline inside text is written as `\n`).
+/// Renders a batch as the line sinks write it: one line per record, its
+/// value (numbers in decimal, a newline inside a value written as `\n`);
+/// keys and timestamps stay behind.
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     match batch {
         Batch::Ints(ints) => ints.iter().for_each(|n| encode_int(*n, out)),
         Batch::Texts(packed) => texts(packed).for_each(|text| encode_text(text, out)),
-        Batch::Mixed(events) => events.iter().for_each(|event| match event {
-            Event::Int(n) => encode_int(*n, out),
-            Event::Text(text) => encode_text(text.as_bytes(), out),
-        }),
+        Batch::Records(records) => values(records).for_each(|value| encode_text(value, out)),
     }
 }
 
@@ -201,16 +199,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_become_lines() {
+    fn records_become_lines_of_their_values() {
         let mut out = Vec::new();
-        encode_batch(
-            &Batch::Mixed(vec![
-                Event::Int(-4950),
-                Event::Text("a\nb".into()),
-                Event::Text("w 2".into()),
-            ]),
-            &mut out,
-        );
+        let records = crate::wit::Records {
+            data: b"-4950ka\nbw 2".to_vec(),
+            ends: vec![0, 5, 6, 9, 9, 12],
+            keyed: vec![0, 1, 0],
+            timestamps: vec![i64::MIN, 7, i64::MIN],
+            partitions: vec![],
+            offsets: vec![],
+            header_ends: vec![],
+            headers: vec![],
+        };
+        encode_batch(&Batch::Records(records), &mut out);
         assert_eq!(out, b"-4950\na\\nb\nw 2\n");
         out.clear();
         encode_batch(

@@ -42,6 +42,9 @@ pub struct Committer<'a> {
     /// Output staged since the last published checkpoint (the state machine
     /// counts the same bytes).
     staged: Vec<u8>,
+    /// Records skipped (`--on-error skip`) in the barriers staged, counted
+    /// in the metrics once they commit.
+    skipped: u64,
     /// The snapshot and source offset of the barrier being committed.
     barrier: Option<(Bytes, u64)>,
     /// The output of the checkpoint being committed, as uploaded: the
@@ -84,6 +87,7 @@ impl<'a> Committer<'a> {
                 pointer.next_id,
             ),
             staged: Vec::new(),
+            skipped: 0,
             barrier: None,
             uploaded_output: Bytes::new(),
             barrier_taken: Instant::now(),
@@ -98,6 +102,7 @@ impl<'a> Committer<'a> {
     /// committed state is then only known to ZooKeeper.
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
+        self.skipped += barrier.skipped;
         self.barrier = Some((Bytes::from(barrier.snapshot), barrier.source_offset));
         self.barrier_taken = barrier.taken;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
@@ -185,6 +190,7 @@ impl<'a> Committer<'a> {
                 self.metrics.last_checkpoint_duration_ms.set(took as i64);
                 self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
                 self.metrics.checkpoints_committed.inc();
+                self.metrics.records_rejected.inc_by(std::mem::take(&mut self.skipped));
                 tracing::debug!(job = %self.job, bytes = len, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))
             }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::error::{failed, AttemptError};
 use super::runner::{self, Barrier, RunEnd};
@@ -195,10 +196,18 @@ impl JobThread {
             return;
         };
         let source = open_source(&self.spec.source, self.offset);
+        let span = tracing::info_span!("job", name = %self.spec.name);
         let end = tokio::select! {
             biased;
             _ = cancel => Ok(RunEnd::Stopped),
-            end = runner::run(instance, source, control, barriers, self.spec.checkpoint_interval) => end,
+            end = runner::run(
+                instance,
+                source,
+                control,
+                barriers,
+                self.spec.checkpoint_interval,
+                &self.spec.on_error,
+            ).instrument(span) => end,
         };
         let _ = ended.send(end);
     }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use super::{Control, ControlReceiver};
 use crate::connectors::{encode_batch, Source};
 use crate::runtime::Instance;
-use crate::wit::batch_len;
+use crate::spec::OnError;
+use crate::wit::{batch_len, Rejection};
 
 /// Most events handed to the guest in one call: large enough that the cost
 /// of crossing into the guest (about 1 µs a call) is spread thin, small
@@ -29,6 +30,9 @@ pub struct Barrier {
     pub source_offset: u64,
     /// Sink lines produced since the previous barrier.
     pub output: Vec<u8>,
+    /// Records the job refused and its `--on-error skip` passed over since
+    /// the previous barrier.
+    pub skipped: u64,
     /// When the barrier was taken (ms since the Unix epoch), as the
     /// checkpoint records it.
     pub created_ms: u64,
@@ -56,8 +60,9 @@ pub async fn run(
     mut control: ControlReceiver,
     barriers: mpsc::Sender<Barrier>,
     interval: Duration,
+    on_error: &OnError,
 ) -> anyhow::Result<RunEnd> {
-    let mut staged = Vec::new();
+    let mut staged = Staged::default();
     let mut next_barrier = Instant::now() + interval;
     // An attempt checkpoints as soon as it has output, then every interval:
     // output only shows once a checkpoint commits, so a deploy or a failover
@@ -77,14 +82,16 @@ pub async fn run(
             }
             Control::Run => {}
         }
+        let position = source.offset();
         let batch = source
             .next_batch(MAX_BATCH, next_barrier)
             .context("reading the source")?;
         if batch_len(&batch) > 0 {
-            let out = instance.process(&batch).await?;
-            encode_batch(&out, &mut staged);
+            let out = instance.process(&batch, None).await?;
+            encode_batch(&out.batch, &mut staged.output);
+            staged.refused(&out.rejected, on_error, position)?;
         }
-        if first_output && !staged.is_empty() {
+        if first_output && !staged.output.is_empty() {
             first_output = false;
             next_barrier = Instant::now();
         }
@@ -97,19 +104,55 @@ pub async fn run(
     }
 }
 
+/// What the loop has produced since its last barrier.
+#[derive(Default)]
+struct Staged {
+    output: Vec<u8>,
+    skipped: u64,
+}
+
+impl Staged {
+    /// Routes the records the job refused in a batch read from source
+    /// position `position`, as the job's `--on-error` says.
+    fn refused(&mut self, rejected: &[Rejection], on_error: &OnError, position: u64) -> anyhow::Result<()> {
+        let Some(first) = rejected.first() else {
+            return Ok(());
+        };
+        match on_error {
+            OnError::Fail => anyhow::bail!(
+                "the job refused record {} of the batch read from source position {position}: {}; \
+                 deploy it with --on-error skip to pass over such records",
+                first.index,
+                first.reason
+            ),
+            OnError::Skip => {
+                self.skipped += rejected.len() as u64;
+                tracing::warn!(
+                    "skipped {} records the job refused in the batch read from source position {position}; the first: {}",
+                    rejected.len(),
+                    first.reason
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Takes a barrier and hands it on; false when the committer has gone.
 async fn barrier(
     instance: &mut Instance,
     source: &dyn Source,
-    staged: &mut Vec<u8>,
+    staged: &mut Staged,
     barriers: &mpsc::Sender<Barrier>,
 ) -> anyhow::Result<bool> {
     let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
     let snapshot = instance.snapshot().await?;
+    let staged = std::mem::take(staged);
     let barrier = Barrier {
         snapshot,
         source_offset: source.offset(),
-        output: std::mem::take(staged),
+        output: staged.output,
+        skipped: staged.skipped,
         created_ms,
         taken,
     };

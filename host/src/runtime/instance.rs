@@ -11,7 +11,7 @@ use super::{Cause, EPOCH_TICK};
 use crate::spec::Grants;
 use crate::wit::bindings::weir::job::{host, types};
 use crate::wit::bindings::{Job, JobPre};
-use crate::wit::Batch;
+use crate::wit::{Batch, Output};
 
 /// Caps on one guest.
 #[derive(Debug, Clone, Copy)]
@@ -226,10 +226,13 @@ impl Instance {
         result.map_err(|reason| GuestError::Refused { call: "init", reason })
     }
 
-    /// Runs one batch through the job and returns what it emits.
-    pub async fn process(&mut self, batch: &Batch) -> Result<Batch, GuestError> {
-        self.call("process", async |job, store| job.call_process(store, batch).await)
-            .await
+    /// Runs one batch through the job and returns what it emits and which
+    /// records it refused. `watermark` is the input's, if it has one.
+    pub async fn process(&mut self, batch: &Batch, watermark: Option<i64>) -> Result<Output, GuestError> {
+        self.call("process", async |job, store| {
+            job.call_process(store, batch, watermark).await
+        })
+        .await
     }
 
     /// Takes the job's snapshot at a barrier.

@@ -199,6 +199,7 @@ impl SimLoop {
             snapshot: self.next.to_le_bytes().to_vec(),
             source_offset: self.next,
             output: std::mem::take(staged),
+            skipped: 0,
             created_ms: 0,
             taken: tokio::time::Instant::now(),
         }

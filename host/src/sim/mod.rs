@@ -89,6 +89,7 @@ impl Sim {
             } else {
                 RestartStrategy::default()
             },
+            on_error: Default::default(),
             grants: Default::default(),
             desired: Desired::Running,
             created_ms: 0,

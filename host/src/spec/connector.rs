@@ -103,6 +103,42 @@ impl fmt::Display for SinkSpec {
     }
 }
 
+/// What becomes of a record the job refuses (an error from its `process`,
+/// a record it cannot decode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OnError {
+    /// Fail the attempt, naming the record and the reason; the restart
+    /// strategy decides what follows (Flink's default).
+    #[default]
+    Fail,
+    /// Count it (`weir_records_rejected_total`), log it, and go on.
+    Skip,
+}
+
+const ON_ERROR_FORMS: &str = "expected `fail` or `skip`";
+
+impl FromStr for OnError {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "fail" => Ok(OnError::Fail),
+            "skip" => Ok(OnError::Skip),
+            _ => Err(spec_error(format!("unknown --on-error `{s}`; {ON_ERROR_FORMS}"))),
+        }
+    }
+}
+
+impl fmt::Display for OnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnError::Fail => f.write_str("fail"),
+            OnError::Skip => f.write_str("skip"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +181,14 @@ mod tests {
             "file:/x".parse::<SinkSpec>().unwrap(),
             SinkSpec::File { path: "/x".into() }
         );
+    }
+
+    #[test]
+    fn error_routes_parse_and_print_back() {
+        for s in ["fail", "skip"] {
+            assert_eq!(s.parse::<OnError>().unwrap().to_string(), s);
+        }
+        assert!("retry".parse::<OnError>().unwrap_err().0.contains("expected `fail`"));
+        assert_eq!(OnError::default(), OnError::Fail);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use connector::{SinkSpec, SourceSpec};
+pub use connector::{OnError, SinkSpec, SourceSpec};
 pub use grants::{Cidr, DirGrant, Grants};
 pub use restart::RestartStrategy;
 pub use status::{JobState, JobStatus};
@@ -75,6 +75,9 @@ pub struct JobSpec {
     /// What to do when an attempt fails.
     #[serde(default)]
     pub restart: RestartStrategy,
+    /// What becomes of a record the job refuses.
+    #[serde(default)]
+    pub on_error: OnError,
     /// What the guest's sandbox lets it reach: nothing unless granted here.
     #[serde(default)]
     pub grants: Grants,

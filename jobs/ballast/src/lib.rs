@@ -5,7 +5,7 @@
 //! should: serde's default writes a `Vec<u8>` one element at a time.
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{config_value, Config, Emitter, Event, Job};
+use weir_guest::{config_value, Config, Context, Error, Job, Record};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Ballast {
@@ -25,15 +25,16 @@ impl Job for Ballast {
         Ok(())
     }
 
-    fn process(&mut self, _event: Event, out: &mut Emitter) {
+    fn process(&mut self, _record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         self.seen += 1;
         let at = self.seen as usize % self.ballast.len().max(1);
         if let Some(byte) = self.ballast.get_mut(at) {
             *byte = byte.wrapping_add(1);
         }
         if self.seen.is_multiple_of(self.every) {
-            out.emit(Event::Int(self.seen as i64));
+            ctx.emit_int(self.seen as i64);
         }
+        Ok(())
     }
 }
 

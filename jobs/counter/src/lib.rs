@@ -3,7 +3,7 @@
 //! `--config window=N` changes the window size.
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{config_value, Config, CountWindow, Emitter, Event, Job};
+use weir_guest::{config_value, Config, Context, CountWindow, Error, Job, Record};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Counter {
@@ -17,12 +17,12 @@ impl Job for Counter {
         Ok(())
     }
 
-    fn process(&mut self, event: Event, out: &mut Emitter) {
-        if let Event::Int(n) = event {
-            if let Some(sum) = self.window.add(self.size, |acc| *acc += n) {
-                out.emit(Event::Int(sum));
-            }
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let n = record.int()?;
+        if let Some(sum) = self.window.add(self.size, |acc| *acc += n) {
+            ctx.emit_int(sum);
         }
+        Ok(())
     }
 }
 

@@ -1,14 +1,15 @@
 //! A job that misbehaves on purpose, for weir's fault tests. It echoes every
 //! number it sees, and on the number named in its config it:
 //! `trap_on=N` panics (a trap); `spin_on=N` loops forever;
-//! `grow_on=N` allocates without bound. With `probe=HOST:PORT` it instead
+//! `grow_on=N` allocates without bound; `reject_on=N` refuses the record
+//! (an error from `process`, which its `--on-error` route handles). With `probe=HOST:PORT` it instead
 //! reports, for its first event, what the host lets it reach: environment
 //! variables, the directory `probe_dir` (default `/`), and a TCP connection
 //! to HOST:PORT. With `block_on=HOST:PORT` it connects there and waits for
 //! bytes that never come: blocked in a host call, not burning CPU.
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{config_value, Config, Emitter, Event, Job};
+use weir_guest::{config_value, Config, Context, Error, Job, Record};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Faulty {
@@ -18,6 +19,8 @@ struct Faulty {
     spin_on: Option<i64>,
     #[serde(skip)]
     grow_on: Option<i64>,
+    #[serde(skip)]
+    reject_on: Option<i64>,
     #[serde(skip)]
     probe: Option<String>,
     #[serde(skip)]
@@ -45,14 +48,18 @@ impl Job for Faulty {
         self.trap_on = config_value(config, "trap_on")?;
         self.spin_on = config_value(config, "spin_on")?;
         self.grow_on = config_value(config, "grow_on")?;
+        self.reject_on = config_value(config, "reject_on")?;
         self.probe = config_value(config, "probe")?;
         self.probe_dir = config_value(config, "probe_dir")?;
         self.block_on = config_value(config, "block_on")?;
         Ok(())
     }
 
-    fn process(&mut self, event: Event, out: &mut Emitter) {
-        let Event::Int(n) = event else { return };
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let n = record.int()?;
+        if self.reject_on == Some(n) {
+            return Err(Error::new(format!("faulty job: reject_on={n} reached")));
+        }
         if let Some(address) = &self.block_on {
             if let Ok(mut stream) = std::net::TcpStream::connect(address) {
                 let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
@@ -61,9 +68,9 @@ impl Job for Faulty {
         if let Some(address) = &self.probe {
             if !self.probed {
                 self.probed = true;
-                out.emit(Event::Text(&probe(address, self.probe_dir.as_deref().unwrap_or("/"))));
+                ctx.emit_text(&probe(address, self.probe_dir.as_deref().unwrap_or("/")));
             }
-            return;
+            return Ok(());
         }
         if self.trap_on == Some(n) {
             panic!("faulty job: trap_on={n} reached");
@@ -81,7 +88,8 @@ impl Job for Faulty {
                 std::hint::black_box(&hoard);
             }
         }
-        out.emit(Event::Int(n));
+        ctx.emit_int(n);
+        Ok(())
     }
 }
 

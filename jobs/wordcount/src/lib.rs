@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{Emitter, Event, Job};
+use weir_guest::{Context, Error, Job, Record};
 
 #[derive(Default, Serialize, Deserialize)]
 struct WordCount {
@@ -12,8 +12,8 @@ struct WordCount {
 }
 
 impl Job for WordCount {
-    fn process(&mut self, event: Event, out: &mut Emitter) {
-        let Event::Text(line) = event else { return };
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let line = record.text()?;
         for word in line.split_whitespace() {
             let word = word.to_lowercase();
             let count = match self.counts.get_mut(&word) {
@@ -21,8 +21,9 @@ impl Job for WordCount {
                 None => self.counts.entry(word.clone()).or_default(),
             };
             *count += 1;
-            out.emit(Event::Text(&format!("{word} {count}")));
+            ctx.emit_text(&format!("{word} {count}"));
         }
+        Ok(())
     }
 }
 

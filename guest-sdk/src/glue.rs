@@ -1,0 +1,118 @@
+//! The glue [`crate::export_job!`] wires to the component's exports, and
+//! that [`crate::testing`] drives natively: batches in, records to the job
+//! one at a time, batches out.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::cell::RefCell;
+
+use crate::bindings::weir::job::types::{Batch, Output, Rejection, Texts};
+use crate::{Context, Error, Job, Record};
+
+thread_local! {
+    /// The one instance of the exported job. A component instance is
+    /// single-threaded, so a thread-local is the whole of its memory.
+    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
+    STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let job = slot.get_or_insert_with(|| Box::new(J::default()));
+        f(job.downcast_mut::<J>().expect("one job type per component"))
+    })
+}
+
+pub fn init<J: Job>(config: Vec<(String, String)>) -> Result<(), String> {
+    with_job::<J, _>(|job| job.init(&config))
+}
+
+pub fn process<J: Job>(input: Batch, watermark: Option<i64>) -> Output {
+    with_job::<J, _>(|job| process_batch(job, &input, watermark))
+}
+
+pub fn snapshot<J: Job>() -> Vec<u8> {
+    with_job::<J, _>(encode)
+}
+
+pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
+    let restored: J = decode(&state)?;
+    with_job::<J, _>(|job| *job = restored);
+    Ok(())
+}
+
+pub(crate) fn encode<J: Job>(job: &mut J) -> Vec<u8> {
+    postcard::to_allocvec(job).expect("job state must serialize")
+}
+
+pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<J, String> {
+    postcard::from_bytes(state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))
+}
+
+/// Runs one batch through `job`, record by record, collecting what it
+/// emits and what it refuses.
+pub(crate) fn process_batch<J: Job>(job: &mut J, input: &Batch, watermark: Option<i64>) -> Output {
+    let mut ctx = Context::new(watermark);
+    let mut rejected = Vec::new();
+    match input {
+        Batch::Ints(ints) => process_ints(job, ints, &mut ctx, &mut rejected),
+        Batch::Texts(texts) => {
+            for (i, text) in unpack(texts).enumerate() {
+                if let Err(e) = job.process(Record::from_bytes(text), &mut ctx) {
+                    reject(&mut rejected, i, e);
+                }
+            }
+        }
+        Batch::Records(records) => {
+            for i in 0..records.len() {
+                if let Err(e) = job.process(records.get(i), &mut ctx) {
+                    reject(&mut rejected, i, e);
+                }
+            }
+        }
+    }
+    Output {
+        batch: ctx.finish(),
+        rejected,
+    }
+}
+
+/// Feeds numbers to the job from fixed 16-element arrays, which LLVM
+/// unrolls with constant offsets: wasmtime's compiler then keeps the job's
+/// state in registers and checks the CPU deadline once per 16 records, not
+/// once per record (the counter: 396 M -> about 730 M events/s; 16-element
+/// slices without the array type got 650 M).
+fn process_ints<J: Job>(job: &mut J, ints: &[i64], ctx: &mut Context, rejected: &mut Vec<Rejection>) {
+    let (chunks, rest) = ints.as_chunks::<16>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for (i, &n) in chunk.iter().enumerate() {
+            if let Err(e) = job.process(Record::from_int(n), ctx) {
+                reject(rejected, c * 16 + i, e);
+            }
+        }
+    }
+    for (i, &n) in rest.iter().enumerate() {
+        if let Err(e) = job.process(Record::from_int(n), ctx) {
+            reject(rejected, chunks.len() * 16 + i, e);
+        }
+    }
+}
+
+#[cold]
+fn reject(rejected: &mut Vec<Rejection>, index: usize, e: Error) {
+    rejected.push(Rejection {
+        index: index as u32,
+        reason: e.reason().into(),
+    });
+}
+
+/// The texts of a packed batch, borrowed from it. Offsets out of bounds
+/// give an empty text, never a trap.
+pub(crate) fn unpack(texts: &Texts) -> impl Iterator<Item = &[u8]> + '_ {
+    let starts = core::iter::once(0).chain(texts.ends.iter().copied());
+    starts
+        .zip(texts.ends.iter().copied())
+        .map(|(start, end)| texts.data.get(start as usize..end as usize).unwrap_or_default())
+}
