@@ -291,7 +291,16 @@ fn main() {
     println!("| job | wasm events/s | native events/s | wasm/native | max barrier pause (wasm) |");
     println!("| --- | --- | --- | --- | --- |");
     type Make<'a> = Box<dyn Fn() -> (Box<dyn Job + 'a>, Box<dyn Source>) + 'a>;
-    let sequence = || open_source(&SourceSpec::Sequence { start: 0, rate: 0 }, 0);
+    let sequence = || {
+        open_source(
+            &SourceSpec::Sequence {
+                start: 0,
+                rate: 0,
+                timestamp: None,
+            },
+            0,
+        )
+    };
     let counter =
         || -> (Box<dyn Job>, Box<dyn Source>) { (Box::new(instance(&runtime, "counter", 64 << 20, &[])), sequence()) };
     let native_counter = |job: Box<dyn Job>| -> (Box<dyn Job>, Box<dyn Source>) { (job, sequence()) };

@@ -93,6 +93,9 @@ pub struct CheckpointMeta {
     pub checkpoint: CheckpointRef,
     /// Source offset just after the last event the snapshot includes.
     pub source_offset: u64,
+    /// The newest event time the job's watermark rested on, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_event_time: Option<i64>,
     /// Sink position (bytes already published) before this checkpoint's output.
     pub sink_offset: u64,
     /// sha256 of the guest snapshot.
@@ -260,6 +263,7 @@ mod tests {
             meta: CheckpointMeta {
                 checkpoint: cref(id),
                 source_offset: id * 10,
+                newest_event_time: Some(id as i64 * 1000),
                 sink_offset: 0,
                 snapshot_sha256: sha256_hex(&snapshot),
                 output_sha256: sha256_hex(&output),

@@ -16,7 +16,7 @@ use crate::ha::candidates;
 use crate::runtime::{GuestError, Limits, Runtime};
 use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, OnError,
-    RestartStrategy, SinkSpec, SourceSpec,
+    RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -53,6 +53,10 @@ pub struct DeployArgs {
     /// `process`): `fail` the attempt, or `skip` it (counted and logged).
     #[arg(long, default_value = "fail")]
     on_error: OnError,
+    /// Give the job a watermark that trails the newest event time by D,
+    /// `max-delay=D` (needs a source with `timestamp=`).
+    #[arg(long)]
+    watermark: Option<WatermarkSpec>,
     /// Grant the job an environment variable, `KEY=VALUE`; repeat for more (default: none).
     #[arg(long = "env", value_parser = parse_config_pair)]
     env: Vec<(String, String)>,
@@ -112,15 +116,21 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if args.call_timeout.is_zero() {
         bail!("--call-timeout must be greater than zero, e.g. 10s");
     }
+    if args.watermark.is_some() && args.source.timestamp().is_none() {
+        bail!(
+            "--watermark needs event timestamps: give the source one, e.g. `sequence:timestamp=every:10ms` or \
+             `file:path=PATH,timestamp=json:FIELD`"
+        );
+    }
     refuse_duplicates("--config", &args.config)?;
     refuse_duplicates("--env", &args.env)?;
     let source = match args.source {
-        SourceSpec::File { path } => {
+        SourceSpec::File { path, timestamp } => {
             let path = absolute(&path)?;
             if Path::new(&path).is_dir() {
                 bail!("file source {path} is a directory; name the file to read");
             }
-            SourceSpec::File { path }
+            SourceSpec::File { path, timestamp }
         }
         other => other,
     };
@@ -242,6 +252,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         call_timeout: args.call_timeout,
         restart: args.restart,
         on_error: args.on_error,
+        watermark: args.watermark,
         grants,
         desired: Desired::Running,
         created_ms: now_ms(),
@@ -392,6 +403,12 @@ mod tests {
             panic!("not deploy")
         };
         assert_eq!(args.config, vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
-        assert_eq!(args.source, crate::spec::SourceSpec::File { path: "/in".into() });
+        assert_eq!(
+            args.source,
+            crate::spec::SourceSpec::File {
+                path: "/in".into(),
+                timestamp: None
+            }
+        );
     }
 }

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
-use crate::spec::SourceSpec;
-use crate::wit::{Batch, Texts};
+use crate::spec::{SourceSpec, Timestamps};
+use crate::wit::{Batch, Records, Texts};
 
 /// A replayable stream of events.
 pub trait Source: Send {
@@ -19,15 +19,83 @@ pub trait Source: Send {
 
 /// Opens the source a spec names, positioned at `offset`.
 pub fn open_source(spec: &SourceSpec, offset: u64) -> Box<dyn Source> {
-    match spec {
-        SourceSpec::Sequence { start, rate } => Box::new(Sequence::new(*start, *rate, offset)),
-        SourceSpec::File { path } => Box::new(FileLines {
+    let source: Box<dyn Source> = match spec {
+        SourceSpec::Sequence { start, rate, .. } => Box::new(Sequence::new(*start, *rate, offset)),
+        SourceSpec::File { path, .. } => Box::new(FileLines {
             path: path.clone(),
             reader: None,
             head: Vec::new(),
             offset,
         }),
+    };
+    match spec.timestamp() {
+        Some(timestamps) => Box::new(Timestamped {
+            inner: source,
+            timestamps: timestamps.clone(),
+        }),
+        None => source,
     }
+}
+
+/// A source whose records get event timestamps: its batches become
+/// records (a number's value in decimal), stamped as the spec says.
+struct Timestamped {
+    inner: Box<dyn Source>,
+    timestamps: Timestamps,
+}
+
+impl Source for Timestamped {
+    fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
+        let first = self.inner.offset();
+        let batch = self.inner.next_batch(max, until)?;
+        let mut records = Records {
+            data: Vec::new(),
+            ends: Vec::new(),
+            keyed: Vec::new(),
+            timestamps: Vec::new(),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+            header_ends: Vec::new(),
+            headers: Vec::new(),
+        };
+        let now = crate::clock::now_ms() as i64;
+        let mut push = |index: u64, value: &[u8]| {
+            records.ends.push(records.data.len() as u32);
+            records.data.extend_from_slice(value);
+            records.ends.push(records.data.len() as u32);
+            records.keyed.push(0);
+            records.timestamps.push(match &self.timestamps {
+                Timestamps::Ingest => now,
+                Timestamps::Every { step } => (index as i64).saturating_mul(step.as_millis() as i64),
+                Timestamps::Field { name } => json_millis(value, name).unwrap_or(i64::MIN),
+            });
+        };
+        match &batch {
+            Batch::Ints(ints) => {
+                for (i, n) in ints.iter().enumerate() {
+                    push(first + i as u64, n.to_string().as_bytes());
+                }
+            }
+            Batch::Texts(texts) => {
+                for (i, text) in crate::wit::texts(texts).enumerate() {
+                    push(first + i as u64, text);
+                }
+            }
+            Batch::Records(_) => return Ok(batch),
+        }
+        Ok(Batch::Records(records))
+    }
+
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+}
+
+/// The whole milliseconds in a JSON object's field `name`, if it has them.
+fn json_millis(line: &[u8], name: &str) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let field = value.get(name)?;
+    field.as_i64().or_else(|| field.as_f64().map(|ms| ms as i64))
 }
 
 /// Shortest sleep between two throttled batches. Output leaves only when a
@@ -278,14 +346,28 @@ mod tests {
 
     #[test]
     fn unthrottled_sequence_resumes_from_its_offset() {
-        let mut source = open_source(&SourceSpec::Sequence { start: 10, rate: 0 }, 5);
+        let mut source = open_source(
+            &SourceSpec::Sequence {
+                start: 10,
+                rate: 0,
+                timestamp: None,
+            },
+            5,
+        );
         assert_eq!(ints(source.next_batch(3, Instant::now()).unwrap()), vec![15, 16, 17]);
         assert_eq!(source.offset(), 8);
     }
 
     #[test]
     fn throttled_sequence_emits_at_most_what_is_due() {
-        let mut source = open_source(&SourceSpec::Sequence { start: 0, rate: 100 }, 0);
+        let mut source = open_source(
+            &SourceSpec::Sequence {
+                start: 0,
+                rate: 100,
+                timestamp: None,
+            },
+            0,
+        );
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(200);
         while Instant::now() < deadline {
@@ -317,6 +399,7 @@ mod tests {
         std::fs::write(&path, "a\nb\n").unwrap();
         let spec = SourceSpec::File {
             path: path.display().to_string(),
+            timestamp: None,
         };
         let mut source = open_source(&spec, 0);
         assert_eq!(read_all(&mut source), ["a", "b"]);
@@ -346,6 +429,7 @@ mod tests {
     fn a_line_without_end_fails_the_source_instead_of_filling_memory() {
         let spec = SourceSpec::File {
             path: "/dev/zero".into(),
+            timestamp: None,
         };
         let err = open_source(&spec, 0).next_batch(10, Instant::now()).unwrap_err();
         assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
@@ -360,6 +444,7 @@ mod tests {
         file.write_all(b"a b\r\nc\npartial").unwrap();
         let spec = SourceSpec::File {
             path: path.display().to_string(),
+            timestamp: None,
         };
         let mut source = open_source(&spec, 0);
         let batch = source.next_batch(10, Instant::now()).unwrap();

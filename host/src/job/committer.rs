@@ -45,8 +45,9 @@ pub struct Committer<'a> {
     /// Records skipped (`--on-error skip`) in the barriers staged, counted
     /// in the metrics once they commit.
     skipped: u64,
-    /// The snapshot and source offset of the barrier being committed.
-    barrier: Option<(Bytes, u64)>,
+    /// The snapshot, source offset and newest event time of the barrier
+    /// being committed.
+    barrier: Option<(Bytes, u64, Option<i64>)>,
     /// The output of the checkpoint being committed, as uploaded: the
     /// first bytes of `staged`, published once the pointer names it.
     uploaded_output: Bytes,
@@ -103,7 +104,11 @@ impl<'a> Committer<'a> {
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
         self.skipped += barrier.skipped;
-        self.barrier = Some((Bytes::from(barrier.snapshot), barrier.source_offset));
+        self.barrier = Some((
+            Bytes::from(barrier.snapshot),
+            barrier.source_offset,
+            barrier.newest_event_time,
+        ));
         self.barrier_taken = barrier.taken;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
             output_len: barrier.output.len() as u64,
@@ -131,13 +136,15 @@ impl<'a> Committer<'a> {
                 sink_offset,
                 output_len,
             } => {
-                let (snapshot, source_offset) = self.barrier.take().expect("an upload follows its barrier");
+                let (snapshot, source_offset, newest_event_time) =
+                    self.barrier.take().expect("an upload follows its barrier");
                 let output = Bytes::copy_from_slice(&self.staged[..output_len as usize]);
                 self.uploaded_output = output.clone();
                 let checkpoint = Checkpoint {
                     meta: CheckpointMeta {
                         checkpoint,
                         source_offset,
+                        newest_event_time,
                         sink_offset,
                         snapshot_sha256: sha256_hex_of(snapshot.clone()).await,
                         output_sha256: sha256_hex_of(output.clone()).await,

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::error::{failed, AttemptError};
 use super::runner::{self, Barrier, RunEnd};
+use super::watermark::Watermark;
 use super::ControlReceiver;
 use crate::checkpoint::Checkpoint;
 use crate::connectors::{open_sink, open_source, Sink};
@@ -101,6 +102,7 @@ impl Executor for WasmExecutor {
             spec: spec.clone(),
             snapshot: restored.map(|c| c.snapshot.clone()),
             offset: restored.map_or(0, |c| c.meta.source_offset),
+            newest_event_time: restored.and_then(|c| c.meta.newest_event_time),
         };
         job.spawn(loaded_tx, started).map_err(AttemptError::Failed)?;
         match loaded.await {
@@ -131,6 +133,7 @@ struct JobThread {
     spec: JobSpec,
     snapshot: Option<bytes::Bytes>,
     offset: u64,
+    newest_event_time: Option<i64>,
 }
 
 /// The runtime that drives guests' WASI I/O (its reactor and timers, the
@@ -207,6 +210,7 @@ impl JobThread {
                 barriers,
                 self.spec.checkpoint_interval,
                 &self.spec.on_error,
+                self.spec.watermark.map(|w| Watermark::new(w, self.newest_event_time)),
             ).instrument(span) => end,
         };
         let _ = ended.send(end);

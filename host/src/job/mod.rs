@@ -11,6 +11,7 @@ pub mod control;
 mod error;
 mod executor;
 mod runner;
+mod watermark;
 
 pub use control::{Control, ControlReceiver, ControlSender};
 pub use error::AttemptError;

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use tokio::sync::mpsc;
 
+use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
 use crate::connectors::{encode_batch, Source};
 use crate::runtime::Instance;
@@ -28,6 +29,8 @@ pub struct Barrier {
     pub snapshot: Vec<u8>,
     /// The source position matching that state.
     pub source_offset: u64,
+    /// The newest event time the watermark rests on, if the job has one.
+    pub newest_event_time: Option<i64>,
     /// Sink lines produced since the previous barrier.
     pub output: Vec<u8>,
     /// Records the job refused and its `--on-error skip` passed over since
@@ -61,6 +64,7 @@ pub async fn run(
     barriers: mpsc::Sender<Barrier>,
     interval: Duration,
     on_error: &OnError,
+    mut watermark: Option<Watermark>,
 ) -> anyhow::Result<RunEnd> {
     let mut staged = Staged::default();
     let mut next_barrier = Instant::now() + interval;
@@ -77,7 +81,7 @@ pub async fn run(
                 continue;
             }
             Control::Finish => {
-                barrier(&mut instance, source.as_ref(), &mut staged, &barriers).await?;
+                barrier(&mut instance, source.as_ref(), watermark, &mut staged, &barriers).await?;
                 return Ok(RunEnd::Finished);
             }
             Control::Run => {}
@@ -87,7 +91,10 @@ pub async fn run(
             .next_batch(MAX_BATCH, next_barrier)
             .context("reading the source")?;
         if batch_len(&batch) > 0 {
-            let out = instance.process(&batch, None).await?;
+            if let Some(watermark) = &mut watermark {
+                watermark.observe(&batch);
+            }
+            let out = instance.process(&batch, watermark.and_then(|w| w.current())).await?;
             encode_batch(&out.batch, &mut staged.output);
             staged.refused(&out.rejected, on_error, position)?;
         }
@@ -96,7 +103,7 @@ pub async fn run(
             next_barrier = Instant::now();
         }
         if Instant::now() >= next_barrier {
-            if !barrier(&mut instance, source.as_ref(), &mut staged, &barriers).await? {
+            if !barrier(&mut instance, source.as_ref(), watermark, &mut staged, &barriers).await? {
                 return Ok(RunEnd::Stopped);
             }
             next_barrier = Instant::now() + interval;
@@ -142,6 +149,7 @@ impl Staged {
 async fn barrier(
     instance: &mut Instance,
     source: &dyn Source,
+    watermark: Option<Watermark>,
     staged: &mut Staged,
     barriers: &mpsc::Sender<Barrier>,
 ) -> anyhow::Result<bool> {
@@ -151,6 +159,7 @@ async fn barrier(
     let barrier = Barrier {
         snapshot,
         source_offset: source.offset(),
+        newest_event_time: watermark.and_then(|w| w.newest()),
         output: staged.output,
         skipped: staged.skipped,
         created_ms,

@@ -198,6 +198,7 @@ impl SimLoop {
         Barrier {
             snapshot: self.next.to_le_bytes().to_vec(),
             source_offset: self.next,
+            newest_event_time: None,
             output: std::mem::take(staged),
             skipped: 0,
             created_ms: 0,

@@ -76,7 +76,11 @@ impl Sim {
             name: name.to_string(),
             uid: uid.clone(),
             module_sha256: "sim".into(),
-            source: SourceSpec::Sequence { start: 0, rate: 0 },
+            source: SourceSpec::Sequence {
+                start: 0,
+                rate: 0,
+                timestamp: None,
+            },
             sink: SinkSpec::File {
                 path: format!("/sim/{uid}.out"),
             },
@@ -90,6 +94,7 @@ impl Sim {
                 RestartStrategy::default()
             },
             on_error: Default::default(),
+            watermark: None,
             grants: Default::default(),
             desired: Desired::Running,
             created_ms: 0,

@@ -4,9 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::{parse_params, spec_error, SpecError};
+use super::{millis, parse_params, spec_error, SpecError};
 
 /// Where a job's input comes from. Every source is replayable from an offset,
 /// which is what makes restoring from a checkpoint exactly-once.
@@ -14,9 +16,80 @@ use super::{parse_params, spec_error, SpecError};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceSpec {
     /// The integers `start, start+1, ...` at `rate` events per second (0: unthrottled).
-    Sequence { start: i64, rate: u64 },
+    Sequence {
+        start: i64,
+        rate: u64,
+        /// The event timestamps the numbers get, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<Timestamps>,
+    },
     /// The lines of a file, tailed as it grows; the offset is a byte position.
-    File { path: String },
+    File {
+        path: String,
+        /// The event timestamps the lines get, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<Timestamps>,
+    },
+}
+
+/// Where a source's records get their event timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Timestamps {
+    /// The wall clock when the source read the record. Simple, but a replay
+    /// after a failover stamps the same records anew.
+    Ingest,
+    /// Number `n` of a sequence at `n` times `step` (from the Unix epoch):
+    /// the same on every replay.
+    Every {
+        #[serde(with = "millis")]
+        step: Duration,
+    },
+    /// A line's JSON field holding ms since the Unix epoch (a line without
+    /// it gets none, and a job that needs one refuses the record).
+    Field { name: String },
+}
+
+impl SourceSpec {
+    /// Where its records get their event timestamps, if they get any.
+    pub fn timestamp(&self) -> Option<&Timestamps> {
+        match self {
+            SourceSpec::Sequence { timestamp, .. } | SourceSpec::File { timestamp, .. } => timestamp.as_ref(),
+        }
+    }
+}
+
+impl FromStr for Timestamps {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.split_once(':') {
+            None if s == "ingest" => Ok(Timestamps::Ingest),
+            Some(("every", step)) => humantime::parse_duration(step)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(|step| Timestamps::Every { step })
+                .ok_or_else(|| {
+                    spec_error(format!(
+                        "timestamp={s}: `{step}` is not a duration above zero, e.g. 10ms"
+                    ))
+                }),
+            Some(("json", name)) if !name.is_empty() => Ok(Timestamps::Field { name: name.to_string() }),
+            _ => Err(spec_error(format!(
+                "unknown timestamp `{s}`; expected `ingest`, `every:D` (sequence) or `json:FIELD` (file)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Timestamps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Timestamps::Ingest => f.write_str("ingest"),
+            Timestamps::Every { step } => write!(f, "every:{}", humantime::format_duration(*step)),
+            Timestamps::Field { name } => write!(f, "json:{name}"),
+        }
+    }
 }
 
 /// Where a job's output goes.
@@ -30,7 +103,8 @@ pub enum SinkSpec {
     File { path: String },
 }
 
-const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R]` or `file:PATH`";
+const SOURCE_FORMS: &str =
+    "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH` or `file:path=PATH,timestamp=T`";
 const SINK_FORMS: &str = "expected `stdout` or `file:PATH`";
 
 impl FromStr for SourceSpec {
@@ -40,22 +114,55 @@ impl FromStr for SourceSpec {
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
         match kind {
             "sequence" => {
-                let (mut start, mut rate) = (0i64, 1000u64);
+                let (mut start, mut rate, mut timestamp) = (0i64, 1000u64, None);
                 for (key, value) in parse_params(rest, SOURCE_FORMS)? {
                     let bad = || spec_error(format!("sequence source: `{key}={value}` is not a number"));
                     match key {
                         "start" => start = value.parse().map_err(|_| bad())?,
                         "rate" => rate = value.parse().map_err(|_| bad())?,
+                        "timestamp" => timestamp = Some(value.parse()?),
                         _ => {
                             return Err(spec_error(format!(
-                                "sequence source: unknown setting `{key}`; expected start or rate"
+                                "sequence source: unknown setting `{key}`; expected start, rate or timestamp"
                             )))
                         }
                     }
                 }
-                Ok(SourceSpec::Sequence { start, rate })
+                if matches!(timestamp, Some(Timestamps::Field { .. })) {
+                    return Err(spec_error(
+                        "sequence source: its numbers have no JSON fields; use timestamp=every:D or timestamp=ingest",
+                    ));
+                }
+                Ok(SourceSpec::Sequence { start, rate, timestamp })
             }
-            "file" if !rest.is_empty() => Ok(SourceSpec::File { path: rest.to_string() }),
+            // `file:PATH` (any path), or settings when they start with `path=`.
+            "file" if rest.starts_with("path=") => {
+                let (mut path, mut timestamp) = (String::new(), None);
+                for (key, value) in parse_params(rest, SOURCE_FORMS)? {
+                    match key {
+                        "path" => path = value.to_string(),
+                        "timestamp" => timestamp = Some(value.parse()?),
+                        _ => {
+                            return Err(spec_error(format!(
+                                "file source: unknown setting `{key}`; expected path or timestamp"
+                            )))
+                        }
+                    }
+                }
+                if matches!(timestamp, Some(Timestamps::Every { .. })) {
+                    return Err(spec_error(
+                        "file source: timestamp=every is for sequences; use timestamp=json:FIELD or timestamp=ingest",
+                    ));
+                }
+                if path.is_empty() {
+                    return Err(spec_error("file source needs a path: `file:path=PATH,...`"));
+                }
+                Ok(SourceSpec::File { path, timestamp })
+            }
+            "file" if !rest.is_empty() => Ok(SourceSpec::File {
+                path: rest.to_string(),
+                timestamp: None,
+            }),
             "file" => Err(spec_error("file source needs a path: `file:PATH`")),
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
         }
@@ -65,8 +172,18 @@ impl FromStr for SourceSpec {
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceSpec::Sequence { start, rate } => write!(f, "sequence:start={start},rate={rate}"),
-            SourceSpec::File { path } => write!(f, "file:{path}"),
+            SourceSpec::Sequence { start, rate, timestamp } => {
+                write!(f, "sequence:start={start},rate={rate}")?;
+                match timestamp {
+                    Some(t) => write!(f, ",timestamp={t}"),
+                    None => Ok(()),
+                }
+            }
+            SourceSpec::File { path, timestamp: None } => write!(f, "file:{path}"),
+            SourceSpec::File {
+                path,
+                timestamp: Some(t),
+            } => write!(f, "file:path={path},timestamp={t}"),
         }
     }
 }
@@ -145,13 +262,32 @@ mod tests {
 
     #[test]
     fn sources_parse_and_print_back() {
-        for s in ["sequence:start=5,rate=0", "file:/tmp/in.txt"] {
+        for s in [
+            "sequence:start=5,rate=0",
+            "file:/tmp/in.txt",
+            "sequence:start=0,rate=10,timestamp=every:10ms",
+            "sequence:start=0,rate=10,timestamp=ingest",
+            "file:path=/tmp/in.txt,timestamp=json:ts",
+        ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
         assert_eq!(
             "sequence".parse::<SourceSpec>().unwrap(),
-            SourceSpec::Sequence { start: 0, rate: 1000 }
+            SourceSpec::Sequence {
+                start: 0,
+                rate: 1000,
+                timestamp: None
+            }
         );
+        for bad in [
+            "sequence:timestamp=json:ts",
+            "sequence:timestamp=every:0s",
+            "file:path=/x,timestamp=every:1s",
+            "file:path=,timestamp=ingest",
+            "sequence:timestamp=soon",
+        ] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,15 +6,17 @@ mod connector;
 mod grants;
 mod restart;
 mod status;
+mod watermark;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use connector::{OnError, SinkSpec, SourceSpec};
+pub use connector::{OnError, SinkSpec, SourceSpec, Timestamps};
 pub use grants::{Cidr, DirGrant, Grants};
 pub use restart::RestartStrategy;
 pub use status::{JobState, JobStatus};
+pub use watermark::WatermarkSpec;
 
 /// Why a spec string was refused; the message names the accepted forms.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub struct JobSpec {
     /// What becomes of a record the job refuses.
     #[serde(default)]
     pub on_error: OnError,
+    /// How the watermark follows the records' event times, if the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<WatermarkSpec>,
     /// What the guest's sandbox lets it reach: nothing unless granted here.
     #[serde(default)]
     pub grants: Grants,
