@@ -32,6 +32,10 @@ impl Context {
         }
     }
 
+    pub(crate) fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = Some(watermark);
+    }
+
     /// The event time up to which the input is complete (no record with an
     /// older timestamp will come, but late ones), if the source has one.
     pub fn watermark(&self) -> Option<i64> {

@@ -6,7 +6,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::any::Any;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use crate::bindings::weir::job::types::{Batch, Output, Rejection, Texts};
 use crate::{Context, Error, Job, Record};
@@ -15,6 +15,8 @@ thread_local! {
     /// The one instance of the exported job. A component instance is
     /// single-threaded, so a thread-local is the whole of its memory.
     static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// The newest watermark this instance has passed to the job.
+    static WATERMARK: Cell<Option<i64>> = const { Cell::new(None) };
 }
 
 fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
@@ -30,7 +32,10 @@ pub fn init<J: Job>(config: Vec<(String, String)>) -> Result<(), String> {
 }
 
 pub fn process<J: Job>(input: Batch, watermark: Option<i64>) -> Output {
-    with_job::<J, _>(|job| process_batch(job, &input, watermark))
+    let mut last = WATERMARK.get();
+    let out = with_job::<J, _>(|job| process_batch(job, &input, watermark, &mut last));
+    WATERMARK.set(last);
+    out
 }
 
 pub fn snapshot<J: Job>() -> Vec<u8> {
@@ -52,9 +57,16 @@ pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<J, String> {
 }
 
 /// Runs one batch through `job`, record by record, collecting what it
-/// emits and what it refuses.
-pub(crate) fn process_batch<J: Job>(job: &mut J, input: &Batch, watermark: Option<i64>) -> Output {
-    let mut ctx = Context::new(watermark);
+/// emits and what it refuses; then, if the batch moved the watermark on
+/// from `last`, tells the job. While it handles the batch's records the
+/// job sees the watermark before the batch (what is late is late by that).
+pub(crate) fn process_batch<J: Job>(
+    job: &mut J,
+    input: &Batch,
+    watermark: Option<i64>,
+    last: &mut Option<i64>,
+) -> Output {
+    let mut ctx = Context::new(*last);
     let mut rejected = Vec::new();
     match input {
         Batch::Ints(ints) => process_ints(job, ints, &mut ctx, &mut rejected),
@@ -72,6 +84,11 @@ pub(crate) fn process_batch<J: Job>(job: &mut J, input: &Batch, watermark: Optio
                 }
             }
         }
+    }
+    if let Some(watermark) = watermark.filter(|w| last.is_none_or(|l| *w > l)) {
+        *last = Some(watermark);
+        ctx.set_watermark(watermark);
+        job.on_watermark(watermark, &mut ctx);
     }
     Output {
         batch: ctx.finish(),

@@ -39,7 +39,7 @@ pub use emit::Context;
 pub use error::Error;
 pub use record::{Record, Value};
 pub use serde;
-pub use windows::{CountWindow, Late, TumblingWindow};
+pub use windows::{Assigner, CountWindow, EventTimeWindows, Fired, Late, TumblingWindow};
 
 /// Bindings generated from `wit/job.wit`; used by [`export_job!`].
 #[doc(hidden)]
@@ -86,6 +86,11 @@ pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'stati
     /// reason (by default the job fails), and the job carries on with the
     /// next record. What it emitted before the error stays emitted.
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error>;
+
+    /// Called after a batch that moved the watermark on, with the new one:
+    /// the input is complete up to `watermark`, so windows that end at or
+    /// before it can fire (see [`EventTimeWindows::fire`]).
+    fn on_watermark(&mut self, _watermark: i64, _ctx: &mut Context) {}
 }
 
 /// Writes a line to the supervisor's log, tagged with the job's name. In a

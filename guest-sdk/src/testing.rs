@@ -23,6 +23,8 @@ pub struct Harness<J: Job> {
     job: J,
     config: Vec<(String, String)>,
     watermark: Option<i64>,
+    /// The newest watermark passed to the job, as a supervisor keeps it.
+    last_watermark: Option<i64>,
 }
 
 impl<J: Job> Harness<J> {
@@ -40,17 +42,26 @@ impl<J: Job> Harness<J> {
             job,
             config,
             watermark: None,
+            last_watermark: None,
         })
     }
 
-    /// Sets the watermark the next batches carry.
+    /// Sets the watermark the next batches carry (as `--watermark` would
+    /// compute it from their event times).
     pub fn set_watermark(&mut self, watermark: Option<i64>) {
         self.watermark = watermark;
     }
 
+    /// Moves the watermark to `watermark` with no records, as a supervisor
+    /// does when time passes: windows due fire.
+    pub fn advance_watermark(&mut self, watermark: i64) -> Output {
+        self.watermark = Some(watermark);
+        self.process(&[])
+    }
+
     /// Runs one batch of `inputs` through the job.
     pub fn process(&mut self, inputs: &[Input]) -> Output {
-        let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark);
+        let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark, &mut self.last_watermark);
         Output {
             emitted: emitted(&out.batch),
             rejected: out.rejected.into_iter().map(|r| (r.index as usize, r.reason)).collect(),
@@ -64,6 +75,8 @@ impl<J: Job> Harness<J> {
         let mut restored: J = glue::decode(&snapshot)?;
         restored.init(&self.config)?;
         self.job = restored;
+        // A new instance: the supervisor passes it the watermark afresh.
+        self.last_watermark = None;
         Ok(())
     }
 

@@ -78,6 +78,181 @@ impl<A: Default> TumblingWindow<A> {
     }
 }
 
+/// How an event-time window is cut from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assigner {
+    /// Fixed windows of `size_ms`, back to back: `[k*size, (k+1)*size)`.
+    Tumbling {
+        /// Window length.
+        size_ms: i64,
+    },
+    /// Windows of `size_ms` starting every `slide_ms` (a record falls in
+    /// `size / slide` of them).
+    Sliding {
+        /// Window length.
+        size_ms: i64,
+        /// Distance between window starts.
+        slide_ms: i64,
+    },
+}
+
+impl Assigner {
+    /// Tumbling windows of `size`.
+    pub fn tumbling(size: core::time::Duration) -> Assigner {
+        Assigner::Tumbling {
+            size_ms: (size.as_millis() as i64).max(1),
+        }
+    }
+
+    /// Sliding windows of `size`, one starting every `slide`.
+    pub fn sliding(size: core::time::Duration, slide: core::time::Duration) -> Assigner {
+        Assigner::Sliding {
+            size_ms: (size.as_millis() as i64).max(1),
+            slide_ms: (slide.as_millis() as i64).max(1),
+        }
+    }
+
+    /// The starts of the windows a record at `t` falls in.
+    fn starts(self, t: i64) -> impl Iterator<Item = (i64, i64)> {
+        let (size, slide) = match self {
+            Assigner::Tumbling { size_ms } => (size_ms, size_ms),
+            Assigner::Sliding { size_ms, slide_ms } => (size_ms, slide_ms),
+        };
+        let last = t - t.rem_euclid(slide);
+        let count = (size + slide - 1) / slide;
+        (0..count)
+            .map(move |i| last - i * slide)
+            .filter(move |start| *start + size > t)
+            .map(move |start| (start, start + size))
+    }
+}
+
+/// One window's result, as [`EventTimeWindows::fire`] hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired<K, A> {
+    /// The window's key.
+    pub key: K,
+    /// Its start (inclusive), ms since the Unix epoch.
+    pub start: i64,
+    /// Its end (exclusive).
+    pub end: i64,
+    /// The aggregate of its records.
+    pub value: A,
+}
+
+/// Keyed event-time windows (Flink's `keyBy(..).window(..)` with a
+/// running aggregate): a record folds into its key's windows by its
+/// timestamp; a window fires when the watermark passes its end, in order
+/// of end time. With allowed lateness a fired window stays that much
+/// longer: a late record within it updates the window, which fires again
+/// with the new aggregate; a record later still is handed back as
+/// [`Late`] (refuse it to send it to the job's `--on-error` route). Only
+/// aggregates are kept, one per open window and key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Ord + Deserialize<'de>, A: Deserialize<'de>"
+))]
+pub struct EventTimeWindows<K, A> {
+    /// By window end, then key: the aggregate, and whether it has fired
+    /// since it last changed.
+    open: alloc::collections::BTreeMap<(i64, K), (i64, A, bool)>,
+    /// The newest watermark fired at.
+    watermark: Option<i64>,
+}
+
+impl<K, A> Default for EventTimeWindows<K, A> {
+    fn default() -> Self {
+        EventTimeWindows {
+            open: alloc::collections::BTreeMap::new(),
+            watermark: None,
+        }
+    }
+}
+
+impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
+    /// Folds a record of `key` at `timestamp` into each of its windows
+    /// (`lateness_ms`: how long past its end a window still takes records).
+    pub fn add(
+        &mut self,
+        assigner: Assigner,
+        lateness_ms: i64,
+        key: K,
+        timestamp: i64,
+        mut fold: impl FnMut(&mut A),
+    ) -> Result<(), Late> {
+        let (mut accepted, mut late) = (false, None);
+        for (start, end) in assigner.starts(timestamp) {
+            if self.watermark.is_some_and(|w| end - 1 + lateness_ms <= w) {
+                late.get_or_insert(Late {
+                    window_start: start as u64,
+                });
+                continue;
+            }
+            let (_, acc, fired) = self
+                .open
+                .entry((end, key.clone()))
+                .or_insert((start, A::default(), false));
+            fold(acc);
+            *fired = false;
+            accepted = true;
+        }
+        // A sliding record too late for its oldest windows still counts in
+        // the younger ones; it is late only when no window took it.
+        match (accepted, late) {
+            (false, Some(late)) => Err(late),
+            _ => Ok(()),
+        }
+    }
+
+    /// The windows the watermark has passed and that have not fired since
+    /// they last changed, in order of end; those past their lateness too
+    /// are dropped.
+    pub fn fire(&mut self, watermark: i64, lateness_ms: i64) -> Vec<Fired<K, A>> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Vec::new();
+        }
+        self.watermark = Some(watermark);
+        let mut fired = Vec::new();
+        let mut done = Vec::new();
+        let due: Vec<(i64, K)> = self
+            .open
+            .keys()
+            .take_while(|(end, _)| end - 1 <= watermark)
+            .cloned()
+            .collect();
+        for (end, key) in due {
+            let entry = self.open.get_mut(&(end, key.clone())).expect("just listed");
+            if !entry.2 {
+                entry.2 = true;
+                fired.push(Fired {
+                    key: key.clone(),
+                    start: entry.0,
+                    end,
+                    value: entry.1.clone(),
+                });
+            }
+            if end - 1 + lateness_ms <= watermark {
+                done.push((end, key));
+            }
+        }
+        for window in done {
+            self.open.remove(&window);
+        }
+        fired
+    }
+
+    /// How many windows are open (over all keys).
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether no window is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +288,83 @@ mod tests {
         }
         assert_eq!(closed, vec![(0, 1), (1000, 2)], "each window closed once");
         assert_eq!(late, vec![(900, 0)], "900 came after its window closed");
+    }
+
+    fn count(
+        windows: &mut EventTimeWindows<&'static str, u64>,
+        assigner: Assigner,
+        key: &'static str,
+        t: i64,
+    ) -> Result<(), Late> {
+        windows.add(assigner, 0, key, t, |n| *n += 1)
+    }
+
+    #[test]
+    fn keyed_tumbling_windows_fire_once_when_the_watermark_passes_their_end() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let mut w = EventTimeWindows::default();
+        for (key, t) in [("a", 100), ("b", 1_100), ("a", 900), ("a", 1_200), ("b", 2_100)] {
+            count(&mut w, tumbling, key, t).unwrap();
+        }
+        assert!(w.fire(998, 0).is_empty(), "window 0 ends at 1000: 999 is its last ms");
+        let fired = w.fire(999, 0);
+        assert_eq!(
+            fired,
+            vec![Fired {
+                key: "a",
+                start: 0,
+                end: 1_000,
+                value: 2
+            }]
+        );
+        assert!(w.fire(999, 0).is_empty(), "a window fires once");
+        let fired: Vec<_> = w
+            .fire(5_000, 0)
+            .into_iter()
+            .map(|f| (f.key, f.start, f.value))
+            .collect();
+        assert_eq!(fired, vec![("a", 1_000, 1), ("b", 1_000, 1), ("b", 2_000, 1)]);
+        assert!(w.is_empty());
+        assert_eq!(count(&mut w, tumbling, "a", 4_999), Err(Late { window_start: 4_000 }));
+    }
+
+    #[test]
+    fn allowed_lateness_fires_a_window_again_with_its_late_records() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let mut w: EventTimeWindows<&str, u64> = EventTimeWindows::default();
+        w.add(tumbling, 500, "a", 10, |n| *n += 1).unwrap();
+        assert_eq!(w.fire(1_000, 500)[0].value, 1);
+        w.add(tumbling, 500, "a", 20, |n| *n += 1).unwrap();
+        assert_eq!(w.fire(1_200, 500)[0].value, 2, "fired again, updated");
+        assert!(
+            w.fire(1_499, 500).is_empty() && w.is_empty(),
+            "dropped past its lateness"
+        );
+        assert!(w.add(tumbling, 500, "a", 30, |n| *n += 1).is_err());
+    }
+
+    #[test]
+    fn sliding_windows_hold_a_record_in_each_window_it_falls_in() {
+        let sliding = Assigner::sliding(core::time::Duration::from_secs(2), core::time::Duration::from_secs(1));
+        let mut w = EventTimeWindows::default();
+        count(&mut w, sliding, "k", 1_500).unwrap();
+        let fired: Vec<_> = w.fire(10_000, 0).into_iter().map(|f| (f.start, f.end)).collect();
+        assert_eq!(fired, vec![(0, 2_000), (1_000, 3_000)]);
+        // -500 falls in [-2000, 0) and [-1000, 1000): negative times work too.
+        let mut w = EventTimeWindows::default();
+        count(&mut w, sliding, "k", -500).unwrap();
+        let fired: Vec<_> = w.fire(10_000, 0).into_iter().map(|f| f.start).collect();
+        assert_eq!(fired, vec![-2_000, -1_000]);
+    }
+
+    #[test]
+    fn windows_survive_a_snapshot() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let mut w = EventTimeWindows::<String, u64>::default();
+        w.add(tumbling, 0, "a".into(), 5, |n| *n += 3).unwrap();
+        let bytes = postcard::to_allocvec(&w).unwrap();
+        let mut back: EventTimeWindows<String, u64> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, w);
+        assert_eq!(back.fire(999, 0)[0].value, 3);
     }
 }
