@@ -6,12 +6,15 @@ use alloc::vec::Vec;
 
 use crate::bindings::weir::job::types::{Batch, Records, Texts};
 use crate::record::{Record, Value};
+use crate::timers::Timer;
 
 /// What a job has while it handles one batch: where its output goes, and
 /// the input's watermark.
 pub struct Context {
     packed: Packed,
     watermark: Option<i64>,
+    /// Timers set while handling this batch.
+    pub(crate) timers: Vec<Timer>,
 }
 
 /// What a batch's output holds so far.
@@ -29,7 +32,22 @@ impl Context {
         Context {
             packed: Packed::Empty,
             watermark,
+            timers: Vec::new(),
         }
+    }
+
+    /// Sets a processing-time timer: [`crate::Job::on_timer`] gets
+    /// `Timer::Processing(at_ms)` once the supervisor's clock reaches
+    /// `at_ms` (ms since the Unix epoch), whether or not records come. A
+    /// timer already set for that time is set once.
+    pub fn timer_at(&mut self, at_ms: u64) {
+        self.timers.push(Timer::Processing(at_ms));
+    }
+
+    /// Sets an event-time timer: [`crate::Job::on_timer`] gets
+    /// `Timer::Event(at)` once the watermark reaches `at`.
+    pub fn event_timer_at(&mut self, at: i64) {
+        self.timers.push(Timer::Event(at));
     }
 
     pub(crate) fn set_watermark(&mut self, watermark: i64) {

@@ -9,6 +9,7 @@ use core::any::Any;
 use core::cell::{Cell, RefCell};
 
 use crate::bindings::weir::job::types::{Batch, Output, Rejection, Texts};
+use crate::timers::Timers;
 use crate::{Context, Error, Job, Record};
 
 thread_local! {
@@ -17,6 +18,28 @@ thread_local! {
     static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// The newest watermark this instance has passed to the job.
     static WATERMARK: Cell<Option<i64>> = const { Cell::new(None) };
+    /// The job's pending timers (part of its snapshot).
+    static TIMERS: RefCell<Timers> = RefCell::new(Timers::default());
+}
+
+/// What the SDK keeps for a job beside the job's own state.
+pub(crate) struct Instance<'a> {
+    pub last_watermark: &'a mut Option<i64>,
+    pub timers: &'a mut Timers,
+}
+
+/// A snapshot: the job's state and its pending timers.
+#[derive(serde::Serialize)]
+struct SnapshotRef<'a, J> {
+    job: &'a J,
+    timers: &'a Timers,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(bound(deserialize = "J: serde::de::DeserializeOwned"))]
+struct Snapshot<J> {
+    job: J,
+    timers: Timers,
 }
 
 fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
@@ -33,39 +56,47 @@ pub fn init<J: Job>(config: Vec<(String, String)>) -> Result<(), String> {
 
 pub fn process<J: Job>(input: Batch, watermark: Option<i64>) -> Output {
     let mut last = WATERMARK.get();
-    let out = with_job::<J, _>(|job| process_batch(job, &input, watermark, &mut last));
+    let out = TIMERS.with_borrow_mut(|timers| {
+        let instance = Instance {
+            last_watermark: &mut last,
+            timers,
+        };
+        with_job::<J, _>(|job| process_batch(job, &input, watermark, instance))
+    });
     WATERMARK.set(last);
     out
 }
 
 pub fn snapshot<J: Job>() -> Vec<u8> {
-    with_job::<J, _>(encode)
+    TIMERS.with_borrow(|timers| with_job::<J, _>(|job| encode(job, timers)))
 }
 
 pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
-    let restored: J = decode(&state)?;
+    let (restored, timers) = decode::<J>(&state)?;
     with_job::<J, _>(|job| *job = restored);
+    TIMERS.set(timers);
     Ok(())
 }
 
-pub(crate) fn encode<J: Job>(job: &mut J) -> Vec<u8> {
-    postcard::to_allocvec(job).expect("job state must serialize")
+pub(crate) fn encode<J: Job>(job: &J, timers: &Timers) -> Vec<u8> {
+    postcard::to_allocvec(&SnapshotRef { job, timers }).expect("job state must serialize")
 }
 
-pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<J, String> {
-    postcard::from_bytes(state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))
+pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<(J, Timers), String> {
+    let snapshot: Snapshot<J> =
+        postcard::from_bytes(state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
+    Ok((snapshot.job, snapshot.timers))
 }
 
 /// Runs one batch through `job`, record by record, collecting what it
 /// emits and what it refuses; then, if the batch moved the watermark on
 /// from `last`, tells the job. While it handles the batch's records the
 /// job sees the watermark before the batch (what is late is late by that).
-pub(crate) fn process_batch<J: Job>(
-    job: &mut J,
-    input: &Batch,
-    watermark: Option<i64>,
-    last: &mut Option<i64>,
-) -> Output {
+pub(crate) fn process_batch<J: Job>(job: &mut J, input: &Batch, watermark: Option<i64>, sdk: Instance<'_>) -> Output {
+    let Instance {
+        last_watermark: last,
+        timers,
+    } = sdk;
     let mut ctx = Context::new(*last);
     let mut rejected = Vec::new();
     match input {
@@ -90,7 +121,14 @@ pub(crate) fn process_batch<J: Job>(
         ctx.set_watermark(watermark);
         job.on_watermark(watermark, &mut ctx);
     }
+    // The timers due now; those they set fire on a later call.
+    ctx.timers.drain(..).for_each(|t| timers.set(t));
+    for timer in timers.due(crate::now_millis(), *last) {
+        job.on_timer(timer, &mut ctx);
+    }
+    ctx.timers.drain(..).for_each(|t| timers.set(t));
     Output {
+        wake_at: timers.wake_at(),
         batch: ctx.finish(),
         rejected,
     }

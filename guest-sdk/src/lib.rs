@@ -31,6 +31,7 @@ mod error;
 pub mod glue;
 mod record;
 pub mod testing;
+mod timers;
 mod windows;
 
 use alloc::string::String;
@@ -39,6 +40,7 @@ pub use emit::Context;
 pub use error::Error;
 pub use record::{Record, Value};
 pub use serde;
+pub use timers::Timer;
 pub use windows::{Assigner, CountWindow, EventTimeWindows, Fired, Late, TumblingWindow};
 
 /// Bindings generated from `wit/job.wit`; used by [`export_job!`].
@@ -91,6 +93,11 @@ pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'stati
     /// the input is complete up to `watermark`, so windows that end at or
     /// before it can fire (see [`EventTimeWindows::fire`]).
     fn on_watermark(&mut self, _watermark: i64, _ctx: &mut Context) {}
+
+    /// Called when a timer set through `ctx` comes due: a processing-time
+    /// one even when no record has come (the supervisor wakes the job for
+    /// it), an event-time one when the watermark reaches it.
+    fn on_timer(&mut self, _timer: Timer, _ctx: &mut Context) {}
 }
 
 /// Writes a line to the supervisor's log, tagged with the job's name. In a
@@ -103,14 +110,17 @@ pub fn log(level: Level, message: &str) {
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch, from the host. In
-/// a native test (no host), the machine's clock.
+/// a native test (no host), the machine's clock, or the time a
+/// [`testing::Harness`] set.
 pub fn now_millis() -> u64 {
     #[cfg(target_family = "wasm")]
     return bindings::weir::job::host::now_millis();
     #[cfg(not(target_family = "wasm"))]
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    testing::now().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
 }
 
 /// Exports a [`Job`] type as the component's `weir:job/job` world.
@@ -334,6 +344,55 @@ mod tests {
             vec![136],
             "the 37th number waited in its window"
         );
+    }
+
+    /// Counts records and flushes the count a second after the first of a
+    /// run arrives (processing time), or when the watermark passes 500.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Flush {
+        count: u64,
+        armed: bool,
+    }
+
+    impl Job for Flush {
+        fn process(&mut self, _record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            self.count += 1;
+            if !self.armed {
+                self.armed = true;
+                ctx.timer_at(now_millis() + 1_000);
+                ctx.event_timer_at(500);
+            }
+            Ok(())
+        }
+
+        fn on_timer(&mut self, timer: Timer, ctx: &mut Context) {
+            ctx.emit_text(&format!("{timer:?} {}", self.count));
+            if let Timer::Processing(_) = timer {
+                (self.count, self.armed) = (0, false);
+            }
+        }
+    }
+
+    #[test]
+    fn a_processing_timer_fires_with_no_record_coming_and_survives_a_restore() {
+        let mut job = Harness::<Flush>::new().unwrap();
+        job.set_processing_time(10_000);
+        assert!(job.process(&[Input::int(1), Input::int(2)]).emitted.is_empty());
+        assert_eq!(job.wake_at(), Some(11_000), "the supervisor is told when to wake it");
+        job.snapshot_and_restore().unwrap();
+        assert!(job.advance_processing_time(10_999).emitted.is_empty());
+        assert_eq!(job.advance_processing_time(11_000).texts(), vec!["Processing(11000) 2"]);
+        assert_eq!(job.wake_at(), None, "a timer fires once");
+    }
+
+    #[test]
+    fn an_event_timer_fires_when_the_watermark_reaches_it() {
+        let mut job = Harness::<Flush>::new().unwrap();
+        job.set_processing_time(0);
+        job.set_watermark(Some(499));
+        assert!(job.process(&[Input::int(1)]).emitted.is_empty());
+        assert_eq!(job.advance_watermark(500).texts(), vec!["Event(500) 1"]);
+        assert!(job.advance_watermark(600).emitted.is_empty());
     }
 
     #[test]

@@ -16,7 +16,19 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::bindings::weir::job::types::{Batch, Header, Records, Texts};
+use crate::timers::Timers;
 use crate::{glue, Job, Record, Value};
+
+std::thread_local! {
+    /// The processing time a harness on this thread set, if one did.
+    static NOW: core::cell::Cell<Option<u64>> = const { core::cell::Cell::new(None) };
+}
+
+/// The processing time a harness set, which `now_millis` gives in a test.
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn now() -> Option<u64> {
+    NOW.get()
+}
 
 /// A job under test, with the settings it was configured with.
 pub struct Harness<J: Job> {
@@ -25,6 +37,9 @@ pub struct Harness<J: Job> {
     watermark: Option<i64>,
     /// The newest watermark passed to the job, as a supervisor keeps it.
     last_watermark: Option<i64>,
+    timers: Timers,
+    /// When the job last asked to be woken.
+    wake_at: Option<u64>,
 }
 
 impl<J: Job> Harness<J> {
@@ -43,6 +58,8 @@ impl<J: Job> Harness<J> {
             config,
             watermark: None,
             last_watermark: None,
+            timers: Timers::default(),
+            wake_at: None,
         })
     }
 
@@ -59,9 +76,36 @@ impl<J: Job> Harness<J> {
         self.process(&[])
     }
 
+    /// Sets the processing time the job sees (`now_millis`, and what its
+    /// processing-time timers are due by) from now on, on this thread.
+    pub fn set_processing_time(&mut self, now_ms: u64) {
+        NOW.set(Some(now_ms));
+    }
+
+    /// Moves processing time to `now_ms` and, if the job asked to be woken
+    /// by then, wakes it with no records, as a supervisor does.
+    pub fn advance_processing_time(&mut self, now_ms: u64) -> Output {
+        self.set_processing_time(now_ms);
+        match self.wake_at {
+            Some(at) if at <= now_ms => self.process(&[]),
+            _ => Output::default(),
+        }
+    }
+
+    /// When the job asked to be woken with no records: its earliest
+    /// processing-time timer.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.wake_at
+    }
+
     /// Runs one batch of `inputs` through the job.
     pub fn process(&mut self, inputs: &[Input]) -> Output {
-        let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark, &mut self.last_watermark);
+        let sdk = glue::Instance {
+            last_watermark: &mut self.last_watermark,
+            timers: &mut self.timers,
+        };
+        let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark, sdk);
+        self.wake_at = out.wake_at;
         Output {
             emitted: emitted(&out.batch),
             rejected: out.rejected.into_iter().map(|r| (r.index as usize, r.reason)).collect(),
@@ -71,10 +115,11 @@ impl<J: Job> Harness<J> {
     /// Snapshots the job and replaces it with a fresh instance restored from
     /// the snapshot and configured again, as a supervisor does on failover.
     pub fn snapshot_and_restore(&mut self) -> Result<(), String> {
-        let snapshot = glue::encode(&mut self.job);
-        let mut restored: J = glue::decode(&snapshot)?;
+        let snapshot = glue::encode(&self.job, &self.timers);
+        let (mut restored, timers) = glue::decode::<J>(&snapshot)?;
         restored.init(&self.config)?;
         self.job = restored;
+        self.timers = timers;
         // A new instance: the supervisor passes it the watermark afresh.
         self.last_watermark = None;
         Ok(())
@@ -229,7 +274,7 @@ fn batch(inputs: &[Input]) -> Batch {
 }
 
 /// What one batch gave back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
     /// The records emitted, in order.
     pub emitted: Vec<Emitted>,

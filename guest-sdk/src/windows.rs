@@ -242,6 +242,18 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         fired
     }
 
+    /// Fires every open window that has not fired since it last changed,
+    /// and drops them all, whatever the watermark: for a job that decides
+    /// its input has ended (quiet for long enough, say). A record that
+    /// comes later for one of them opens it anew.
+    pub fn flush(&mut self) -> Vec<Fired<K, A>> {
+        core::mem::take(&mut self.open)
+            .into_iter()
+            .filter(|(_, (_, _, fired))| !fired)
+            .map(|((end, key), (start, value, _))| Fired { key, start, end, value })
+            .collect()
+    }
+
     /// How many windows are open (over all keys).
     pub fn len(&self) -> usize {
         self.open.len()
@@ -355,6 +367,19 @@ mod tests {
         count(&mut w, sliding, "k", -500).unwrap();
         let fired: Vec<_> = w.fire(10_000, 0).into_iter().map(|f| f.start).collect();
         assert_eq!(fired, vec![-2_000, -1_000]);
+    }
+
+    #[test]
+    fn a_flush_fires_what_is_open_and_leaves_the_windows_taking_records() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let mut w = EventTimeWindows::default();
+        count(&mut w, tumbling, "a", 100).unwrap();
+        count(&mut w, tumbling, "a", 1_100).unwrap();
+        assert_eq!(w.fire(999, 0).len(), 1);
+        let flushed: Vec<_> = w.flush().into_iter().map(|f| f.start).collect();
+        assert_eq!(flushed, vec![1_000]);
+        assert!(w.is_empty());
+        count(&mut w, tumbling, "a", 1_200).expect("not late: a flush moves no watermark");
     }
 
     #[test]

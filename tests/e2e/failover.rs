@@ -94,6 +94,49 @@ fn event_time_windows_fire_exactly_once_across_leader_kills() {
 }
 
 #[test]
+fn the_last_window_of_a_quiet_stream_is_emitted_by_a_timer() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    // 150 readings 10 ms of event time apart: window 0 closes when 1000
+    // comes; window 1000 would wait for a watermark that never comes.
+    let input = cluster.path("readings.jsonl");
+    let lines: String = (0..150)
+        .map(|n| format!("{{\"n\": {n}, \"ts\": {}}}\n", n * 10))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let out = cluster.deploy(
+        "event_counter",
+        "quiet",
+        &[
+            "--source",
+            &format!("file:path={},timestamp=json:ts", input.display()),
+            "--watermark",
+            "max-delay=0s",
+            "--config",
+            "idle_flush_ms=500",
+        ],
+    );
+    let lines = wait_for(
+        "both windows, the last by the idle timer",
+        Duration::from_secs(30),
+        || {
+            let lines = read_lines(&out);
+            (lines.len() >= 4).then_some(lines)
+        },
+    );
+    let sum = |range: std::ops::Range<i64>, odd: bool| -> i64 { range.filter(|n| (n % 2 != 0) == odd).sum() };
+    assert_eq!(
+        lines,
+        vec![
+            format!("0 even {}", sum(0..100, false)),
+            format!("0 odd {}", sum(0..100, true)),
+            format!("1000 even {}", sum(100..150, false)),
+            format!("1000 odd {}", sum(100..150, true)),
+        ]
+    );
+}
+
+#[test]
 fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
     let mut cluster = Cluster::new();
     cluster.start_supervisor();

@@ -72,6 +72,9 @@ pub async fn run(
     // output only shows once a checkpoint commits, so a deploy or a failover
     // would otherwise show nothing for a whole interval.
     let mut first_output = true;
+    // When the job wants a call with no records (its next processing-time
+    // timer). Unknown after a restore until the first call: make one.
+    let mut wake_at = Some(0);
     loop {
         let now_control = control.get();
         match now_control {
@@ -87,14 +90,15 @@ pub async fn run(
             Control::Run => {}
         }
         let position = source.offset();
-        let batch = source
-            .next_batch(MAX_BATCH, next_barrier)
-            .context("reading the source")?;
-        if batch_len(&batch) > 0 {
+        let until = wake_at.map_or(next_barrier, |at| next_barrier.min(instant_of(at)));
+        let batch = source.next_batch(MAX_BATCH, until).context("reading the source")?;
+        let woken = wake_at.is_some_and(|at| crate::clock::now_ms() >= at);
+        if batch_len(&batch) > 0 || woken {
             if let Some(watermark) = &mut watermark {
                 watermark.observe(&batch);
             }
             let out = instance.process(&batch, watermark.and_then(|w| w.current())).await?;
+            wake_at = out.wake_at;
             encode_batch(&out.batch, &mut staged.output);
             staged.refused(&out.rejected, on_error, position)?;
         }
@@ -109,6 +113,11 @@ pub async fn run(
             next_barrier = Instant::now() + interval;
         }
     }
+}
+
+/// The monotonic instant of wall-clock time `at_ms` (ms since the Unix epoch).
+fn instant_of(at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(crate::clock::now_ms()))
 }
 
 /// What the loop has produced since its last barrier.
