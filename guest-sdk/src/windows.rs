@@ -2,6 +2,10 @@
 //! only a running aggregate, never the events themselves, so a window's state
 //! (and so a snapshot) stays the size of one aggregate.
 
+use alloc::borrow::ToOwned;
+use alloc::collections::BTreeMap;
+use core::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 /// Groups every `size` consecutive events (Flink's `countWindowAll(size)`).
@@ -154,17 +158,27 @@ pub struct Fired<K, A> {
     deserialize = "K: Ord + Deserialize<'de>, A: Deserialize<'de>"
 ))]
 pub struct EventTimeWindows<K, A> {
-    /// By window end, then key: the aggregate, and whether it has fired
-    /// since it last changed.
-    open: alloc::collections::BTreeMap<(i64, K), (i64, A, bool)>,
+    /// By window end, then key: the window's start, its aggregate, and
+    /// whether it has fired since it last changed. Keyed by end first so
+    /// that firing walks the front; by key inside so that a record finds
+    /// its window by a borrowed key, allocating nothing.
+    open: BTreeMap<i64, BTreeMap<K, Slot<A>>>,
     /// The newest watermark fired at.
     watermark: Option<i64>,
+}
+
+/// One window of one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Slot<A> {
+    start: i64,
+    value: A,
+    fired: bool,
 }
 
 impl<K, A> Default for EventTimeWindows<K, A> {
     fn default() -> Self {
         EventTimeWindows {
-            open: alloc::collections::BTreeMap::new(),
+            open: BTreeMap::new(),
             watermark: None,
         }
     }
@@ -173,14 +187,20 @@ impl<K, A> Default for EventTimeWindows<K, A> {
 impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     /// Folds a record of `key` at `timestamp` into each of its windows
     /// (`lateness_ms`: how long past its end a window still takes records).
-    pub fn add(
+    /// `key` may be borrowed (`&str` for `String` keys): it is copied only
+    /// when it opens a window.
+    pub fn add<Q>(
         &mut self,
         assigner: Assigner,
         lateness_ms: i64,
-        key: K,
+        key: &Q,
         timestamp: i64,
         mut fold: impl FnMut(&mut A),
-    ) -> Result<(), Late> {
+    ) -> Result<(), Late>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
         let (mut accepted, mut late) = (false, None);
         for (start, end) in assigner.starts(timestamp) {
             if self.watermark.is_some_and(|w| end - 1 + lateness_ms <= w) {
@@ -189,12 +209,17 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
                 });
                 continue;
             }
-            let (_, acc, fired) = self
-                .open
-                .entry((end, key.clone()))
-                .or_insert((start, A::default(), false));
-            fold(acc);
-            *fired = false;
+            let keys = self.open.entry(end).or_default();
+            let slot = match keys.get_mut(key) {
+                Some(slot) => slot,
+                None => keys.entry(key.to_owned()).or_insert(Slot {
+                    start,
+                    value: A::default(),
+                    fired: false,
+                }),
+            };
+            fold(&mut slot.value);
+            slot.fired = false;
             accepted = true;
         }
         // A sliding record too late for its oldest windows still counts in
@@ -206,8 +231,8 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     }
 
     /// The windows the watermark has passed and that have not fired since
-    /// they last changed, in order of end; those past their lateness too
-    /// are dropped.
+    /// they last changed, in order of end, then key; those past their
+    /// lateness too are dropped.
     pub fn fire(&mut self, watermark: i64, lateness_ms: i64) -> Vec<Fired<K, A>> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Vec::new();
@@ -215,29 +240,25 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         self.watermark = Some(watermark);
         let mut fired = Vec::new();
         let mut done = Vec::new();
-        let due: Vec<(i64, K)> = self
-            .open
-            .keys()
-            .take_while(|(end, _)| end - 1 <= watermark)
-            .cloned()
-            .collect();
-        for (end, key) in due {
-            let entry = self.open.get_mut(&(end, key.clone())).expect("just listed");
-            if !entry.2 {
-                entry.2 = true;
+        for (end, keys) in self.open.range_mut(..=watermark.saturating_add(1)) {
+            if end - 1 > watermark {
+                break;
+            }
+            for (key, slot) in keys.iter_mut().filter(|(_, slot)| !slot.fired) {
+                slot.fired = true;
                 fired.push(Fired {
                     key: key.clone(),
-                    start: entry.0,
-                    end,
-                    value: entry.1.clone(),
+                    start: slot.start,
+                    end: *end,
+                    value: slot.value.clone(),
                 });
             }
             if end - 1 + lateness_ms <= watermark {
-                done.push((end, key));
+                done.push(*end);
             }
         }
-        for window in done {
-            self.open.remove(&window);
+        for end in done {
+            self.open.remove(&end);
         }
         fired
     }
@@ -249,14 +270,22 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     pub fn flush(&mut self) -> Vec<Fired<K, A>> {
         core::mem::take(&mut self.open)
             .into_iter()
-            .filter(|(_, (_, _, fired))| !fired)
-            .map(|((end, key), (start, value, _))| Fired { key, start, end, value })
+            .flat_map(|(end, keys)| {
+                keys.into_iter()
+                    .filter(|(_, slot)| !slot.fired)
+                    .map(move |(key, slot)| Fired {
+                        key,
+                        start: slot.start,
+                        end,
+                        value: slot.value,
+                    })
+            })
             .collect()
     }
 
     /// How many windows are open (over all keys).
     pub fn len(&self) -> usize {
-        self.open.len()
+        self.open.values().map(BTreeMap::len).sum()
     }
 
     /// Whether no window is open.
@@ -308,7 +337,7 @@ mod tests {
         key: &'static str,
         t: i64,
     ) -> Result<(), Late> {
-        windows.add(assigner, 0, key, t, |n| *n += 1)
+        windows.add(assigner, 0, &key, t, |n| *n += 1)
     }
 
     #[test]
@@ -344,15 +373,15 @@ mod tests {
     fn allowed_lateness_fires_a_window_again_with_its_late_records() {
         let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
         let mut w: EventTimeWindows<&str, u64> = EventTimeWindows::default();
-        w.add(tumbling, 500, "a", 10, |n| *n += 1).unwrap();
+        w.add(tumbling, 500, &"a", 10, |n| *n += 1).unwrap();
         assert_eq!(w.fire(1_000, 500)[0].value, 1);
-        w.add(tumbling, 500, "a", 20, |n| *n += 1).unwrap();
+        w.add(tumbling, 500, &"a", 20, |n| *n += 1).unwrap();
         assert_eq!(w.fire(1_200, 500)[0].value, 2, "fired again, updated");
         assert!(
             w.fire(1_499, 500).is_empty() && w.is_empty(),
             "dropped past its lateness"
         );
-        assert!(w.add(tumbling, 500, "a", 30, |n| *n += 1).is_err());
+        assert!(w.add(tumbling, 500, &"a", 30, |n| *n += 1).is_err());
     }
 
     #[test]
@@ -386,7 +415,7 @@ mod tests {
     fn windows_survive_a_snapshot() {
         let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
         let mut w = EventTimeWindows::<String, u64>::default();
-        w.add(tumbling, 0, "a".into(), 5, |n| *n += 3).unwrap();
+        w.add(tumbling, 0, "a", 5, |n| *n += 3).unwrap();
         let bytes = postcard::to_allocvec(&w).unwrap();
         let mut back: EventTimeWindows<String, u64> = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, w);

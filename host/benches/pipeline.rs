@@ -15,7 +15,7 @@ use weir::runtime::{Instance, Limits, Runtime};
 use weir::spec::SourceSpec;
 use weir::storage::sha256_hex;
 use weir::wit::{batch_len, Batch, Texts};
-use weir_guest::CountWindow;
+use weir_guest::{Assigner, CountWindow, EventTimeWindows};
 
 /// The job under test, wasm or native.
 trait Job {
@@ -29,11 +29,19 @@ struct WasmJob {
     io: tokio::runtime::Runtime,
 }
 
+/// The watermark after a batch of stamped records, as `--watermark
+/// max-delay=0s` makes it: just before the newest event time.
+fn batch_watermark(batch: &Batch) -> Option<i64> {
+    let Batch::Records(records) = batch else { return None };
+    records.timestamps.iter().max().map(|t| t - 1)
+}
+
 impl Job for WasmJob {
     fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let watermark = batch_watermark(batch);
         let emitted = self
             .io
-            .block_on(self.instance.process(batch, None))
+            .block_on(self.instance.process(batch, watermark))
             .expect("guest process");
         encode_batch(&emitted.batch, out);
     }
@@ -116,6 +124,83 @@ impl Job for NativeWordCount {
             .iter()
             .flat_map(|(k, v)| [k.as_bytes(), &v.to_le_bytes()].concat())
             .collect()
+    }
+}
+
+/// `jobs/window-count` as native Rust: a count per key per 1 s tumbling
+/// event-time window over JSON records, with the SDK's windows.
+#[derive(Default)]
+struct NativeWindowCount {
+    windows: EventTimeWindows<String, u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Keyed<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+}
+
+impl Job for NativeWindowCount {
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let Batch::Records(records) = batch else { return };
+        let tumbling = Assigner::tumbling(Duration::from_secs(1));
+        for (value, at) in weir::wit::values(records).zip(&records.timestamps) {
+            let keyed: Keyed = serde_json::from_slice(value).expect("bench records are JSON");
+            let _ = self.windows.add(tumbling, 0, keyed.key.as_ref(), *at, |n| *n += 1);
+        }
+        let mut emitted = Texts {
+            data: Vec::new(),
+            ends: Vec::new(),
+        };
+        for window in self.windows.fire(batch_watermark(batch).unwrap_or(i64::MIN), 0) {
+            emitted
+                .data
+                .extend_from_slice(format!("{} {} {}", window.start, window.key, window.value).as_bytes());
+            emitted.ends.push(emitted.data.len() as u32);
+        }
+        encode_batch(&Batch::Texts(emitted), out);
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        format!("{:?}", self.windows).into_bytes()
+    }
+}
+
+/// JSON records `{"key":"kN","ts":T}` over `keys` keys, one ms of event
+/// time apart (so 1,000 to a 1 s window), stamped, unthrottled.
+struct Clicks {
+    keys: u64,
+    offset: u64,
+}
+
+impl Source for Clicks {
+    fn next_batch(&mut self, max: usize, _until: Instant) -> std::io::Result<Batch> {
+        let mut records = weir::wit::Records {
+            data: Vec::new(),
+            ends: Vec::with_capacity(2 * max),
+            keyed: vec![0; max],
+            timestamps: Vec::with_capacity(max),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+            header_ends: Vec::new(),
+            headers: Vec::new(),
+        };
+        for _ in 0..max {
+            let ts = self.offset as i64;
+            records.ends.push(records.data.len() as u32);
+            let key = (self.offset * 2654435761) % self.keys;
+            records
+                .data
+                .extend_from_slice(format!("{{\"key\":\"k{key}\",\"ts\":{ts}}}").as_bytes());
+            records.ends.push(records.data.len() as u32);
+            records.timestamps.push(ts);
+            self.offset += 1;
+        }
+        Ok(Batch::Records(records))
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
@@ -314,6 +399,17 @@ fn main() {
             "counter, the native twin's window size a constant",
             Box::new(counter),
             Box::new(|| native_counter(Box::new(NativeCounter::<100>::new()))),
+        ),
+        (
+            "keyed event-time windows (count per key per 1 s tumbling window, JSON records, 1,000 keys)",
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(instance(&runtime, "window_count", 256 << 20, &[]));
+                (job, Box::new(Clicks { keys: 1_000, offset: 0 }))
+            }),
+            Box::new(|| {
+                let job: Box<dyn Job> = Box::new(NativeWindowCount::default());
+                (job, Box::new(Clicks { keys: 1_000, offset: 0 }))
+            }),
         ),
         (
             "wordcount (10,000 keys)",
