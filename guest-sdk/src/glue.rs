@@ -28,11 +28,14 @@ pub(crate) struct Instance<'a> {
     pub timers: &'a mut Timers,
 }
 
-/// A snapshot: the job's state and its pending timers.
+/// A snapshot: the job's state, its pending timers, and the newest
+/// watermark it was given (so a restored job neither hears it again nor
+/// judges its first records against none).
 #[derive(serde::Serialize)]
 struct SnapshotRef<'a, J> {
     job: &'a J,
     timers: &'a Timers,
+    watermark: Option<i64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -40,6 +43,13 @@ struct SnapshotRef<'a, J> {
 struct Snapshot<J> {
     job: J,
     timers: Timers,
+    watermark: Option<i64>,
+}
+
+/// What a snapshot restores besides the job.
+pub(crate) struct Restored {
+    pub timers: Timers,
+    pub watermark: Option<i64>,
 }
 
 fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
@@ -68,24 +78,29 @@ pub fn process<J: Job>(input: Batch, watermark: Option<i64>) -> Output {
 }
 
 pub fn snapshot<J: Job>() -> Vec<u8> {
-    TIMERS.with_borrow(|timers| with_job::<J, _>(|job| encode(job, timers)))
+    TIMERS.with_borrow(|timers| with_job::<J, _>(|job| encode(job, timers, WATERMARK.get())))
 }
 
 pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
-    let (restored, timers) = decode::<J>(&state)?;
+    let (restored, sdk) = decode::<J>(&state)?;
     with_job::<J, _>(|job| *job = restored);
-    TIMERS.set(timers);
+    TIMERS.set(sdk.timers);
+    WATERMARK.set(sdk.watermark);
     Ok(())
 }
 
-pub(crate) fn encode<J: Job>(job: &J, timers: &Timers) -> Vec<u8> {
-    postcard::to_allocvec(&SnapshotRef { job, timers }).expect("job state must serialize")
+pub(crate) fn encode<J: Job>(job: &J, timers: &Timers, watermark: Option<i64>) -> Vec<u8> {
+    postcard::to_allocvec(&SnapshotRef { job, timers, watermark }).expect("job state must serialize")
 }
 
-pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<(J, Timers), String> {
+pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<(J, Restored), String> {
     let snapshot: Snapshot<J> =
         postcard::from_bytes(state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
-    Ok((snapshot.job, snapshot.timers))
+    let restored = Restored {
+        timers: snapshot.timers,
+        watermark: snapshot.watermark,
+    };
+    Ok((snapshot.job, restored))
 }
 
 /// Runs one batch through `job`, record by record, collecting what it

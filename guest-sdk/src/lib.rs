@@ -4,8 +4,10 @@
 //! implements [`Job`]; the struct *is* the job's state. [`export_job!`] turns it
 //! into a component of the `weir:job/job` world: the SDK encodes snapshots,
 //! unrolls the host's batches into one [`Job::process`] call per [`Record`],
-//! and provides [`CountWindow`] and [`TumblingWindow`]. [`testing`] runs a
-//! job natively, in plain `cargo test`.
+//! tells the job of watermarks ([`Job::on_watermark`]) and timers
+//! ([`Job::on_timer`]), and provides [`CountWindow`], [`TumblingWindow`] and
+//! keyed [`EventTimeWindows`]. [`testing`] runs a job natively, in plain
+//! `cargo test`.
 //!
 //! ```ignore
 //! #[derive(Default, Serialize, Deserialize)]
@@ -393,6 +395,38 @@ mod tests {
         assert!(job.process(&[Input::int(1)]).emitted.is_empty());
         assert_eq!(job.advance_watermark(500).texts(), vec!["Event(500) 1"]);
         assert!(job.advance_watermark(600).emitted.is_empty());
+    }
+
+    /// Says what watermark it sees, per record and per advance.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Watcher;
+
+    impl Job for Watcher {
+        fn process(&mut self, _record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            let seen = format!("record sees {:?}", ctx.watermark());
+            ctx.emit_text(&seen);
+            Ok(())
+        }
+
+        fn on_watermark(&mut self, watermark: i64, ctx: &mut Context) {
+            ctx.emit_text(&format!("advanced to {watermark}"));
+        }
+    }
+
+    #[test]
+    fn a_restored_job_keeps_its_watermark() {
+        let mut job = Harness::<Watcher>::new().unwrap();
+        job.set_watermark(Some(1_000));
+        assert_eq!(
+            job.process(&[Input::int(1)]).texts(),
+            vec!["record sees None", "advanced to 1000"]
+        );
+        job.snapshot_and_restore().unwrap();
+        assert_eq!(
+            job.process(&[Input::int(2)]).texts(),
+            vec!["record sees Some(1000)"],
+            "judged against the watermark it had, and not told of it again"
+        );
     }
 
     #[test]

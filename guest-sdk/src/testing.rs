@@ -115,13 +115,12 @@ impl<J: Job> Harness<J> {
     /// Snapshots the job and replaces it with a fresh instance restored from
     /// the snapshot and configured again, as a supervisor does on failover.
     pub fn snapshot_and_restore(&mut self) -> Result<(), String> {
-        let snapshot = glue::encode(&self.job, &self.timers);
-        let (mut restored, timers) = glue::decode::<J>(&snapshot)?;
+        let snapshot = glue::encode(&self.job, &self.timers, self.last_watermark);
+        let (mut restored, sdk) = glue::decode::<J>(&snapshot)?;
         restored.init(&self.config)?;
         self.job = restored;
-        self.timers = timers;
-        // A new instance: the supervisor passes it the watermark afresh.
-        self.last_watermark = None;
+        self.timers = sdk.timers;
+        self.last_watermark = sdk.watermark;
         Ok(())
     }
 

@@ -54,8 +54,9 @@ pub struct TumblingWindow<A> {
 /// An event whose window had already closed when it arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Late {
-    /// The start of the window it belonged to.
-    pub window_start: u64,
+    /// The start of the window it belonged to (ms; event times may be
+    /// before the epoch).
+    pub window_start: i64,
 }
 
 impl<A: Default> TumblingWindow<A> {
@@ -72,7 +73,11 @@ impl<A: Default> TumblingWindow<A> {
         let size = size_ms.max(1);
         let start = timestamp_ms - timestamp_ms % size;
         let closed = match self.start {
-            Some(open) if start < open => return Err(Late { window_start: start }),
+            Some(open) if start < open => {
+                return Err(Late {
+                    window_start: i64::try_from(start).unwrap_or(i64::MAX),
+                })
+            }
             Some(open) if open != start => Some((open, core::mem::take(&mut self.acc))),
             _ => None,
         };
@@ -101,34 +106,45 @@ pub enum Assigner {
 }
 
 impl Assigner {
-    /// Tumbling windows of `size`.
+    /// Tumbling windows of `size` (at least 1 ms).
     pub fn tumbling(size: core::time::Duration) -> Assigner {
-        Assigner::Tumbling {
-            size_ms: (size.as_millis() as i64).max(1),
-        }
+        Assigner::Tumbling { size_ms: ms(size) }
     }
 
-    /// Sliding windows of `size`, one starting every `slide`.
+    /// Sliding windows of `size`, one starting every `slide` (each at
+    /// least 1 ms).
     pub fn sliding(size: core::time::Duration, slide: core::time::Duration) -> Assigner {
         Assigner::Sliding {
-            size_ms: (size.as_millis() as i64).max(1),
-            slide_ms: (slide.as_millis() as i64).max(1),
+            size_ms: ms(size),
+            slide_ms: ms(slide),
         }
     }
 
-    /// The starts of the windows a record at `t` falls in.
+    /// The windows `[start, end)` a record at `t` falls in; none when they
+    /// would reach past the range of event times (a bogus timestamp).
     fn starts(self, t: i64) -> impl Iterator<Item = (i64, i64)> {
         let (size, slide) = match self {
             Assigner::Tumbling { size_ms } => (size_ms, size_ms),
-            Assigner::Sliding { size_ms, slide_ms } => (size_ms, slide_ms),
+            Assigner::Sliding { size_ms, slide_ms } => (size_ms, slide_ms.min(size_ms)),
         };
-        let last = t - t.rem_euclid(slide);
-        let count = (size + slide - 1) / slide;
-        (0..count)
-            .map(move |i| last - i * slide)
-            .filter(move |start| *start + size > t)
-            .map(move |start| (start, start + size))
+        let last = t.checked_sub(t.rem_euclid(slide));
+        let count = size / slide + i64::from(size % slide != 0);
+        (0..count).filter_map(move |i| {
+            let start = last?.checked_sub(i.checked_mul(slide)?)?;
+            let end = start.checked_add(size)?;
+            (end > t).then_some((start, end))
+        })
     }
+}
+
+/// Whole milliseconds of `d`, at least 1.
+fn ms(d: core::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// The last ms at which a window ending at `end` still takes records.
+fn last_open(end: i64, lateness_ms: i64) -> i64 {
+    end.saturating_sub(1).saturating_add(lateness_ms.max(0))
 }
 
 /// One window's result, as [`EventTimeWindows::fire`] hands it over.
@@ -187,7 +203,9 @@ impl<K, A> Default for EventTimeWindows<K, A> {
 impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     /// Folds a record of `key` at `timestamp` into each of its windows
     /// (`lateness_ms`: how long past its end a window still takes records).
-    /// `key` may be borrowed (`&str` for `String` keys): it is copied only
+    /// A record whose windows have all closed is `Err(Late)`, and so is one
+    /// with a timestamp so far out that its window would end past the
+    /// range of event times. `key` may be borrowed (`&str` for `String` keys): it is copied only
     /// when it opens a window.
     pub fn add<Q>(
         &mut self,
@@ -203,10 +221,8 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     {
         let (mut accepted, mut late) = (false, None);
         for (start, end) in assigner.starts(timestamp) {
-            if self.watermark.is_some_and(|w| end - 1 + lateness_ms <= w) {
-                late.get_or_insert(Late {
-                    window_start: start as u64,
-                });
+            if self.watermark.is_some_and(|w| last_open(end, lateness_ms) <= w) {
+                late.get_or_insert(Late { window_start: start });
                 continue;
             }
             let keys = self.open.entry(end).or_default();
@@ -225,8 +241,10 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         // A sliding record too late for its oldest windows still counts in
         // the younger ones; it is late only when no window took it.
         match (accepted, late) {
-            (false, Some(late)) => Err(late),
-            _ => Ok(()),
+            (true, _) => Ok(()),
+            (false, late) => Err(late.unwrap_or(Late {
+                window_start: timestamp,
+            })),
         }
     }
 
@@ -241,9 +259,6 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         let mut fired = Vec::new();
         let mut done = Vec::new();
         for (end, keys) in self.open.range_mut(..=watermark.saturating_add(1)) {
-            if end - 1 > watermark {
-                break;
-            }
             for (key, slot) in keys.iter_mut().filter(|(_, slot)| !slot.fired) {
                 slot.fired = true;
                 fired.push(Fired {
@@ -253,7 +268,7 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
                     value: slot.value.clone(),
                 });
             }
-            if end - 1 + lateness_ms <= watermark {
+            if last_open(*end, lateness_ms) <= watermark {
                 done.push(*end);
             }
         }
@@ -265,9 +280,15 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
 
     /// Fires every open window that has not fired since it last changed,
     /// and drops them all, whatever the watermark: for a job that decides
-    /// its input has ended (quiet for long enough, say). A record that
-    /// comes later for one of them opens it anew.
-    pub fn flush(&mut self) -> Vec<Fired<K, A>> {
+    /// its input has ended (quiet for long enough, say). The windows count
+    /// as closed from then on: a record that comes later for one of them
+    /// (or for any window ending by then, lateness included) is late, so
+    /// no window fires twice.
+    pub fn flush(&mut self, lateness_ms: i64) -> Vec<Fired<K, A>> {
+        if let Some(newest) = self.open.keys().next_back() {
+            let closed = last_open(*newest, lateness_ms);
+            self.watermark = Some(self.watermark.map_or(closed, |w| w.max(closed)));
+        }
         core::mem::take(&mut self.open)
             .into_iter()
             .flat_map(|(end, keys)| {
@@ -399,16 +420,45 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_fires_what_is_open_and_leaves_the_windows_taking_records() {
+    fn a_flush_fires_what_is_open_and_closes_it_for_good() {
         let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
         let mut w = EventTimeWindows::default();
         count(&mut w, tumbling, "a", 100).unwrap();
         count(&mut w, tumbling, "a", 1_100).unwrap();
         assert_eq!(w.fire(999, 0).len(), 1);
-        let flushed: Vec<_> = w.flush().into_iter().map(|f| f.start).collect();
+        let flushed: Vec<_> = w.flush(0).into_iter().map(|f| f.start).collect();
         assert_eq!(flushed, vec![1_000]);
         assert!(w.is_empty());
-        count(&mut w, tumbling, "a", 1_200).expect("not late: a flush moves no watermark");
+        assert_eq!(
+            count(&mut w, tumbling, "a", 1_200),
+            Err(Late { window_start: 1_000 }),
+            "a flushed window does not fire twice"
+        );
+        count(&mut w, tumbling, "a", 2_000).expect("a later window still opens");
+    }
+
+    #[test]
+    fn timestamps_and_lateness_at_the_ends_of_time_neither_wrap_nor_panic() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let mut w = EventTimeWindows::default();
+        assert!(
+            count(&mut w, tumbling, "a", i64::MAX).is_err(),
+            "its window would end past i64"
+        );
+        assert!(
+            count(&mut w, tumbling, "a", i64::MIN).is_err(),
+            "its window would start before i64"
+        );
+        assert_eq!(count(&mut w, tumbling, "a", -500), Ok(()));
+        let fired: Vec<_> = w.fire(0, i64::MAX).into_iter().map(|f| f.start).collect();
+        assert_eq!(fired, vec![-1_000]);
+        assert_eq!(w.len(), 1, "kept forever with endless lateness");
+        let forever = Assigner::tumbling(core::time::Duration::MAX);
+        assert!(EventTimeWindows::<&str, u64>::default()
+            .add(forever, 0, &"a", 5, |_| {})
+            .is_ok());
+        let late = EventTimeWindows::<&str, u64>::default().add(tumbling, 0, &"a", -1, |_| {});
+        assert!(late.is_ok());
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn the_last_window_of_a_quiet_stream_is_emitted_by_a_timer() {
         "quiet",
         &[
             "--source",
-            &format!("file:path={},timestamp=json:ts", input.display()),
+            &format!("file:timestamp=json:ts,path={}", input.display()),
             "--watermark",
             "max-delay=0s",
             "--config",

@@ -119,7 +119,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if args.watermark.is_some() && args.source.timestamp().is_none() {
         bail!(
             "--watermark needs event timestamps: give the source one, e.g. `sequence:timestamp=every:10ms` or \
-             `file:path=PATH,timestamp=json:FIELD`"
+             `file:timestamp=json:FIELD,path=PATH`"
         );
     }
     refuse_duplicates("--config", &args.config)?;

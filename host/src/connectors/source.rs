@@ -66,7 +66,9 @@ impl Source for Timestamped {
             records.keyed.push(0);
             records.timestamps.push(match &self.timestamps {
                 Timestamps::Ingest => now,
-                Timestamps::Every { step } => (index as i64).saturating_mul(step.as_millis() as i64),
+                Timestamps::Every { step } => {
+                    (index as i64).saturating_mul(i64::try_from(step.as_millis()).unwrap_or(i64::MAX))
+                }
                 Timestamps::Field { name } => json_millis(value, name).unwrap_or(i64::MIN),
             });
         };

@@ -51,6 +51,9 @@ pub enum RunEnd {
     Finished,
 }
 
+/// The shortest wait before waking a job for its timers with no records.
+const WAKE_MIN: Duration = Duration::from_millis(10);
+
 /// How long a paused loop sleeps before looking at its control again.
 const PAUSE_POLL: Duration = Duration::from_millis(50);
 
@@ -98,7 +101,10 @@ pub async fn run(
                 watermark.observe(&batch);
             }
             let out = instance.process(&batch, watermark.and_then(|w| w.current())).await?;
-            wake_at = out.wake_at;
+            // A job that asks to be woken now, again and again, is woken
+            // at most every WAKE_MIN: never a busy loop.
+            let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
+            wake_at = out.wake_at.map(|at| at.max(soonest));
             encode_batch(&out.batch, &mut staged.output);
             staged.refused(&out.rejected, on_error, position)?;
         }

@@ -84,10 +84,15 @@ impl Runtime {
     fn compile(&self, bytes: &[u8]) -> Result<bindings::JobPre<instance::GuestState>, ModuleError> {
         validate_component(bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(e.into()))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| ModuleError::Imports(e.into()))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            // An import of weir's own interfaces the linker lacks is a job
+            // built against another version of the SDK, not a sandbox matter.
+            if format!("{e:#}").contains("weir:job/") {
+                ModuleError::WrongWorld(e.into())
+            } else {
+                ModuleError::Imports(e.into())
+            }
+        })?;
         bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(e.into()))
     }
 

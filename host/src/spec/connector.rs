@@ -67,11 +67,11 @@ impl FromStr for Timestamps {
             None if s == "ingest" => Ok(Timestamps::Ingest),
             Some(("every", step)) => humantime::parse_duration(step)
                 .ok()
-                .filter(|d| !d.is_zero())
+                .filter(|d| d.as_millis() >= 1 && i64::try_from(d.as_millis()).is_ok())
                 .map(|step| Timestamps::Every { step })
                 .ok_or_else(|| {
                     spec_error(format!(
-                        "timestamp={s}: `{step}` is not a duration above zero, e.g. 10ms"
+                        "timestamp={s}: `{step}` is not a duration of 1 ms or more, e.g. 10ms"
                     ))
                 }),
             Some(("json", name)) if !name.is_empty() => Ok(Timestamps::Field { name: name.to_string() }),
@@ -104,7 +104,7 @@ pub enum SinkSpec {
 }
 
 const SOURCE_FORMS: &str =
-    "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH` or `file:path=PATH,timestamp=T`";
+    "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH` or `file:timestamp=T,path=PATH`";
 const SINK_FORMS: &str = "expected `stdout` or `file:PATH`";
 
 impl FromStr for SourceSpec {
@@ -135,16 +135,20 @@ impl FromStr for SourceSpec {
                 }
                 Ok(SourceSpec::Sequence { start, rate, timestamp })
             }
-            // `file:PATH` (any path), or settings when they start with `path=`.
-            "file" if rest.starts_with("path=") => {
-                let (mut path, mut timestamp) = (String::new(), None);
-                for (key, value) in parse_params(rest, SOURCE_FORMS)? {
+            // `file:PATH` (any path), or settings and then `path=PATH` last,
+            // which takes the rest of the spec (commas included).
+            "file" if rest.starts_with("path=") || rest.contains(",path=") => {
+                let (settings, path) = match rest.strip_prefix("path=") {
+                    Some(path) => ("", path),
+                    None => rest.split_once(",path=").expect("just checked"),
+                };
+                let mut timestamp = None;
+                for (key, value) in parse_params(settings, SOURCE_FORMS)? {
                     match key {
-                        "path" => path = value.to_string(),
                         "timestamp" => timestamp = Some(value.parse()?),
                         _ => {
                             return Err(spec_error(format!(
-                                "file source: unknown setting `{key}`; expected path or timestamp"
+                                "file source: unknown setting `{key}`; expected `file:timestamp=T,path=PATH`"
                             )))
                         }
                     }
@@ -155,9 +159,12 @@ impl FromStr for SourceSpec {
                     ));
                 }
                 if path.is_empty() {
-                    return Err(spec_error("file source needs a path: `file:path=PATH,...`"));
+                    return Err(spec_error("file source needs a path: `file:timestamp=T,path=PATH`"));
                 }
-                Ok(SourceSpec::File { path, timestamp })
+                Ok(SourceSpec::File {
+                    path: path.to_string(),
+                    timestamp,
+                })
             }
             "file" if !rest.is_empty() => Ok(SourceSpec::File {
                 path: rest.to_string(),
@@ -183,7 +190,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::File {
                 path,
                 timestamp: Some(t),
-            } => write!(f, "file:path={path},timestamp={t}"),
+            } => write!(f, "file:timestamp={t},path={path}"),
         }
     }
 }
@@ -267,7 +274,8 @@ mod tests {
             "file:/tmp/in.txt",
             "sequence:start=0,rate=10,timestamp=every:10ms",
             "sequence:start=0,rate=10,timestamp=ingest",
-            "file:path=/tmp/in.txt,timestamp=json:ts",
+            "file:timestamp=json:ts,path=/tmp/in.txt",
+            "file:timestamp=ingest,path=/tmp/a,b=c.txt",
         ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
@@ -282,8 +290,10 @@ mod tests {
         for bad in [
             "sequence:timestamp=json:ts",
             "sequence:timestamp=every:0s",
-            "file:path=/x,timestamp=every:1s",
-            "file:path=,timestamp=ingest",
+            "sequence:timestamp=every:500us",
+            "file:timestamp=every:1s,path=/x",
+            "file:timestamp=ingest,path=",
+            "file:speed=1,path=/x",
             "sequence:timestamp=soon",
         ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");

@@ -52,6 +52,9 @@ impl Job for EventCounter {
     fn init(&mut self, config: &Config) -> Result<(), String> {
         self.window_ms = config_value(config, "window_ms")?.unwrap_or(1000);
         self.idle_flush_ms = config_value(config, "idle_flush_ms")?;
+        // Quiet since this instance started, not since the checkpoint it
+        // restored: the time a failover took is not the stream's silence.
+        self.last_record = now_millis();
         Ok(())
     }
 
@@ -83,10 +86,10 @@ impl Job for EventCounter {
         let (Timer::Processing(now), Some(idle)) = (timer, self.idle_flush_ms) else {
             return;
         };
-        if now >= self.last_record + idle {
+        if now >= self.last_record.saturating_add(idle) {
             // Quiet for long enough: fire what is open.
             self.flush_armed = false;
-            emit(self.windows.flush(), ctx);
+            emit(self.windows.flush(0), ctx);
         } else {
             ctx.timer_at(self.last_record + idle);
         }
