@@ -176,14 +176,8 @@ struct Clicks {
 impl Source for Clicks {
     fn next_batch(&mut self, max: usize, _until: Instant) -> std::io::Result<Batch> {
         let mut records = weir::wit::Records {
-            data: Vec::new(),
-            ends: Vec::with_capacity(2 * max),
             keyed: vec![0; max],
-            timestamps: Vec::with_capacity(max),
-            partitions: Vec::new(),
-            offsets: Vec::new(),
-            header_ends: Vec::new(),
-            headers: Vec::new(),
+            ..weir::wit::Records::default()
         };
         for _ in 0..max {
             let ts = self.offset as i64;

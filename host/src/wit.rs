@@ -40,3 +40,21 @@ pub fn values(records: &Records) -> impl Iterator<Item = &[u8]> {
     let end = |j: usize| records.ends.get(j).map_or(0, |e| *e as usize);
     (0..records.keyed.len()).map(move |i| records.data.get(end(2 * i)..end(2 * i + 1)).unwrap_or_default())
 }
+
+/// No records: columns to push onto. (By hand: the bindings' derives apply
+/// to every generated type, and their variants cannot derive `Default`.)
+#[allow(clippy::derivable_impls)]
+impl Default for Records {
+    fn default() -> Records {
+        Records {
+            data: Vec::new(),
+            ends: Vec::new(),
+            keyed: Vec::new(),
+            timestamps: Vec::new(),
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+            header_ends: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+}

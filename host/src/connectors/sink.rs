@@ -206,10 +206,7 @@ mod tests {
             ends: vec![0, 5, 6, 9, 9, 12],
             keyed: vec![0, 1, 0],
             timestamps: vec![i64::MIN, 7, i64::MIN],
-            partitions: vec![],
-            offsets: vec![],
-            header_ends: vec![],
-            headers: vec![],
+            ..crate::wit::Records::default()
         };
         encode_batch(&Batch::Records(records), &mut out);
         assert_eq!(out, b"-4950\na\\nb\nw 2\n");

@@ -48,16 +48,7 @@ impl Source for Timestamped {
     fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
         let first = self.inner.offset();
         let batch = self.inner.next_batch(max, until)?;
-        let mut records = Records {
-            data: Vec::new(),
-            ends: Vec::new(),
-            keyed: Vec::new(),
-            timestamps: Vec::new(),
-            partitions: Vec::new(),
-            offsets: Vec::new(),
-            header_ends: Vec::new(),
-            headers: Vec::new(),
-        };
+        let mut records = Records::default();
         let now = crate::clock::now_ms() as i64;
         let mut push = |index: u64, value: &[u8]| {
             records.ends.push(records.data.len() as u32);

@@ -52,14 +52,10 @@ mod tests {
 
     fn stamped(timestamps: &[i64]) -> Batch {
         Batch::Records(Records {
-            data: Vec::new(),
             ends: vec![0; timestamps.len() * 2],
             keyed: vec![0; timestamps.len()],
             timestamps: timestamps.to_vec(),
-            partitions: Vec::new(),
-            offsets: Vec::new(),
-            header_ends: Vec::new(),
-            headers: Vec::new(),
+            ..Records::default()
         })
     }
 
