@@ -43,7 +43,7 @@ pub use error::Error;
 pub use record::{Record, Value};
 pub use serde;
 pub use timers::Timer;
-pub use windows::{Assigner, CountWindow, EventTimeWindows, Fired, Late, TumblingWindow};
+pub use windows::{Assigner, CountWindow, EventTimeWindows, Fired, Late, SessionWindows, TumblingWindow};
 
 /// Bindings generated from `wit/job.wit`; used by [`export_job!`].
 #[doc(hidden)]

@@ -315,6 +315,155 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     }
 }
 
+/// Keyed session windows (Flink's `EventTimeSessionWindows`): a key's
+/// records closer than `gap_ms` to each other (in event time) make one
+/// session `[first, last + gap)`; a record that bridges two sessions merges
+/// them. A session fires once the watermark passes its end, and follows
+/// the same lateness and flush rules as [`EventTimeWindows`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Ord + Deserialize<'de>, A: Deserialize<'de>"
+))]
+pub struct SessionWindows<K, A> {
+    /// Each key's sessions, by start: its end, aggregate and fired flag.
+    sessions: BTreeMap<K, BTreeMap<i64, (i64, Slot<A>)>>,
+    /// The newest watermark fired at (or flushed to).
+    watermark: Option<i64>,
+}
+
+impl<K, A> Default for SessionWindows<K, A> {
+    fn default() -> Self {
+        SessionWindows {
+            sessions: BTreeMap::new(),
+            watermark: None,
+        }
+    }
+}
+
+impl<K: Ord + Clone, A: Default + Clone> SessionWindows<K, A> {
+    /// Folds a record of `key` at `timestamp` into its session, opening
+    /// one or merging the sessions it bridges (`merge` folds one
+    /// aggregate into another).
+    pub fn add<Q>(
+        &mut self,
+        gap_ms: i64,
+        lateness_ms: i64,
+        key: &Q,
+        timestamp: i64,
+        fold: impl FnOnce(&mut A),
+        merge: impl Fn(&mut A, A),
+    ) -> Result<(), Late>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
+        let gap = gap_ms.max(1);
+        let Some(end) = timestamp.checked_add(gap) else {
+            return Err(Late {
+                window_start: timestamp,
+            });
+        };
+        if self.watermark.is_some_and(|w| last_open(end, lateness_ms) <= w) {
+            return Err(Late {
+                window_start: timestamp,
+            });
+        }
+        let sessions = match self.sessions.get_mut(key) {
+            Some(sessions) => sessions,
+            None => self.sessions.entry(key.to_owned()).or_default(),
+        };
+        // The sessions this record's own `[t, t + gap)` meets (touching
+        // ends count, as in Flink).
+        let touching: Vec<i64> = sessions
+            .range(..=end)
+            .filter(|(_, (session_end, _))| *session_end >= timestamp)
+            .map(|(start, _)| *start)
+            .collect();
+        let mut merged = Slot {
+            start: timestamp,
+            value: A::default(),
+            fired: false,
+        };
+        let mut merged_end = end;
+        for start in touching {
+            let (session_end, slot) = sessions.remove(&start).expect("just listed");
+            merged.start = merged.start.min(start);
+            merged_end = merged_end.max(session_end);
+            merge(&mut merged.value, slot.value);
+        }
+        fold(&mut merged.value);
+        sessions.insert(merged.start, (merged_end, merged));
+        Ok(())
+    }
+
+    /// The sessions the watermark has passed that have not fired since
+    /// they last changed, in order of key, then start; those past their
+    /// lateness too are dropped.
+    pub fn fire(&mut self, watermark: i64, lateness_ms: i64) -> Vec<Fired<K, A>> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Vec::new();
+        }
+        self.watermark = Some(watermark);
+        let mut fired = Vec::new();
+        for (key, sessions) in self.sessions.iter_mut() {
+            for (start, (end, slot)) in sessions.iter_mut() {
+                if end.saturating_sub(1) <= watermark && !slot.fired {
+                    slot.fired = true;
+                    fired.push(Fired {
+                        key: key.clone(),
+                        start: *start,
+                        end: *end,
+                        value: slot.value.clone(),
+                    });
+                }
+            }
+            sessions.retain(|_, (end, _)| last_open(*end, lateness_ms) > watermark);
+        }
+        self.sessions.retain(|_, sessions| !sessions.is_empty());
+        fired
+    }
+
+    /// Fires every open session not fired since it last changed and drops
+    /// them all; from then on a record whose session would end by the
+    /// newest end flushed is late (see [`EventTimeWindows::flush`]).
+    pub fn flush(&mut self, lateness_ms: i64) -> Vec<Fired<K, A>> {
+        let newest = self
+            .sessions
+            .values()
+            .flat_map(|s| s.values().map(|(end, _)| *end))
+            .max();
+        if let Some(newest) = newest {
+            let closed = last_open(newest, lateness_ms);
+            self.watermark = Some(self.watermark.map_or(closed, |w| w.max(closed)));
+        }
+        core::mem::take(&mut self.sessions)
+            .into_iter()
+            .flat_map(|(key, sessions)| {
+                sessions
+                    .into_iter()
+                    .filter(|(_, (_, slot))| !slot.fired)
+                    .map(move |(start, (end, slot))| Fired {
+                        key: key.clone(),
+                        start,
+                        end,
+                        value: slot.value,
+                    })
+            })
+            .collect()
+    }
+
+    /// How many sessions are open (over all keys).
+    pub fn len(&self) -> usize {
+        self.sessions.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +619,44 @@ mod tests {
         let mut back: EventTimeWindows<String, u64> = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, w);
         assert_eq!(back.fire(999, 0)[0].value, 3);
+    }
+
+    #[test]
+    fn sessions_close_after_a_gap_and_merge_when_a_record_bridges_them() {
+        let mut w = SessionWindows::<&str, u64>::default();
+        let add = |w: &mut SessionWindows<&str, u64>, key, t| w.add(100, 0, &key, t, |n| *n += 1, |a, b| *a += b);
+        for (key, t) in [("a", 0), ("a", 50), ("a", 200), ("b", 10)] {
+            add(&mut w, key, t).unwrap();
+        }
+        assert_eq!(w.len(), 3, "a: [0,150) and [200,300); b: [10,110)");
+        add(&mut w, "a", 120).unwrap();
+        assert_eq!(w.len(), 2, "120 is within the gap of both of a's sessions");
+        let fired: Vec<_> = w
+            .fire(1_000, 0)
+            .into_iter()
+            .map(|f| (f.key, f.start, f.end, f.value))
+            .collect();
+        assert_eq!(fired, vec![("a", 0, 300, 4), ("b", 10, 110, 1)]);
+        assert!(w.is_empty());
+        assert!(add(&mut w, "a", 900).is_err(), "its session would end by the watermark");
+    }
+
+    #[test]
+    fn a_session_fires_only_once_the_watermark_passes_its_end() {
+        let mut w = SessionWindows::<&str, u64>::default();
+        w.add(100, 0, &"k", 1_000, |n| *n += 1, |a, b| *a += b).unwrap();
+        assert!(w.fire(1_098, 0).is_empty());
+        assert_eq!(w.fire(1_099, 0)[0].value, 1);
+        let flushed = {
+            let mut w = SessionWindows::<&str, u64>::default();
+            w.add(100, 0, &"k", 5, |n| *n += 1, |a, b| *a += b).unwrap();
+            let flushed = w.flush(0);
+            assert!(
+                w.add(100, 0, &"k", 4, |n| *n += 1, |a, b| *a += b).is_err(),
+                "a session ending by the flush counts as closed"
+            );
+            flushed
+        };
+        assert_eq!(flushed.len(), 1);
     }
 }
