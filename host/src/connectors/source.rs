@@ -1,5 +1,6 @@
 //! Sources: where events come from, each resumable from an offset.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
@@ -50,6 +51,10 @@ impl Source for Timestamped {
         let batch = self.inner.next_batch(max, until)?;
         let mut records = Records::default();
         let now = crate::clock::now_ms() as i64;
+        let step_ms = match &self.timestamps {
+            Timestamps::Every { step } => i64::try_from(step.as_millis()).unwrap_or(i64::MAX),
+            Timestamps::Ingest | Timestamps::Field { .. } => 0,
+        };
         let mut push = |index: u64, value: &[u8]| {
             records.ends.push(records.data.len() as u32);
             records.data.extend_from_slice(value);
@@ -57,16 +62,18 @@ impl Source for Timestamped {
             records.keyed.push(0);
             records.timestamps.push(match &self.timestamps {
                 Timestamps::Ingest => now,
-                Timestamps::Every { step } => {
-                    (index as i64).saturating_mul(i64::try_from(step.as_millis()).unwrap_or(i64::MAX))
-                }
+                Timestamps::Every { .. } => (index as i64).saturating_mul(step_ms),
                 Timestamps::Field { name } => json_millis(value, name).unwrap_or(i64::MIN),
             });
         };
         match &batch {
             Batch::Ints(ints) => {
+                // One buffer for every number's digits, not a String each.
+                let mut digits = String::new();
                 for (i, n) in ints.iter().enumerate() {
-                    push(first + i as u64, n.to_string().as_bytes());
+                    digits.clear();
+                    let _ = write!(digits, "{n}");
+                    push(first + i as u64, digits.as_bytes());
                 }
             }
             Batch::Texts(texts) => {
