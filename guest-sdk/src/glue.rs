@@ -175,6 +175,7 @@ fn reject(rejected: &mut Vec<Rejection>, index: usize, e: Error) {
     rejected.push(Rejection {
         index: index as u32,
         reason: e.reason().into(),
+        late: e.is_late(),
     });
 }
 

@@ -429,6 +429,39 @@ mod tests {
         );
     }
 
+    /// Counts records per 1 s event-time window; a late one is returned with `?`.
+    #[derive(Default, Serialize, Deserialize)]
+    struct PerSecond {
+        windows: crate::windows::EventTimeWindows<(), u64>,
+    }
+
+    impl Job for PerSecond {
+        fn process(&mut self, record: Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
+            let at = record.timestamp().ok_or("no event time")?;
+            let second = crate::windows::Assigner::tumbling(core::time::Duration::from_secs(1));
+            self.windows.add(second, 0, &(), at, |n| *n += 1)?;
+            Ok(())
+        }
+
+        fn on_watermark(&mut self, watermark: i64, ctx: &mut Context) {
+            for fired in self.windows.fire(watermark, 0) {
+                ctx.emit_text(&format!("{} {}", fired.start, fired.value));
+            }
+        }
+    }
+
+    #[test]
+    fn a_late_record_goes_to_the_side_output_not_the_errors() {
+        let mut job = Harness::<PerSecond>::new().unwrap();
+        job.set_watermark(Some(1_000));
+        assert_eq!(job.process(&[Input::int(1).at(500)]).texts(), vec!["0 1"]);
+        let out = job.process(&[Input::int(2).at(1_500), Input::int(3).at(900), Input::int(4)]);
+        assert_eq!(out.late.len(), 1, "{out:?}");
+        assert_eq!(out.late[0].0, 1);
+        assert!(out.late[0].1.contains("window starting at 0 ms"), "{:?}", out.late);
+        assert_eq!(out.rejected, vec![(2, "no event time".to_string())]);
+    }
+
     #[test]
     fn the_host_calls_work_in_a_native_test() {
         log(Level::Info, "from a native test");

@@ -15,7 +15,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::bindings::weir::job::types::{Batch, Header, Records, Texts};
+use crate::bindings::weir::job::types::{Batch, Header, Records, Rejection, Texts};
 use crate::timers::Timers;
 use crate::{glue, Job, Record, Value};
 
@@ -106,9 +106,12 @@ impl<J: Job> Harness<J> {
         };
         let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark, sdk);
         self.wake_at = out.wake_at;
+        let (late, rejected) = out.rejected.into_iter().partition::<Vec<_>, _>(|r| r.late);
+        let by_index = |r: Vec<Rejection>| r.into_iter().map(|r| (r.index as usize, r.reason)).collect();
         Output {
             emitted: emitted(&out.batch),
-            rejected: out.rejected.into_iter().map(|r| (r.index as usize, r.reason)).collect(),
+            rejected: by_index(rejected),
+            late: by_index(late),
         }
     }
 
@@ -279,6 +282,9 @@ pub struct Output {
     pub emitted: Vec<Emitted>,
     /// The inputs refused: their index in the batch and the reason.
     pub rejected: Vec<(usize, String)>,
+    /// The inputs that came too late for their window (the side output):
+    /// their index in the batch and the reason.
+    pub late: Vec<(usize, String)>,
 }
 
 impl Output {

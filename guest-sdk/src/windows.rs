@@ -166,7 +166,7 @@ pub struct Fired<K, A> {
 /// of end time. With allowed lateness a fired window stays that much
 /// longer: a late record within it updates the window, which fires again
 /// with the new aggregate; a record later still is handed back as
-/// [`Late`] (refuse it to send it to the job's `--on-error` route). Only
+/// [`Late`] (return it with `?`: it goes to the job's late side output). Only
 /// aggregates are kept, one per open window and key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(bound(

@@ -28,9 +28,12 @@ pub struct JobMetrics {
     pub checkpoints_failed: Counter,
     /// Failed attempts that were restarted.
     pub restarts: Counter,
-    /// Records the job refused and `--on-error skip` passed over, counted
-    /// once their checkpoint committed.
+    /// Records the job refused that `--on-error skip` passed over or
+    /// `dead-letter:` sent away, counted once their checkpoint committed.
     pub records_rejected: Counter,
+    /// Records that came after their window had closed (dropped, or sent to
+    /// the dead-letter sink), counted once their checkpoint committed.
+    pub records_late: Counter,
     /// How long the newest committed checkpoint took, from its barrier to
     /// its output published, queueing behind the previous one included
     /// (Flink's `lastCheckpointDuration`); 0 until the first commits.
@@ -47,6 +50,7 @@ pub struct Metrics {
     checkpoints_failed: Family<JobLabel, Counter>,
     restarts: Family<JobLabel, Counter>,
     records_rejected: Family<JobLabel, Counter>,
+    records_late: Family<JobLabel, Counter>,
     last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
@@ -66,6 +70,7 @@ impl Default for Metrics {
             checkpoints_failed: Family::default(),
             restarts: Family::default(),
             records_rejected: Family::default(),
+            records_late: Family::default(),
             last_checkpoint_duration_ms: Family::default(),
             last_checkpoint_bytes: Family::default(),
             jobs: Mutex::default(),
@@ -102,8 +107,13 @@ impl Default for Metrics {
         );
         registry.register(
             "weir_records_rejected",
-            "Records the job refused that were skipped (--on-error skip)",
+            "Records the job refused that were skipped or sent to its dead-letter sink",
             metrics.records_rejected.clone(),
+        );
+        registry.register(
+            "weir_records_late",
+            "Records that came after their window closed, dropped or sent to the dead-letter sink",
+            metrics.records_late.clone(),
         );
         registry.register(
             "weir_last_checkpoint_duration_ms",
@@ -131,6 +141,7 @@ impl Metrics {
                     checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
                     restarts: self.restarts.get_or_create(&label).clone(),
                     records_rejected: self.records_rejected.get_or_create(&label).clone(),
+                    records_late: self.records_late.get_or_create(&label).clone(),
                     last_checkpoint_duration_ms: self.last_checkpoint_duration_ms.get_or_create(&label).clone(),
                     last_checkpoint_bytes: self.last_checkpoint_bytes.get_or_create(&label).clone(),
                 })

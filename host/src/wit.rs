@@ -41,6 +41,17 @@ pub fn values(records: &Records) -> impl Iterator<Item = &[u8]> {
     (0..records.keyed.len()).map(move |i| records.data.get(end(2 * i)..end(2 * i + 1)).unwrap_or_default())
 }
 
+/// Record `i`'s key, if it has one. Offsets out of bounds give an empty
+/// key, never a panic.
+pub fn key(records: &Records, i: usize) -> Option<&[u8]> {
+    if records.keyed.get(i) != Some(&1) {
+        return None;
+    }
+    let end = |j: usize| records.ends.get(j).map_or(0, |e| *e as usize);
+    let start = if i == 0 { 0 } else { end(2 * i - 1) };
+    Some(records.data.get(start..end(2 * i)).unwrap_or_default())
+}
+
 /// No records: columns to push onto. (By hand: the bindings' derives apply
 /// to every generated type, and their variants cannot derive `Default`.)
 #[allow(clippy::derivable_impls)]

@@ -97,7 +97,40 @@ fn deploy_refuses_what_would_fail_later_with_one_line_naming_the_fix() {
             "--sink",
             &format!("file:{}", cluster.path("shared.out").display()),
         ],
-        "is already the sink of job `first`",
+        "is already written by job `first`",
+    );
+    let shared = format!("dead-letter:file:{}", cluster.path("shared.out").display());
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--name", "second", "--on-error", &shared],
+        "is already written by job `first`",
+    );
+    let own = cluster.path("own.out").display().to_string();
+    assert_refused(
+        &cluster,
+        &[
+            "deploy",
+            counter,
+            "--name",
+            "second",
+            "--sink",
+            &format!("file:{own}"),
+            "--on-error",
+            &format!("dead-letter:file:{own}"),
+        ],
+        "is also the job's --sink",
+    );
+    assert_refused(
+        &cluster,
+        &[
+            "deploy",
+            counter,
+            "--name",
+            "second",
+            "--on-error",
+            "dead-letter:nowhere",
+        ],
+        "--on-error dead-letter:nowhere: unknown sink",
     );
     assert!(cluster.job("second").is_none(), "a refused deploy left a job behind");
 }

@@ -137,6 +137,109 @@ fn the_last_window_of_a_quiet_stream_is_emitted_by_a_timer() {
 }
 
 #[test]
+fn dead_letters_are_exactly_once_across_leader_kills() {
+    let mut cluster = Cluster::new();
+    for _ in 0..3 {
+        cluster.start_supervisor();
+    }
+    let dead = cluster.path("refused.jsonl");
+    let out = cluster.deploy(
+        "faulty",
+        "refusing",
+        &[
+            "--source",
+            "sequence:rate=3000",
+            "--config",
+            "reject_every=7",
+            "--on-error",
+            &format!("dead-letter:file:{}", dead.display()),
+        ],
+    );
+    let mut seen = 0;
+    for round in 0..2 {
+        seen = wait_for(
+            &format!("dead letters to pass {} (round {round})", seen + 20),
+            Duration::from_secs(60),
+            || {
+                let n = read_lines(&dead).len();
+                (n >= seen + 20).then_some(n)
+            },
+        );
+        let leader = cluster.leader_pid();
+        cluster.signal(leader, "KILL");
+        cluster.start_supervisor();
+        cluster.leader_pid_after(Some(leader));
+    }
+    let letters = wait_for("dead letters after the last failover", Duration::from_secs(60), || {
+        let lines = read_lines(&dead);
+        (lines.len() >= seen + 20).then_some(lines)
+    });
+    // Every multiple of 7 once, in order, with its reason; every other number once in the output.
+    for (i, line) in letters.iter().enumerate() {
+        let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+        let n = 7 * i as i64;
+        assert_eq!(letter["value"], n.to_string(), "dead letter {i}: {line}");
+        assert_eq!(letter["late"], false, "{line}");
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("{n} is a multiple of reject_every")), "{line}");
+    }
+    let output: Vec<i64> = read_lines(&out).iter().map(|l| l.parse().unwrap()).collect();
+    let expected: Vec<i64> = (0..).filter(|n| n % 7 != 0).take(output.len()).collect();
+    assert_eq!(output, expected);
+}
+
+#[test]
+fn a_late_record_goes_to_the_dead_letters_and_is_counted() {
+    let mut cluster = Cluster::new();
+    let supervisor = cluster.start_supervisor();
+    // Window 0 closes at the reading at 1000; a reading at 5 after that is late.
+    let input = cluster.path("readings.jsonl");
+    let lines: String = (0..=100)
+        .map(|n| format!("{{\"n\": {n}, \"ts\": {}}}\n", n * 10))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let dead = cluster.path("late.jsonl");
+    let out = cluster.deploy(
+        "event_counter",
+        "late",
+        &[
+            "--source",
+            &format!("file:timestamp=json:ts,path={}", input.display()),
+            "--watermark",
+            "max-delay=0s",
+            "--on-error",
+            &format!("dead-letter:file:{}", dead.display()),
+        ],
+    );
+    wait_for_lines(&out, 0, 2);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"n\": 9999, \"ts\": 5}\n").unwrap();
+    let letters = wait_for("the late reading's dead letter", Duration::from_secs(30), || {
+        let lines = read_lines(&dead);
+        (!lines.is_empty()).then_some(lines)
+    });
+    let letter: serde_json::Value = serde_json::from_str(&letters[0]).unwrap();
+    assert_eq!(letter["late"], true, "{letter}");
+    assert_eq!(letter["timestamp"], 5, "{letter}");
+    assert_eq!(letter["value"], "{\"n\": 9999, \"ts\": 5}", "{letter}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("window starting at 0 ms"),
+        "{letter}"
+    );
+    let sum = |odd: bool| -> i64 { (0..100).filter(|n| (n % 2 != 0) == odd).sum() };
+    assert_eq!(
+        read_lines(&out),
+        vec![format!("0 even {}", sum(false)), format!("0 odd {}", sum(true))],
+        "window 0 fired once, without the late reading"
+    );
+    let series = "weir_records_late_total{job=\"late\"}";
+    wait_for("the late record to be counted", Duration::from_secs(10), || {
+        (cluster.metric(supervisor, series) == Some(1.0)).then_some(())
+    });
+    assert_eq!(cluster.job("late").unwrap()["state"], "RUNNING");
+}
+
+#[test]
 fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
     let mut cluster = Cluster::new();
     cluster.start_supervisor();

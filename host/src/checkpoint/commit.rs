@@ -14,7 +14,7 @@
 //! - once a pointer write is refused (deposed, or the pointer moved under us)
 //!   or a publish fails, the attempt ends and nothing more is done.
 
-use super::{CheckpointRef, Pointer};
+use super::{CheckpointRef, Pointer, SinkPositions};
 
 /// Something that happened to the checkpoint in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +22,8 @@ pub enum CommitEvent {
     /// The batch loop took a barrier; `output_len` bytes of output were
     /// produced since the previous one.
     Barrier {
-        /// Bytes of sink output since the previous barrier.
-        output_len: u64,
+        /// Bytes of output (for each sink) since the previous barrier.
+        output_len: SinkPositions,
         /// When the barrier was taken (ms since the Unix epoch).
         created_ms: u64,
     },
@@ -52,10 +52,10 @@ pub enum CommitAction {
     Upload {
         /// The checkpoint.
         checkpoint: CheckpointRef,
-        /// Sink position the output starts at.
-        sink_offset: u64,
+        /// Sink positions the output starts at.
+        sink_offset: SinkPositions,
         /// How many staged bytes it carries.
-        output_len: u64,
+        output_len: SinkPositions,
     },
     /// Write `pointer`, expecting the znode at `expected_version`.
     WritePointer {
@@ -66,10 +66,10 @@ pub enum CommitAction {
     },
     /// Publish the first `len` staged bytes at sink position `at`, then drop them from the stage.
     Publish {
-        /// Sink position.
-        at: u64,
+        /// Sink positions.
+        at: SinkPositions,
         /// Bytes to publish.
-        len: u64,
+        len: SinkPositions,
     },
     /// Delete a checkpoint the pointer no longer names.
     Delete(CheckpointRef),
@@ -85,15 +85,15 @@ enum Stage {
     Idle,
     Uploading {
         checkpoint: CheckpointRef,
-        len: u64,
+        len: SinkPositions,
     },
     WritingPointer {
-        len: u64,
+        len: SinkPositions,
         pointer: Pointer,
         dropped: Vec<CheckpointRef>,
     },
     Publishing {
-        len: u64,
+        len: SinkPositions,
         dropped: Vec<CheckpointRef>,
     },
     Ended,
@@ -107,9 +107,9 @@ pub struct CommitState {
     pointer: Pointer,
     version: i32,
     /// Sink bytes published: where the next output goes.
-    published: u64,
+    published: SinkPositions,
     /// Output bytes produced and not yet published.
-    staged: u64,
+    staged: SinkPositions,
     stage: Stage,
 }
 
@@ -117,21 +117,21 @@ impl CommitState {
     /// The state of a leader in `epoch` resuming after `pointer` (read at
     /// znode `version`), whose sink holds `published` bytes, numbering its
     /// checkpoints from `next_id` on.
-    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: u64, next_id: u64) -> CommitState {
+    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: SinkPositions, next_id: u64) -> CommitState {
         CommitState {
             epoch,
             next_id,
             pointer,
             version,
             published,
-            staged: 0,
+            staged: SinkPositions::default(),
             stage: Stage::Idle,
         }
     }
 
     /// Sink bytes published so far (what the tests hold the sink to).
     #[cfg(test)]
-    fn published(&self) -> u64 {
+    fn published(&self) -> SinkPositions {
         self.published
     }
 
@@ -144,7 +144,7 @@ impl CommitState {
         let stage = std::mem::replace(&mut self.stage, Stage::Idle);
         let (stage, actions) = match (stage, event) {
             (stage, CommitEvent::Barrier { output_len, created_ms }) => {
-                self.staged += output_len;
+                self.staged = self.staged + output_len;
                 if stage != Stage::Idle {
                     // One checkpoint at a time: this barrier's output rides with the next.
                     (stage, vec![])
@@ -187,8 +187,8 @@ impl CommitState {
                 (Stage::Publishing { len, dropped }, vec![Publish { at, len }])
             }
             (Stage::Publishing { len, dropped }, CommitEvent::Published) => {
-                self.published += len;
-                self.staged -= len;
+                self.published = self.published + len;
+                self.staged = self.staged - len;
                 (Stage::Idle, dropped.into_iter().map(Delete).collect())
             }
             (Stage::WritingPointer { .. }, CommitEvent::PointerRefused)
@@ -209,7 +209,10 @@ mod tests {
 
     const EVENTS: [CommitEvent; 7] = [
         CommitEvent::Barrier {
-            output_len: 0,
+            output_len: SinkPositions {
+                main: 0,
+                dead_letters: 0,
+            },
             created_ms: 0,
         },
         CommitEvent::Uploaded,
@@ -223,19 +226,27 @@ mod tests {
     /// The I/O the state machine asked for and that has not answered yet.
     #[derive(Debug, Clone)]
     enum Outstanding {
-        Upload { checkpoint: CheckpointRef, len: u64 },
-        Pointer { pointer: Pointer, len: u64 },
-        Publish { len: u64 },
+        Upload {
+            checkpoint: CheckpointRef,
+            len: SinkPositions,
+        },
+        Pointer {
+            pointer: Pointer,
+            len: SinkPositions,
+        },
+        Publish {
+            len: SinkPositions,
+        },
     }
 
     /// The storage dir, znode and sink as the actions have left them.
     #[derive(Debug, Default, Clone)]
     struct World {
         /// Output bytes produced by the job so far.
-        produced: u64,
+        produced: SinkPositions,
         barriers: u64,
-        /// Bytes in the sink.
-        sink: u64,
+        /// Bytes in the sinks.
+        sink: SinkPositions,
         pointer: Pointer,
         version: i32,
         outstanding: Option<Outstanding>,
@@ -243,16 +254,21 @@ mod tests {
         ended: bool,
     }
 
-    /// Feeds `event` (made concrete: the n-th barrier brings n bytes, a
-    /// pointer write bumps the version) and checks the actions against every rule.
+    /// Feeds `event` (made concrete: the n-th barrier brings n bytes of
+    /// output, and a dead letter every other barrier; a pointer write bumps
+    /// the version) and checks the actions against every rule.
     fn feed(state: &mut CommitState, world: &mut World, event: CommitEvent) -> CommitEvent {
         use CommitAction::*;
         let event = match event {
             CommitEvent::Barrier { .. } => {
                 world.barriers += 1;
-                world.produced += world.barriers;
+                let output_len = SinkPositions {
+                    main: world.barriers,
+                    dead_letters: world.barriers % 2,
+                };
+                world.produced = world.produced + output_len;
                 CommitEvent::Barrier {
-                    output_len: world.barriers,
+                    output_len,
                     created_ms: world.barriers,
                 }
             }
@@ -327,7 +343,7 @@ mod tests {
                 world.outstanding = Some(Outstanding::Publish { len });
             }
             (Some(Outstanding::Publish { len }), CommitEvent::Published) => {
-                world.sink += len;
+                world.sink = world.sink + len;
                 for action in &actions {
                     let Delete(old) = action else {
                         panic!("after publishing only deletes follow: {actions:?}")
@@ -350,7 +366,7 @@ mod tests {
             }
         }
         assert_eq!(state.published(), world.sink);
-        assert!(world.sink <= world.produced);
+        assert!(world.sink.main <= world.produced.main && world.sink.dead_letters <= world.produced.dead_letters);
         event
     }
 
@@ -369,7 +385,7 @@ mod tests {
             runs
         }
         walk(
-            &CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1),
+            &CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1),
             &World::default(),
             depth,
         )
@@ -382,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_clean_run_publishes_everything_and_keeps_the_newest_three() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1);
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1);
         let mut world = World::default();
         for _ in 0..5 {
             for event in [EVENTS[0], EVENTS[1], EVENTS[3], EVENTS[5]] {
@@ -396,9 +412,12 @@ mod tests {
 
     #[test]
     fn a_failed_upload_carries_its_output_into_the_next_checkpoint() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, 0, 1);
+        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1);
         let barrier = CommitEvent::Barrier {
-            output_len: 4,
+            output_len: SinkPositions {
+                main: 4,
+                dead_letters: 1,
+            },
             created_ms: 1,
         };
         state.step(barrier);
@@ -409,7 +428,8 @@ mod tests {
         );
         let actions = state.step(barrier);
         assert!(
-            matches!(actions[..], [CommitAction::Upload { output_len: 8, sink_offset: 0, checkpoint }] if checkpoint.id == 2),
+            matches!(actions[..], [CommitAction::Upload { output_len: SinkPositions { main: 8, dead_letters: 2 }, sink_offset, checkpoint }]
+                if checkpoint.id == 2 && sink_offset == SinkPositions::default()),
             "{actions:?}"
         );
     }
@@ -422,10 +442,14 @@ mod tests {
             created_ms: 0,
         };
         let pointer = Pointer { retained: vec![latest] };
-        let mut state = CommitState::resume(EPOCH, pointer, 7, 100, 42);
+        let published = SinkPositions {
+            main: 100,
+            dead_letters: 3,
+        };
+        let mut state = CommitState::resume(EPOCH, pointer, 7, published, 42);
         let actions = state.step(EVENTS[0]);
         assert!(
-            matches!(actions[..], [CommitAction::Upload { sink_offset: 100, checkpoint, .. }] if checkpoint.id == 42),
+            matches!(actions[..], [CommitAction::Upload { sink_offset, checkpoint, .. }] if checkpoint.id == 42 && sink_offset == published),
             "{actions:?}"
         );
         let actions = state.step(CommitEvent::Uploaded);

@@ -98,10 +98,83 @@ pub struct CheckpointMeta {
     pub newest_event_time: Option<i64>,
     /// Sink position (bytes already published) before this checkpoint's output.
     pub sink_offset: u64,
+    /// Dead-letter sink position before this checkpoint's dead letters.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_letter_offset: u64,
     /// sha256 of the guest snapshot.
     pub snapshot_sha256: String,
     /// sha256 of the staged sink output.
     pub output_sha256: String,
+    /// sha256 of the staged dead letters, when there are any (a checkpoint
+    /// without has no such object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_sha256: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl CheckpointMeta {
+    /// Where this checkpoint's output starts in each sink.
+    pub fn sink_positions(&self) -> SinkPositions {
+        SinkPositions {
+            main: self.sink_offset,
+            dead_letters: self.dead_letter_offset,
+        }
+    }
+}
+
+/// How far a job's two outputs go, each in its own sink's bytes: the
+/// records it emits and the dead letters (records it refused, and late
+/// ones). A position, or a length of staged output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkPositions {
+    /// The job's `--sink`.
+    pub main: u64,
+    /// Its `--on-error dead-letter:SINK`.
+    pub dead_letters: u64,
+}
+
+impl std::ops::Add for SinkPositions {
+    type Output = SinkPositions;
+
+    fn add(self, other: SinkPositions) -> SinkPositions {
+        SinkPositions {
+            main: self.main + other.main,
+            dead_letters: self.dead_letters + other.dead_letters,
+        }
+    }
+}
+
+impl std::ops::Sub for SinkPositions {
+    type Output = SinkPositions;
+
+    fn sub(self, other: SinkPositions) -> SinkPositions {
+        SinkPositions {
+            main: self.main - other.main,
+            dead_letters: self.dead_letters - other.dead_letters,
+        }
+    }
+}
+
+/// The output a checkpoint carries, for each sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedOutput {
+    /// For the job's `--sink`.
+    pub main: Bytes,
+    /// For its dead-letter sink.
+    pub dead_letters: Bytes,
+}
+
+impl StagedOutput {
+    /// How many bytes each sink gets.
+    pub fn len(&self) -> SinkPositions {
+        SinkPositions {
+            main: self.main.len() as u64,
+            dead_letters: self.dead_letters.len() as u64,
+        }
+    }
 }
 
 impl CheckpointMeta {
@@ -149,9 +222,9 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// The guest's snapshot.
     pub snapshot: Bytes,
-    /// Sink output staged since the previous committed checkpoint, to be
+    /// Output staged since the previous committed checkpoint, to be
     /// published once this checkpoint's pointer is committed.
-    pub output: Bytes,
+    pub output: StagedOutput,
 }
 
 /// Where a job deployment's checkpoints live: `checkpoints/<job>/<uid>/<id>-<epoch>`.
@@ -174,7 +247,7 @@ impl CheckpointStore {
         format!("{}/{}-{}", self.prefix, c.id, c.epoch)
     }
 
-    /// Writes all three objects, metadata last, giving up after `deadline`
+    /// Writes its objects, metadata last, giving up after `deadline`
     /// (a slow storage dir fails the checkpoint rather than stalling the job).
     /// Create-only: an existing object is never replaced.
     pub async fn write(&self, checkpoint: &Checkpoint, deadline: Duration) -> Result<(), CheckpointError> {
@@ -186,12 +259,15 @@ impl CheckpointStore {
     async fn write_objects(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let dir = self.dir(checkpoint.meta.checkpoint);
         let meta = serde_json::to_vec(&checkpoint.meta).expect("meta serializes");
+        let dead_letters = (checkpoint.meta.dead_letters_sha256.is_some())
+            .then(|| ("dead-letters", checkpoint.output.dead_letters.clone()));
         let objects = [
-            ("snapshot", checkpoint.snapshot.clone()),
-            ("output", checkpoint.output.clone()),
-            ("meta.json", meta.into()),
+            Some(("snapshot", checkpoint.snapshot.clone())),
+            Some(("output", checkpoint.output.main.clone())),
+            dead_letters,
+            Some(("meta.json", meta.into())),
         ];
-        for (name, bytes) in objects {
+        for (name, bytes) in objects.into_iter().flatten() {
             let path = format!("{dir}/{name}");
             // An earlier attempt of this leader may have left an unnamed
             // checkpoint with this id: its objects are not ours to name.
@@ -219,10 +295,18 @@ impl CheckpointStore {
         let snapshot = self
             .read_verified(&format!("{dir}/snapshot"), &meta.snapshot_sha256)
             .await?;
-        let output = self
+        let main = self
             .read_verified(&format!("{dir}/output"), &meta.output_sha256)
             .await?;
-        Ok(Checkpoint { meta, snapshot, output })
+        let dead_letters = match &meta.dead_letters_sha256 {
+            Some(sha256) => self.read_verified(&format!("{dir}/dead-letters"), sha256).await?,
+            None => Bytes::new(),
+        };
+        Ok(Checkpoint {
+            meta,
+            snapshot,
+            output: StagedOutput { main, dead_letters },
+        })
     }
 
     async fn read_verified(&self, path: &str, sha256: &str) -> Result<Bytes, CheckpointError> {
@@ -259,17 +343,24 @@ mod tests {
     fn checkpoint(id: u64) -> Checkpoint {
         let snapshot = Bytes::from(format!("state {id}"));
         let output = Bytes::from(format!("{id}\n"));
+        // Odd checkpoints have dead letters, even ones none.
+        let dead_letters = Bytes::from(if id % 2 == 1 { "{}\n" } else { "" });
         Checkpoint {
             meta: CheckpointMeta {
                 checkpoint: cref(id),
                 source_offset: id * 10,
                 newest_event_time: Some(id as i64 * 1000),
                 sink_offset: 0,
+                dead_letter_offset: id,
                 snapshot_sha256: sha256_hex(&snapshot),
                 output_sha256: sha256_hex(&output),
+                dead_letters_sha256: (id % 2 == 1).then(|| sha256_hex(&dead_letters)),
             },
             snapshot,
-            output,
+            output: StagedOutput {
+                main: output,
+                dead_letters,
+            },
         }
     }
 
@@ -393,12 +484,22 @@ mod tests {
         let back = store.read(cref(7)).await.unwrap();
         assert_eq!(back.meta, checkpoint(7).meta);
         assert_eq!(back.snapshot, checkpoint(7).snapshot);
+        assert_eq!(back.output, checkpoint(7).output);
+        store.write(&checkpoint(8), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(store.read(cref(8)).await.unwrap().output, checkpoint(8).output);
+        assert!(
+            !dir.path().join("checkpoints/job/uid/8-1/dead-letters").exists(),
+            "no object for no dead letters"
+        );
         let again = store.write(&checkpoint(7), Duration::from_secs(10)).await.unwrap_err();
         assert!(
             matches!(again, CheckpointError::AlreadyWritten { .. }),
             "a checkpoint written twice under one id: {again}"
         );
 
+        std::fs::write(dir.path().join("checkpoints/job/uid/7-1/dead-letters"), b"flipped").unwrap();
+        let err = store.read(cref(7)).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
         std::fs::write(dir.path().join("checkpoints/job/uid/7-1/snapshot"), b"flipped").unwrap();
         let err = store.read(cref(7)).await.unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");

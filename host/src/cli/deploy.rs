@@ -50,7 +50,9 @@ pub struct DeployArgs {
     #[arg(long, default_value = "exponential:initial=1s,max=30s")]
     restart: RestartStrategy,
     /// What becomes of a record the job refuses (an error from its
-    /// `process`): `fail` the attempt, or `skip` it (counted and logged).
+    /// `process`): `fail` the attempt, `skip` it (counted and logged), or
+    /// `dead-letter:SINK` (written with the reason to SINK, e.g.
+    /// `dead-letter:file:/var/weir/bad.jsonl`; late records go there too).
     #[arg(long, default_value = "fail")]
     on_error: OnError,
     /// Give the job a watermark that trails the newest event time by D,
@@ -134,20 +136,16 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let sink = match args.sink {
-        SinkSpec::File { path } => {
-            let path = absolute(&path)?;
-            if Path::new(&path).is_dir() {
-                bail!("file sink {path} is a directory; name the file to write, e.g. {path}/out.txt");
-            }
-            let dir = Path::new(&path).parent().unwrap_or(Path::new("/"));
-            if !dir.is_dir() {
+    let sink = local_sink(args.sink, "file sink")?;
+    let on_error = match args.on_error {
+        OnError::DeadLetter { sink: dead } => {
+            let dead = local_sink(dead, "dead-letter file sink")?;
+            if dead.file().is_some() && dead.file() == sink.file() {
                 bail!(
-                    "file sink {path}: directory {} does not exist; create it first",
-                    dir.display()
+                    "--on-error dead-letter:{dead} is also the job's --sink; give the dead letters a file of their own"
                 );
             }
-            SinkSpec::File { path }
+            OnError::DeadLetter { sink: dead }
         }
         other => other,
     };
@@ -217,9 +215,13 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
     }
-    if let SinkSpec::File { path } = &sink {
+    let ours = sink
+        .file()
+        .into_iter()
+        .chain(on_error.dead_letters().and_then(SinkSpec::file));
+    for path in ours {
         if let Some(other) = job_writing(&client, &layout, path).await? {
-            bail!("file sink {path} is already the sink of job `{other}`; give this job another --sink");
+            bail!("file {path} is already written by job `{other}`; give this job another file to write");
         }
     }
 
@@ -251,7 +253,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
         restart: args.restart,
-        on_error: args.on_error,
+        on_error,
         watermark: args.watermark,
         grants,
         desired: Desired::Running,
@@ -352,8 +354,8 @@ fn refuse_duplicates(flag: &str, pairs: &[(String, String)]) -> anyhow::Result<(
     Ok(())
 }
 
-/// The running job, if any, whose file sink is `path`: two jobs writing one
-/// file would interleave their output.
+/// The running job, if any, one of whose sinks writes `path`: two jobs
+/// writing one file would interleave their output.
 async fn job_writing(client: &zkc::Client, layout: &crate::ha::Layout, path: &str) -> anyhow::Result<Option<String>> {
     let names = match client.list_children(&layout.jobs()).await {
         Ok(names) => names,
@@ -366,11 +368,31 @@ async fn job_writing(client: &zkc::Client, layout: &crate::ha::Layout, path: &st
             Err(zkc::Error::NoNode) => None,
             Err(e) => bail!("cannot read job `{name}`: {e}{}", hint(&e)),
         };
-        if spec.is_some_and(|s| s.desired == Desired::Running && s.sink.file() == Some(path)) {
+        if spec.is_some_and(|s| s.desired == Desired::Running && s.sink_files().any(|f| f == path)) {
             return Ok(Some(name));
         }
     }
     Ok(None)
+}
+
+/// A sink as the supervisors will open it: a file's path made absolute and
+/// checked, here, to be one a supervisor can create.
+fn local_sink(sink: SinkSpec, what: &str) -> anyhow::Result<SinkSpec> {
+    let SinkSpec::File { path } = sink else {
+        return Ok(sink);
+    };
+    let path = absolute(&path)?;
+    if Path::new(&path).is_dir() {
+        bail!("{what} {path} is a directory; name the file to write, e.g. {path}/out.txt");
+    }
+    let dir = Path::new(&path).parent().unwrap_or(Path::new("/"));
+    if !dir.is_dir() {
+        bail!(
+            "{what} {path}: directory {} does not exist; create it first",
+            dir.display()
+        );
+    }
+    Ok(SinkSpec::File { path })
 }
 
 /// A random number for deployment ids, from the OS's hasher seed.

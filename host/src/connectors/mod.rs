@@ -3,8 +3,12 @@
 //! recorded in the checkpoint, so publishing the same checkpoint twice (by
 //! a new leader, or a late old one) writes the same bytes at the same place.
 
+mod lines;
+mod outputs;
 mod sink;
 mod source;
 
-pub use sink::{encode_batch, open_sink, Sink};
+pub use lines::{encode_batch, encode_dead_letter};
+pub use outputs::Outputs;
+pub use sink::{open_sink, Sink};
 pub use source::{open_source, Source};

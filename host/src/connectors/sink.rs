@@ -7,7 +7,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use bytes::Bytes;
 
 use crate::spec::SinkSpec;
-use crate::wit::{texts, values, Batch};
 
 /// Publishes committed output. Every method may block on a disk or the
 /// network, so implementations do their I/O off the async threads.
@@ -40,31 +39,6 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
             in_flight: None,
         }),
     }
-}
-
-/// Renders a batch as the line sinks write it: one line per record, its
-/// value (numbers in decimal, a newline inside a value written as `\n`);
-/// keys and timestamps stay behind.
-pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
-    match batch {
-        Batch::Ints(ints) => ints.iter().for_each(|n| encode_int(*n, out)),
-        Batch::Texts(packed) => texts(packed).for_each(|text| encode_text(text, out)),
-        Batch::Records(records) => values(records).for_each(|value| encode_text(value, out)),
-    }
-}
-
-fn encode_int(n: i64, out: &mut Vec<u8>) {
-    let _ = writeln!(out, "{n}");
-}
-
-fn encode_text(text: &[u8], out: &mut Vec<u8>) {
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\\n");
-        }
-        out.extend_from_slice(line);
-    }
-    out.push(b'\n');
 }
 
 /// Runs blocking sink I/O on tokio's blocking pool.
@@ -197,32 +171,6 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_become_lines_of_their_values() {
-        let mut out = Vec::new();
-        let records = crate::wit::Records {
-            data: b"-4950ka\nbw 2".to_vec(),
-            ends: vec![0, 5, 6, 9, 9, 12],
-            keyed: vec![0, 1, 0],
-            timestamps: vec![i64::MIN, 7, i64::MIN],
-            ..crate::wit::Records::default()
-        };
-        encode_batch(&Batch::Records(records), &mut out);
-        assert_eq!(out, b"-4950\na\\nb\nw 2\n");
-        out.clear();
-        encode_batch(
-            &Batch::Texts(crate::wit::Texts {
-                data: b"x\nyz".to_vec(),
-                ends: vec![3, 4],
-            }),
-            &mut out,
-        );
-        assert_eq!(out, b"x\\ny\nz\n");
-        out.clear();
-        encode_batch(&Batch::Ints(vec![1, -2]), &mut out);
-        assert_eq!(out, b"1\n-2\n");
-    }
 
     fn file_sink(path: &std::path::Path) -> Box<dyn Sink> {
         open_sink(&SinkSpec::File {

@@ -9,8 +9,9 @@ use super::error::{failed, AttemptError};
 use super::executor::BatchLoop;
 use super::runner::{Barrier, RunEnd};
 use super::{stop_requested, Control, ControlReceiver, Deployment, JobEnd, LeaderContext};
+use crate::checkpoint::SinkPositions;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
-use crate::connectors::Sink;
+use crate::connectors::Outputs;
 use crate::coord::FencedOp;
 use crate::spec::JobState;
 use crate::storage::StorageError;
@@ -37,11 +38,12 @@ pub async fn run(
     // a stop takes effect meanwhile (nothing has run, nothing to commit),
     // once a sink write the restore began (cutting the sink back) is done,
     // so that it cannot land on a successor's output.
-    let mut sink = ctx.executor.open_sink(spec);
+    let dead_letters = spec.on_error.dead_letters().map(|s| ctx.executor.open_sink(s));
+    let mut sink = Outputs::new(ctx.executor.open_sink(&spec.sink), dead_letters);
     let mut stop_early = control.clone();
     let started = tokio::select! {
         biased;
-        started = start(ctx, deployment, restarts, sink.as_mut()) => Some(started?),
+        started = start(ctx, deployment, restarts, &mut sink) => Some(started?),
         _ = stop_early.wait_for(|c| c == Control::Stop) => None,
     };
     let Some(Started {
@@ -141,7 +143,7 @@ struct Started {
     version: i32,
     restored_at: usize,
     checkpoints: CheckpointStore,
-    position: u64,
+    position: SinkPositions,
     batch_loop: Box<dyn BatchLoop>,
 }
 
@@ -152,7 +154,7 @@ async fn start(
     ctx: &LeaderContext,
     deployment: &Deployment,
     restarts: u32,
-    sink: &mut dyn Sink,
+    sink: &mut Outputs,
 ) -> Result<Started, AttemptError> {
     let spec = &deployment.spec;
     let name = spec.name.as_str();
@@ -181,10 +183,10 @@ async fn start(
     ctx.write_job(deployment, &[confirm]).await?;
     let position = match &restored {
         Some(c) => {
-            sink.recover(c.meta.sink_offset, c.output.clone())
+            sink.recover(c.meta.sink_positions(), c.output.clone())
                 .await
                 .map_err(failed)?;
-            c.meta.sink_offset + c.output.len() as u64
+            c.meta.sink_positions() + c.output.len()
         }
         None => sink.initial_position().await.map_err(failed)?,
     };

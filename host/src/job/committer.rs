@@ -12,8 +12,10 @@ use super::error::AttemptError;
 use super::runner::Barrier;
 use super::{Deployment, LeaderContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
-use crate::checkpoint::{upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, Pointer};
-use crate::connectors::Sink;
+use crate::checkpoint::{
+    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, Pointer, SinkPositions, StagedOutput,
+};
+use crate::connectors::Outputs;
 use crate::coord::FencedOp;
 use crate::metrics::JobMetrics;
 use crate::storage::sha256_hex_of;
@@ -42,35 +44,38 @@ pub struct Committer<'a> {
     /// Output staged since the last published checkpoint (the state machine
     /// counts the same bytes).
     staged: Vec<u8>,
-    /// Records skipped (`--on-error skip`) in the barriers staged, counted
-    /// in the metrics once they commit.
-    skipped: u64,
+    /// Dead letters staged since the last published checkpoint.
+    staged_dead_letters: Vec<u8>,
+    /// Records refused and routed away, and records late, in the barriers
+    /// staged: counted in the metrics once they commit.
+    rejected: u64,
+    late: u64,
     /// The snapshot, source offset and newest event time of the barrier
     /// being committed.
     barrier: Option<(Bytes, u64, Option<i64>)>,
     /// The output of the checkpoint being committed, as uploaded: the
-    /// first bytes of `staged`, published once the pointer names it.
-    uploaded_output: Bytes,
+    /// first bytes of each stage, published once the pointer names it.
+    uploaded_output: StagedOutput,
     /// When the barrier being committed was taken: its duration is a metric
     /// once it commits (queueing behind the previous checkpoint included).
     barrier_taken: Instant,
     /// Bytes the checkpoint being committed writes, another metric.
     checkpoint_bytes: u64,
-    sink: Box<dyn Sink>,
+    sink: Outputs,
     /// How long one checkpoint may take to reach the storage dir.
     upload_deadline: std::time::Duration,
 }
 
 impl<'a> Committer<'a> {
     /// A committer for the job of `spec` resuming after `pointer`,
-    /// publishing to `sink` from byte `position` on.
+    /// publishing to `sink` from `position` on.
     pub fn new(
         ctx: &'a LeaderContext,
         deployment: &'a Deployment,
         store: CheckpointStore,
         pointer: PointerAt,
-        sink: Box<dyn Sink>,
-        position: u64,
+        sink: Outputs,
+        position: SinkPositions,
     ) -> Self {
         let spec = &deployment.spec;
         Committer {
@@ -88,9 +93,11 @@ impl<'a> Committer<'a> {
                 pointer.next_id,
             ),
             staged: Vec::new(),
-            skipped: 0,
+            staged_dead_letters: Vec::new(),
+            rejected: 0,
+            late: 0,
             barrier: None,
-            uploaded_output: Bytes::new(),
+            uploaded_output: StagedOutput::default(),
             barrier_taken: Instant::now(),
             checkpoint_bytes: 0,
             sink,
@@ -103,7 +110,9 @@ impl<'a> Committer<'a> {
     /// committed state is then only known to ZooKeeper.
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
-        self.skipped += barrier.skipped;
+        self.staged_dead_letters.extend_from_slice(&barrier.dead_letters);
+        self.rejected += barrier.rejected;
+        self.late += barrier.late;
         self.barrier = Some((
             Bytes::from(barrier.snapshot),
             barrier.source_offset,
@@ -111,7 +120,10 @@ impl<'a> Committer<'a> {
         ));
         self.barrier_taken = barrier.taken;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
-            output_len: barrier.output.len() as u64,
+            output_len: SinkPositions {
+                main: barrier.output.len() as u64,
+                dead_letters: barrier.dead_letters.len() as u64,
+            },
             created_ms: barrier.created_ms,
         }));
         while let Some(action) = actions.pop_front() {
@@ -138,21 +150,31 @@ impl<'a> Committer<'a> {
             } => {
                 let (snapshot, source_offset, newest_event_time) =
                     self.barrier.take().expect("an upload follows its barrier");
-                let output = Bytes::copy_from_slice(&self.staged[..output_len as usize]);
+                let output = StagedOutput {
+                    main: Bytes::copy_from_slice(&self.staged[..output_len.main as usize]),
+                    dead_letters: Bytes::copy_from_slice(&self.staged_dead_letters[..output_len.dead_letters as usize]),
+                };
                 self.uploaded_output = output.clone();
+                let dead_letters_sha256 = match output.dead_letters.is_empty() {
+                    true => None,
+                    false => Some(sha256_hex_of(output.dead_letters.clone()).await),
+                };
                 let checkpoint = Checkpoint {
                     meta: CheckpointMeta {
                         checkpoint,
                         source_offset,
                         newest_event_time,
-                        sink_offset,
+                        sink_offset: sink_offset.main,
+                        dead_letter_offset: sink_offset.dead_letters,
                         snapshot_sha256: sha256_hex_of(snapshot.clone()).await,
-                        output_sha256: sha256_hex_of(output.clone()).await,
+                        output_sha256: sha256_hex_of(output.main.clone()).await,
+                        dead_letters_sha256,
                     },
                     snapshot,
                     output,
                 };
-                self.checkpoint_bytes = (checkpoint.snapshot.len() + checkpoint.output.len()) as u64;
+                let output_len = checkpoint.output.len();
+                self.checkpoint_bytes = checkpoint.snapshot.len() as u64 + output_len.main + output_len.dead_letters;
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
                     Ok(()) => CommitEvent::Uploaded,
                     Err(e) => {
@@ -185,20 +207,23 @@ impl<'a> Committer<'a> {
             }
             CommitAction::Publish { at, len } => {
                 let output = std::mem::take(&mut self.uploaded_output);
-                debug_assert_eq!(output.len() as u64, len, "the output published is the one uploaded");
+                debug_assert_eq!(output.len(), len, "the output published is the one uploaded");
                 if let Err(e) = self.sink.publish(at, output).await {
                     self.state.step(CommitEvent::PublishFailed);
-                    return Err(AttemptError::Failed(
-                        anyhow::Error::new(e).context(format!("publishing at sink byte {at}")),
-                    ));
+                    return Err(AttemptError::Failed(anyhow::Error::new(e).context(format!(
+                        "publishing at sink byte {} (dead letters: {})",
+                        at.main, at.dead_letters
+                    ))));
                 }
-                self.staged.drain(..len as usize);
+                self.staged.drain(..len.main as usize);
+                self.staged_dead_letters.drain(..len.dead_letters as usize);
                 let took = self.barrier_taken.elapsed().as_millis() as u64;
                 self.metrics.last_checkpoint_duration_ms.set(took as i64);
                 self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
                 self.metrics.checkpoints_committed.inc();
-                self.metrics.records_rejected.inc_by(std::mem::take(&mut self.skipped));
-                tracing::debug!(job = %self.job, bytes = len, "checkpoint committed");
+                self.metrics.records_rejected.inc_by(std::mem::take(&mut self.rejected));
+                self.metrics.records_late.inc_by(std::mem::take(&mut self.late));
+                tracing::debug!(job = %self.job, bytes = len.main, dead_letters = len.dead_letters, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))
             }
             CommitAction::Delete(old) => {

@@ -16,7 +16,7 @@ use super::ControlReceiver;
 use crate::checkpoint::Checkpoint;
 use crate::connectors::{open_sink, open_source, Sink};
 use crate::runtime::{Instance, Limits, Runtime};
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, SinkSpec};
 use crate::storage::Storage;
 
 /// How the batch loop ended, sent once it has.
@@ -31,8 +31,8 @@ pub trait Executor: Send + Sync {
     /// Fetches and compiles the module unless it is ready already (hot standby).
     async fn prepare(&self, module_sha256: &str) -> Result<(), AttemptError>;
 
-    /// The job's sink.
-    fn open_sink(&self, spec: &JobSpec) -> Box<dyn Sink>;
+    /// A sink of the job's (its output, or its dead letters).
+    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink>;
 
     /// The job's instance, restored from `restored` (or fresh) and
     /// configured, with its source at the matching offset: ready to start.
@@ -90,8 +90,8 @@ impl Executor for WasmExecutor {
             .map_err(failed)
     }
 
-    fn open_sink(&self, spec: &JobSpec) -> Box<dyn Sink> {
-        open_sink(&spec.sink)
+    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink> {
+        open_sink(spec)
     }
 
     async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {

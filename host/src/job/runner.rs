@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
-use crate::connectors::{encode_batch, Source};
+use crate::connectors::{encode_batch, encode_dead_letter, Source};
 use crate::runtime::Instance;
 use crate::spec::OnError;
-use crate::wit::{batch_len, Rejection};
+use crate::wit::{batch_len, Batch, Rejection};
 
 /// Most events handed to the guest in one call: large enough that the cost
 /// of crossing into the guest (about 1 µs a call) is spread thin, small
@@ -33,9 +33,14 @@ pub struct Barrier {
     pub newest_event_time: Option<i64>,
     /// Sink lines produced since the previous barrier.
     pub output: Vec<u8>,
-    /// Records the job refused and its `--on-error skip` passed over since
-    /// the previous barrier.
-    pub skipped: u64,
+    /// Dead letters produced since the previous barrier.
+    pub dead_letters: Vec<u8>,
+    /// Records the job refused that its `--on-error` skipped or sent to the
+    /// dead-letter sink since the previous barrier.
+    pub rejected: u64,
+    /// Records that came late since the previous barrier (dropped, or sent
+    /// to the dead-letter sink).
+    pub late: u64,
     /// When the barrier was taken (ms since the Unix epoch), as the
     /// checkpoint records it.
     pub created_ms: u64,
@@ -106,9 +111,9 @@ pub async fn run(
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
             wake_at = out.wake_at.map(|at| at.max(soonest));
             encode_batch(&out.batch, &mut staged.output);
-            staged.refused(&out.rejected, on_error, position)?;
+            staged.refused(&batch, &out.rejected, on_error, position)?;
         }
-        if first_output && !staged.output.is_empty() {
+        if first_output && !(staged.output.is_empty() && staged.dead_letters.is_empty()) {
             first_output = false;
             next_barrier = Instant::now();
         }
@@ -130,33 +135,53 @@ fn instant_of(at_ms: u64) -> Instant {
 #[derive(Default)]
 struct Staged {
     output: Vec<u8>,
-    skipped: u64,
+    dead_letters: Vec<u8>,
+    rejected: u64,
+    late: u64,
 }
 
 impl Staged {
-    /// Routes the records the job refused in a batch read from source
-    /// position `position`, as the job's `--on-error` says.
-    fn refused(&mut self, rejected: &[Rejection], on_error: &OnError, position: u64) -> anyhow::Result<()> {
-        let Some(first) = rejected.first() else {
+    /// Routes the records the job refused in `input`, read from source
+    /// position `position`, as the job's `--on-error` says; late records
+    /// go to the dead-letter sink if there is one, else they are dropped.
+    /// Either way they are counted.
+    fn refused(
+        &mut self,
+        input: &Batch,
+        rejected: &[Rejection],
+        on_error: &OnError,
+        position: u64,
+    ) -> anyhow::Result<()> {
+        if rejected.is_empty() {
             return Ok(());
-        };
-        match on_error {
-            OnError::Fail => anyhow::bail!(
+        }
+        let late = rejected.iter().filter(|r| r.late).count() as u64;
+        let refused = rejected.len() as u64 - late;
+        if let (OnError::Fail, Some(first)) = (on_error, rejected.iter().find(|r| !r.late)) {
+            anyhow::bail!(
                 "the job refused record {} of the batch read from source position {position}: {}; \
-                 deploy it with --on-error skip to pass over such records",
+                 deploy it with --on-error skip or --on-error dead-letter:SINK to pass over such records",
                 first.index,
                 first.reason
-            ),
-            OnError::Skip => {
-                self.skipped += rejected.len() as u64;
-                tracing::warn!(
-                    "skipped {} records the job refused in the batch read from source position {position}; the first: {}",
-                    rejected.len(),
-                    first.reason
-                );
-                Ok(())
-            }
+            );
         }
+        self.late += late;
+        self.rejected += refused;
+        match on_error {
+            OnError::DeadLetter { .. } => {
+                for rejection in rejected {
+                    encode_dead_letter(input, rejection, &mut self.dead_letters);
+                }
+            }
+            OnError::Fail | OnError::Skip if refused > 0 => {
+                let first = rejected.iter().find(|r| !r.late).map_or("", |r| r.reason.as_str());
+                tracing::warn!(
+                    "skipped {refused} records the job refused in the batch read from source position {position}; the first: {first}"
+                );
+            }
+            OnError::Fail | OnError::Skip => {}
+        }
+        Ok(())
     }
 }
 
@@ -176,7 +201,9 @@ async fn barrier(
         source_offset: source.offset(),
         newest_event_time: watermark.and_then(|w| w.newest()),
         output: staged.output,
-        skipped: staged.skipped,
+        dead_letters: staged.dead_letters,
+        rejected: staged.rejected,
+        late: staged.late,
         created_ms,
         taken,
     };

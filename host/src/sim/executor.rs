@@ -48,8 +48,8 @@ impl Executor for SimExecutor {
         Ok(())
     }
 
-    fn open_sink(&self, spec: &JobSpec) -> Box<dyn Sink> {
-        let SinkSpec::File { path } = &spec.sink else {
+    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink> {
+        let SinkSpec::File { path } = spec else {
             panic!("the simulation's jobs write files")
         };
         Box::new(SimSink {
@@ -127,7 +127,7 @@ impl SimLoop {
         barriers: mpsc::Sender<Barrier>,
         cancel: &mut oneshot::Receiver<()>,
     ) -> anyhow::Result<RunEnd> {
-        let mut staged = Vec::new();
+        let mut staged = (Vec::new(), Vec::new());
         let mut next_barrier = tokio::time::Instant::now() + self.interval;
         loop {
             self.world.running(self.node).await;
@@ -175,7 +175,12 @@ impl SimLoop {
                 drawn
             };
             for n in self.next..self.next + count {
-                staged.extend_from_slice(format!("{n}\n").as_bytes());
+                let to = if is_dead_letter(n) {
+                    &mut staged.1
+                } else {
+                    &mut staged.0
+                };
+                to.extend_from_slice(format!("{n}\n").as_bytes());
             }
             self.next += count;
             if tokio::time::Instant::now() >= next_barrier {
@@ -194,13 +199,16 @@ impl SimLoop {
         }
     }
 
-    fn barrier(&self, staged: &mut Vec<u8>) -> Barrier {
+    fn barrier(&self, staged: &mut (Vec<u8>, Vec<u8>)) -> Barrier {
+        let (output, dead_letters) = std::mem::take(staged);
         Barrier {
             snapshot: self.next.to_le_bytes().to_vec(),
             source_offset: self.next,
             newest_event_time: None,
-            output: std::mem::take(staged),
-            skipped: 0,
+            output,
+            dead_letters,
+            rejected: 0,
+            late: 0,
             created_ms: 0,
             taken: tokio::time::Instant::now(),
         }
@@ -291,23 +299,38 @@ impl SimSink {
         if truncate {
             file.truncate(end);
         }
-        if let Some(problem) = sequence_problem(file) {
+        if let Some(problem) = sequence_problem(path, file) {
             let what = format!("node {node}: sink {path}: {problem}");
             state.violations.push(what);
         }
     }
 }
 
-/// What is wrong with a sink that should hold `0\n1\n2\n...`, if anything.
-pub fn sequence_problem(file: &[u8]) -> Option<String> {
+/// The simulated job sends every fifth number to its dead letters, so
+/// that every commit carries output for two sinks.
+fn is_dead_letter(n: u64) -> bool {
+    n.is_multiple_of(5)
+}
+
+/// The file a job of deployment `uid` writes its dead letters to.
+pub fn dead_letter_path(uid: &str) -> String {
+    format!("/sim/{uid}.dead")
+}
+
+/// What is wrong with a sink at `path` that should hold the numbers
+/// `0\n1\n2\n...` that are not dead letters (or, for a dead-letter
+/// sink, those that are), if anything.
+pub fn sequence_problem(path: &str, file: &[u8]) -> Option<String> {
     let Ok(text) = std::str::from_utf8(file) else {
         return Some("is not text".into());
     };
     if !text.is_empty() && !text.ends_with('\n') {
         return Some("ends in a partial line".into());
     }
+    let dead = path.ends_with(".dead");
+    let mut expected = (0..).filter(|n| is_dead_letter(*n) == dead);
     for (i, line) in text.lines().enumerate() {
-        if line != i.to_string() {
+        if Some(line) != expected.next().map(|n| n.to_string()).as_deref() {
             return Some(format!("line {i} is {line:?}: lost or duplicated output"));
         }
     }

@@ -21,14 +21,14 @@ use std::time::Duration;
 use object_store::memory::InMemory;
 use tokio::sync::watch;
 
-use self::executor::{sequence_problem, SimExecutor, DOOMED};
+use self::executor::{dead_letter_path, sequence_problem, SimExecutor, DOOMED};
 use self::storage::SimStore;
 use self::world::{Process, Rates, World, Znode};
 use self::zookeeper::{disconnect, expire, hear, reconnect, SimConnector};
 use crate::checkpoint::{CheckpointMeta, Pointer};
 use crate::ha::{Layout, SupervisorInfo};
 use crate::metrics::Metrics;
-use crate::spec::{Desired, JobSpec, JobState, JobStatus, RestartStrategy, SinkSpec, SourceSpec};
+use crate::spec::{Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec, SourceSpec};
 use crate::storage::Storage;
 use crate::supervisor::{self, SupervisorSettings};
 
@@ -93,7 +93,11 @@ impl Sim {
             } else {
                 RestartStrategy::default()
             },
-            on_error: Default::default(),
+            on_error: OnError::DeadLetter {
+                sink: SinkSpec::File {
+                    path: dead_letter_path(&uid),
+                },
+            },
             watermark: None,
             grants: Default::default(),
             desired: Desired::Running,
@@ -330,18 +334,28 @@ impl Sim {
                     }
                 }
             }
-            let committed_end = pointer.latest().map_or(0, |c| {
+            let committed_end = pointer.latest().map_or((0, 0), |c| {
                 let meta = CheckpointMeta::decode(&state.objects[&format!("{}/meta.json", dir(c))]).expect("meta");
-                meta.sink_offset + state.objects[&format!("{}/output", dir(c))].len() as u64
+                let dead_letters = match meta.dead_letters_sha256 {
+                    Some(_) => state.objects[&format!("{}/dead-letters", dir(c))].len() as u64,
+                    None => 0,
+                };
+                (
+                    meta.sink_offset + state.objects[&format!("{}/output", dir(c))].len() as u64,
+                    meta.dead_letter_offset + dead_letters,
+                )
             });
-            let sink = state
-                .sinks
-                .get(&format!("/sim/{uid}.out"))
-                .map_or(0, |f| f.len() as u64);
-            if sink > committed_end {
-                return Err(format!(
-                    "job {name}: the sink holds {sink} bytes, past the {committed_end} the newest committed checkpoint ends at"
-                ));
+            let ends = [format!("/sim/{uid}.out"), dead_letter_path(uid)]
+                .map(|path| state.sinks.get(&path).map_or(0, |f| f.len() as u64));
+            for (what, sink, committed_end) in [
+                ("sink", ends[0], committed_end.0),
+                ("dead-letter sink", ends[1], committed_end.1),
+            ] {
+                if sink > committed_end {
+                    return Err(format!(
+                        "job {name}: the {what} holds {sink} bytes, past the {committed_end} the newest committed checkpoint ends at"
+                    ));
+                }
             }
         }
         Ok(())
@@ -377,19 +391,20 @@ impl Sim {
             .map_or(String::new(), |trace| format!("\n{}", trace.join("\n")))
     }
 
-    /// Lines in a job's sink.
+    /// Lines in a job's sinks, its output and its dead letters together.
     fn lines(&self, name: &str) -> usize {
         let state = self.world.lock();
         let spec: JobSpec = serde_json::from_slice(&state.tree[&self.layout.job(name)].data).expect("spec");
-        let sink = state
-            .sinks
-            .get(&format!("/sim/{}.out", spec.uid))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(problem) = sequence_problem(&sink) {
-            panic!("job {name}: {problem}");
-        }
-        sink.iter().filter(|b| **b == b'\n').count()
+        [format!("/sim/{}.out", spec.uid), dead_letter_path(&spec.uid)]
+            .iter()
+            .map(|path| {
+                let sink = state.sinks.get(path).cloned().unwrap_or_default();
+                if let Some(problem) = sequence_problem(path, &sink) {
+                    panic!("job {name}: {problem}");
+                }
+                sink.iter().filter(|b| **b == b'\n').count()
+            })
+            .sum()
     }
 }
 

@@ -238,9 +238,25 @@ pub enum OnError {
     Fail,
     /// Count it (`weir_records_rejected_total`), log it, and go on.
     Skip,
+    /// Write it, with the reason, to a sink of its own (once, like any
+    /// output), count it, and go on. Late records go there too.
+    DeadLetter {
+        /// Where refused and late records go.
+        sink: SinkSpec,
+    },
 }
 
-const ON_ERROR_FORMS: &str = "expected `fail` or `skip`";
+impl OnError {
+    /// The dead-letter sink, if the job has one.
+    pub fn dead_letters(&self) -> Option<&SinkSpec> {
+        match self {
+            OnError::DeadLetter { sink } => Some(sink),
+            OnError::Fail | OnError::Skip => None,
+        }
+    }
+}
+
+const ON_ERROR_FORMS: &str = "expected `fail`, `skip` or `dead-letter:SINK` (e.g. dead-letter:file:/var/weir/bad)";
 
 impl FromStr for OnError {
     type Err = SpecError;
@@ -249,6 +265,12 @@ impl FromStr for OnError {
         match s {
             "fail" => Ok(OnError::Fail),
             "skip" => Ok(OnError::Skip),
+            _ if s.starts_with("dead-letter:") => {
+                let sink = s["dead-letter:".len()..]
+                    .parse()
+                    .map_err(|e: SpecError| spec_error(format!("--on-error {s}: {}", e.0)))?;
+                Ok(OnError::DeadLetter { sink })
+            }
             _ => Err(spec_error(format!("unknown --on-error `{s}`; {ON_ERROR_FORMS}"))),
         }
     }
@@ -259,6 +281,7 @@ impl fmt::Display for OnError {
         match self {
             OnError::Fail => f.write_str("fail"),
             OnError::Skip => f.write_str("skip"),
+            OnError::DeadLetter { sink } => write!(f, "dead-letter:{sink}"),
         }
     }
 }
@@ -331,10 +354,16 @@ mod tests {
 
     #[test]
     fn error_routes_parse_and_print_back() {
-        for s in ["fail", "skip"] {
+        for s in ["fail", "skip", "dead-letter:file:/tmp/bad", "dead-letter:stdout"] {
             assert_eq!(s.parse::<OnError>().unwrap().to_string(), s);
         }
         assert!("retry".parse::<OnError>().unwrap_err().0.contains("expected `fail`"));
+        let err = "dead-letter:kafka".parse::<OnError>().unwrap_err().0;
+        assert!(err.contains("--on-error dead-letter:kafka: unknown sink"), "{err}");
+        assert_eq!(
+            "dead-letter:file:/x".parse::<OnError>().unwrap().dead_letters(),
+            Some(&SinkSpec::File { path: "/x".into() })
+        );
         assert_eq!(OnError::default(), OnError::Fail);
     }
 }

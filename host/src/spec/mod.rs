@@ -92,6 +92,15 @@ pub struct JobSpec {
     pub created_ms: u64,
 }
 
+impl JobSpec {
+    /// The files its sinks write (the output and the dead letters): no two
+    /// jobs, and no two sinks of one job, may write the same file.
+    pub fn sink_files(&self) -> impl Iterator<Item = &str> {
+        let dead_letters = self.on_error.dead_letters().and_then(SinkSpec::file);
+        self.sink.file().into_iter().chain(dead_letters)
+    }
+}
+
 /// Durations as whole milliseconds, as the records store them.
 mod millis {
     use std::time::Duration;

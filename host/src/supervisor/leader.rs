@@ -310,11 +310,11 @@ impl Leader {
                 Err(e) => tracing::warn!(job = %spec.name, "cannot mark the job cancelled, trying again later: {e}"),
             }
         }
-        // `weir deploy` refuses a file sink another job writes, but two
-        // deploys can race: the earlier deployed keeps the file.
+        // `weir deploy` refuses a file another job writes, but two deploys
+        // can race: the earlier deployed keeps the file.
         let mut sink_owners: BTreeMap<&str, &JobSpec> = BTreeMap::new();
         for (spec, _) in wanted.values() {
-            if let Some(path) = spec.sink.file() {
+            for path in spec.sink_files() {
                 let owner = sink_owners.entry(path).or_insert(spec);
                 if (spec.created_ms, &spec.name) < (owner.created_ms, &owner.name) {
                     *owner = spec;
@@ -337,15 +337,13 @@ impl Leader {
                 spec: spec.clone(),
                 version,
             };
-            let owner = spec
-                .sink
-                .file()
-                .and_then(|path| sink_owners.get(path))
-                .map(|s| s.name.as_str());
-            if let Some(owner) = owner.filter(|owner| *owner != name) {
+            let taken = spec
+                .sink_files()
+                .find_map(|path| sink_owners.get(path).map(|owner| (path, owner.name.as_str())))
+                .filter(|(_, owner)| *owner != name);
+            if let Some((path, owner)) = taken {
                 let why = format!(
-                    "its file sink {} is also the sink of job `{owner}`; cancel it and deploy it again with another --sink",
-                    spec.sink
+                    "its file {path} is also written by job `{owner}`; cancel it and deploy it again with another file"
                 );
                 tracing::error!(job = %name, "not starting the job: {why}");
                 match self

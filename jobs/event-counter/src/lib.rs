@@ -74,8 +74,8 @@ impl Job for EventCounter {
             .timestamp()
             .ok_or_else(|| Error::new("the record has no event time; give the source timestamp="))?;
         self.windows
-            .add(self.assigner(), 0, &(n % 2 != 0), at, |sum| *sum += n)
-            .map_err(|late| Error::new(format!("late for the window at {}", late.window_start)))
+            .add(self.assigner(), 0, &(n % 2 != 0), at, |sum| *sum += n)?;
+        Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut Context) {

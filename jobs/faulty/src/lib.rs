@@ -2,7 +2,8 @@
 //! number it sees, and on the number named in its config it:
 //! `trap_on=N` panics (a trap); `spin_on=N` loops forever;
 //! `grow_on=N` allocates without bound; `reject_on=N` refuses the record
-//! (an error from `process`, which its `--on-error` route handles). With `probe=HOST:PORT` it instead
+//! (an error from `process`, which its `--on-error` route handles), and
+//! `reject_every=N` every multiple of N. With `probe=HOST:PORT` it instead
 //! reports, for its first event, what the host lets it reach: environment
 //! variables, the directory `probe_dir` (default `/`), and a TCP connection
 //! to HOST:PORT. With `block_on=HOST:PORT` it connects there and waits for
@@ -21,6 +22,8 @@ struct Faulty {
     grow_on: Option<i64>,
     #[serde(skip)]
     reject_on: Option<i64>,
+    #[serde(skip)]
+    reject_every: Option<i64>,
     #[serde(skip)]
     probe: Option<String>,
     #[serde(skip)]
@@ -49,6 +52,7 @@ impl Job for Faulty {
         self.spin_on = config_value(config, "spin_on")?;
         self.grow_on = config_value(config, "grow_on")?;
         self.reject_on = config_value(config, "reject_on")?;
+        self.reject_every = config_value(config, "reject_every")?;
         self.probe = config_value(config, "probe")?;
         self.probe_dir = config_value(config, "probe_dir")?;
         self.block_on = config_value(config, "block_on")?;
@@ -59,6 +63,9 @@ impl Job for Faulty {
         let n = record.int()?;
         if self.reject_on == Some(n) {
             return Err(Error::new(format!("faulty job: reject_on={n} reached")));
+        }
+        if self.reject_every.is_some_and(|every| every != 0 && n % every == 0) {
+            return Err(Error::new(format!("faulty job: {n} is a multiple of reject_every")));
         }
         if let Some(address) = &self.block_on {
             if let Ok(mut stream) = std::net::TcpStream::connect(address) {

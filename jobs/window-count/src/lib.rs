@@ -31,9 +31,8 @@ impl Job for WindowCount {
         let keyed: Keyed = record.json()?;
         let at = record.timestamp().ok_or("the record has no event time")?;
         let tumbling = Assigner::tumbling(std::time::Duration::from_millis(self.window_ms));
-        self.windows
-            .add(tumbling, 0, keyed.key.as_ref(), at, |n| *n += 1)
-            .map_err(|late| Error::new(format!("late for the window at {}", late.window_start)))
+        self.windows.add(tumbling, 0, keyed.key.as_ref(), at, |n| *n += 1)?;
+        Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut Context) {
