@@ -6,6 +6,7 @@
 
 pub mod commit;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,9 +94,9 @@ pub struct CheckpointMeta {
     pub checkpoint: CheckpointRef,
     /// Source offset just after the last event the snapshot includes.
     pub source_offset: u64,
-    /// The newest event time the job's watermark rested on, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub newest_event_time: Option<i64>,
+    /// Where the job's watermark stood, if it has one.
+    #[serde(default, skip_serializing_if = "EventTimes::is_empty")]
+    pub event_times: EventTimes,
     /// Sink position (bytes already published) before this checkpoint's output.
     pub sink_offset: u64,
     /// Dead-letter sink position before this checkpoint's dead letters.
@@ -109,6 +110,26 @@ pub struct CheckpointMeta {
     /// without has no such object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters_sha256: Option<String>,
+}
+
+/// Where a job's watermark stood at a checkpoint: the newest event time of
+/// each source partition (0 for a source without) and the watermark given
+/// out, which a restore must not go back from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTimes {
+    /// Newest event time per partition.
+    #[serde(default)]
+    pub newest: BTreeMap<u32, i64>,
+    /// The watermark.
+    #[serde(default)]
+    pub watermark: Option<i64>,
+}
+
+impl EventTimes {
+    /// Whether there is nothing to record (a job without a watermark).
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_empty() && self.watermark.is_none()
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -349,7 +370,10 @@ mod tests {
             meta: CheckpointMeta {
                 checkpoint: cref(id),
                 source_offset: id * 10,
-                newest_event_time: Some(id as i64 * 1000),
+                event_times: EventTimes {
+                    newest: BTreeMap::from([(0, id as i64 * 1000), (2, 5)]),
+                    watermark: Some(4),
+                },
                 sink_offset: 0,
                 dead_letter_offset: id,
                 snapshot_sha256: sha256_hex(&snapshot),

@@ -56,7 +56,8 @@ pub struct DeployArgs {
     #[arg(long, default_value = "fail")]
     on_error: OnError,
     /// Give the job a watermark that trails the newest event time by D,
-    /// `max-delay=D` (needs a source with `timestamp=`).
+    /// `max-delay=D`, per source partition; `,idle=D` leaves out a partition
+    /// silent that long (needs a source with event timestamps).
     #[arg(long)]
     watermark: Option<WatermarkSpec>,
     /// Grant the job an environment variable, `KEY=VALUE`; repeat for more (default: none).

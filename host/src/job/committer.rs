@@ -13,7 +13,7 @@ use super::runner::Barrier;
 use super::{Deployment, LeaderContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::{
-    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, Pointer, SinkPositions, StagedOutput,
+    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, EventTimes, Pointer, SinkPositions, StagedOutput,
 };
 use crate::connectors::Outputs;
 use crate::coord::FencedOp;
@@ -50,9 +50,9 @@ pub struct Committer<'a> {
     /// staged: counted in the metrics once they commit.
     rejected: u64,
     late: u64,
-    /// The snapshot, source offset and newest event time of the barrier
-    /// being committed.
-    barrier: Option<(Bytes, u64, Option<i64>)>,
+    /// The snapshot, source offset and event times of the barrier being
+    /// committed.
+    barrier: Option<(Bytes, u64, EventTimes)>,
     /// The output of the checkpoint being committed, as uploaded: the
     /// first bytes of each stage, published once the pointer names it.
     uploaded_output: StagedOutput,
@@ -116,7 +116,7 @@ impl<'a> Committer<'a> {
         self.barrier = Some((
             Bytes::from(barrier.snapshot),
             barrier.source_offset,
-            barrier.newest_event_time,
+            barrier.event_times,
         ));
         self.barrier_taken = barrier.taken;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
@@ -148,7 +148,7 @@ impl<'a> Committer<'a> {
                 sink_offset,
                 output_len,
             } => {
-                let (snapshot, source_offset, newest_event_time) =
+                let (snapshot, source_offset, event_times) =
                     self.barrier.take().expect("an upload follows its barrier");
                 let output = StagedOutput {
                     main: Bytes::copy_from_slice(&self.staged[..output_len.main as usize]),
@@ -163,7 +163,7 @@ impl<'a> Committer<'a> {
                     meta: CheckpointMeta {
                         checkpoint,
                         source_offset,
-                        newest_event_time,
+                        event_times,
                         sink_offset: sink_offset.main,
                         dead_letter_offset: sink_offset.dead_letters,
                         snapshot_sha256: sha256_hex_of(snapshot.clone()).await,

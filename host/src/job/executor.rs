@@ -13,7 +13,7 @@ use super::error::{failed, AttemptError};
 use super::runner::{self, Barrier, RunEnd};
 use super::watermark::Watermark;
 use super::ControlReceiver;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, EventTimes};
 use crate::connectors::{open_sink, open_source, Sink};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::{JobSpec, SinkSpec};
@@ -102,7 +102,7 @@ impl Executor for WasmExecutor {
             spec: spec.clone(),
             snapshot: restored.map(|c| c.snapshot.clone()),
             offset: restored.map_or(0, |c| c.meta.source_offset),
-            newest_event_time: restored.and_then(|c| c.meta.newest_event_time),
+            event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
         };
         job.spawn(loaded_tx, started).map_err(AttemptError::Failed)?;
         match loaded.await {
@@ -133,7 +133,7 @@ struct JobThread {
     spec: JobSpec,
     snapshot: Option<bytes::Bytes>,
     offset: u64,
-    newest_event_time: Option<i64>,
+    event_times: EventTimes,
 }
 
 /// The runtime that drives guests' WASI I/O (its reactor and timers, the
@@ -210,7 +210,7 @@ impl JobThread {
                 barriers,
                 self.spec.checkpoint_interval,
                 &self.spec.on_error,
-                self.spec.watermark.map(|w| Watermark::new(w, self.newest_event_time)),
+                self.spec.watermark.map(|w| Watermark::new(w, self.event_times.clone(), std::time::Instant::now())),
             ).instrument(span) => end,
         };
         let _ = ended.send(end);

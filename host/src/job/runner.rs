@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
+use crate::checkpoint::EventTimes;
 use crate::connectors::{encode_batch, encode_dead_letter, Source};
 use crate::runtime::Instance;
 use crate::spec::OnError;
@@ -29,8 +30,8 @@ pub struct Barrier {
     pub snapshot: Vec<u8>,
     /// The source position matching that state.
     pub source_offset: u64,
-    /// The newest event time the watermark rests on, if the job has one.
-    pub newest_event_time: Option<i64>,
+    /// Where the watermark stands, if the job has one.
+    pub event_times: EventTimes,
     /// Sink lines produced since the previous barrier.
     pub output: Vec<u8>,
     /// Dead letters produced since the previous barrier.
@@ -92,7 +93,14 @@ pub async fn run(
                 continue;
             }
             Control::Finish => {
-                barrier(&mut instance, source.as_ref(), watermark, &mut staged, &barriers).await?;
+                barrier(
+                    &mut instance,
+                    source.as_ref(),
+                    watermark.as_ref(),
+                    &mut staged,
+                    &barriers,
+                )
+                .await?;
                 return Ok(RunEnd::Finished);
             }
             Control::Run => {}
@@ -102,10 +110,12 @@ pub async fn run(
         let batch = source.next_batch(MAX_BATCH, until).context("reading the source")?;
         let woken = wake_at.is_some_and(|at| crate::clock::now_ms() >= at);
         if batch_len(&batch) > 0 || woken {
-            if let Some(watermark) = &mut watermark {
-                watermark.observe(&batch);
-            }
-            let out = instance.process(&batch, watermark.and_then(|w| w.current())).await?;
+            let now = Instant::now();
+            let current = watermark.as_mut().and_then(|w| {
+                w.observe(&batch, now);
+                w.current(now)
+            });
+            let out = instance.process(&batch, current).await?;
             // A job that asks to be woken now, again and again, is woken
             // at most every WAKE_MIN: never a busy loop.
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
@@ -118,7 +128,15 @@ pub async fn run(
             next_barrier = Instant::now();
         }
         if Instant::now() >= next_barrier {
-            if !barrier(&mut instance, source.as_ref(), watermark, &mut staged, &barriers).await? {
+            if !barrier(
+                &mut instance,
+                source.as_ref(),
+                watermark.as_ref(),
+                &mut staged,
+                &barriers,
+            )
+            .await?
+            {
                 return Ok(RunEnd::Stopped);
             }
             next_barrier = Instant::now() + interval;
@@ -189,7 +207,7 @@ impl Staged {
 async fn barrier(
     instance: &mut Instance,
     source: &dyn Source,
-    watermark: Option<Watermark>,
+    watermark: Option<&Watermark>,
     staged: &mut Staged,
     barriers: &mpsc::Sender<Barrier>,
 ) -> anyhow::Result<bool> {
@@ -199,7 +217,7 @@ async fn barrier(
     let barrier = Barrier {
         snapshot,
         source_offset: source.offset(),
-        newest_event_time: watermark.and_then(|w| w.newest()),
+        event_times: watermark.map(Watermark::event_times).unwrap_or_default(),
         output: staged.output,
         dead_letters: staged.dead_letters,
         rejected: staged.rejected,

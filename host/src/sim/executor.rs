@@ -204,7 +204,7 @@ impl SimLoop {
         Barrier {
             snapshot: self.next.to_le_bytes().to_vec(),
             source_offset: self.next,
-            newest_event_time: None,
+            event_times: Default::default(),
             output,
             dead_letters,
             rejected: 0,
