@@ -3,6 +3,7 @@
 //! real ZooKeeper and real `weir` processes, and fails loudly without them.
 
 mod harness;
+mod postgres_server;
 mod s3;
 mod zookeeper;
 
@@ -14,5 +15,6 @@ mod deploy;
 mod ensemble;
 mod failover;
 mod faults;
+mod postgres;
 mod storage;
 mod wordcount;

@@ -199,6 +199,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
     }
     let sha256 = sha256_hex(&bytes);
+    for sink in std::iter::once(&sink).chain(on_error.dead_letters()) {
+        check_table(sink).await?;
+    }
 
     let storage = args.storage.open()?;
     let layout = args.cluster.layout()?;
@@ -394,6 +397,24 @@ fn local_sink(sink: SinkSpec, what: &str) -> anyhow::Result<SinkSpec> {
         );
     }
     Ok(SinkSpec::File { path })
+}
+
+/// A PostgreSQL sink's table, checked now if the database answers: one
+/// that is missing or does not fit the mode is refused here, not when the
+/// job first writes. A database that does not answer is noted: the job
+/// waits for it.
+async fn check_table(sink: &SinkSpec) -> anyhow::Result<()> {
+    let SinkSpec::Postgres { url, table, mode } = sink else {
+        return Ok(());
+    };
+    match crate::connectors::postgres::check(url, table, mode).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            eprintln!("note: PostgreSQL for table {table} does not answer now; the job will wait for it");
+            Ok(())
+        }
+        Err(e) => bail!("postgres sink: {e}"),
+    }
 }
 
 /// A random number for deployment ids, from the OS's hasher seed.

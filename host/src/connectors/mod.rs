@@ -5,6 +5,7 @@
 
 mod lines;
 mod outputs;
+pub mod postgres;
 mod sink;
 mod source;
 
@@ -12,3 +13,13 @@ pub use lines::{encode_batch, encode_dead_letter};
 pub use outputs::Outputs;
 pub use sink::{open_sink, Sink};
 pub use source::{open_source, Source};
+
+/// Whose output a sink holds: sinks that keep their own progress (a
+/// database's progress row) keep it per job deployment and output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOwner {
+    /// The job's name.
+    pub job: String,
+    /// Its deployment's uid, with `/dead-letters` for its dead-letter sink.
+    pub deployment: String,
+}

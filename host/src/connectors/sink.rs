@@ -6,6 +6,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use bytes::Bytes;
 
+use super::postgres::Table;
+use super::SinkOwner;
 use crate::spec::SinkSpec;
 
 /// Publishes committed output. Every method may block on a disk or the
@@ -29,8 +31,8 @@ pub trait Sink: Send {
     async fn settle(&mut self) {}
 }
 
-/// Opens the sink a spec names.
-pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
+/// Opens the sink a spec names, for `owner`.
+pub fn open_sink(spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink> {
     match spec {
         SinkSpec::Stdout => Box::new(Stdout),
         SinkSpec::File { path } => Box::new(FileSink {
@@ -38,6 +40,7 @@ pub fn open_sink(spec: &SinkSpec) -> Box<dyn Sink> {
             identity: None,
             in_flight: None,
         }),
+        SinkSpec::Postgres { url, table, mode } => Box::new(PostgresSink(Table::new(url, table, mode, owner))),
     }
 }
 
@@ -68,6 +71,26 @@ impl Sink for Stdout {
         .await
     }
 
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.publish(position, output).await
+    }
+}
+
+/// A PostgreSQL table holding each output record once (see `postgres`).
+struct PostgresSink(Table);
+
+#[async_trait::async_trait]
+impl Sink for PostgresSink {
+    async fn initial_position(&mut self) -> io::Result<u64> {
+        self.0.position().await.map_err(io::Error::other)
+    }
+
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.0.publish(position, &output).await.map_err(io::Error::other)
+    }
+
+    /// The rows past the restored checkpoint stay: the replay's output up
+    /// to them is skipped by position, not written again.
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
         self.publish(position, output).await
     }
@@ -173,9 +196,16 @@ mod tests {
     use super::*;
 
     fn file_sink(path: &std::path::Path) -> Box<dyn Sink> {
-        open_sink(&SinkSpec::File {
-            path: path.display().to_string(),
-        })
+        let owner = SinkOwner {
+            job: "job".into(),
+            deployment: "uid".into(),
+        };
+        open_sink(
+            &SinkSpec::File {
+                path: path.display().to_string(),
+            },
+            owner,
+        )
     }
 
     #[tokio::test]

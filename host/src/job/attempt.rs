@@ -11,7 +11,7 @@ use super::runner::{Barrier, RunEnd};
 use super::{stop_requested, Control, ControlReceiver, Deployment, JobEnd, LeaderContext};
 use crate::checkpoint::SinkPositions;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
-use crate::connectors::Outputs;
+use crate::connectors::{Outputs, SinkOwner};
 use crate::coord::FencedOp;
 use crate::spec::JobState;
 use crate::storage::StorageError;
@@ -38,8 +38,15 @@ pub async fn run(
     // a stop takes effect meanwhile (nothing has run, nothing to commit),
     // once a sink write the restore began (cutting the sink back) is done,
     // so that it cannot land on a successor's output.
-    let dead_letters = spec.on_error.dead_letters().map(|s| ctx.executor.open_sink(s));
-    let mut sink = Outputs::new(ctx.executor.open_sink(&spec.sink), dead_letters);
+    let owner = |suffix: &str| SinkOwner {
+        job: name.to_string(),
+        deployment: format!("{}{suffix}", spec.uid),
+    };
+    let dead_letters = spec
+        .on_error
+        .dead_letters()
+        .map(|s| ctx.executor.open_sink(s, owner("/dead-letters")));
+    let mut sink = Outputs::new(ctx.executor.open_sink(&spec.sink, owner("")), dead_letters);
     let mut stop_early = control.clone();
     let started = tokio::select! {
         biased;

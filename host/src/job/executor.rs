@@ -14,7 +14,7 @@ use super::runner::{self, Barrier, RunEnd};
 use super::watermark::Watermark;
 use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes};
-use crate::connectors::{open_sink, open_source, Sink};
+use crate::connectors::{open_sink, open_source, Sink, SinkOwner};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::{JobSpec, SinkSpec};
 use crate::storage::Storage;
@@ -32,7 +32,7 @@ pub trait Executor: Send + Sync {
     async fn prepare(&self, module_sha256: &str) -> Result<(), AttemptError>;
 
     /// A sink of the job's (its output, or its dead letters).
-    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink>;
+    fn open_sink(&self, spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink>;
 
     /// The job's instance, restored from `restored` (or fresh) and
     /// configured, with its source at the matching offset: ready to start.
@@ -90,8 +90,8 @@ impl Executor for WasmExecutor {
             .map_err(failed)
     }
 
-    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink> {
-        open_sink(spec)
+    fn open_sink(&self, spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink> {
+        open_sink(spec, owner)
     }
 
     async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {

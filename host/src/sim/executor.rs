@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::world::World;
 use crate::checkpoint::Checkpoint;
-use crate::connectors::Sink;
+use crate::connectors::{Sink, SinkOwner};
 use crate::job::{AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, LoopEnded, RunEnd};
 use crate::spec::{JobSpec, JobState, JobStatus, SinkSpec};
 
@@ -48,7 +48,7 @@ impl Executor for SimExecutor {
         Ok(())
     }
 
-    fn open_sink(&self, spec: &SinkSpec) -> Box<dyn Sink> {
+    fn open_sink(&self, spec: &SinkSpec, _owner: SinkOwner) -> Box<dyn Sink> {
         let SinkSpec::File { path } = spec else {
             panic!("the simulation's jobs write files")
         };

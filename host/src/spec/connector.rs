@@ -101,11 +101,39 @@ pub enum SinkSpec {
     Stdout,
     /// A file holding only output of committed checkpoints, each event once.
     File { path: String },
+    /// A PostgreSQL table: each record's value is a JSON object whose
+    /// fields are columns. A checkpoint's rows and the sink's progress go in
+    /// one transaction, so each row is written once.
+    Postgres {
+        /// `postgresql://USER[:PASSWORD]@HOST:PORT/DB`.
+        url: String,
+        /// The table, `NAME` or `SCHEMA.NAME`.
+        table: String,
+        /// Append every record, or upsert on key columns.
+        #[serde(default)]
+        mode: TableMode,
+    },
+}
+
+/// How a PostgreSQL sink writes its rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TableMode {
+    /// `INSERT` each record as a row.
+    #[default]
+    Append,
+    /// `INSERT ... ON CONFLICT (key) DO UPDATE`: the table holds the newest
+    /// record per key (the last of a checkpoint, when one has several).
+    Upsert {
+        /// The columns of a unique index of the table.
+        key: Vec<String>,
+    },
 }
 
 const SOURCE_FORMS: &str =
     "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH` or `file:timestamp=T,path=PATH`";
-const SINK_FORMS: &str = "expected `stdout` or `file:PATH`";
+const SINK_FORMS: &str = "expected `stdout`, `file:PATH` or \
+     `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]`";
 
 impl FromStr for SourceSpec {
     type Err = SpecError;
@@ -203,6 +231,7 @@ impl FromStr for SinkSpec {
             None if s == "stdout" => Ok(SinkSpec::Stdout),
             Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File { path: path.to_string() }),
             Some(("file", _)) => Err(spec_error("file sink needs a path: `file:PATH`")),
+            Some(("postgres", rest)) => parse_postgres(rest),
             _ => Err(spec_error(format!("unknown sink `{s}`; {SINK_FORMS}"))),
         }
     }
@@ -213,7 +242,7 @@ impl SinkSpec {
     pub fn file(&self) -> Option<&str> {
         match self {
             SinkSpec::File { path } => Some(path),
-            SinkSpec::Stdout => None,
+            SinkSpec::Stdout | SinkSpec::Postgres { .. } => None,
         }
     }
 }
@@ -223,8 +252,60 @@ impl fmt::Display for SinkSpec {
         match self {
             SinkSpec::Stdout => f.write_str("stdout"),
             SinkSpec::File { path } => write!(f, "file:{path}"),
+            SinkSpec::Postgres { url, table, mode } => {
+                write!(f, "postgres:url={url},table={table}")?;
+                match mode {
+                    TableMode::Append => Ok(()),
+                    TableMode::Upsert { key } => write!(f, ",mode=upsert,key={}", key.join(",")),
+                }
+            }
         }
     }
+}
+
+/// Parses the settings of `postgres:...`. `key=` takes every following
+/// item without an `=` as another column (`key=a,b`).
+fn parse_postgres(rest: &str) -> Result<SinkSpec, SpecError> {
+    let postgres = |msg: String| spec_error(format!("postgres sink: {msg}; {SINK_FORMS}"));
+    let (mut url, mut table, mut mode, mut key) = (None, None, None, Vec::new());
+    let mut last = "";
+    for item in rest.split(',').filter(|i| !i.is_empty()) {
+        let Some((name, value)) = item.split_once('=') else {
+            if last != "key" {
+                return Err(postgres(format!("`{item}` is not key=value")));
+            }
+            key.push(item.to_string());
+            continue;
+        };
+        last = name;
+        match name {
+            "url" => url = Some(value.to_string()),
+            "table" => table = Some(value.to_string()),
+            "mode" => mode = Some(value.to_string()),
+            "key" => key.push(value.to_string()),
+            _ => return Err(postgres(format!("unknown setting `{name}`"))),
+        }
+    }
+    let url = url.ok_or_else(|| postgres("needs url=".into()))?;
+    if !url.starts_with("postgresql://") && !url.starts_with("postgres://") {
+        return Err(postgres(format!("url={url} is not a postgresql:// URL")));
+    }
+    let table = table.ok_or_else(|| postgres("needs table=".into()))?;
+    let identifier = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && !p.contains('"'));
+    if !identifier(&table) || table.split('.').count() > 2 {
+        return Err(postgres(format!("table={table} is not NAME or SCHEMA.NAME")));
+    }
+    if key.iter().any(|k| k.is_empty() || k.contains('"')) {
+        return Err(postgres(format!("key={} is not a list of columns", key.join(","))));
+    }
+    let mode = match (mode.as_deref(), key.is_empty()) {
+        (None | Some("append"), true) => TableMode::Append,
+        (Some("upsert"), false) => TableMode::Upsert { key },
+        (Some("upsert"), true) => return Err(postgres("mode=upsert needs key=COL[,COL]".into())),
+        (None | Some("append"), false) => return Err(postgres("key= is for mode=upsert".into())),
+        (Some(other), _) => return Err(postgres(format!("unknown mode `{other}`; expected append or upsert"))),
+    };
+    Ok(SinkSpec::Postgres { url, table, mode })
 }
 
 /// What becomes of a record the job refuses (an error from its `process`,
@@ -350,6 +431,41 @@ mod tests {
             "file:/x".parse::<SinkSpec>().unwrap(),
             SinkSpec::File { path: "/x".into() }
         );
+    }
+
+    #[test]
+    fn postgres_sinks_parse_and_print_back() {
+        for s in [
+            "postgres:url=postgresql://weir@127.0.0.1:5432/db,table=out",
+            "postgres:url=postgresql://weir@h:1/db?sslmode=disable,table=s.t,mode=upsert,key=a,b",
+        ] {
+            assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
+        }
+        let spec: SinkSpec = "postgres:table=t,mode=upsert,key=id,url=postgres://u@h/d"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            spec,
+            SinkSpec::Postgres {
+                url: "postgres://u@h/d".into(),
+                table: "t".into(),
+                mode: TableMode::Upsert { key: vec!["id".into()] },
+            }
+        );
+        for (bad, why) in [
+            ("postgres:table=t", "needs url="),
+            ("postgres:url=http://h/d,table=t", "not a postgresql:// URL"),
+            ("postgres:url=postgres://h/d", "needs table="),
+            ("postgres:url=postgres://h/d,table=a.b.c", "not NAME or SCHEMA.NAME"),
+            ("postgres:url=postgres://h/d,table=t,mode=upsert", "needs key="),
+            ("postgres:url=postgres://h/d,table=t,key=a", "key= is for mode=upsert"),
+            ("postgres:url=postgres://h/d,table=t,mode=merge", "unknown mode"),
+            ("postgres:url=postgres://h/d,table=t,speed=1", "unknown setting"),
+            ("postgres:url=postgres://h/d,t", "not key=value"),
+        ] {
+            let err = bad.parse::<SinkSpec>().unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! `timestamp=json:ts`). With `--config idle_flush_ms=N` a stream that
 //! goes quiet for N ms (processing time) has its open windows fired
 //! anyway, by a timer: the last window of a quiet stream is not lost.
+//! With `--config format=json` each window is a JSON record instead,
+//! `{"window_start": START, "parity": "even", "sum": SUM}` keyed by its
+//! parity and stamped with its start: rows for a PostgreSQL sink.
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{
@@ -21,6 +24,8 @@ struct EventCounter {
     window_ms: u64,
     #[serde(skip)]
     idle_flush_ms: Option<u64>,
+    #[serde(skip)]
+    json: bool,
     /// Sums by (window end, odd).
     windows: EventTimeWindows<bool, i64>,
     /// When the last record came (processing time), and whether a flush
@@ -34,11 +39,23 @@ struct Reading {
     n: i64,
 }
 
-/// Emits fired windows, one line each.
-fn emit(fired: Vec<Fired<bool, i64>>, ctx: &mut Context) {
+/// Emits fired windows, one record each.
+fn emit(fired: Vec<Fired<bool, i64>>, json: bool, ctx: &mut Context) {
     for window in fired {
         let parity = if window.key { "odd" } else { "even" };
-        ctx.emit_text(&format!("{} {parity} {}", window.start, window.value));
+        if json {
+            let row = format!(
+                r#"{{"window_start":{},"parity":"{parity}","sum":{}}}"#,
+                window.start, window.value
+            );
+            ctx.emit(
+                Record::from_bytes(row.as_bytes())
+                    .with_key(parity.as_bytes())
+                    .at(window.start),
+            );
+        } else {
+            ctx.emit_text(&format!("{} {parity} {}", window.start, window.value));
+        }
     }
 }
 
@@ -52,6 +69,11 @@ impl Job for EventCounter {
     fn init(&mut self, config: &Config) -> Result<(), String> {
         self.window_ms = config_value(config, "window_ms")?.unwrap_or(1000);
         self.idle_flush_ms = config_value(config, "idle_flush_ms")?;
+        self.json = match config_value::<String>(config, "format")?.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => return Err(format!("format={other}: expected text or json")),
+        };
         // Quiet since this instance started, not since the checkpoint it
         // restored: the time a failover took is not the stream's silence.
         self.last_record = now_millis();
@@ -79,7 +101,7 @@ impl Job for EventCounter {
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut Context) {
-        emit(self.windows.fire(watermark, 0), ctx);
+        emit(self.windows.fire(watermark, 0), self.json, ctx);
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut Context) {
@@ -89,7 +111,7 @@ impl Job for EventCounter {
         if now >= self.last_record.saturating_add(idle) {
             // Quiet for long enough: fire what is open.
             self.flush_armed = false;
-            emit(self.windows.flush(0), ctx);
+            emit(self.windows.flush(0), self.json, ctx);
         } else {
             ctx.timer_at(self.last_record + idle);
         }
