@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weir::connectors::{encode_batch, open_source, Source};
+use weir::connectors::{encode_batch, open_source, Source, SourcePosition};
 use weir::runtime::{Instance, Limits, Runtime};
 use weir::spec::SourceSpec;
 use weir::storage::sha256_hex;
@@ -193,8 +193,11 @@ impl Source for Clicks {
         Ok(Batch::Records(records))
     }
 
-    fn offset(&self) -> u64 {
-        self.offset
+    fn position(&self) -> SourcePosition {
+        SourcePosition {
+            offset: self.offset,
+            partitions: Default::default(),
+        }
     }
 }
 
@@ -220,8 +223,11 @@ impl Source for Words {
         Ok(Batch::Texts(texts))
     }
 
-    fn offset(&self) -> u64 {
-        self.offset
+    fn position(&self) -> SourcePosition {
+        SourcePosition {
+            offset: self.offset,
+            partitions: Default::default(),
+        }
     }
 }
 
@@ -377,7 +383,8 @@ fn main() {
                 rate: 0,
                 timestamp: None,
             },
-            0,
+            &SourcePosition::default(),
+            "bench",
         )
     };
     let counter =

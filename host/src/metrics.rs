@@ -19,9 +19,18 @@ struct JobLabel {
     job: String,
 }
 
+/// The labels of a per-partition series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PartitionLabel {
+    job: String,
+    partition: u32,
+}
+
 /// One job's counters and gauges.
 #[derive(Debug, Clone)]
 pub struct JobMetrics {
+    job: String,
+    source_lag: Family<PartitionLabel, Gauge>,
     /// Checkpoints whose pointer was committed.
     pub checkpoints_committed: Counter,
     /// Checkpoints that failed (storage dir unwritable, slow, ...).
@@ -51,6 +60,7 @@ pub struct Metrics {
     restarts: Family<JobLabel, Counter>,
     records_rejected: Family<JobLabel, Counter>,
     records_late: Family<JobLabel, Counter>,
+    source_lag: Family<PartitionLabel, Gauge>,
     last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
@@ -71,6 +81,7 @@ impl Default for Metrics {
             restarts: Family::default(),
             records_rejected: Family::default(),
             records_late: Family::default(),
+            source_lag: Family::default(),
             last_checkpoint_duration_ms: Family::default(),
             last_checkpoint_bytes: Family::default(),
             jobs: Mutex::default(),
@@ -116,6 +127,11 @@ impl Default for Metrics {
             metrics.records_late.clone(),
         );
         registry.register(
+            "weir_source_lag_records",
+            "Records in a source partition past the newest committed checkpoint (Kafka)",
+            metrics.source_lag.clone(),
+        );
+        registry.register(
             "weir_last_checkpoint_duration_ms",
             "Barrier to output published, for the newest committed checkpoint",
             metrics.last_checkpoint_duration_ms.clone(),
@@ -129,6 +145,20 @@ impl Default for Metrics {
     }
 }
 
+impl JobMetrics {
+    /// Sets how far each source partition's end is past the newest
+    /// committed checkpoint.
+    pub fn set_source_lag(&self, lag: &BTreeMap<u32, i64>) {
+        for (partition, records) in lag {
+            let label = PartitionLabel {
+                job: self.job.clone(),
+                partition: *partition,
+            };
+            self.source_lag.get_or_create(&label).set(*records);
+        }
+    }
+}
+
 impl Metrics {
     /// The series of `job`, created on first use.
     pub fn job(&self, job: &str) -> Arc<JobMetrics> {
@@ -137,6 +167,8 @@ impl Metrics {
             .or_insert_with(|| {
                 let label = JobLabel { job: job.to_string() };
                 Arc::new(JobMetrics {
+                    job: job.to_string(),
+                    source_lag: self.source_lag.clone(),
                     checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
                     checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
                     restarts: self.restarts.get_or_create(&label).clone(),
@@ -168,6 +200,7 @@ mod tests {
         metrics.leader.set(1);
         metrics.leader_epoch.set(3);
         metrics.job("counter").last_checkpoint_duration_ms.set(12);
+        metrics.job("counter").set_source_lag(&BTreeMap::from([(2, 40)]));
         let text = metrics.render();
         for line in [
             "weir_leader 1\n",
@@ -176,6 +209,7 @@ mod tests {
             "weir_checkpoints_committed_total{job=\"counter\"} 0\n",
             "# TYPE weir_last_checkpoint_duration_ms gauge\n",
             "weir_last_checkpoint_duration_ms{job=\"counter\"} 12\n",
+            "weir_source_lag_records{job=\"counter\",partition=\"2\"} 40\n",
             "# EOF\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from {text}");

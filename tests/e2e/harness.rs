@@ -40,6 +40,23 @@ pub fn free_port() -> u16 {
 }
 
 /// Where the build put the `weir` binary and the example jobs.
+/// A test server `scripts/setup` installs (on the PATH, or in cargo's bin
+/// dir); fails loudly when it is not there.
+pub fn installed(name: &str) -> PathBuf {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin").join(name));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    on_path
+        .chain(cargo_bin)
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: run `scripts/setup`"))
+}
+
 pub fn weir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weir"))
 }

@@ -3,6 +3,7 @@
 //! real ZooKeeper and real `weir` processes, and fails loudly without them.
 
 mod harness;
+mod kafka_broker;
 mod postgres_server;
 mod s3;
 mod zookeeper;
@@ -15,6 +16,7 @@ mod deploy;
 mod ensemble;
 mod failover;
 mod faults;
+mod kafka;
 mod postgres;
 mod storage;
 mod wordcount;

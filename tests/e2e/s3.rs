@@ -4,13 +4,13 @@
 //! `If-None-Match: *`, which weir's create-only writes rely on.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::harness::{free_port, wait_for};
+use crate::harness::{free_port, installed, wait_for};
 
 /// The bucket every test uses.
 pub const BUCKET: &str = "weir";
@@ -30,7 +30,7 @@ impl S3Server {
         std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("s3s-fs.log")).unwrap();
-        let process = Command::new(s3s_fs())
+        let process = Command::new(installed("s3s-fs"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", "test", "--secret-key", "test"])
             .arg(dir.path())
@@ -76,20 +76,4 @@ impl Drop for S3Server {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-/// The `s3s-fs` binary: on PATH or in Cargo's bin dir.
-fn s3s_fs() -> PathBuf {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
-        .map(|home| home.join("bin/s3s-fs"));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("s3s-fs"));
-    on_path
-        .chain(cargo_bin)
-        .find(|path| path.is_file())
-        .expect("s3s-fs is not installed: run `scripts/setup` (it runs `cargo install s3s-fs`)")
 }

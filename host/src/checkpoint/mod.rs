@@ -94,6 +94,9 @@ pub struct CheckpointMeta {
     pub checkpoint: CheckpointRef,
     /// Source offset just after the last event the snapshot includes.
     pub source_offset: u64,
+    /// For a source with partitions: the next offset of each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_partitions: BTreeMap<u32, i64>,
     /// Where the job's watermark stood, if it has one.
     #[serde(default, skip_serializing_if = "EventTimes::is_empty")]
     pub event_times: EventTimes,
@@ -110,6 +113,27 @@ pub struct CheckpointMeta {
     /// without has no such object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters_sha256: Option<String>,
+}
+
+/// Where a source stands, just after the last record a snapshot includes:
+/// one offset (a sequence's count, a file's byte), or the next offset of
+/// each partition (Kafka's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// The offset of a source without partitions.
+    pub offset: u64,
+    /// The next offset of each partition.
+    pub partitions: BTreeMap<u32, i64>,
+}
+
+impl std::fmt::Display for SourcePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.partitions.is_empty() {
+            return write!(f, "{}", self.offset);
+        }
+        let parts: Vec<String> = self.partitions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        write!(f, "partition:offset {}", parts.join(","))
+    }
 }
 
 /// Where a job's watermark stood at a checkpoint: the newest event time of
@@ -137,6 +161,14 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl CheckpointMeta {
+    /// Where the source resumes.
+    pub fn source_position(&self) -> SourcePosition {
+        SourcePosition {
+            offset: self.source_offset,
+            partitions: self.source_partitions.clone(),
+        }
+    }
+
     /// Where this checkpoint's output starts in each sink.
     pub fn sink_positions(&self) -> SinkPositions {
         SinkPositions {
@@ -370,6 +402,7 @@ mod tests {
             meta: CheckpointMeta {
                 checkpoint: cref(id),
                 source_offset: id * 10,
+                source_partitions: BTreeMap::from([(1, 7)]),
                 event_times: EventTimes {
                     newest: BTreeMap::from([(0, id as i64 * 1000), (2, 5)]),
                     watermark: Some(4),

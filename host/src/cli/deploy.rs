@@ -119,7 +119,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if args.call_timeout.is_zero() {
         bail!("--call-timeout must be greater than zero, e.g. 10s");
     }
-    if args.watermark.is_some() && args.source.timestamp().is_none() {
+    if args.watermark.is_some() && !args.source.has_event_times() {
         bail!(
             "--watermark needs event timestamps: give the source one, e.g. `sequence:timestamp=every:10ms` or \
              `file:timestamp=json:FIELD,path=PATH`"

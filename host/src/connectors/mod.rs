@@ -3,12 +3,15 @@
 //! recorded in the checkpoint, so publishing the same checkpoint twice (by
 //! a new leader, or a late old one) writes the same bytes at the same place.
 
+pub mod kafka;
 mod lines;
 mod outputs;
 pub mod postgres;
 mod sink;
 mod source;
 
+/// Where a source stands, as a checkpoint records it.
+pub use crate::checkpoint::SourcePosition;
 pub use lines::{encode_batch, encode_dead_letter};
 pub use outputs::Outputs;
 pub use sink::{open_sink, Sink};

@@ -1,10 +1,13 @@
 //! Sources: where events come from, each resumable from an offset.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
+use super::kafka::KafkaSource;
+use crate::checkpoint::SourcePosition;
 use crate::spec::{SourceSpec, Timestamps};
 use crate::wit::{Batch, Records, Texts};
 
@@ -15,11 +18,18 @@ pub trait Source: Send {
     fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch>;
 
     /// The position just after the last event returned: where a restore resumes.
-    fn offset(&self) -> u64;
+    fn position(&self) -> SourcePosition;
+
+    /// How many records each partition holds past the position, where the
+    /// source can tell (Kafka's lag).
+    fn lag(&self) -> BTreeMap<u32, i64> {
+        BTreeMap::new()
+    }
 }
 
-/// Opens the source a spec names, positioned at `offset`.
-pub fn open_source(spec: &SourceSpec, offset: u64) -> Box<dyn Source> {
+/// Opens the source a spec names for job `job`, positioned at `position`.
+pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str) -> Box<dyn Source> {
+    let offset = position.offset;
     let source: Box<dyn Source> = match spec {
         SourceSpec::Sequence { start, rate, .. } => Box::new(Sequence::new(*start, *rate, offset)),
         SourceSpec::File { path, .. } => Box::new(FileLines {
@@ -28,6 +38,19 @@ pub fn open_source(spec: &SourceSpec, offset: u64) -> Box<dyn Source> {
             head: Vec::new(),
             offset,
         }),
+        SourceSpec::Kafka {
+            brokers,
+            topic,
+            start,
+            group,
+        } => Box::new(KafkaSource::new(
+            brokers,
+            topic,
+            *start,
+            group.as_deref(),
+            job,
+            position.partitions.clone(),
+        )),
     };
     match spec.timestamp() {
         Some(timestamps) => Box::new(Timestamped {
@@ -47,7 +70,7 @@ struct Timestamped {
 
 impl Source for Timestamped {
     fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
-        let first = self.inner.offset();
+        let first = self.inner.position().offset;
         let batch = self.inner.next_batch(max, until)?;
         let mut records = Records::default();
         let now = crate::clock::now_ms() as i64;
@@ -86,8 +109,12 @@ impl Source for Timestamped {
         Ok(Batch::Records(records))
     }
 
-    fn offset(&self) -> u64 {
-        self.inner.offset()
+    fn position(&self) -> SourcePosition {
+        self.inner.position()
+    }
+
+    fn lag(&self) -> BTreeMap<u32, i64> {
+        self.inner.lag()
     }
 }
 
@@ -160,8 +187,11 @@ impl Source for Sequence {
         Ok(Batch::Ints((first..first + n as i64).collect()))
     }
 
-    fn offset(&self) -> u64 {
-        self.offset
+    fn position(&self) -> SourcePosition {
+        SourcePosition {
+            offset: self.offset,
+            partitions: Default::default(),
+        }
     }
 }
 
@@ -316,8 +346,11 @@ impl Source for FileLines {
         }
     }
 
-    fn offset(&self) -> u64 {
-        self.offset
+    fn position(&self) -> SourcePosition {
+        SourcePosition {
+            offset: self.offset,
+            partitions: Default::default(),
+        }
     }
 }
 
@@ -326,6 +359,13 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    fn at(offset: u64) -> SourcePosition {
+        SourcePosition {
+            offset,
+            partitions: Default::default(),
+        }
+    }
     use crate::wit::batch_len;
 
     fn ints(batch: Batch) -> Vec<i64> {
@@ -352,10 +392,11 @@ mod tests {
                 rate: 0,
                 timestamp: None,
             },
-            5,
+            &at(5),
+            "job",
         );
         assert_eq!(ints(source.next_batch(3, Instant::now()).unwrap()), vec![15, 16, 17]);
-        assert_eq!(source.offset(), 8);
+        assert_eq!(source.position().offset, 8);
     }
 
     #[test]
@@ -366,7 +407,8 @@ mod tests {
                 rate: 100,
                 timestamp: None,
             },
-            0,
+            &at(0),
+            "job",
         );
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(200);
@@ -401,7 +443,7 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, 0);
+        let mut source = open_source(&spec, &at(0), "job");
         assert_eq!(read_all(&mut source), ["a", "b"]);
 
         // Truncated and written again, longer than before: no line skipped.
@@ -421,7 +463,7 @@ mod tests {
         assert_eq!(read_all(&mut source), ["g"]);
 
         // Shorter than the offset a restore resumes at: from its start.
-        let mut resumed = open_source(&spec, 100);
+        let mut resumed = open_source(&spec, &at(100), "job");
         assert_eq!(read_all(&mut resumed), ["g"]);
     }
 
@@ -431,7 +473,9 @@ mod tests {
             path: "/dev/zero".into(),
             timestamp: None,
         };
-        let err = open_source(&spec, 0).next_batch(10, Instant::now()).unwrap_err();
+        let err = open_source(&spec, &at(0), "job")
+            .next_batch(10, Instant::now())
+            .unwrap_err();
         assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
         assert!(err.to_string().contains("/dev/zero"), "{err}");
     }
@@ -446,14 +490,14 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, 0);
+        let mut source = open_source(&spec, &at(0), "job");
         let batch = source.next_batch(10, Instant::now()).unwrap();
         assert_eq!(batch_len(&batch), 2);
         assert_eq!(texts(batch), vec!["a b", "c"]);
-        assert_eq!(source.offset(), 7);
+        assert_eq!(source.position().offset, 7);
 
         file.write_all(b" line\n").unwrap();
-        let mut resumed = open_source(&spec, 7);
+        let mut resumed = open_source(&spec, &at(7), "job");
         assert_eq!(
             texts(resumed.next_batch(10, Instant::now()).unwrap()),
             vec!["partial line"]

@@ -4,7 +4,7 @@
 //! the bytes; the state machine decides what happens to them.
 
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -13,11 +13,14 @@ use super::runner::Barrier;
 use super::{Deployment, LeaderContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::{
-    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, EventTimes, Pointer, SinkPositions, StagedOutput,
+    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, EventTimes, Pointer, SinkPositions, SourcePosition,
+    StagedOutput,
 };
+use crate::connectors::kafka::GroupOffsets;
 use crate::connectors::Outputs;
 use crate::coord::FencedOp;
 use crate::metrics::JobMetrics;
+use crate::spec::SourceSpec;
 use crate::storage::sha256_hex_of;
 
 /// A pointer as read from (or last written to) its znode.
@@ -52,7 +55,13 @@ pub struct Committer<'a> {
     late: u64,
     /// The snapshot, source offset and event times of the barrier being
     /// committed.
-    barrier: Option<(Bytes, u64, EventTimes)>,
+    barrier: Option<(Bytes, SourcePosition, EventTimes)>,
+    /// The source position and lag of the checkpoint being committed: the
+    /// consumer group and the lag metric get them once it is published.
+    uploaded_source: (SourcePosition, BTreeMap<u32, i64>),
+    source_lag: BTreeMap<u32, i64>,
+    /// The Kafka source's consumer group, if it names one.
+    group: Option<GroupOffsets>,
     /// The output of the checkpoint being committed, as uploaded: the
     /// first bytes of each stage, published once the pointer names it.
     uploaded_output: StagedOutput,
@@ -97,6 +106,9 @@ impl<'a> Committer<'a> {
             rejected: 0,
             late: 0,
             barrier: None,
+            uploaded_source: Default::default(),
+            source_lag: BTreeMap::new(),
+            group: group_offsets(&spec.source),
             uploaded_output: StagedOutput::default(),
             barrier_taken: Instant::now(),
             checkpoint_bytes: 0,
@@ -115,10 +127,11 @@ impl<'a> Committer<'a> {
         self.late += barrier.late;
         self.barrier = Some((
             Bytes::from(barrier.snapshot),
-            barrier.source_offset,
+            barrier.source_position,
             barrier.event_times,
         ));
         self.barrier_taken = barrier.taken;
+        self.source_lag = barrier.source_lag;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
             output_len: SinkPositions {
                 main: barrier.output.len() as u64,
@@ -148,8 +161,9 @@ impl<'a> Committer<'a> {
                 sink_offset,
                 output_len,
             } => {
-                let (snapshot, source_offset, event_times) =
+                let (snapshot, source_position, event_times) =
                     self.barrier.take().expect("an upload follows its barrier");
+                self.uploaded_source = (source_position.clone(), std::mem::take(&mut self.source_lag));
                 let output = StagedOutput {
                     main: Bytes::copy_from_slice(&self.staged[..output_len.main as usize]),
                     dead_letters: Bytes::copy_from_slice(&self.staged_dead_letters[..output_len.dead_letters as usize]),
@@ -162,7 +176,8 @@ impl<'a> Committer<'a> {
                 let checkpoint = Checkpoint {
                     meta: CheckpointMeta {
                         checkpoint,
-                        source_offset,
+                        source_offset: source_position.offset,
+                        source_partitions: source_position.partitions,
                         event_times,
                         sink_offset: sink_offset.main,
                         dead_letter_offset: sink_offset.dead_letters,
@@ -223,6 +238,11 @@ impl<'a> Committer<'a> {
                 self.metrics.checkpoints_committed.inc();
                 self.metrics.records_rejected.inc_by(std::mem::take(&mut self.rejected));
                 self.metrics.records_late.inc_by(std::mem::take(&mut self.late));
+                let (position, lag) = std::mem::take(&mut self.uploaded_source);
+                self.metrics.set_source_lag(&lag);
+                if let Some(group) = &self.group {
+                    group.commit(&position.partitions);
+                }
                 tracing::debug!(job = %self.job, bytes = len.main, dead_letters = len.dead_letters, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))
             }
@@ -242,4 +262,21 @@ impl<'a> Committer<'a> {
             CommitAction::EndAttempt => Ok(None),
         }
     }
+}
+
+/// The consumer group a Kafka source names, if it names one and a client
+/// for it can be made (else a warning: it only serves monitoring).
+fn group_offsets(source: &SourceSpec) -> Option<GroupOffsets> {
+    let SourceSpec::Kafka {
+        brokers,
+        topic,
+        group: Some(group),
+        ..
+    } = source
+    else {
+        return None;
+    };
+    GroupOffsets::new(brokers, topic, group)
+        .inspect_err(|e| tracing::warn!("the checkpoints' offsets will not reach the consumer group: {e}"))
+        .ok()
 }

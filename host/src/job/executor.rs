@@ -13,7 +13,7 @@ use super::error::{failed, AttemptError};
 use super::runner::{self, Barrier, RunEnd};
 use super::watermark::Watermark;
 use super::ControlReceiver;
-use crate::checkpoint::{Checkpoint, EventTimes};
+use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
 use crate::connectors::{open_sink, open_source, Sink, SinkOwner};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::{JobSpec, SinkSpec};
@@ -101,7 +101,7 @@ impl Executor for WasmExecutor {
             runtime: self.runtime.clone(),
             spec: spec.clone(),
             snapshot: restored.map(|c| c.snapshot.clone()),
-            offset: restored.map_or(0, |c| c.meta.source_offset),
+            position: restored.map(|c| c.meta.source_position()).unwrap_or_default(),
             event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
         };
         job.spawn(loaded_tx, started).map_err(AttemptError::Failed)?;
@@ -132,7 +132,7 @@ struct JobThread {
     runtime: Runtime,
     spec: JobSpec,
     snapshot: Option<bytes::Bytes>,
-    offset: u64,
+    position: SourcePosition,
     event_times: EventTimes,
 }
 
@@ -198,7 +198,7 @@ impl JobThread {
         else {
             return;
         };
-        let source = open_source(&self.spec.source, self.offset);
+        let source = open_source(&self.spec.source, &self.position, &self.spec.name);
         let span = tracing::info_span!("job", name = %self.spec.name);
         let end = tokio::select! {
             biased;

@@ -3,6 +3,7 @@
 //! interval. It is a future (guest calls are wasmtime async calls) so that
 //! dropping it drops a guest blocked in a host call, store and all.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -11,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
-use crate::checkpoint::EventTimes;
+use crate::checkpoint::{EventTimes, SourcePosition};
 use crate::connectors::{encode_batch, encode_dead_letter, Source};
 use crate::runtime::Instance;
 use crate::spec::OnError;
@@ -29,7 +30,9 @@ pub struct Barrier {
     /// The guest's state after the last batch before the barrier.
     pub snapshot: Vec<u8>,
     /// The source position matching that state.
-    pub source_offset: u64,
+    pub source_position: SourcePosition,
+    /// How far each source partition's end was past it, where known.
+    pub source_lag: BTreeMap<u32, i64>,
     /// Where the watermark stands, if the job has one.
     pub event_times: EventTimes,
     /// Sink lines produced since the previous barrier.
@@ -105,7 +108,7 @@ pub async fn run(
             }
             Control::Run => {}
         }
-        let position = source.offset();
+        let position = source.position();
         let until = wake_at.map_or(next_barrier, |at| next_barrier.min(instant_of(at)));
         let batch = source.next_batch(MAX_BATCH, until).context("reading the source")?;
         let woken = wake_at.is_some_and(|at| crate::clock::now_ms() >= at);
@@ -121,7 +124,7 @@ pub async fn run(
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
             wake_at = out.wake_at.map(|at| at.max(soonest));
             encode_batch(&out.batch, &mut staged.output);
-            staged.refused(&batch, &out.rejected, on_error, position)?;
+            staged.refused(&batch, &out.rejected, on_error, &position)?;
         }
         if first_output && !(staged.output.is_empty() && staged.dead_letters.is_empty()) {
             first_output = false;
@@ -168,7 +171,7 @@ impl Staged {
         input: &Batch,
         rejected: &[Rejection],
         on_error: &OnError,
-        position: u64,
+        position: &SourcePosition,
     ) -> anyhow::Result<()> {
         if rejected.is_empty() {
             return Ok(());
@@ -216,7 +219,8 @@ async fn barrier(
     let staged = std::mem::take(staged);
     let barrier = Barrier {
         snapshot,
-        source_offset: source.offset(),
+        source_position: source.position(),
+        source_lag: source.lag(),
         event_times: watermark.map(Watermark::event_times).unwrap_or_default(),
         output: staged.output,
         dead_letters: staged.dead_letters,

@@ -30,6 +30,35 @@ pub enum SourceSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp: Option<Timestamps>,
     },
+    /// Every partition of a Kafka topic, `read_committed`, from per-partition
+    /// offsets kept in weir's checkpoints; records keep their key,
+    /// timestamp, headers, partition and offset.
+    Kafka {
+        /// `HOST:PORT[,HOST:PORT]...`.
+        brokers: String,
+        topic: String,
+        /// Where a job with no checkpoint starts in each partition.
+        #[serde(default)]
+        start: KafkaStart,
+        /// A consumer group that gets the offsets of each committed
+        /// checkpoint, for lag monitoring (weir itself never reads them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+}
+
+/// Where a Kafka source with no checkpoint starts reading a partition (a
+/// partition that appears later is read from its start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KafkaStart {
+    /// The oldest record the broker keeps.
+    #[default]
+    Earliest,
+    /// The end of the partition when the job starts.
+    Latest,
+    /// The first record at or after this time (ms since the Unix epoch).
+    Timestamp { ms: i64 },
 }
 
 /// Where a source's records get their event timestamps.
@@ -51,11 +80,18 @@ pub enum Timestamps {
 }
 
 impl SourceSpec {
-    /// Where its records get their event timestamps, if they get any.
+    /// Where its records get their event timestamps, if weir stamps them
+    /// (a Kafka record has its own).
     pub fn timestamp(&self) -> Option<&Timestamps> {
         match self {
             SourceSpec::Sequence { timestamp, .. } | SourceSpec::File { timestamp, .. } => timestamp.as_ref(),
+            SourceSpec::Kafka { .. } => None,
         }
+    }
+
+    /// Whether its records have event timestamps, which a watermark needs.
+    pub fn has_event_times(&self) -> bool {
+        matches!(self, SourceSpec::Kafka { .. }) || self.timestamp().is_some()
     }
 }
 
@@ -130,8 +166,8 @@ pub enum TableMode {
     },
 }
 
-const SOURCE_FORMS: &str =
-    "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH` or `file:timestamp=T,path=PATH`";
+const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH`, \
+     `file:timestamp=T,path=PATH` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
 const SINK_FORMS: &str = "expected `stdout`, `file:PATH` or \
      `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]`";
 
@@ -199,6 +235,7 @@ impl FromStr for SourceSpec {
                 timestamp: None,
             }),
             "file" => Err(spec_error("file source needs a path: `file:PATH`")),
+            "kafka" => parse_kafka(rest),
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
         }
     }
@@ -219,6 +256,23 @@ impl fmt::Display for SourceSpec {
                 path,
                 timestamp: Some(t),
             } => write!(f, "file:timestamp={t},path={path}"),
+            SourceSpec::Kafka {
+                brokers,
+                topic,
+                start,
+                group,
+            } => {
+                write!(f, "kafka:brokers={brokers},topic={topic}")?;
+                match start {
+                    KafkaStart::Earliest => {}
+                    KafkaStart::Latest => f.write_str(",start=latest")?,
+                    KafkaStart::Timestamp { ms } => write!(f, ",start=timestamp={ms}")?,
+                }
+                match group {
+                    Some(group) => write!(f, ",group={group}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -263,26 +317,74 @@ impl fmt::Display for SinkSpec {
     }
 }
 
+/// Splits `name=value,...` where an item without `=` continues the list
+/// of the setting before it when that setting takes a list (`brokers=a,b`).
+fn settings<'a>(rest: &'a str, lists: &[&str], forms: &str) -> Result<Vec<(&'a str, Vec<&'a str>)>, SpecError> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for item in rest.split(',').filter(|i| !i.is_empty()) {
+        match (item.split_once('='), out.last_mut()) {
+            (Some((name, value)), _) => out.push((name, vec![value])),
+            (None, Some((name, values))) if lists.contains(name) => values.push(item),
+            (None, _) => return Err(spec_error(format!("`{item}` is not key=value; {forms}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the settings of `kafka:...`.
+fn parse_kafka(rest: &str) -> Result<SourceSpec, SpecError> {
+    let kafka = |msg: String| spec_error(format!("kafka source: {msg}; {SOURCE_FORMS}"));
+    let (mut brokers, mut topic, mut start, mut group) = (None, None, KafkaStart::default(), None);
+    for (name, values) in settings(rest, &["brokers"], SOURCE_FORMS)? {
+        let value = values.join(",");
+        match name {
+            "brokers" => brokers = Some(value),
+            "topic" => topic = Some(value),
+            "group" => group = Some(value),
+            "start" => {
+                start = match value.split_once('=') {
+                    None if value == "earliest" => KafkaStart::Earliest,
+                    None if value == "latest" => KafkaStart::Latest,
+                    Some(("timestamp", ms)) => KafkaStart::Timestamp {
+                        ms: ms
+                            .parse()
+                            .map_err(|_| kafka(format!("start=timestamp={ms} is not ms since the epoch")))?,
+                    },
+                    _ => return Err(kafka(format!("unknown start `{value}`"))),
+                }
+            }
+            _ => return Err(kafka(format!("unknown setting `{name}`"))),
+        }
+    }
+    let brokers = brokers.ok_or_else(|| kafka("needs brokers=".into()))?;
+    if brokers
+        .split(',')
+        .any(|b| b.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+    {
+        return Err(kafka(format!("brokers={brokers} is not a list of HOST:PORT")));
+    }
+    let topic = topic
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| kafka("needs topic=".into()))?;
+    Ok(SourceSpec::Kafka {
+        brokers,
+        topic,
+        start,
+        group,
+    })
+}
+
 /// Parses the settings of `postgres:...`. `key=` takes every following
 /// item without an `=` as another column (`key=a,b`).
 fn parse_postgres(rest: &str) -> Result<SinkSpec, SpecError> {
     let postgres = |msg: String| spec_error(format!("postgres sink: {msg}; {SINK_FORMS}"));
     let (mut url, mut table, mut mode, mut key) = (None, None, None, Vec::new());
-    let mut last = "";
-    for item in rest.split(',').filter(|i| !i.is_empty()) {
-        let Some((name, value)) = item.split_once('=') else {
-            if last != "key" {
-                return Err(postgres(format!("`{item}` is not key=value")));
-            }
-            key.push(item.to_string());
-            continue;
-        };
-        last = name;
+    for (name, values) in settings(rest, &["key"], SINK_FORMS)? {
         match name {
-            "url" => url = Some(value.to_string()),
-            "table" => table = Some(value.to_string()),
-            "mode" => mode = Some(value.to_string()),
-            "key" => key.push(value.to_string()),
+            "url" => url = Some(values.join(",")),
+            "table" => table = Some(values.join(",")),
+            "mode" => mode = Some(values.join(",")),
+            "key" => key.extend(values.iter().map(|v| v.to_string())),
             _ => return Err(postgres(format!("unknown setting `{name}`"))),
         }
     }
@@ -431,6 +533,33 @@ mod tests {
             "file:/x".parse::<SinkSpec>().unwrap(),
             SinkSpec::File { path: "/x".into() }
         );
+    }
+
+    #[test]
+    fn kafka_sources_parse_and_print_back() {
+        for s in [
+            "kafka:brokers=127.0.0.1:9092,topic=in",
+            "kafka:brokers=a:1,b:2,topic=in,start=latest,group=g",
+            "kafka:brokers=a:1,topic=in,start=timestamp=1700000000000",
+        ] {
+            assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
+        }
+        assert!("kafka:brokers=a:1,topic=t"
+            .parse::<SourceSpec>()
+            .unwrap()
+            .has_event_times());
+        for (bad, why) in [
+            ("kafka:topic=t", "needs brokers="),
+            ("kafka:brokers=a:1", "needs topic="),
+            ("kafka:brokers=a,topic=t", "not a list of HOST:PORT"),
+            ("kafka:brokers=a:1,topic=t,start=soon", "unknown start"),
+            ("kafka:brokers=a:1,topic=t,start=timestamp=x", "not ms since the epoch"),
+            ("kafka:brokers=a:1,topic=t,speed=1", "unknown setting"),
+            ("kafka:brokers=a:1,topic=t,x", "not key=value"),
+        ] {
+            let err = bad.parse::<SourceSpec>().unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

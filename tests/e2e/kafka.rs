@@ -1,0 +1,92 @@
+//! The Kafka source against a real broker (tansu) and a real librdkafka
+//! producer: every partition read, each record once, across `kill -9` of
+//! the leader.
+
+use std::time::Duration;
+
+use crate::harness::{read_lines, wait_for, Cluster};
+use crate::kafka_broker::Kafka;
+
+const PARTITIONS: i32 = 3;
+
+/// Numbers `from..to`, number n to partition n % PARTITIONS, keyed by itself.
+fn numbers(from: i64, to: i64) -> impl Iterator<Item = (i32, String, String)> {
+    (from..to).map(|n| ((n % PARTITIONS as i64) as i32, format!("k{n}"), n.to_string()))
+}
+
+#[test]
+fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
+    let kafka = Kafka::start();
+    kafka.create_topic("numbers", PARTITIONS);
+    kafka.produce("numbers", numbers(0, 3000));
+    let mut cluster = Cluster::new();
+    for _ in 0..3 {
+        cluster.start_supervisor();
+    }
+    // faulty with no faults configured passes every number through.
+    let source = format!("kafka:brokers={},topic=numbers,group=monitor", kafka.brokers());
+    let out = cluster.deploy("faulty", "from-kafka", &["--source", &source]);
+    let mut seen = 0;
+    for round in 0..2 {
+        seen = wait_for(
+            &format!("output to pass {} lines (round {round})", seen + 100),
+            Duration::from_secs(60),
+            || {
+                let n = read_lines(&out).len();
+                (n >= seen + 100).then_some(n)
+            },
+        );
+        let leader = cluster.leader_pid();
+        cluster.signal(leader, "KILL");
+        cluster.start_supervisor();
+        cluster.leader_pid_after(Some(leader));
+        // Records produced while the job runs are read too.
+        kafka.produce("numbers", numbers(3000 + 1000 * round, 4000 + 1000 * round));
+    }
+    let lines = wait_for("every record in the output", Duration::from_secs(60), || {
+        let lines = read_lines(&out);
+        (lines.len() >= 5000).then_some(lines)
+    });
+    let output: Vec<i64> = lines.iter().map(|l| l.parse().unwrap()).collect();
+    let mut sorted = output.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..5000).collect::<Vec<_>>(), "each record once, none lost");
+    for p in 0..PARTITIONS as i64 {
+        let partition: Vec<i64> = output.iter().copied().filter(|n| n % PARTITIONS as i64 == p).collect();
+        assert!(partition.is_sorted(), "partition {p} out of order");
+    }
+    let job = cluster.job("from-kafka").unwrap();
+    assert_eq!(job["state"], "RUNNING", "{job}");
+    // The named group gets each committed checkpoint's offsets, and the lag drops to nothing.
+    let ends: Vec<i64> = (0..PARTITIONS as i64)
+        .map(|p| (0..5000).filter(|n| n % PARTITIONS as i64 == p).count() as i64)
+        .collect();
+    wait_for("the group's offsets to reach the ends", Duration::from_secs(30), || {
+        (kafka.committed("monitor", "numbers", PARTITIONS) == ends).then_some(())
+    });
+    let leader = cluster.leader_pid();
+    wait_for(
+        "the lag metric to show every partition read",
+        Duration::from_secs(30),
+        || {
+            let metrics = cluster.metrics(leader);
+            (0..PARTITIONS)
+                .all(|p| {
+                    let series = format!("weir_source_lag_records{{job=\"from-kafka\",partition=\"{p}\"}}");
+                    crate::harness::metric_in(&metrics, &series) == Some(0.0)
+                })
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_missing_topic_fails_the_job_naming_it() {
+    let kafka = Kafka::start();
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    let source = format!("kafka:brokers={},topic=absent", kafka.brokers());
+    cluster.deploy("faulty", "no-topic", &["--source", &source, "--restart", "none"]);
+    let failed = cluster.wait_for_job_error("no-topic", "FAILED", "Kafka topic absent does not exist");
+    assert!(failed["error"].as_str().unwrap().contains(kafka.brokers()), "{failed}");
+}

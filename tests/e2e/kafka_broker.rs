@@ -1,0 +1,109 @@
+//! A real Kafka-compatible broker for the tests: tansu (installed by
+//! `scripts/setup` from a pinned wheel) on a free loopback port, in memory;
+//! and a real librdkafka client (the `rdkafka` crate) to make topics,
+//! produce the input and read the output.
+
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::harness::{free_port, installed, wait_for};
+
+/// A running tansu broker, killed on drop.
+pub struct Kafka {
+    process: Child,
+    brokers: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Kafka {
+    /// Starts a broker with no topics; fails loudly when tansu is not installed.
+    pub fn start() -> Kafka {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let brokers = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{brokers}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let process = Command::new(installed("tansu"))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        wait_for("tansu to listen", Duration::from_secs(10), || {
+            TcpStream::connect(&brokers).ok()
+        });
+        Kafka {
+            process,
+            brokers,
+            _dir: dir,
+        }
+    }
+
+    /// `HOST:PORT` of the broker.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    /// Makes a topic of `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let made = futures::executor::block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
+        for result in made {
+            result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+        }
+    }
+
+    /// Produces `records` (partition, key, value), idempotently, and waits
+    /// until the broker has them all.
+    pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (i32, String, String)>) {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            self.config().set("enable.idempotence", "true").create().unwrap();
+        for (partition, key, value) in records {
+            let record = BaseRecord::to(topic).partition(partition).key(&key).payload(&value);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+}
+
+impl Kafka {
+    /// The offsets `group` has committed in each of `partitions` of `topic`
+    /// (-1 for none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+        (0..partitions)
+            .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(offset)) => offset,
+                _ => -1,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
