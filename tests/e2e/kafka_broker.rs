@@ -101,6 +101,62 @@ impl Kafka {
     }
 }
 
+/// A record as a `read_committed` consumer saw it.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub value: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Kafka {
+    /// The records of partition 0 of `topic` a `read_committed` consumer
+    /// sees from its start: as soon as there are `at_least`, or with
+    /// `at_least` 0, all of them once nothing new comes for a second.
+    pub fn read_committed(&self, topic: &str, at_least: usize) -> Vec<Consumed> {
+        use rdkafka::message::{Headers, Message};
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", "e2e-reader")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+        consumer.assign(&list).unwrap();
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match consumer.poll(Duration::from_secs(1)) {
+                Some(Ok(_)) if at_least > 0 && seen.len() >= at_least => return seen,
+                Some(Ok(m)) => seen.push(Consumed {
+                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None if seen.len() >= at_least => return seen,
+                None => assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out with {} of {at_least} records of {topic}",
+                    seen.len()
+                ),
+            }
+        }
+    }
+}
+
 impl Drop for Kafka {
     fn drop(&mut self) {
         let _ = self.process.kill();

@@ -1,5 +1,5 @@
-//! The line encoding the stdout and file sinks write: one line per record,
-//! its value; and the dead letters, one JSON object per line.
+//! The line encoding the stdout, file and PostgreSQL sinks take: one line
+//! per record, its value; and dead letters as JSON objects.
 
 use std::io::Write;
 
@@ -31,9 +31,9 @@ fn encode_text(text: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Renders a record the job refused (or that came late) as a dead letter:
-/// one line of JSON with the reason and the record as it came in (its
-/// value as text when it is UTF-8, else `value_hex`).
-pub fn encode_dead_letter(input: &Batch, rejection: &Rejection, out: &mut Vec<u8>) {
+/// a JSON object with the reason and the record as it came in (its value
+/// as text when it is UTF-8, else `value_hex`).
+pub fn dead_letter(input: &Batch, rejection: &Rejection) -> Vec<u8> {
     let mut letter = serde_json::Map::new();
     letter.insert("reason".into(), rejection.reason.clone().into());
     letter.insert("late".into(), rejection.late.into());
@@ -51,8 +51,7 @@ pub fn encode_dead_letter(input: &Batch, rejection: &Rejection, out: &mut Vec<u8
         }
         Batch::Records(records) => record_fields(records, i, &mut letter),
     }
-    serde_json::to_writer(&mut *out, &letter).expect("a JSON map writes to a Vec");
-    out.push(b'\n');
+    serde_json::to_vec(&letter).expect("a JSON map writes to a Vec")
 }
 
 /// Record `i`'s key, value, event time, partition and offset, as they exist.
@@ -114,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_letter_is_a_line_of_json_with_the_reason_and_the_record() {
+    fn a_dead_letter_is_json_with_the_reason_and_the_record() {
         let records = crate::wit::Records {
             data: b"ka\x00\xffv".to_vec(),
             ends: vec![1, 2, 2, 5],
@@ -130,6 +129,10 @@ mod tests {
             late,
         };
         let mut out = Vec::new();
+        let mut encode_dead_letter = |input: &Batch, rejection: &Rejection, out: &mut Vec<u8>| {
+            out.extend(dead_letter(input, rejection));
+            out.push(b'\n');
+        };
         encode_dead_letter(&Batch::Records(records), &reject(0, false), &mut out);
         encode_dead_letter(
             &Batch::Records(crate::wit::Records {

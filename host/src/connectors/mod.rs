@@ -4,18 +4,21 @@
 //! a new leader, or a late old one) writes the same bytes at the same place.
 
 pub mod kafka;
+mod kafka_sink;
 mod lines;
 mod outputs;
 pub mod postgres;
 mod sink;
 mod source;
+mod staged;
 
 /// Where a source stands, as a checkpoint records it.
 pub use crate::checkpoint::SourcePosition;
-pub use lines::{encode_batch, encode_dead_letter};
+pub use lines::encode_batch;
 pub use outputs::Outputs;
 pub use sink::{open_sink, Sink};
 pub use source::{open_source, Source};
+pub use staged::{read_records, OutputFormat, StagedRecord};
 
 /// Whose output a sink holds: sinks that keep their own progress (a
 /// database's progress row) keep it per job deployment and output.

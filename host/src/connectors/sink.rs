@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use bytes::Bytes;
 
+use super::kafka_sink::{KafkaSinkError, KafkaTopic};
 use super::postgres::Table;
 use super::SinkOwner;
 use crate::spec::SinkSpec;
@@ -41,6 +42,14 @@ pub fn open_sink(spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink> {
             in_flight: None,
         }),
         SinkSpec::Postgres { url, table, mode } => Box::new(PostgresSink(Table::new(url, table, mode, owner))),
+        SinkSpec::Kafka {
+            brokers,
+            topic,
+            delivery,
+        } => Box::new(KafkaSink {
+            topic: Some(KafkaTopic::new(brokers, topic, *delivery, owner)),
+            in_flight: None,
+        }),
     }
 }
 
@@ -93,6 +102,66 @@ impl Sink for PostgresSink {
     /// to them is skipped by position, not written again.
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
         self.publish(position, output).await
+    }
+}
+
+/// A Kafka topic holding each output record once (see `kafka_sink`). Its
+/// client blocks, so each call runs on the blocking pool, taking the topic
+/// with it and handing it back.
+struct KafkaSink {
+    topic: Option<KafkaTopic>,
+    in_flight: Option<tokio::task::JoinHandle<(KafkaTopic, io::Result<u64>)>>,
+}
+
+impl KafkaSink {
+    /// Runs `call` on the topic off the async threads; a call a dropped
+    /// publish left running is waited out first.
+    async fn call(
+        &mut self,
+        call: impl FnOnce(&mut KafkaTopic) -> Result<u64, KafkaSinkError> + Send + 'static,
+    ) -> io::Result<u64> {
+        self.settle().await;
+        let mut topic = self
+            .topic
+            .take()
+            .ok_or_else(|| io::Error::other("the Kafka sink's client was lost with a failed call"))?;
+        let task = self.in_flight.insert(tokio::task::spawn_blocking(move || {
+            let result = call(&mut topic).map_err(io::Error::other);
+            (topic, result)
+        }));
+        let done = task.await;
+        self.in_flight = None;
+        let (topic, result) = done.map_err(|e| io::Error::other(format!("sink I/O did not finish: {e}")))?;
+        self.topic = Some(topic);
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    async fn initial_position(&mut self) -> io::Result<u64> {
+        self.call(KafkaTopic::position).await
+    }
+
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.call(move |topic| topic.publish(position, &output).map(|()| 0))
+            .await
+            .map(drop)
+    }
+
+    /// Nothing to cut: the records past the restored checkpoint are
+    /// skipped by position, as in a publish.
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.publish(position, output).await
+    }
+
+    async fn settle(&mut self) {
+        if let Some(task) = self.in_flight.as_mut() {
+            if let Ok((topic, _)) = task.await {
+                self.topic = Some(topic);
+            }
+            self.in_flight = None;
+        }
     }
 }
 

@@ -10,11 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::error::{failed, AttemptError};
-use super::runner::{self, Barrier, RunEnd};
+use super::runner::{self, Barrier, Formats, RunEnd};
 use super::watermark::Watermark;
 use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
-use crate::connectors::{open_sink, open_source, Sink, SinkOwner};
+use crate::connectors::{open_sink, open_source, OutputFormat, Sink, SinkOwner};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::{JobSpec, SinkSpec};
 use crate::storage::Storage;
@@ -211,6 +211,10 @@ impl JobThread {
                 self.spec.checkpoint_interval,
                 &self.spec.on_error,
                 self.spec.watermark.map(|w| Watermark::new(w, self.event_times.clone(), std::time::Instant::now())),
+                Formats {
+                    output: OutputFormat::of(&self.spec.sink),
+                    dead_letters: self.spec.on_error.dead_letters().map_or(OutputFormat::Lines, OutputFormat::of),
+                },
             ).instrument(span) => end,
         };
         let _ = ended.send(end);

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
 use crate::checkpoint::{EventTimes, SourcePosition};
-use crate::connectors::{encode_batch, encode_dead_letter, Source};
+use crate::connectors::{OutputFormat, Source};
 use crate::runtime::Instance;
 use crate::spec::OnError;
 use crate::wit::{batch_len, Batch, Rejection};
@@ -77,8 +77,9 @@ pub async fn run(
     interval: Duration,
     on_error: &OnError,
     mut watermark: Option<Watermark>,
+    formats: Formats,
 ) -> anyhow::Result<RunEnd> {
-    let mut staged = Staged::default();
+    let mut staged = Staged::new(formats);
     let mut next_barrier = Instant::now() + interval;
     // An attempt checkpoints as soon as it has output, then every interval:
     // output only shows once a checkpoint commits, so a deploy or a failover
@@ -123,7 +124,7 @@ pub async fn run(
             // at most every WAKE_MIN: never a busy loop.
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
             wake_at = out.wake_at.map(|at| at.max(soonest));
-            encode_batch(&out.batch, &mut staged.output);
+            staged.formats.output.stage(&out.batch, &mut staged.output);
             staged.refused(&batch, &out.rejected, on_error, &position)?;
         }
         if first_output && !(staged.output.is_empty() && staged.dead_letters.is_empty()) {
@@ -152,9 +153,18 @@ fn instant_of(at_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(at_ms.saturating_sub(crate::clock::now_ms()))
 }
 
+/// How each of a job's outputs is staged: as its sink reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Formats {
+    /// The `--sink`'s.
+    pub output: OutputFormat,
+    /// The dead-letter sink's.
+    pub dead_letters: OutputFormat,
+}
+
 /// What the loop has produced since its last barrier.
-#[derive(Default)]
 struct Staged {
+    formats: Formats,
     output: Vec<u8>,
     dead_letters: Vec<u8>,
     rejected: u64,
@@ -162,6 +172,21 @@ struct Staged {
 }
 
 impl Staged {
+    fn new(formats: Formats) -> Staged {
+        Staged {
+            formats,
+            output: Vec::new(),
+            dead_letters: Vec::new(),
+            rejected: 0,
+            late: 0,
+        }
+    }
+
+    /// What was staged, leaving the stage empty.
+    fn take(&mut self) -> Staged {
+        std::mem::replace(self, Staged::new(self.formats))
+    }
+
     /// Routes the records the job refused in `input`, read from source
     /// position `position`, as the job's `--on-error` says; late records
     /// go to the dead-letter sink if there is one, else they are dropped.
@@ -191,7 +216,9 @@ impl Staged {
         match on_error {
             OnError::DeadLetter { .. } => {
                 for rejection in rejected {
-                    encode_dead_letter(input, rejection, &mut self.dead_letters);
+                    self.formats
+                        .dead_letters
+                        .stage_dead_letter(input, rejection, &mut self.dead_letters);
                 }
             }
             OnError::Fail | OnError::Skip if refused > 0 => {
@@ -216,7 +243,7 @@ async fn barrier(
 ) -> anyhow::Result<bool> {
     let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
     let snapshot = instance.snapshot().await?;
-    let staged = std::mem::take(staged);
+    let staged = staged.take();
     let barrier = Barrier {
         snapshot,
         source_position: source.position(),

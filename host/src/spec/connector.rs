@@ -149,6 +149,29 @@ pub enum SinkSpec {
         #[serde(default)]
         mode: TableMode,
     },
+    /// A Kafka topic, written in one transaction per checkpoint (or, at
+    /// least once, without): records keep their key, timestamp and headers.
+    Kafka {
+        /// `HOST:PORT[,HOST:PORT]...`.
+        brokers: String,
+        topic: String,
+        /// Exactly-once (transactions) or at-least-once.
+        #[serde(default)]
+        delivery: Delivery,
+    },
+}
+
+/// What a Kafka sink promises a `read_committed` reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Each record once: a transaction per checkpoint, with the sink's
+    /// position committed in it.
+    #[default]
+    ExactlyOnce,
+    /// Each record at least once: no transactions, a restore writes the
+    /// restored checkpoint's output again.
+    AtLeastOnce,
 }
 
 /// How a PostgreSQL sink writes its rows.
@@ -168,8 +191,9 @@ pub enum TableMode {
 
 const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH`, \
      `file:timestamp=T,path=PATH` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
-const SINK_FORMS: &str = "expected `stdout`, `file:PATH` or \
-     `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]`";
+const SINK_FORMS: &str = "expected `stdout`, `file:PATH`, \
+     `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]` or \
+     `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,delivery=exactly-once|at-least-once]`";
 
 impl FromStr for SourceSpec {
     type Err = SpecError;
@@ -286,6 +310,7 @@ impl FromStr for SinkSpec {
             Some(("file", path)) if !path.is_empty() => Ok(SinkSpec::File { path: path.to_string() }),
             Some(("file", _)) => Err(spec_error("file sink needs a path: `file:PATH`")),
             Some(("postgres", rest)) => parse_postgres(rest),
+            Some(("kafka", rest)) => parse_kafka_sink(rest),
             _ => Err(spec_error(format!("unknown sink `{s}`; {SINK_FORMS}"))),
         }
     }
@@ -296,7 +321,7 @@ impl SinkSpec {
     pub fn file(&self) -> Option<&str> {
         match self {
             SinkSpec::File { path } => Some(path),
-            SinkSpec::Stdout | SinkSpec::Postgres { .. } => None,
+            SinkSpec::Stdout | SinkSpec::Postgres { .. } | SinkSpec::Kafka { .. } => None,
         }
     }
 }
@@ -311,6 +336,17 @@ impl fmt::Display for SinkSpec {
                 match mode {
                     TableMode::Append => Ok(()),
                     TableMode::Upsert { key } => write!(f, ",mode=upsert,key={}", key.join(",")),
+                }
+            }
+            SinkSpec::Kafka {
+                brokers,
+                topic,
+                delivery,
+            } => {
+                write!(f, "kafka:brokers={brokers},topic={topic}")?;
+                match delivery {
+                    Delivery::ExactlyOnce => Ok(()),
+                    Delivery::AtLeastOnce => f.write_str(",delivery=at-least-once"),
                 }
             }
         }
@@ -331,7 +367,53 @@ fn settings<'a>(rest: &'a str, lists: &[&str], forms: &str) -> Result<Vec<(&'a s
     Ok(out)
 }
 
-/// Parses the settings of `kafka:...`.
+/// A topic's `brokers=` and `topic=`, checked.
+fn kafka_topic(
+    brokers: Option<String>,
+    topic: Option<String>,
+    kafka: impl Fn(String) -> SpecError,
+) -> Result<(String, String), SpecError> {
+    let brokers = brokers.ok_or_else(|| kafka("needs brokers=".into()))?;
+    if brokers
+        .split(',')
+        .any(|b| b.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+    {
+        return Err(kafka(format!("brokers={brokers} is not a list of HOST:PORT")));
+    }
+    let topic = topic
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| kafka("needs topic=".into()))?;
+    Ok((brokers, topic))
+}
+
+/// Parses the settings of a `kafka:...` sink.
+fn parse_kafka_sink(rest: &str) -> Result<SinkSpec, SpecError> {
+    let kafka = |msg: String| spec_error(format!("kafka sink: {msg}; {SINK_FORMS}"));
+    let (mut brokers, mut topic, mut delivery) = (None, None, Delivery::default());
+    for (name, values) in settings(rest, &["brokers"], SINK_FORMS)? {
+        let value = values.join(",");
+        match name {
+            "brokers" => brokers = Some(value),
+            "topic" => topic = Some(value),
+            "delivery" => {
+                delivery = match value.as_str() {
+                    "exactly-once" => Delivery::ExactlyOnce,
+                    "at-least-once" => Delivery::AtLeastOnce,
+                    _ => return Err(kafka(format!("unknown delivery `{value}`"))),
+                }
+            }
+            _ => return Err(kafka(format!("unknown setting `{name}`"))),
+        }
+    }
+    let (brokers, topic) = kafka_topic(brokers, topic, kafka)?;
+    Ok(SinkSpec::Kafka {
+        brokers,
+        topic,
+        delivery,
+    })
+}
+
+/// Parses the settings of a `kafka:...` source.
 fn parse_kafka(rest: &str) -> Result<SourceSpec, SpecError> {
     let kafka = |msg: String| spec_error(format!("kafka source: {msg}; {SOURCE_FORMS}"));
     let (mut brokers, mut topic, mut start, mut group) = (None, None, KafkaStart::default(), None);
@@ -356,16 +438,7 @@ fn parse_kafka(rest: &str) -> Result<SourceSpec, SpecError> {
             _ => return Err(kafka(format!("unknown setting `{name}`"))),
         }
     }
-    let brokers = brokers.ok_or_else(|| kafka("needs brokers=".into()))?;
-    if brokers
-        .split(',')
-        .any(|b| b.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
-    {
-        return Err(kafka(format!("brokers={brokers} is not a list of HOST:PORT")));
-    }
-    let topic = topic
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| kafka("needs topic=".into()))?;
+    let (brokers, topic) = kafka_topic(brokers, topic, kafka)?;
     Ok(SourceSpec::Kafka {
         brokers,
         topic,
@@ -558,6 +631,23 @@ mod tests {
             ("kafka:brokers=a:1,topic=t,x", "not key=value"),
         ] {
             let err = bad.parse::<SourceSpec>().unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn kafka_sinks_parse_and_print_back() {
+        for s in [
+            "kafka:brokers=a:1,b:2,topic=out",
+            "kafka:brokers=a:1,topic=out,delivery=at-least-once",
+        ] {
+            assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
+        }
+        for (bad, why) in [
+            ("kafka:topic=t", "kafka sink: needs brokers="),
+            ("kafka:brokers=a:1,topic=t,delivery=maybe", "unknown delivery"),
+        ] {
+            let err = bad.parse::<SinkSpec>().unwrap_err().0;
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

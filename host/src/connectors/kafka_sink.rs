@@ -1,0 +1,325 @@
+//! The Kafka sink: a checkpoint's records go to the topic in one Kafka
+//! transaction, which also commits the sink's position as the offset of a
+//! consumer group of its own (`weir-sink-<job>-<deployment>`, on partition
+//! 0 of the topic). A publish reads that position first and writes only
+//! what comes after it, so a checkpoint published twice (a new leader
+//! finishing what a dead one committed) lands once; and a new producer
+//! with the job's transactional id fences the old one and aborts what it
+//! left open, so no transaction stays open after a failover to stall
+//! `read_committed` readers (FLINK-23854). A checkpoint with no output
+//! opens no transaction (FLINK-31363). Every record carries headers naming
+//! its place in the job's output and the producer and transaction that
+//! wrote it, so a reader can tell copies apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::staged::read_records;
+use super::SinkOwner;
+use crate::spec::Delivery;
+
+/// How long one transactional call may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait between two tries while the brokers do not answer.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    /// The client failed; `retriable` when trying again can help.
+    #[error("Kafka sink (topic {topic} on {brokers}): {what}: {source}")]
+    Client {
+        topic: String,
+        brokers: String,
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+        retriable: bool,
+    },
+    /// The topic's committed position does not fit the job's output.
+    #[error("Kafka sink (topic {topic} on {brokers}): {why}")]
+    Mismatch {
+        topic: String,
+        brokers: String,
+        why: String,
+    },
+}
+
+impl KafkaSinkError {
+    fn retriable(&self) -> bool {
+        matches!(self, KafkaSinkError::Client { retriable: true, .. })
+    }
+}
+
+/// A topic the job writes, with the clients that write it.
+pub struct KafkaTopic {
+    brokers: String,
+    topic: String,
+    delivery: Delivery,
+    owner: SinkOwner,
+    /// Names this producer in the records it writes.
+    writer: u64,
+    clients: Option<Arc<Clients>>,
+    transactions: u64,
+}
+
+struct Clients {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    /// Of the sink's consumer group: reads its position, and lends the
+    /// group to each transaction.
+    consumer: BaseConsumer,
+}
+
+impl KafkaTopic {
+    /// The topic `topic` on `brokers`, for `owner`; nothing is connected yet.
+    pub fn new(brokers: &str, topic: &str, delivery: Delivery, owner: SinkOwner) -> KafkaTopic {
+        KafkaTopic {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            delivery,
+            owner,
+            writer: writer_id(),
+            clients: None,
+            transactions: 0,
+        }
+    }
+
+    fn error(&self, what: &'static str, source: KafkaError) -> KafkaSinkError {
+        let retriable = match &source {
+            KafkaError::Transaction(e) => e.is_retriable() || e.txn_requires_abort(),
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => true,
+            e => e.rdkafka_error_code().is_some_and(|code| {
+                matches!(
+                    code,
+                    RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::OperationTimedOut
+                        | RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::CoordinatorNotAvailable
+                        | RDKafkaErrorCode::NotCoordinator
+                        | RDKafkaErrorCode::CoordinatorLoadInProgress
+                )
+            }),
+        };
+        KafkaSinkError::Client {
+            topic: self.topic.clone(),
+            brokers: self.brokers.clone(),
+            what,
+            source,
+            retriable,
+        }
+    }
+
+    /// The clients, made on first use; with exactly-once delivery the
+    /// producer's `init_transactions` fences every earlier producer of the
+    /// job and aborts the transaction it left open.
+    fn clients(&mut self) -> Result<Arc<Clients>, KafkaSinkError> {
+        if let Some(clients) = &self.clients {
+            return Ok(clients.clone());
+        }
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        if self.delivery == Delivery::ExactlyOnce {
+            config.set("transactional.id", self.group());
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            config.create().map_err(|e| self.error("cannot create a producer", e))?;
+        if self.delivery == Delivery::ExactlyOnce {
+            producer
+                .init_transactions(TXN_TIMEOUT)
+                .map_err(|e| self.error("cannot start transactions", e))?;
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", self.group())
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| self.error("cannot create a consumer", e))?;
+        let clients = Arc::new(Clients { producer, consumer });
+        self.clients = Some(clients.clone());
+        Ok(clients)
+    }
+
+    /// The sink's consumer group, also its transactional id.
+    fn group(&self) -> String {
+        format!(
+            "weir-sink-{}-{}",
+            self.owner.job,
+            self.owner.deployment.replace('/', "-")
+        )
+    }
+
+    /// Where the topic's committed output of this job ends (0 before any).
+    /// Blocking.
+    pub fn position(&mut self) -> Result<u64, KafkaSinkError> {
+        let clients = self.clients()?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, 0);
+        let committed = clients
+            .consumer
+            .committed_offsets(list, TXN_TIMEOUT)
+            .map_err(|e| self.error("cannot read the sink's position", e))?;
+        match committed.find_partition(&self.topic, 0).map(|e| e.offset()) {
+            Some(Offset::Offset(position)) if position >= 0 => Ok(position as u64),
+            _ => Ok(0),
+        }
+    }
+
+    /// Writes the records of `output` (staged at `at`) that the topic does
+    /// not have yet, trying again while the brokers do not answer. Blocking.
+    pub fn publish(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.publish_once(at, output) {
+                Err(e) if e.retriable() => {
+                    tracing::warn!(job = %self.owner.job, "checkpoint output waits for Kafka, trying again in {wait:?}: {e}");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(MAX_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn publish_once(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        let end = at + output.len() as u64;
+        // At least once: everything, every time.
+        let position = match self.delivery {
+            Delivery::ExactlyOnce => self.position()?,
+            Delivery::AtLeastOnce => at,
+        };
+        if position >= end {
+            return Ok(());
+        }
+        if position < at {
+            return Err(self.mismatch(format!(
+                "its position is byte {position} of the job's output but this checkpoint's starts at {at}: \
+                 records are missing (was the group's offset changed by hand?)"
+            )));
+        }
+        let records = read_records(output, 0).map_err(|e| self.mismatch(e))?;
+        let skip = (position - at) as usize;
+        if skip > 0 && !records.iter().any(|r| r.start == skip) {
+            return Err(self.mismatch(format!(
+                "its position {position} is inside a record of the job's output"
+            )));
+        }
+        let clients = self.clients()?;
+        let exactly_once = self.delivery == Delivery::ExactlyOnce;
+        self.transactions += 1;
+        if exactly_once {
+            clients
+                .producer
+                .begin_transaction()
+                .map_err(|e| self.error("cannot begin a transaction", e))?;
+        }
+        let (writer, transaction) = (self.writer.to_string(), self.transactions.to_string());
+        let sent = records.iter().filter(|r| r.start >= skip).try_for_each(|record| {
+            let place = (at + record.start as u64).to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 3);
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(*value),
+                });
+            }
+            for (key, value) in [
+                ("weir-position", &place),
+                ("weir-writer", &writer),
+                ("weir-transaction", &transaction),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut message = BaseRecord::<[u8], [u8]>::to(&self.topic)
+                .payload(record.value)
+                .headers(headers);
+            if let Some(key) = record.key {
+                message = message.key(key);
+            }
+            if let Some(t) = record.timestamp {
+                message = message.timestamp(t);
+            }
+            send(&clients.producer, message)
+        });
+        let result = sent.map_err(|e| self.error("cannot send a record", e)).and_then(|()| {
+            if !exactly_once {
+                return clients
+                    .producer
+                    .flush(TXN_TIMEOUT)
+                    .map_err(|e| self.error("cannot flush the records", e));
+            }
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(&self.topic, 0, Offset::Offset(end as i64))
+                .map_err(|e| self.error("cannot name the sink's position", e))?;
+            let group = clients
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| self.mismatch("the sink's consumer has no group".into()))?;
+            clients
+                .producer
+                .send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
+                .map_err(|e| self.error("cannot commit the sink's position", e))?;
+            clients
+                .producer
+                .commit_transaction(TXN_TIMEOUT)
+                .map_err(|e| self.error("cannot commit the transaction", e))
+        });
+        if result.is_err() && exactly_once {
+            // Whatever it wrote is aborted, so readers are not held up; the
+            // next try begins a new transaction.
+            let _ = clients.producer.abort_transaction(TXN_TIMEOUT);
+        }
+        result
+    }
+
+    fn mismatch(&self, why: String) -> KafkaSinkError {
+        KafkaSinkError::Mismatch {
+            topic: self.topic.clone(),
+            brokers: self.brokers.clone(),
+            why,
+        }
+    }
+}
+
+/// Queues one record, waiting while the producer's queue is full.
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut message: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                message = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// A number for this producer, different across processes and restarts
+/// (the hasher's keys are random per process and per call).
+fn writer_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
