@@ -41,7 +41,7 @@ pub enum KafkaSinkError {
         brokers: String,
         what: &'static str,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
         retriable: bool,
     },
     /// The topic's committed position does not fit the job's output.
@@ -113,7 +113,7 @@ impl KafkaTopic {
             topic: self.topic.clone(),
             brokers: self.brokers.clone(),
             what,
-            source,
+            source: Box::new(source),
             retriable,
         }
     }

@@ -129,7 +129,7 @@ mod tests {
             late,
         };
         let mut out = Vec::new();
-        let mut encode_dead_letter = |input: &Batch, rejection: &Rejection, out: &mut Vec<u8>| {
+        let encode_dead_letter = |input: &Batch, rejection: &Rejection, out: &mut Vec<u8>| {
             out.extend(dead_letter(input, rejection));
             out.push(b'\n');
         };

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::error::{failed, AttemptError};
-use super::runner::{self, Barrier, Formats, RunEnd};
+use super::runner::{self, Barrier, Formats, RunEnd, Settings};
 use super::watermark::Watermark;
 use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
@@ -208,13 +208,15 @@ impl JobThread {
                 source,
                 control,
                 barriers,
-                self.spec.checkpoint_interval,
-                &self.spec.on_error,
-                self.spec.watermark.map(|w| Watermark::new(w, self.event_times.clone(), std::time::Instant::now())),
-                Formats {
-                    output: OutputFormat::of(&self.spec.sink),
-                    dead_letters: self.spec.on_error.dead_letters().map_or(OutputFormat::Lines, OutputFormat::of),
+                Settings {
+                    interval: self.spec.checkpoint_interval,
+                    on_error: &self.spec.on_error,
+                    formats: Formats {
+                        output: OutputFormat::of(&self.spec.sink),
+                        dead_letters: self.spec.on_error.dead_letters().map_or(OutputFormat::Lines, OutputFormat::of),
+                    },
                 },
+                self.spec.watermark.map(|w| Watermark::new(w, self.event_times.clone(), std::time::Instant::now())),
             ).instrument(span) => end,
         };
         let _ = ended.send(end);

@@ -74,11 +74,14 @@ pub async fn run(
     mut source: Box<dyn Source>,
     mut control: ControlReceiver,
     barriers: mpsc::Sender<Barrier>,
-    interval: Duration,
-    on_error: &OnError,
+    settings: Settings<'_>,
     mut watermark: Option<Watermark>,
-    formats: Formats,
 ) -> anyhow::Result<RunEnd> {
+    let Settings {
+        interval,
+        on_error,
+        formats,
+    } = settings;
     let mut staged = Staged::new(formats);
     let mut next_barrier = Instant::now() + interval;
     // An attempt checkpoints as soon as it has output, then every interval:
@@ -151,6 +154,16 @@ pub async fn run(
 /// The monotonic instant of wall-clock time `at_ms` (ms since the Unix epoch).
 fn instant_of(at_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(at_ms.saturating_sub(crate::clock::now_ms()))
+}
+
+/// What the loop takes from the job's spec.
+pub struct Settings<'a> {
+    /// Time between two barriers.
+    pub interval: Duration,
+    /// Where refused records go.
+    pub on_error: &'a OnError,
+    /// How the outputs are staged.
+    pub formats: Formats,
 }
 
 /// How each of a job's outputs is staged: as its sink reads it.
