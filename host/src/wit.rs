@@ -37,8 +37,13 @@ pub fn batch_len(batch: &Batch) -> usize {
 /// The values of packed records, as byte slices. Offsets out of bounds
 /// give an empty value, never a panic.
 pub fn values(records: &Records) -> impl Iterator<Item = &[u8]> {
+    (0..records.keyed.len()).map(move |i| value(records, i))
+}
+
+/// Record `i`'s value. Offsets out of bounds give an empty value, never a panic.
+pub fn value(records: &Records, i: usize) -> &[u8] {
     let end = |j: usize| records.ends.get(j).map_or(0, |e| *e as usize);
-    (0..records.keyed.len()).map(move |i| records.data.get(end(2 * i)..end(2 * i + 1)).unwrap_or_default())
+    records.data.get(end(2 * i)..end(2 * i + 1)).unwrap_or_default()
 }
 
 /// Record `i`'s key, if it has one. Offsets out of bounds give an empty

@@ -130,7 +130,7 @@ fn deploy_refuses_what_would_fail_later_with_one_line_naming_the_fix() {
             "--on-error",
             "dead-letter:nowhere",
         ],
-        "--on-error dead-letter:nowhere: unknown sink",
+        "--on-error dead-letter: unknown sink `nowhere`",
     );
     assert!(cluster.job("second").is_none(), "a refused deploy left a job behind");
 }

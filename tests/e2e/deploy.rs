@@ -89,7 +89,17 @@ fn bad_modules_and_flags_are_refused_with_one_clear_line() {
         "cannot read /nonexistent.wasm",
     );
     let counter = counter.to_str().unwrap();
-    assert_refused(&cluster, &["deploy", counter, "--source", "kafka:x"], "unknown source");
+    assert_refused(&cluster, &["deploy", counter, "--source", "pulsar:x"], "unknown source");
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--source", "kafka:topic=t"],
+        "kafka source: needs brokers=",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", counter, "--sink", "kafka:brokers=b:1"],
+        "kafka sink: needs topic=",
+    );
     assert_refused(
         &cluster,
         &["deploy", counter, "--sink", "file:/nonexistent-dir/out"],

@@ -109,7 +109,8 @@ fn a_kafka_sink_writes_each_record_once_through_a_handoff_and_a_cancel() {
     let leader = cluster.leader_pid();
     cluster.signal(leader, "TERM");
     cluster.leader_pid_after(Some(leader));
-    kafka.read_committed("out", 600);
+    // Well past what the old leader wrote (2000 records a second).
+    kafka.read_committed("out", 8000);
     cluster.weir_ok(&["cancel", "to-kafka", "--wait", "15s"]);
     // No abort on these paths: a read_committed reader sees exactly the sequence.
     let records = kafka.read_committed("out", 0);

@@ -74,7 +74,7 @@ fn a_table_holds_each_row_once_across_kills_of_the_leader_and_the_database() {
     });
     // Window k of 1 s holds 100k..100k+99: every window's two rows once, none missing.
     let table = pg.sql("SELECT window_start, parity, sum FROM windows ORDER BY window_start, parity");
-    assert_eq!(table.len(), n);
+    assert!(table.len() >= n, "the job runs on: the table only grows");
     for (i, row) in table.iter().enumerate() {
         let (k, odd) = (i as i64 / 2, i % 2 == 1);
         let sum: i64 = (100 * k..100 * k + 100).filter(|n| (n % 2 != 0) == odd).sum();

@@ -78,11 +78,20 @@ impl KafkaSource {
                 .set("enable.auto.offset.store", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "false")
+                // An offset the broker no longer has (retention) resumes at
+                // the oldest it has, never past records at the end.
+                .set("auto.offset.reset", "earliest")
                 .set("allow.auto.create.topics", "false")
                 .create()
                 .map_err(|e| self.error("cannot create a Kafka consumer", e))?;
             let partitions = self.partitions(&consumer, REQUEST_TIMEOUT)?;
-            let first = self.start;
+            // `start` is for a job with no checkpoint; a restored job reads
+            // partitions its checkpoint does not know (new since) from their start.
+            let first = if self.next.is_empty() {
+                self.start
+            } else {
+                KafkaStart::Earliest
+            };
             self.assign(&consumer, &partitions, first)?;
             self.consumer = Some(consumer);
             self.refreshed = Instant::now();

@@ -11,14 +11,17 @@
 //! its place in the job's output and the producer and transaction that
 //! wrote it, so a reader can tell copies apart.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::staged::read_records;
@@ -30,6 +33,10 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest wait between two tries while the brokers do not answer.
 const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// How many times a checkpoint's publish is tried before the attempt fails
+/// (and restarts, restoring the same checkpoint): about two minutes.
+const MAX_TRIES: u32 = 30;
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +58,48 @@ pub enum KafkaSinkError {
         brokers: String,
         why: String,
     },
+    /// Records were not delivered (at least once): to be written again.
+    #[error("Kafka sink (topic {topic} on {brokers}): {why}")]
+    Undelivered {
+        topic: String,
+        brokers: String,
+        why: String,
+    },
 }
 
 impl KafkaSinkError {
     fn retriable(&self) -> bool {
-        matches!(self, KafkaSinkError::Client { retriable: true, .. })
+        matches!(
+            self,
+            KafkaSinkError::Client { retriable: true, .. } | KafkaSinkError::Undelivered { .. }
+        )
+    }
+
+    /// The same failure, to be tried again.
+    fn retry(self) -> KafkaSinkError {
+        match self {
+            KafkaSinkError::Mismatch { topic, brokers, why } => KafkaSinkError::Undelivered { topic, brokers, why },
+            other => other,
+        }
+    }
+}
+
+/// Counts records the brokers did not take, which a flush does not report.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("a record was not delivered to Kafka: {e}");
+        }
     }
 }
 
@@ -69,10 +113,14 @@ pub struct KafkaTopic {
     writer: u64,
     clients: Option<Arc<Clients>>,
     transactions: u64,
+    /// Set when the caller stopped waiting: a publish retrying for brokers
+    /// that do not answer then gives up, so the blocking thread it holds
+    /// is freed and the next attempt's first call is not held up behind it.
+    stopped: Arc<AtomicBool>,
 }
 
 struct Clients {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<Deliveries>,
     /// Of the sink's consumer group: reads its position, and lends the
     /// group to each transaction.
     consumer: BaseConsumer,
@@ -89,7 +137,13 @@ impl KafkaTopic {
             writer: writer_id(),
             clients: None,
             transactions: 0,
+            stopped: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag that makes a retrying publish give up.
+    pub fn stopped(&self) -> Arc<AtomicBool> {
+        self.stopped.clone()
     }
 
     fn error(&self, what: &'static str, source: KafkaError) -> KafkaSinkError {
@@ -133,8 +187,9 @@ impl KafkaTopic {
         if self.delivery == Delivery::ExactlyOnce {
             config.set("transactional.id", self.group());
         }
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            config.create().map_err(|e| self.error("cannot create a producer", e))?;
+        let producer: ThreadedProducer<Deliveries> = config
+            .create_with_context(Deliveries::default())
+            .map_err(|e| self.error("cannot create a producer", e))?;
         if self.delivery == Delivery::ExactlyOnce {
             producer
                 .init_transactions(TXN_TIMEOUT)
@@ -181,9 +236,13 @@ impl KafkaTopic {
     /// not have yet, trying again while the brokers do not answer. Blocking.
     pub fn publish(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
         let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
         loop {
+            tries += 1;
             match self.publish_once(at, output) {
-                Err(e) if e.retriable() => {
+                // The brokers may be back any time; a transaction they
+                // refuse again and again has something wrong with it.
+                Err(e) if e.retriable() && tries < MAX_TRIES && !self.stopped.load(Ordering::Relaxed) => {
                     tracing::warn!(job = %self.owner.job, "checkpoint output waits for Kafka, trying again in {wait:?}: {e}");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(MAX_RETRY);
@@ -223,11 +282,12 @@ impl KafkaTopic {
         let exactly_once = self.delivery == Delivery::ExactlyOnce;
         self.transactions += 1;
         if exactly_once {
-            clients
-                .producer
-                .begin_transaction()
-                .map_err(|e| self.error("cannot begin a transaction", e))?;
+            if let Err(e) = clients.producer.begin_transaction() {
+                let _ = clients.producer.abort_transaction(TXN_TIMEOUT);
+                return Err(self.error("cannot begin a transaction", e));
+            }
         }
+        let failed_before = clients.producer.context().failed.load(Ordering::Relaxed);
         let (writer, transaction) = (self.writer.to_string(), self.transactions.to_string());
         let sent = records.iter().filter(|r| r.start >= skip).try_for_each(|record| {
             let place = (at + record.start as u64).to_string();
@@ -261,10 +321,19 @@ impl KafkaTopic {
         });
         let result = sent.map_err(|e| self.error("cannot send a record", e)).and_then(|()| {
             if !exactly_once {
-                return clients
+                clients
                     .producer
                     .flush(TXN_TIMEOUT)
-                    .map_err(|e| self.error("cannot flush the records", e));
+                    .map_err(|e| self.error("cannot flush the records", e))?;
+                let failed = clients.producer.context().failed.load(Ordering::Relaxed) - failed_before;
+                return match failed {
+                    0 => Ok(()),
+                    n => Err(self
+                        .mismatch(format!(
+                            "{n} records of the checkpoint were not delivered (see the log); writing it again"
+                        ))
+                        .retry()),
+                };
             }
             let mut offsets = TopicPartitionList::new();
             offsets
@@ -301,10 +370,7 @@ impl KafkaTopic {
 }
 
 /// Queues one record, waiting while the producer's queue is full.
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut message: BaseRecord<'_, [u8], [u8]>,
-) -> Result<(), KafkaError> {
+fn send(producer: &ThreadedProducer<Deliveries>, mut message: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
     loop {
         match producer.send(message) {
             Ok(()) => return Ok(()),

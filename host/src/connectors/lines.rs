@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::wit::{key, texts, values, Batch, Records, Rejection};
+use crate::wit::{key, texts, value, values, Batch, Records, Rejection};
 
 /// Renders a batch as the line sinks write it: one line per record, its
 /// value (numbers in decimal, a newline inside a value written as `\n`);
@@ -56,9 +56,10 @@ pub fn dead_letter(input: &Batch, rejection: &Rejection) -> Vec<u8> {
 
 /// Record `i`'s key, value, event time, partition and offset, as they exist.
 fn record_fields(records: &Records, i: usize, letter: &mut serde_json::Map<String, serde_json::Value>) {
-    let Some(value) = values(records).nth(i) else {
+    if i >= records.keyed.len() {
         return;
-    };
+    }
+    let value = value(records, i);
     if let Some(key) = key(records, i) {
         insert_bytes(letter, "key", key);
     }

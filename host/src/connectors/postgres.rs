@@ -60,15 +60,21 @@ impl PostgresError {
     fn from_client(at: &str, what: &str, e: tokio_postgres::Error) -> PostgresError {
         // A server error with an SQLSTATE is an answer, except those that
         // say the connection or the server is going away.
-        let transient = e.code().is_none_or(|code| {
-            code.code().starts_with("08")
-                || [
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                ]
-                .contains(code)
-        });
+        // No SQLSTATE: the connection failed (an I/O error, or closed), or
+        // the URL or its options are wrong, which trying again won't fix.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let transient = match e.code() {
+            None => io || e.is_closed(),
+            Some(code) => {
+                code.code().starts_with("08")
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(code)
+            }
+        };
         if transient {
             return PostgresError::Unreachable {
                 at: at.to_string(),
@@ -355,6 +361,11 @@ fn insert(table: &str, mode: &TableMode, columns: &[String], rows: &[u8]) -> Res
                 String::from_utf8_lossy(line)
             ))
         })?;
+        if record.is_empty() {
+            return Err(PostgresError::Mismatch(format!(
+                "a record for table {table} is an empty JSON object: it names no column"
+            )));
+        }
         for field in record.keys() {
             let Some(column) = columns.iter().find(|c| *c == field) else {
                 return Err(PostgresError::Mismatch(format!(

@@ -3,6 +3,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -125,6 +127,11 @@ impl KafkaSink {
             .topic
             .take()
             .ok_or_else(|| io::Error::other("the Kafka sink's client was lost with a failed call"))?;
+        let stopped = topic.stopped();
+        stopped.store(false, Ordering::Relaxed);
+        // Dropped with this future (the attempt stopped waiting): the call
+        // gives up its retries.
+        let _stop_on_drop = StopOnDrop(stopped);
         let task = self.in_flight.insert(tokio::task::spawn_blocking(move || {
             let result = call(&mut topic).map_err(io::Error::other);
             (topic, result)
@@ -134,6 +141,15 @@ impl KafkaSink {
         let (topic, result) = done.map_err(|e| io::Error::other(format!("sink I/O did not finish: {e}")))?;
         self.topic = Some(topic);
         result
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::lines::{dead_letter, encode_batch};
 use crate::spec::SinkSpec;
-use crate::wit::{key, texts, values, Batch, Records, Rejection};
+use crate::wit::{key, texts, value, Batch, Records, Rejection};
 
 /// The staging format of a sink's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct StagedRecord<'a> {
 }
 
 fn stage_record(records: &Records, i: usize, out: &mut Vec<u8>) {
-    let value = values(records).nth(i).unwrap_or_default();
+    let value = value(records, i);
     let timestamp = records.timestamps.get(i).copied().filter(|t| *t != i64::MIN);
     let headers = match (records.header_ends.get(i), i.checked_sub(1)) {
         (Some(end), previous) => {

@@ -332,7 +332,7 @@ impl fmt::Display for SinkSpec {
             SinkSpec::Stdout => f.write_str("stdout"),
             SinkSpec::File { path } => write!(f, "file:{path}"),
             SinkSpec::Postgres { url, table, mode } => {
-                write!(f, "postgres:url={url},table={table}")?;
+                write!(f, "postgres:url={},table={table}", redacted(url))?;
                 match mode {
                     TableMode::Append => Ok(()),
                     TableMode::Upsert { key } => write!(f, ",mode=upsert,key={}", key.join(",")),
@@ -447,6 +447,21 @@ fn parse_kafka(rest: &str) -> Result<SourceSpec, SpecError> {
     })
 }
 
+/// A URL with its password, if it has one, as `***`: what is printed of a
+/// spec (the spec itself keeps it).
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Parses the settings of `postgres:...`. `key=` takes every following
 /// item without an `=` as another column (`key=a,b`).
 fn parse_postgres(rest: &str) -> Result<SinkSpec, SpecError> {
@@ -463,7 +478,7 @@ fn parse_postgres(rest: &str) -> Result<SinkSpec, SpecError> {
     }
     let url = url.ok_or_else(|| postgres("needs url=".into()))?;
     if !url.starts_with("postgresql://") && !url.starts_with("postgres://") {
-        return Err(postgres(format!("url={url} is not a postgresql:// URL")));
+        return Err(postgres(format!("url={} is not a postgresql:// URL", redacted(&url))));
     }
     let table = table.ok_or_else(|| postgres("needs table=".into()))?;
     let identifier = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && !p.contains('"'));
@@ -524,7 +539,7 @@ impl FromStr for OnError {
             _ if s.starts_with("dead-letter:") => {
                 let sink = s["dead-letter:".len()..]
                     .parse()
-                    .map_err(|e: SpecError| spec_error(format!("--on-error {s}: {}", e.0)))?;
+                    .map_err(|e: SpecError| spec_error(format!("--on-error dead-letter: {}", e.0)))?;
                 Ok(OnError::DeadLetter { sink })
             }
             _ => Err(spec_error(format!("unknown --on-error `{s}`; {ON_ERROR_FORMS}"))),
@@ -660,6 +675,12 @@ mod tests {
         ] {
             assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
         }
+        let secret: SinkSpec = "postgres:url=postgresql://u:hunter2@h:1/d,table=t".parse().unwrap();
+        assert_eq!(
+            secret.to_string(),
+            "postgres:url=postgresql://u:***@h:1/d,table=t",
+            "never print a password"
+        );
         let spec: SinkSpec = "postgres:table=t,mode=upsert,key=id,url=postgres://u@h/d"
             .parse()
             .unwrap();
@@ -694,7 +715,7 @@ mod tests {
         }
         assert!("retry".parse::<OnError>().unwrap_err().0.contains("expected `fail`"));
         let err = "dead-letter:kafka".parse::<OnError>().unwrap_err().0;
-        assert!(err.contains("--on-error dead-letter:kafka: unknown sink"), "{err}");
+        assert!(err.contains("--on-error dead-letter: unknown sink"), "{err}");
         assert_eq!(
             "dead-letter:file:/x".parse::<OnError>().unwrap().dead_letters(),
             Some(&SinkSpec::File { path: "/x".into() })

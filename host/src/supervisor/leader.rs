@@ -339,8 +339,8 @@ impl Leader {
             };
             let taken = spec
                 .sink_files()
-                .find_map(|path| sink_owners.get(path).map(|owner| (path, owner.name.as_str())))
-                .filter(|(_, owner)| *owner != name);
+                .filter_map(|path| sink_owners.get(path).map(|owner| (path, owner.name.as_str())))
+                .find(|(_, owner)| *owner != name);
             if let Some((path, owner)) = taken {
                 let why = format!(
                     "its file {path} is also written by job `{owner}`; cancel it and deploy it again with another file"
