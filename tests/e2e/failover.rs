@@ -22,10 +22,7 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
                 (n >= seen + 20).then_some(n)
             },
         );
-        let leader = cluster.leader_pid();
-        cluster.signal(leader, "KILL");
-        cluster.start_supervisor();
-        cluster.leader_pid_after(Some(leader));
+        cluster.replace_leader();
     }
     let lines = wait_for("output after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&out);
@@ -71,10 +68,7 @@ fn event_time_windows_fire_exactly_once_across_leader_kills() {
                 (n >= seen + 10).then_some(n)
             },
         );
-        let leader = cluster.leader_pid();
-        cluster.signal(leader, "KILL");
-        cluster.start_supervisor();
-        cluster.leader_pid_after(Some(leader));
+        cluster.replace_leader();
     }
     let lines = wait_for("windows after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&out);
@@ -165,10 +159,7 @@ fn dead_letters_are_exactly_once_across_leader_kills() {
                 (n >= seen + 20).then_some(n)
             },
         );
-        let leader = cluster.leader_pid();
-        cluster.signal(leader, "KILL");
-        cluster.start_supervisor();
-        cluster.leader_pid_after(Some(leader));
+        cluster.replace_leader();
     }
     let letters = wait_for("dead letters after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&dead);

@@ -36,10 +36,7 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
                 (n >= seen + 100).then_some(n)
             },
         );
-        let leader = cluster.leader_pid();
-        cluster.signal(leader, "KILL");
-        cluster.start_supervisor();
-        cluster.leader_pid_after(Some(leader));
+        cluster.replace_leader();
         // Records produced while the job runs are read too.
         kafka.produce("numbers", numbers(3000 + 1000 * round, 4000 + 1000 * round));
     }
@@ -132,10 +129,7 @@ fn a_kafka_sink_under_kill_9_has_every_record_and_extra_copies_only_from_aborted
     let mut seen = 0;
     for _ in 0..2 {
         seen = kafka.read_committed("out", seen + 300).len();
-        let leader = cluster.leader_pid();
-        cluster.signal(leader, "KILL");
-        cluster.start_supervisor();
-        cluster.leader_pid_after(Some(leader));
+        cluster.replace_leader();
     }
     kafka.read_committed("out", seen + 300);
     cluster.weir_ok(&["cancel", "to-kafka", "--wait", "15s"]);

@@ -62,10 +62,7 @@ fn a_table_holds_each_row_once_across_kills_of_the_leader_and_the_database() {
             std::thread::sleep(Duration::from_millis(500));
             pg.start_again();
         } else {
-            let leader = cluster.leader_pid();
-            cluster.signal(leader, "KILL");
-            cluster.start_supervisor();
-            cluster.leader_pid_after(Some(leader));
+            cluster.replace_leader();
         }
     }
     let n = wait_for("rows after the last kill", Duration::from_secs(60), || {

@@ -119,6 +119,7 @@ pub async fn run(
         if batch_len(&batch) > 0 || woken {
             let now = Instant::now();
             let current = watermark.as_mut().and_then(|w| {
+                w.expect(position.partitions.keys().copied(), now);
                 w.observe(&batch, now);
                 w.current(now)
             });

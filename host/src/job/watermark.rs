@@ -17,9 +17,10 @@ use crate::wit::Batch;
 pub struct Watermark {
     max_delay_ms: i64,
     idle: Option<Duration>,
-    /// Per partition (0 for a source without): the newest event time, and
-    /// when it last brought a record.
-    partitions: BTreeMap<u32, (i64, Instant)>,
+    /// Per partition (0 for a source without): the newest event time
+    /// (none yet for one that has brought no record), and when it last
+    /// brought a record (or was first known).
+    partitions: BTreeMap<u32, (Option<i64>, Instant)>,
     /// The watermark given out last: it never goes back.
     current: Option<i64>,
 }
@@ -31,7 +32,7 @@ impl Watermark {
         Watermark {
             max_delay_ms: i64::try_from(spec.max_delay.as_millis()).unwrap_or(i64::MAX),
             idle: spec.idle,
-            partitions: restored.newest.into_iter().map(|(p, t)| (p, (t, now))).collect(),
+            partitions: restored.newest.into_iter().map(|(p, t)| (p, (Some(t), now))).collect(),
             current: restored.watermark,
         }
     }
@@ -44,23 +45,34 @@ impl Watermark {
             if t == i64::MIN {
                 continue;
             }
-            let entry = self.partitions.entry(partition).or_insert((t, now));
-            *entry = (entry.0.max(t), now);
+            let entry = self.partitions.entry(partition).or_insert((Some(t), now));
+            *entry = (entry.0.max(Some(t)), now);
+        }
+    }
+
+    /// Learns the source's partitions: one that has brought no record yet
+    /// holds the watermark back until it brings one or goes idle, as an
+    /// empty split does in Flink.
+    pub fn expect(&mut self, partitions: impl Iterator<Item = u32>, now: Instant) {
+        for p in partitions {
+            self.partitions.entry(p).or_insert((None, now));
         }
     }
 
     /// The event time up to which the input is complete at `now`: no record
     /// at or before it is expected any more (one that comes is late). The
     /// minimum over the partitions that are not idle; while every one is
-    /// idle it stays where it was.
+    /// idle, or one that is not has brought nothing yet, it stays where it was.
     pub fn current(&mut self, now: Instant) -> Option<i64> {
         let active = |seen: &Instant| self.idle.is_none_or(|idle| now.duration_since(*seen) < idle);
+        // None sorts first: an active partition with no record yet wins the minimum.
         let slowest = self
             .partitions
             .values()
             .filter(|(_, seen)| active(seen))
             .map(|(newest, _)| *newest)
-            .min();
+            .min()
+            .flatten();
         if let Some(slowest) = slowest {
             let watermark = slowest.saturating_sub(self.max_delay_ms).saturating_sub(1);
             self.current = self.current.max(Some(watermark));
@@ -71,7 +83,11 @@ impl Watermark {
     /// What the checkpoint records.
     pub fn event_times(&self) -> EventTimes {
         EventTimes {
-            newest: self.partitions.iter().map(|(p, (t, _))| (*p, *t)).collect(),
+            newest: self
+                .partitions
+                .iter()
+                .filter_map(|(p, (t, _))| Some((*p, (*t)?)))
+                .collect(),
             watermark: self.current,
         }
     }
@@ -135,6 +151,13 @@ mod tests {
         );
         let quiet = later + Duration::from_secs(60);
         assert_eq!(w.current(quiet), Some(6_899), "every partition idle: it stays");
+
+        let mut waiting = Watermark::new(spec(Some(30)), EventTimes::default(), start);
+        waiting.expect([0, 1].into_iter(), start);
+        waiting.observe(&stamped(&[5_000], &[0]), start);
+        assert_eq!(waiting.current(start), None, "partition 1 has brought nothing yet");
+        waiting.observe(&stamped(&[5_000], &[0]), later);
+        assert_eq!(waiting.current(later), Some(4_899), "until it is idle");
 
         let mut strict = Watermark::new(spec(None), EventTimes::default(), start);
         strict.observe(&stamped(&[5_000, 1_000], &[0, 1]), start);
