@@ -12,12 +12,7 @@ const WINDOWS: &str = "CREATE TABLE windows (window_start bigint NOT NULL, parit
 /// Deploys the event-time counter writing its windows as rows of `table`.
 fn deploy_windows(cluster: &Cluster, pg: &Postgres, name: &str, table: &str, extra: &[&str]) {
     let sink = format!("postgres:url={},table={table}", pg.url());
-    let wasm = job_wasm("event_counter");
     let mut args = vec![
-        "deploy",
-        wasm.to_str().unwrap(),
-        "--name",
-        name,
         "--sink",
         &sink,
         "--source",
@@ -26,11 +21,9 @@ fn deploy_windows(cluster: &Cluster, pg: &Postgres, name: &str, table: &str, ext
         "max-delay=0s",
         "--config",
         "format=json",
-        "--checkpoint-interval",
-        "200ms",
     ];
     args.extend_from_slice(extra);
-    cluster.weir_ok(&args);
+    cluster.deploy("event_counter", name, &args);
 }
 
 fn rows(pg: &Postgres) -> usize {
