@@ -5,20 +5,26 @@
 use std::time::Duration;
 
 use crate::harness::{read_lines, wait_for, Cluster};
-use crate::kafka_broker::Kafka;
+use crate::kafka_broker::{Input, Kafka};
 
-const PARTITIONS: i32 = 3;
+pub const PARTITIONS: i32 = 3;
 
-/// Numbers `from..to`, number n to partition n % PARTITIONS, keyed by itself.
-fn numbers(from: i64, to: i64) -> impl Iterator<Item = (i32, String, String)> {
-    (from..to).map(|n| ((n % PARTITIONS as i64) as i32, format!("k{n}"), n.to_string()))
+/// Numbers `from..to`, number n to partition n % PARTITIONS, keyed by
+/// itself, at `timestamp(n)`.
+pub fn numbers(from: i64, to: i64, timestamp: impl Fn(i64) -> Option<i64>) -> impl Iterator<Item = Input> {
+    (from..to).map(move |n| Input {
+        partition: (n % PARTITIONS as i64) as i32,
+        key: format!("k{n}"),
+        value: n.to_string(),
+        timestamp: timestamp(n),
+    })
 }
 
 #[test]
 fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
     let kafka = Kafka::start();
     kafka.create_topic("numbers", PARTITIONS);
-    kafka.produce("numbers", numbers(0, 3000));
+    kafka.produce("numbers", numbers(0, 3000, |_| None));
     let mut cluster = Cluster::new();
     for _ in 0..3 {
         cluster.start_supervisor();
@@ -38,7 +44,7 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
         );
         cluster.replace_leader();
         // Records produced while the job runs are read too.
-        kafka.produce("numbers", numbers(3000 + 1000 * round, 4000 + 1000 * round));
+        kafka.produce("numbers", numbers(3000 + 1000 * round, 4000 + 1000 * round, |_| None));
     }
     let lines = wait_for("every record in the output", Duration::from_secs(60), || {
         let lines = read_lines(&out);
@@ -78,14 +84,28 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
 }
 
 #[test]
-fn a_missing_topic_fails_the_job_naming_it() {
+fn a_missing_topic_is_refused_at_deploy_and_unreachable_brokers_are_waited_for() {
     let kafka = Kafka::start();
     let mut cluster = Cluster::new();
     cluster.start_supervisor();
-    let source = format!("kafka:brokers={},topic=absent", kafka.brokers());
-    cluster.deploy("faulty", "no-topic", &["--source", &source, "--restart", "none"]);
-    let failed = cluster.wait_for_job_error("no-topic", "FAILED", "Kafka topic absent does not exist");
-    assert!(failed["error"].as_str().unwrap().contains(kafka.brokers()), "{failed}");
+    let faulty = crate::harness::job_wasm("faulty");
+    let faulty = faulty.to_str().unwrap();
+    let absent = format!("kafka:brokers={},topic=absent", kafka.brokers());
+    for (flag, what) in [("--source", "kafka source"), ("--sink", "kafka sink")] {
+        crate::deploy::assert_refused(
+            &cluster,
+            &["deploy", faulty, "--name", "no-topic", flag, &absent],
+            &format!("{what}: Kafka topic absent does not exist on {}", kafka.brokers()),
+        );
+    }
+    // Brokers that do not answer at deploy: noted, and the job waits for them.
+    let away = format!("kafka:brokers=127.0.0.1:{},topic=later", crate::harness::free_port());
+    let out = cluster.weir(&["deploy", faulty, "--name", "away", "--source", &away]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("do not answer now"),
+        "{out:?}"
+    );
 }
 
 /// Deploys faulty (a pass-through) from a sequence into topic `out`.

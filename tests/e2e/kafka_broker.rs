@@ -16,6 +16,15 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::harness::{free_port, installed, wait_for};
 
+/// A record to produce.
+pub struct Input {
+    pub partition: i32,
+    pub key: String,
+    pub value: String,
+    /// Milliseconds since the epoch; none for the producer's clock.
+    pub timestamp: Option<i64>,
+}
+
 /// A running tansu broker, killed on drop.
 pub struct Kafka {
     process: Child,
@@ -69,13 +78,19 @@ impl Kafka {
         }
     }
 
-    /// Produces `records` (partition, key, value), idempotently, and waits
-    /// until the broker has them all.
-    pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (i32, String, String)>) {
+    /// Produces `records`, idempotently, and waits until the broker has
+    /// them all.
+    pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = Input>) {
         let producer: ThreadedProducer<DefaultProducerContext> =
             self.config().set("enable.idempotence", "true").create().unwrap();
-        for (partition, key, value) in records {
-            let record = BaseRecord::to(topic).partition(partition).key(&key).payload(&value);
+        for input in records {
+            let mut record = BaseRecord::to(topic)
+                .partition(input.partition)
+                .key(&input.key)
+                .payload(&input.value);
+            if let Some(ms) = input.timestamp {
+                record = record.timestamp(ms);
+            }
             producer.send(record).map_err(|(e, _)| e).unwrap();
         }
         producer.flush(Duration::from_secs(30)).unwrap();

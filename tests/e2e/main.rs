@@ -17,6 +17,7 @@ mod ensemble;
 mod failover;
 mod faults;
 mod kafka;
+mod pipeline;
 mod postgres;
 mod storage;
 mod wordcount;

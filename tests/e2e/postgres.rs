@@ -7,7 +7,8 @@ use crate::deploy::assert_refused;
 use crate::harness::{job_wasm, wait_for, Cluster};
 use crate::postgres_server::Postgres;
 
-const WINDOWS: &str = "CREATE TABLE windows (window_start bigint NOT NULL, parity text NOT NULL, sum bigint NOT NULL)";
+pub const WINDOWS: &str =
+    "CREATE TABLE windows (window_start bigint NOT NULL, parity text NOT NULL, sum bigint NOT NULL)";
 
 /// Deploys the event-time counter writing its windows as rows of `table`.
 fn deploy_windows(cluster: &Cluster, pg: &Postgres, name: &str, table: &str, extra: &[&str]) {
@@ -26,8 +27,28 @@ fn deploy_windows(cluster: &Cluster, pg: &Postgres, name: &str, table: &str, ext
     cluster.deploy("event_counter", name, &args);
 }
 
-fn rows(pg: &Postgres) -> usize {
+pub fn rows(pg: &Postgres) -> usize {
     pg.sql("SELECT count(*) FROM windows")[0].parse().unwrap()
+}
+
+/// Table `windows`, a `window_start|parity|sum` line per row, in order.
+pub fn windows(pg: &Postgres) -> Vec<String> {
+    pg.sql("SELECT window_start, parity, sum FROM windows ORDER BY window_start, parity")
+}
+
+/// Window k of 1 s from `start` holds the numbers 100k..100k+99: every
+/// window's two rows (even, odd) once, none missing, none extra.
+pub fn assert_each_window_once(table: &[String], start: i64) {
+    for (i, row) in table.iter().enumerate() {
+        let (k, odd) = (i as i64 / 2, i % 2 == 1);
+        let sum: i64 = (100 * k..100 * k + 100).filter(|n| (n % 2 != 0) == odd).sum();
+        let parity = if odd { "odd" } else { "even" };
+        assert_eq!(
+            row,
+            &format!("{}|{parity}|{sum}", start + k * 1000),
+            "row {i} of {table:?}"
+        );
+    }
 }
 
 #[test]
@@ -62,15 +83,9 @@ fn a_table_holds_each_row_once_across_kills_of_the_leader_and_the_database() {
         let n = rows(&pg);
         (n >= seen + 10).then_some(n)
     });
-    // Window k of 1 s holds 100k..100k+99: every window's two rows once, none missing.
-    let table = pg.sql("SELECT window_start, parity, sum FROM windows ORDER BY window_start, parity");
+    let table = windows(&pg);
     assert!(table.len() >= n, "the job runs on: the table only grows");
-    for (i, row) in table.iter().enumerate() {
-        let (k, odd) = (i as i64 / 2, i % 2 == 1);
-        let sum: i64 = (100 * k..100 * k + 100).filter(|n| (n % 2 != 0) == odd).sum();
-        let parity = if odd { "odd" } else { "even" };
-        assert_eq!(row, &format!("{}|{parity}|{sum}", k * 1000), "row {i} of {table:?}");
-    }
+    assert_each_window_once(&table, 0);
     let progress = pg.sql("SELECT job FROM weir_progress");
     assert_eq!(progress, ["windows"], "one progress row for the one deployment");
     assert_eq!(cluster.job("windows").unwrap()["state"], "RUNNING");

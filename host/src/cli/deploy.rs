@@ -199,8 +199,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
     }
     let sha256 = sha256_hex(&bytes);
+    check_source(&source).await?;
     for sink in std::iter::once(&sink).chain(on_error.dead_letters()) {
-        check_table(sink).await?;
+        check_sink(sink).await?;
     }
 
     let storage = args.storage.open()?;
@@ -399,21 +400,49 @@ fn local_sink(sink: SinkSpec, what: &str) -> anyhow::Result<SinkSpec> {
     Ok(SinkSpec::File { path })
 }
 
-/// A PostgreSQL sink's table, checked now if the database answers: one
-/// that is missing or does not fit the mode is refused here, not when the
-/// job first writes. A database that does not answer is noted: the job
-/// waits for it.
-async fn check_table(sink: &SinkSpec) -> anyhow::Result<()> {
-    let SinkSpec::Postgres { url, table, mode } = sink else {
-        return Ok(());
-    };
-    match crate::connectors::postgres::check(url, table, mode).await {
+/// A Kafka source's topic, checked now if the brokers answer.
+async fn check_source(source: &SourceSpec) -> anyhow::Result<()> {
+    match source {
+        SourceSpec::Kafka { brokers, topic, .. } => check_topic("kafka source", brokers, topic).await,
+        _ => Ok(()),
+    }
+}
+
+/// A PostgreSQL sink's table or a Kafka sink's topic, checked now if the
+/// server answers: one that is missing or does not fit the mode is refused
+/// here, not when the job first writes. A server that does not answer is
+/// noted: the job waits for it.
+async fn check_sink(sink: &SinkSpec) -> anyhow::Result<()> {
+    match sink {
+        SinkSpec::Postgres { url, table, mode } => match crate::connectors::postgres::check(url, table, mode).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                eprintln!("note: PostgreSQL for table {table} does not answer now; the job will wait for it");
+                Ok(())
+            }
+            Err(e) => bail!("postgres sink: {e}"),
+        },
+        SinkSpec::Kafka { brokers, topic, .. } => check_topic("kafka sink", brokers, topic).await,
+        _ => Ok(()),
+    }
+}
+
+/// How long deploy waits for Kafka brokers to say whether a topic exists.
+const KAFKA_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn check_topic(what: &str, brokers: &str, topic: &str) -> anyhow::Result<()> {
+    let (b, t) = (brokers.to_string(), topic.to_string());
+    let checked =
+        tokio::task::spawn_blocking(move || crate::connectors::kafka::check_topic(&b, &t, KAFKA_CHECK_TIMEOUT))
+            .await
+            .context("the Kafka check stopped")?;
+    match checked {
         Ok(true) => Ok(()),
         Ok(false) => {
-            eprintln!("note: PostgreSQL for table {table} does not answer now; the job will wait for it");
+            eprintln!("note: Kafka brokers {brokers} do not answer now (topic {topic}); the job will wait for them");
             Ok(())
         }
-        Err(e) => bail!("postgres sink: {e}"),
+        Err(e) => bail!("{what}: {e}"),
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Source;
@@ -29,6 +30,35 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often a failing read is logged while it goes on failing.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether `topic` exists on `brokers`, asked at deploy: `Ok(false)` when
+/// the brokers do not answer within `timeout` (the job waits for them).
+/// Blocking.
+pub fn check_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<bool, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client for {brokers}: {e}"))?;
+    match consumer.fetch_metadata(Some(topic), timeout) {
+        Err(_) => Ok(false),
+        Ok(metadata) => match topic_partitions(&metadata, topic) {
+            Some(_) => Ok(true),
+            None => Err(missing_topic(brokers, topic)),
+        },
+    }
+}
+
+/// The partitions of `topic` in `metadata`, if it exists.
+fn topic_partitions(metadata: &Metadata, topic: &str) -> Option<Vec<u32>> {
+    let topic = metadata.topics().iter().find(|t| t.name() == topic)?;
+    (topic.error().is_none() && !topic.partitions().is_empty())
+        .then(|| topic.partitions().iter().map(|p| p.id() as u32).collect())
+}
+
+fn missing_topic(brokers: &str, topic: &str) -> String {
+    format!("Kafka topic {topic} does not exist on {brokers}; create it, or fix the topic's name")
+}
 
 /// A topic's partitions, read from weir's own offsets.
 pub struct KafkaSource {
@@ -104,19 +134,8 @@ impl KafkaSource {
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| self.error("cannot read the topic's metadata", e))?;
-        let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
-        match topic {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().iter().map(|p| p.id() as u32).collect())
-            }
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "Kafka topic {} does not exist on {}; create it, or fix --source",
-                    self.topic, self.brokers
-                ),
-            )),
-        }
+        topic_partitions(&metadata, &self.topic)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, missing_topic(&self.brokers, &self.topic)))
     }
 
     /// Adds `partitions` to the assignment: those with a checkpointed

@@ -91,6 +91,8 @@ pub async fn run(
     // When the job wants a call with no records (its next processing-time
     // timer). Unknown after a restore until the first call: make one.
     let mut wake_at = Some(0);
+    // The watermark the job was last given.
+    let mut given = None;
     loop {
         let now_control = control.get();
         match now_control {
@@ -116,13 +118,16 @@ pub async fn run(
         let until = wake_at.map_or(next_barrier, |at| next_barrier.min(instant_of(at)));
         let batch = source.next_batch(MAX_BATCH, until).context("reading the source")?;
         let woken = wake_at.is_some_and(|at| crate::clock::now_ms() >= at);
-        if batch_len(&batch) > 0 || woken {
-            let now = Instant::now();
-            let current = watermark.as_mut().and_then(|w| {
-                w.expect(position.partitions.keys().copied(), now);
-                w.observe(&batch, now);
-                w.current(now)
-            });
+        let now = Instant::now();
+        let current = watermark.as_mut().and_then(|w| {
+            w.expect(position.partitions.keys().copied(), now);
+            w.observe(&batch, now);
+            w.current(now)
+        });
+        // A watermark moves with no record too, when a slow partition goes
+        // idle: the job hears of it, or its windows would wait for a record.
+        if batch_len(&batch) > 0 || woken || current > given {
+            given = current;
             let out = instance.process(&batch, current).await?;
             // A job that asks to be woken now, again and again, is woken
             // at most every WAKE_MIN: never a busy loop.

@@ -61,18 +61,26 @@ impl Watermark {
 
     /// The event time up to which the input is complete at `now`: no record
     /// at or before it is expected any more (one that comes is late). The
-    /// minimum over the partitions that are not idle; while every one is
-    /// idle, or one that is not has brought nothing yet, it stays where it was.
+    /// minimum over the partitions that are not idle; while one that is not
+    /// has brought nothing yet, it stays where it was. Once every partition
+    /// is idle the stream has gone quiet, and the minimum is over those that
+    /// brought records: a source that read all there was fires what it read,
+    /// even when the partition that held it back went idle only as late as
+    /// the others.
     pub fn current(&mut self, now: Instant) -> Option<i64> {
         let active = |seen: &Instant| self.idle.is_none_or(|idle| now.duration_since(*seen) < idle);
-        // None sorts first: an active partition with no record yet wins the minimum.
-        let slowest = self
+        let mut active_times = self
             .partitions
             .values()
             .filter(|(_, seen)| active(seen))
             .map(|(newest, _)| *newest)
-            .min()
-            .flatten();
+            .peekable();
+        // None sorts first: an active partition with no record yet wins the minimum.
+        let slowest = if active_times.peek().is_some() {
+            active_times.min().flatten()
+        } else {
+            self.partitions.values().filter_map(|(newest, _)| *newest).min()
+        };
         if let Some(slowest) = slowest {
             let watermark = slowest.saturating_sub(self.max_delay_ms).saturating_sub(1);
             self.current = self.current.max(Some(watermark));
@@ -150,7 +158,11 @@ mod tests {
             "back from idle behind the watermark, it does not move it back"
         );
         let quiet = later + Duration::from_secs(60);
-        assert_eq!(w.current(quiet), Some(6_899), "every partition idle: it stays");
+        assert_eq!(
+            w.current(quiet),
+            Some(6_899),
+            "every partition idle: the slowest that brought records is behind it, it stays"
+        );
 
         let mut waiting = Watermark::new(spec(Some(30)), EventTimes::default(), start);
         waiting.expect([0, 1].into_iter(), start);
@@ -158,6 +170,16 @@ mod tests {
         assert_eq!(waiting.current(start), None, "partition 1 has brought nothing yet");
         waiting.observe(&stamped(&[5_000], &[0]), later);
         assert_eq!(waiting.current(later), Some(4_899), "until it is idle");
+
+        let mut drained = Watermark::new(spec(Some(30)), EventTimes::default(), start);
+        drained.expect([0, 1, 2].into_iter(), start);
+        drained.observe(&stamped(&[5_000, 4_000], &[0, 1]), start);
+        assert_eq!(drained.current(start), None, "partition 2 has brought nothing yet");
+        assert_eq!(
+            drained.current(later),
+            Some(3_899),
+            "all idle at once (a source that read everything): the slowest of those that brought records"
+        );
 
         let mut strict = Watermark::new(spec(None), EventTimes::default(), start);
         strict.observe(&stamped(&[5_000, 1_000], &[0, 1]), start);
