@@ -171,4 +171,25 @@ fn tables_that_do_not_fit_are_refused_at_deploy_or_fail_the_job_naming_the_colum
         "{failed}"
     );
     assert_eq!(pg.sql("SELECT count(*) FROM narrow"), ["0"]);
+    // With a dead-letter sink, such rows go there, each once, and the job runs on.
+    let dead = cluster.path("narrow.dead");
+    let route = format!("dead-letter:file:{}", dead.display());
+    deploy_windows(&cluster, &pg, "narrow-dl", "narrow", &["--on-error", &route]);
+    let letters = wait_for("dead letters of rows that do not fit", Duration::from_secs(60), || {
+        let letters = crate::harness::read_lines(&dead);
+        (letters.len() >= 4).then_some(letters)
+    });
+    for (i, letter) in letters.iter().enumerate() {
+        let letter: serde_json::Value = serde_json::from_str(letter).unwrap();
+        let row: serde_json::Value = serde_json::from_str(letter["value"].as_str().unwrap()).unwrap();
+        assert_eq!(row["window_start"], (i as i64 / 2) * 1000, "{letter}");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("field `sum` is not a column of table narrow"),
+            "{letter}"
+        );
+    }
+    assert_eq!(cluster.job("narrow-dl").unwrap()["state"], "RUNNING");
 }

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use super::Sink;
+use super::{Sink, TableShape};
 use crate::checkpoint::{SinkPositions, StagedOutput};
 
 /// The sinks of one attempt.
@@ -54,6 +54,11 @@ impl Outputs {
                 .map_err(dead_letter_sink),
             None => Ok(()),
         }
+    }
+
+    /// The table the job's output goes to, if its sink writes one.
+    pub async fn table_shape(&mut self) -> Option<TableShape> {
+        self.main.table_shape().await
     }
 
     /// Waits until writes that a cancelled publish or recover left running have landed.

@@ -104,7 +104,9 @@ pub struct Table {
     name: String,
     mode: TableMode,
     owner: SinkOwner,
-    client: Option<(Client, Vec<String>)>,
+    client: Option<Client>,
+    /// The table's columns as last read: they outlive a lost connection.
+    shape: Option<TableShape>,
 }
 
 impl Table {
@@ -117,7 +119,20 @@ impl Table {
             mode: mode.clone(),
             owner,
             client: None,
+            shape: None,
         }
+    }
+
+    /// What the table takes, connecting once to learn it if need be; none
+    /// while the database does not answer.
+    pub async fn shape(&mut self) -> Option<TableShape> {
+        if self.shape.is_none() {
+            let connected = self.connected().await.map(|_| ());
+            if let Err(e) = self.forget_on_error(connected) {
+                tracing::debug!(table = %self.name, "the table's columns are not known yet: {e}");
+            }
+        }
+        self.shape.clone()
     }
 
     /// The position of this owner's progress row: 0 when it has none.
@@ -164,8 +179,8 @@ impl Table {
             return Ok(());
         }
         let (job, deployment) = (self.owner.job.clone(), self.owner.deployment.clone());
-        let (name, mode, at_db) = (self.name.clone(), self.mode.clone(), self.at.clone());
-        let (client, columns) = self.connected().await?;
+        let (name, at_db) = (self.name.clone(), self.at.clone());
+        let (client, shape) = self.connected().await?;
         let refused = |what: &str| {
             let at_db = at_db.clone();
             let what = what.to_string();
@@ -191,7 +206,7 @@ impl Table {
             let Some(rows) = unwritten(output, at, position as u64, &name)? else {
                 return Ok(());
             };
-            let (sql, json) = insert(&name, &mode, columns, rows)?;
+            let (sql, json) = insert(shape, rows)?;
             tx.execute(sql.as_str(), &[&json])
                 .await
                 .map_err(refused(&format!("the rows for table {name}")))?;
@@ -217,7 +232,7 @@ impl Table {
 
     /// The connection, made (with the progress table and the table's
     /// columns read) if there is none.
-    async fn connected(&mut self) -> Result<(&mut Client, &[String]), PostgresError> {
+    async fn connected(&mut self) -> Result<(&mut Client, &TableShape), PostgresError> {
         if self.client.is_none() {
             let client = connect(&self.url, &self.at).await?;
             let at = &self.at;
@@ -229,10 +244,15 @@ impl Table {
             }
             let columns = columns(&client, at, &self.name).await?;
             check_key(&client, at, &self.name, &self.mode, &columns).await?;
-            self.client = Some((client, columns));
+            self.client = Some(client);
+            self.shape = Some(TableShape {
+                table: self.name.clone(),
+                mode: self.mode.clone(),
+                columns,
+            });
         }
-        let (client, columns) = self.client.as_mut().expect("just connected");
-        Ok((client, columns.as_slice()))
+        let client = self.client.as_mut().expect("just connected");
+        Ok((client, self.shape.as_ref().expect("read on connecting")))
     }
 }
 
@@ -349,40 +369,87 @@ fn unwritten<'a>(output: &'a [u8], at: u64, position: u64, table: &str) -> Resul
     Ok(Some(&output[done..]))
 }
 
+/// What a table takes: the columns a record's fields may name, and for
+/// an upsert the key fields every record needs. The runner holds each
+/// output row up to it as the job emits it, so a row that cannot fit is
+/// refused by the job's `--on-error` (dead-lettered, say) before it is in
+/// a checkpoint, not found at publish, where it would fail every retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    table: String,
+    mode: TableMode,
+    columns: Vec<String>,
+}
+
+impl TableShape {
+    /// The row a record's value makes: a JSON object whose fields are
+    /// columns, with the key fields of an upsert; or why it makes none.
+    pub fn row(&self, value: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let table = &self.table;
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).map_err(|e| {
+            format!(
+                "a record for table {table} is not a JSON object ({e}): {}",
+                String::from_utf8_lossy(value)
+            )
+        })?;
+        if row.is_empty() {
+            return Err(format!(
+                "a record for table {table} is an empty JSON object: it names no column"
+            ));
+        }
+        if let Some(field) = row.keys().find(|f| !self.columns.contains(f)) {
+            return Err(format!(
+                "a record's field `{field}` is not a column of table {table} (its columns: {})",
+                self.columns.join(", ")
+            ));
+        }
+        if let TableMode::Upsert { key } = &self.mode {
+            if let Some(missing) = key.iter().find(|k| !row.contains_key(*k)) {
+                return Err(format!(
+                    "a record for table {table} has no key field `{missing}`: {}",
+                    String::from_utf8_lossy(value)
+                ));
+            }
+        }
+        Ok(row)
+    }
+
+    /// Takes the rows that do not fit out of `staged[from..]` (one row per
+    /// line, as the sink reads them): each with its index among those
+    /// lines and why it does not fit.
+    pub fn take_unfit(&self, staged: &mut Vec<u8>, from: usize) -> Vec<(usize, Vec<u8>, String)> {
+        let mut unfit = Vec::new();
+        let mut kept = Vec::with_capacity(staged.len() - from);
+        for (i, line) in staged[from..].split_inclusive(|b| *b == b'\n').enumerate() {
+            let row = line.strip_suffix(b"\n").unwrap_or(line);
+            match self.row(row) {
+                Ok(_) => kept.extend_from_slice(line),
+                Err(reason) => unfit.push((i, row.to_vec(), reason)),
+            }
+        }
+        if !unfit.is_empty() {
+            staged.truncate(from);
+            staged.extend_from_slice(&kept);
+        }
+        unfit
+    }
+}
+
 /// The statement inserting `rows` (JSON objects, one per line), and the
-/// rows as one JSON array, its parameter. Every field must be a column.
-fn insert(table: &str, mode: &TableMode, columns: &[String], rows: &[u8]) -> Result<(String, String), PostgresError> {
+/// rows as one JSON array, its parameter. Every row must fit the table.
+fn insert(shape: &TableShape, rows: &[u8]) -> Result<(String, String), PostgresError> {
     let mut used: Vec<&str> = Vec::new();
     let mut json = String::from("[");
     for (i, line) in rows.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        let record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).map_err(|e| {
-            PostgresError::Mismatch(format!(
-                "a record for table {table} is not a JSON object ({e}): {}",
-                String::from_utf8_lossy(line)
-            ))
-        })?;
-        if record.is_empty() {
-            return Err(PostgresError::Mismatch(format!(
-                "a record for table {table} is an empty JSON object: it names no column"
-            )));
-        }
-        for field in record.keys() {
-            let Some(column) = columns.iter().find(|c| *c == field) else {
-                return Err(PostgresError::Mismatch(format!(
-                    "a record's field `{field}` is not a column of table {table} (its columns: {})",
-                    columns.join(", ")
-                )));
-            };
+        let row = shape.row(line).map_err(PostgresError::Mismatch)?;
+        for field in row.keys() {
+            let column = shape
+                .columns
+                .iter()
+                .find(|c| *c == field)
+                .expect("a row's fields are columns");
             if !used.contains(&column.as_str()) {
                 used.push(column);
-            }
-        }
-        if let TableMode::Upsert { key } = mode {
-            if let Some(missing) = key.iter().find(|k| !record.contains_key(*k)) {
-                return Err(PostgresError::Mismatch(format!(
-                    "a record for table {table} has no key field `{missing}`: {}",
-                    String::from_utf8_lossy(line)
-                )));
             }
         }
         if i > 0 {
@@ -392,9 +459,9 @@ fn insert(table: &str, mode: &TableMode, columns: &[String], rows: &[u8]) -> Res
     }
     json.push(']');
     let list = |cols: &[&str], prefix: &str| cols.iter().map(|c| format!("{prefix}{}", quote(c))).collect::<Vec<_>>();
-    let target = quote_table(table);
+    let target = quote_table(&shape.table);
     let source = format!("json_populate_recordset(NULL::{target}, $1::text::json) WITH ORDINALITY AS r");
-    let sql = match mode {
+    let sql = match &shape.mode {
         TableMode::Append => format!(
             "INSERT INTO {target} ({}) SELECT {} FROM {source} ORDER BY r.ordinality",
             list(&used, "").join(", "),
@@ -475,31 +542,45 @@ mod tests {
 
     #[test]
     fn records_become_one_statement_and_fields_must_be_columns() {
-        let columns = ["id".to_string(), "n".to_string(), "note".to_string()];
+        let shape = |table: &str, mode: TableMode| TableShape {
+            table: table.into(),
+            mode,
+            columns: vec!["id".into(), "n".into(), "note".into()],
+        };
         let rows = b"{\"id\":1,\"n\":2}\n{\"id\":1,\"note\":\"x\"}\n";
-        let (sql, json) = insert("s.t", &TableMode::Append, &columns, rows).unwrap();
+        let (sql, json) = insert(&shape("s.t", TableMode::Append), rows).unwrap();
         assert_eq!(json, "[{\"id\":1,\"n\":2},{\"id\":1,\"note\":\"x\"}]");
         assert!(
             sql.starts_with("INSERT INTO \"s\".\"t\" (\"id\", \"n\", \"note\") SELECT r.\"id\""),
             "{sql}"
         );
-        let upsert = TableMode::Upsert { key: vec!["id".into()] };
-        let (sql, _) = insert("t", &upsert, &columns, rows).unwrap();
+        let upsert = shape("t", TableMode::Upsert { key: vec!["id".into()] });
+        let (sql, _) = insert(&upsert, rows).unwrap();
         assert!(
             sql.contains("DISTINCT ON (r.\"id\")")
                 && sql.contains("ON CONFLICT (\"id\") DO UPDATE SET \"n\" = EXCLUDED.\"n\""),
             "{sql}"
         );
-        let err = insert("t", &TableMode::Append, &columns, b"{\"id\":1,\"extra\":2}\n").unwrap_err();
+        let append = shape("t", TableMode::Append);
+        let err = insert(&append, b"{\"id\":1,\"extra\":2}\n").unwrap_err();
         assert!(
             err.to_string()
                 .contains("field `extra` is not a column of table t (its columns: id, n, note)"),
             "{err}"
         );
-        let err = insert("t", &upsert, &columns, b"{\"n\":2}\n").unwrap_err();
+        let err = insert(&upsert, b"{\"n\":2}\n").unwrap_err();
         assert!(err.to_string().contains("no key field `id`"), "{err}");
-        let err = insert("t", &TableMode::Append, &columns, b"17\n").unwrap_err();
+        let err = insert(&append, b"17\n").unwrap_err();
         assert!(err.to_string().contains("not a JSON object"), "{err}");
+
+        let mut staged = b"{\"id\":0}\n{\"id\":1}\n{\"x\":2}\n17\n{\"n\":4}\n".to_vec();
+        let unfit = append.take_unfit(&mut staged, 9);
+        assert_eq!(
+            staged, b"{\"id\":0}\n{\"id\":1}\n{\"n\":4}\n",
+            "the rows that fit stay, in order"
+        );
+        let unfit: Vec<(usize, &[u8])> = unfit.iter().map(|(i, row, _)| (*i, row.as_slice())).collect();
+        assert_eq!(unfit, [(1, &b"{\"x\":2}"[..]), (2, &b"17"[..])]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::kafka_sink::{KafkaSinkError, KafkaTopic};
-use super::postgres::Table;
+use super::postgres::{Table, TableShape};
 use super::SinkOwner;
 use crate::spec::SinkSpec;
 
@@ -32,6 +32,13 @@ pub trait Sink: Send {
     /// running has landed: a stopped job's last write must not overlap its
     /// successor's first.
     async fn settle(&mut self) {}
+
+    /// The table the sink writes, for a sink that writes rows of one: the
+    /// runner holds each output record up to it. Known once the sink has
+    /// reached its server.
+    async fn table_shape(&mut self) -> Option<TableShape> {
+        None
+    }
 }
 
 /// Opens the sink a spec names, for `owner`.
@@ -105,6 +112,10 @@ impl Sink for PostgresSink {
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
         self.publish(position, output).await
     }
+
+    async fn table_shape(&mut self) -> Option<TableShape> {
+        self.0.shape().await
+    }
 }
 
 /// A Kafka topic holding each output record once (see `kafka_sink`). Its
@@ -141,6 +152,16 @@ impl KafkaSink {
         let (topic, result) = done.map_err(|e| io::Error::other(format!("sink I/O did not finish: {e}")))?;
         self.topic = Some(topic);
         result
+    }
+}
+
+/// Destroying librdkafka clients blocks (they wait for their requests and
+/// threads): off the async threads too.
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        if let (Some(topic), Ok(runtime)) = (self.topic.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn_blocking(move || drop(topic));
+        }
     }
 }
 

@@ -197,7 +197,8 @@ async fn start(
         }
         None => sink.initial_position().await.map_err(failed)?,
     };
-    let batch_loop = ctx.executor.load(spec, restored.as_ref()).await?;
+    let table = sink.table_shape().await;
+    let batch_loop = ctx.executor.load(spec, restored.as_ref(), table).await?;
 
     ctx.write_status(deployment, JobState::Running, restarts, None).await?;
     match &restored {

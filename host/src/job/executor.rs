@@ -14,7 +14,7 @@ use super::runner::{self, Barrier, Formats, RunEnd, Settings};
 use super::watermark::Watermark;
 use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
-use crate::connectors::{open_sink, open_source, OutputFormat, Sink, SinkOwner};
+use crate::connectors::{open_sink, open_source, OutputFormat, Sink, SinkOwner, TableShape};
 use crate::runtime::{Instance, Limits, Runtime};
 use crate::spec::{JobSpec, SinkSpec};
 use crate::storage::Storage;
@@ -36,7 +36,13 @@ pub trait Executor: Send + Sync {
 
     /// The job's instance, restored from `restored` (or fresh) and
     /// configured, with its source at the matching offset: ready to start.
-    async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError>;
+    /// `table` is what its sink's table takes, when the sink writes one.
+    async fn load(
+        &self,
+        spec: &JobSpec,
+        restored: Option<&Checkpoint>,
+        table: Option<TableShape>,
+    ) -> Result<Box<dyn BatchLoop>, AttemptError>;
 }
 
 /// A loaded job, ready to run batches.
@@ -94,7 +100,12 @@ impl Executor for WasmExecutor {
         open_sink(spec, owner)
     }
 
-    async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {
+    async fn load(
+        &self,
+        spec: &JobSpec,
+        restored: Option<&Checkpoint>,
+        table: Option<TableShape>,
+    ) -> Result<Box<dyn BatchLoop>, AttemptError> {
         let (loaded_tx, loaded) = oneshot::channel();
         let (start, started) = oneshot::channel();
         let job = JobThread {
@@ -103,6 +114,7 @@ impl Executor for WasmExecutor {
             snapshot: restored.map(|c| c.snapshot.clone()),
             position: restored.map(|c| c.meta.source_position()).unwrap_or_default(),
             event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
+            table,
         };
         job.spawn(loaded_tx, started).map_err(AttemptError::Failed)?;
         match loaded.await {
@@ -134,6 +146,7 @@ struct JobThread {
     snapshot: Option<bytes::Bytes>,
     position: SourcePosition,
     event_times: EventTimes,
+    table: Option<TableShape>,
 }
 
 /// The runtime that drives guests' WASI I/O (its reactor and timers, the
@@ -211,6 +224,7 @@ impl JobThread {
                 Settings {
                     interval: self.spec.checkpoint_interval,
                     on_error: &self.spec.on_error,
+                    table: self.table.as_ref(),
                     formats: Formats {
                         output: OutputFormat::of(&self.spec.sink),
                         dead_letters: self.spec.on_error.dead_letters().map_or(OutputFormat::Lines, OutputFormat::of),

@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
 use crate::checkpoint::{EventTimes, SourcePosition};
-use crate::connectors::{OutputFormat, Source};
+use crate::connectors::{OutputFormat, Source, TableShape};
 use crate::runtime::Instance;
 use crate::spec::OnError;
-use crate::wit::{batch_len, Batch, Rejection};
+use crate::wit::{batch_len, Batch, Rejection, Texts};
 
 /// Most events handed to the guest in one call: large enough that the cost
 /// of crossing into the guest (about 1 µs a call) is spread thin, small
@@ -80,6 +80,7 @@ pub async fn run(
     let Settings {
         interval,
         on_error,
+        table,
         formats,
     } = settings;
     let mut staged = Staged::new(formats);
@@ -133,8 +134,13 @@ pub async fn run(
             // at most every WAKE_MIN: never a busy loop.
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
             wake_at = out.wake_at.map(|at| at.max(soonest));
+            let from = staged.output.len();
             staged.formats.output.stage(&out.batch, &mut staged.output);
             staged.refused(&batch, &out.rejected, on_error, &position)?;
+            if let Some(table) = table {
+                let unfit = table.take_unfit(&mut staged.output, from);
+                staged.unfit(unfit, on_error)?;
+            }
         }
         if first_output && !(staged.output.is_empty() && staged.dead_letters.is_empty()) {
             first_output = false;
@@ -168,6 +174,9 @@ pub struct Settings<'a> {
     pub interval: Duration,
     /// Where refused records go.
     pub on_error: &'a OnError,
+    /// What the sink's table takes, when it writes one: output rows that
+    /// do not fit are refused like records the job refuses.
+    pub table: Option<&'a TableShape>,
     /// How the outputs are staged.
     pub formats: Formats,
 }
@@ -248,6 +257,50 @@ impl Staged {
             }
             OnError::Fail | OnError::Skip => {}
         }
+        Ok(())
+    }
+}
+
+impl Staged {
+    /// Sends output rows that do not fit the sink's table where the job's
+    /// `--on-error` says, as dead letters of the output record.
+    fn unfit(&mut self, unfit: Vec<(usize, Vec<u8>, String)>, on_error: &OnError) -> anyhow::Result<()> {
+        let Some((index, _, reason)) = unfit.first() else {
+            return Ok(());
+        };
+        match on_error {
+            OnError::Fail => anyhow::bail!(
+                "output record {index} of a batch does not fit the sink: {reason}; change the table or the job, \
+                 or deploy it with --on-error skip or --on-error dead-letter:SINK to pass over such records"
+            ),
+            OnError::Skip => tracing::warn!(
+                "skipped {} output records that do not fit the sink; the first: {reason}",
+                unfit.len()
+            ),
+            OnError::DeadLetter { .. } => {
+                let mut rows = Texts {
+                    data: Vec::new(),
+                    ends: Vec::new(),
+                };
+                let mut rejections = Vec::new();
+                for (i, (_, row, reason)) in unfit.iter().enumerate() {
+                    rows.data.extend_from_slice(row);
+                    rows.ends.push(rows.data.len() as u32);
+                    rejections.push(Rejection {
+                        index: i as u32,
+                        reason: reason.clone(),
+                        late: false,
+                    });
+                }
+                let rows = Batch::Texts(rows);
+                for rejection in &rejections {
+                    self.formats
+                        .dead_letters
+                        .stage_dead_letter(&rows, rejection, &mut self.dead_letters);
+                }
+            }
+        }
+        self.rejected += unfit.len() as u64;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::world::World;
 use crate::checkpoint::Checkpoint;
-use crate::connectors::{Sink, SinkOwner};
+use crate::connectors::{Sink, SinkOwner, TableShape};
 use crate::job::{AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, LoopEnded, RunEnd};
 use crate::spec::{JobSpec, JobState, JobStatus, SinkSpec};
 
@@ -60,7 +60,12 @@ impl Executor for SimExecutor {
         })
     }
 
-    async fn load(&self, spec: &JobSpec, restored: Option<&Checkpoint>) -> Result<Box<dyn BatchLoop>, AttemptError> {
+    async fn load(
+        &self,
+        spec: &JobSpec,
+        restored: Option<&Checkpoint>,
+        _table: Option<TableShape>,
+    ) -> Result<Box<dyn BatchLoop>, AttemptError> {
         self.world.latency(self.node).await;
         let mut state = self.world.lock();
         let status = state
