@@ -49,6 +49,13 @@ pub struct JobMetrics {
     pub last_checkpoint_duration_ms: Gauge,
     /// Bytes the newest committed checkpoint wrote: snapshot and output.
     pub last_checkpoint_bytes: Gauge,
+    /// How long the newest committed checkpoint's publish took (a
+    /// PostgreSQL or Kafka transaction, a file write).
+    pub last_publish_duration_ms: Gauge,
+    /// How long the publish under way has been waiting for the sink, in
+    /// steps of a second (0: none waiting): a sink whose server is away
+    /// holds the job's checkpoints back, and this shows it.
+    pub sink_wait_ms: Gauge,
 }
 
 /// Every series of this supervisor.
@@ -63,6 +70,8 @@ pub struct Metrics {
     source_lag: Family<PartitionLabel, Gauge>,
     last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
+    last_publish_duration_ms: Family<JobLabel, Gauge>,
+    sink_wait_ms: Family<JobLabel, Gauge>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
     /// 1 while this supervisor leads.
     pub leader: Gauge,
@@ -84,6 +93,8 @@ impl Default for Metrics {
             source_lag: Family::default(),
             last_checkpoint_duration_ms: Family::default(),
             last_checkpoint_bytes: Family::default(),
+            last_publish_duration_ms: Family::default(),
+            sink_wait_ms: Family::default(),
             jobs: Mutex::default(),
             leader: Gauge::default(),
             leader_epoch: Gauge::default(),
@@ -141,6 +152,16 @@ impl Default for Metrics {
             "Snapshot and output bytes of the newest committed checkpoint",
             metrics.last_checkpoint_bytes.clone(),
         );
+        registry.register(
+            "weir_last_publish_duration_ms",
+            "How long the newest committed checkpoint's output took to publish",
+            metrics.last_publish_duration_ms.clone(),
+        );
+        registry.register(
+            "weir_sink_wait_ms",
+            "How long the publish under way has waited for the sink (0: none waiting)",
+            metrics.sink_wait_ms.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 }
@@ -176,6 +197,8 @@ impl Metrics {
                     records_late: self.records_late.get_or_create(&label).clone(),
                     last_checkpoint_duration_ms: self.last_checkpoint_duration_ms.get_or_create(&label).clone(),
                     last_checkpoint_bytes: self.last_checkpoint_bytes.get_or_create(&label).clone(),
+                    last_publish_duration_ms: self.last_publish_duration_ms.get_or_create(&label).clone(),
+                    sink_wait_ms: self.sink_wait_ms.get_or_create(&label).clone(),
                 })
             })
             .clone()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::deploy::assert_refused;
-use crate::harness::{job_wasm, wait_for, Cluster};
+use crate::harness::{job_wasm, metric_in, wait_for, Cluster};
 use crate::postgres_server::Postgres;
 
 pub const WINDOWS: &str =
@@ -73,7 +73,16 @@ fn a_table_holds_each_row_once_across_kills_of_the_leader_and_the_database() {
         if round == 1 {
             // Mid-stream, between a checkpoint's pointer and its rows or not.
             pg.kill();
-            std::thread::sleep(Duration::from_millis(500));
+            // Down until a checkpoint's publish is seen waiting for it.
+            let leader = cluster.leader_pid();
+            wait_for(
+                "the sink-wait metric to show the publish waiting",
+                Duration::from_secs(30),
+                || {
+                    let waited = metric_in(&cluster.metrics(leader), "weir_sink_wait_ms{job=\"windows\"}");
+                    waited.filter(|ms| *ms > 0.0)
+                },
+            );
             pg.start_again();
         } else {
             cluster.replace_leader();

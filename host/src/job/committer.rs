@@ -23,6 +23,9 @@ use crate::metrics::JobMetrics;
 use crate::spec::SourceSpec;
 use crate::storage::sha256_hex_of;
 
+/// How often the wait of a publish under way is shown in its metric.
+const SINK_WAIT_STEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A pointer as read from (or last written to) its znode.
 pub struct PointerAt {
     /// Its znode.
@@ -223,7 +226,19 @@ impl<'a> Committer<'a> {
             CommitAction::Publish { at, len } => {
                 let output = std::mem::take(&mut self.uploaded_output);
                 debug_assert_eq!(output.len(), len, "the output published is the one uploaded");
-                if let Err(e) = self.sink.publish(at, output).await {
+                let started = Instant::now();
+                let published = self.sink.publish(at, output);
+                tokio::pin!(published);
+                let published = loop {
+                    tokio::select! {
+                        result = &mut published => break result,
+                        () = tokio::time::sleep(SINK_WAIT_STEP) => {
+                            self.metrics.sink_wait_ms.set(started.elapsed().as_millis() as i64);
+                        }
+                    }
+                };
+                self.metrics.sink_wait_ms.set(0);
+                if let Err(e) = published {
                     self.state.step(CommitEvent::PublishFailed);
                     return Err(AttemptError::Failed(anyhow::Error::new(e).context(format!(
                         "publishing at sink byte {} (dead letters: {})",
@@ -235,6 +250,9 @@ impl<'a> Committer<'a> {
                 let took = self.barrier_taken.elapsed().as_millis() as u64;
                 self.metrics.last_checkpoint_duration_ms.set(took as i64);
                 self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
+                self.metrics
+                    .last_publish_duration_ms
+                    .set(started.elapsed().as_millis() as i64);
                 self.metrics.checkpoints_committed.inc();
                 self.metrics.records_rejected.inc_by(std::mem::take(&mut self.rejected));
                 self.metrics.records_late.inc_by(std::mem::take(&mut self.late));
