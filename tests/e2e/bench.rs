@@ -6,12 +6,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::harness::{metric_in, read_lines, wait_for, Cluster};
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The time of the last log line containing `what` (logs are RFC 3339 stamped).
-fn logged_at(log: &str, what: &str) -> Option<SystemTime> {
+pub fn logged_at(log: &str, what: &str) -> Option<SystemTime> {
     let line = log.lines().rev().find(|l| l.contains(what))?;
     humantime::parse_rfc3339(line.split_whitespace().next()?).ok()
 }
@@ -31,14 +31,14 @@ fn next_output(out: &Path, lines: usize) -> SystemTime {
     SystemTime::now()
 }
 
-fn median(samples: &[f64]) -> f64 {
+pub fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
 }
 
 /// Median, min and max.
-fn spread(samples: &[f64]) -> (f64, f64, f64) {
+pub fn spread(samples: &[f64]) -> (f64, f64, f64) {
     let (min, max) = samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| {
         (lo.min(s), hi.max(s))
     });

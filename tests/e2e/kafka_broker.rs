@@ -62,7 +62,7 @@ impl Kafka {
         &self.brokers
     }
 
-    fn config(&self) -> ClientConfig {
+    pub fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         config
@@ -91,7 +91,16 @@ impl Kafka {
             if let Some(ms) = input.timestamp {
                 record = record.timestamp(ms);
             }
-            producer.send(record).map_err(|(e, _)| e).unwrap();
+            // A full queue drains as the broker acknowledges.
+            while let Err((e, back)) = producer.send(record) {
+                assert_eq!(
+                    e.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    "producing to {topic}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+                record = back;
+            }
         }
         producer.flush(Duration::from_secs(30)).unwrap();
     }

@@ -10,6 +10,7 @@ mod zookeeper;
 
 mod access;
 mod bench;
+mod bench_connectors;
 mod chaos;
 mod cli;
 mod deploy;
