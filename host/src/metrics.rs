@@ -49,8 +49,8 @@ pub struct JobMetrics {
     pub last_checkpoint_duration_ms: Gauge,
     /// Bytes the newest committed checkpoint wrote: snapshot and output.
     pub last_checkpoint_bytes: Gauge,
-    /// How long the newest committed checkpoint's publish took (a
-    /// PostgreSQL or Kafka transaction, a file write).
+    /// How long the newest committed checkpoint's publish took: its output
+    /// and dead letters, waits for a server that was away included.
     pub last_publish_duration_ms: Gauge,
     /// How long the publish under way has been waiting for the sink, in
     /// steps of a second (0: none waiting): a sink whose server is away

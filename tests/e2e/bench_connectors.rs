@@ -282,13 +282,14 @@ fn postgres_rows() {
     let (start, rows_before, committed_before) = (Instant::now(), count(&pg), committed());
     let mut publishes = Vec::new();
     while start.elapsed() < Duration::from_secs(seconds) {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(1));
         let metrics = cluster.metrics(leader);
         publishes.extend(metric_in(&metrics, "weir_last_publish_duration_ms{job=\"rows\"}"));
     }
     let rows = count(&pg) - rows_before;
     let per_checkpoint = rows / (committed() - committed_before).max(1.0);
     let rate = rows / start.elapsed().as_secs_f64();
+    assert!(!publishes.is_empty(), "no publish duration in the metrics");
     let (p, pmin, pmax) = spread(&publishes);
     println!("\n### PostgreSQL sink\n");
     println!(

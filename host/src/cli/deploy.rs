@@ -200,8 +200,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
     let sha256 = sha256_hex(&bytes);
     check_source(&source).await?;
-    for sink in std::iter::once(&sink).chain(on_error.dead_letters()) {
-        check_sink(sink).await?;
+    check_sink("sink", &sink).await?;
+    if let Some(dead) = on_error.dead_letters() {
+        check_sink("dead-letter sink", dead).await?;
     }
 
     let storage = args.storage.open()?;
@@ -411,8 +412,8 @@ async fn check_source(source: &SourceSpec) -> anyhow::Result<()> {
 /// A PostgreSQL sink's table or a Kafka sink's topic, checked now if the
 /// server answers: one that is missing or does not fit the mode is refused
 /// here, not when the job first writes. A server that does not answer is
-/// noted: the job waits for it.
-async fn check_sink(sink: &SinkSpec) -> anyhow::Result<()> {
+/// noted: the job waits for it. `what` names the sink in errors.
+async fn check_sink(what: &str, sink: &SinkSpec) -> anyhow::Result<()> {
     match sink {
         SinkSpec::Postgres { url, table, mode } => match crate::connectors::postgres::check(url, table, mode).await {
             Ok(true) => Ok(()),
@@ -420,9 +421,9 @@ async fn check_sink(sink: &SinkSpec) -> anyhow::Result<()> {
                 eprintln!("note: PostgreSQL for table {table} does not answer now; the job will wait for it");
                 Ok(())
             }
-            Err(e) => bail!("postgres sink: {e}"),
+            Err(e) => bail!("postgres {what}: {e}"),
         },
-        SinkSpec::Kafka { brokers, topic, .. } => check_topic("kafka sink", brokers, topic).await,
+        SinkSpec::Kafka { brokers, topic, .. } => check_topic(&format!("kafka {what}"), brokers, topic).await,
         _ => Ok(()),
     }
 }
@@ -437,9 +438,9 @@ async fn check_topic(what: &str, brokers: &str, topic: &str) -> anyhow::Result<(
             .await
             .context("the Kafka check stopped")?;
     match checked {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            eprintln!("note: Kafka brokers {brokers} do not answer now (topic {topic}); the job will wait for them");
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => {
+            eprintln!("note: {what}: {why}; the job will wait for it");
             Ok(())
         }
         Err(e) => bail!("{what}: {e}"),

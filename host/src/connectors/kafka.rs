@@ -14,6 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Source;
@@ -31,21 +32,34 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a failing read is logged while it goes on failing.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Whether `topic` exists on `brokers`, asked at deploy: `Ok(false)` when
-/// the brokers do not answer within `timeout` (the job waits for them).
-/// Blocking.
-pub fn check_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<bool, String> {
+/// Whether `topic` exists on `brokers`, asked at deploy: an error when the
+/// brokers say it does not; `Ok(Some(why))` when they cannot tell now
+/// (they do not answer within `timeout`, or the topic is not ready yet),
+/// and the job will wait. Blocking.
+pub fn check_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<Option<String>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(|e| format!("cannot create a Kafka client for {brokers}: {e}"))?;
-    match consumer.fetch_metadata(Some(topic), timeout) {
-        Err(_) => Ok(false),
-        Ok(metadata) => match topic_partitions(&metadata, topic) {
-            Some(_) => Ok(true),
-            None => Err(missing_topic(brokers, topic)),
-        },
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => metadata,
+        Err(e) => return Ok(Some(format!("brokers {brokers} do not answer now ({e})"))),
+    };
+    if topic_partitions(&metadata, topic).is_some() {
+        return Ok(None);
+    }
+    match metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| t.error())
+    {
+        Some(e) if RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition => Ok(Some(format!(
+            "topic {topic} is not ready on {brokers} ({})",
+            RDKafkaErrorCode::from(e)
+        ))),
+        _ => Err(missing_topic(brokers, topic)),
     }
 }
 

@@ -16,7 +16,7 @@ mod staged;
 pub use crate::checkpoint::SourcePosition;
 pub use lines::encode_batch;
 pub use outputs::Outputs;
-pub use postgres::TableShape;
+pub use postgres::{TableShape, Unfit};
 pub use sink::{open_sink, Sink};
 pub use source::{open_source, Source};
 pub use staged::{read_records, OutputFormat, StagedRecord};

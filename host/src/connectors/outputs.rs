@@ -57,8 +57,8 @@ impl Outputs {
     }
 
     /// The table the job's output goes to, if its sink writes one.
-    pub async fn table_shape(&mut self) -> Option<TableShape> {
-        self.main.table_shape().await
+    pub fn table_shape(&self) -> Option<TableShape> {
+        self.main.table_shape()
     }
 
     /// Waits until writes that a cancelled publish or recover left running have landed.

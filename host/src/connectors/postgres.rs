@@ -123,16 +123,16 @@ impl Table {
         }
     }
 
-    /// What the table takes, connecting once to learn it if need be; none
-    /// while the database does not answer.
-    pub async fn shape(&mut self) -> Option<TableShape> {
-        if self.shape.is_none() {
-            let connected = self.connected().await.map(|_| ());
-            if let Err(e) = self.forget_on_error(connected) {
-                tracing::debug!(table = %self.name, "the table's columns are not known yet: {e}");
-            }
-        }
+    /// What the table takes, once the sink has connected: after
+    /// [`Table::position`] or [`Table::connect`].
+    pub fn shape(&self) -> Option<TableShape> {
         self.shape.clone()
+    }
+
+    /// Connects and reads the table's columns, even with nothing to write,
+    /// waiting out a database that does not answer as a publish does.
+    pub async fn connect(&mut self) -> Result<(), PostgresError> {
+        self.retrying(None).await
     }
 
     /// The position of this owner's progress row: 0 when it has none.
@@ -156,9 +156,22 @@ impl Table {
     /// with a warning each time, until it answers (the caller's stop drops
     /// this).
     pub async fn publish(&mut self, at: u64, output: &[u8]) -> Result<(), PostgresError> {
+        self.retrying(Some((at, output))).await
+    }
+
+    /// Writes `write` (or only connects), trying again while the database
+    /// is unreachable.
+    async fn retrying(&mut self, write: Option<(u64, &[u8])>) -> Result<(), PostgresError> {
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.publish_once(at, output).await {
+            let tried = match write {
+                Some((at, output)) => self.publish_once(at, output).await,
+                None => {
+                    let connected = self.connected().await.map(drop);
+                    self.forget_on_error(connected)
+                }
+            };
+            match tried {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(
                         job = %self.owner.job,
@@ -415,24 +428,48 @@ impl TableShape {
     }
 
     /// Takes the rows that do not fit out of `staged[from..]` (one row per
-    /// line, as the sink reads them): each with its index among those
-    /// lines and why it does not fit.
-    pub fn take_unfit(&self, staged: &mut Vec<u8>, from: usize) -> Vec<(usize, Vec<u8>, String)> {
+    /// line, as the sink reads them).
+    pub fn take_unfit(&self, staged: &mut Vec<u8>, from: usize) -> Vec<Unfit> {
         let mut unfit = Vec::new();
-        let mut kept = Vec::with_capacity(staged.len() - from);
-        for (i, line) in staged[from..].split_inclusive(|b| *b == b'\n').enumerate() {
+        // The rows that fit, gathered only once one does not.
+        let mut kept: Option<Vec<u8>> = None;
+        let mut start = from;
+        for (index, line) in staged[from..].split_inclusive(|b| *b == b'\n').enumerate() {
             let row = line.strip_suffix(b"\n").unwrap_or(line);
             match self.row(row) {
-                Ok(_) => kept.extend_from_slice(line),
-                Err(reason) => unfit.push((i, row.to_vec(), reason)),
+                Ok(_) => {
+                    if let Some(kept) = &mut kept {
+                        kept.extend_from_slice(line);
+                    }
+                }
+                Err(reason) => {
+                    kept.get_or_insert_with(|| staged[from..start].to_vec());
+                    unfit.push(Unfit {
+                        index,
+                        row: row.to_vec(),
+                        reason,
+                    });
+                }
             }
+            start += line.len();
         }
-        if !unfit.is_empty() {
+        if let Some(kept) = kept {
             staged.truncate(from);
             staged.extend_from_slice(&kept);
         }
         unfit
     }
+}
+
+/// An output row that does not fit its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfit {
+    /// Its place among the rows of its batch.
+    pub index: usize,
+    /// The row, as staged.
+    pub row: Vec<u8>,
+    /// Why it does not fit.
+    pub reason: String,
 }
 
 /// The statement inserting `rows` (JSON objects, one per line), and the
@@ -579,7 +616,7 @@ mod tests {
             staged, b"{\"id\":0}\n{\"id\":1}\n{\"n\":4}\n",
             "the rows that fit stay, in order"
         );
-        let unfit: Vec<(usize, &[u8])> = unfit.iter().map(|(i, row, _)| (*i, row.as_slice())).collect();
+        let unfit: Vec<(usize, &[u8])> = unfit.iter().map(|u| (u.index, u.row.as_slice())).collect();
         assert_eq!(unfit, [(1, &b"{\"x\":2}"[..]), (2, &b"17"[..])]);
     }
 

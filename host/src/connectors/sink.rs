@@ -36,7 +36,7 @@ pub trait Sink: Send {
     /// The table the sink writes, for a sink that writes rows of one: the
     /// runner holds each output record up to it. Known once the sink has
     /// reached its server.
-    async fn table_shape(&mut self) -> Option<TableShape> {
+    fn table_shape(&self) -> Option<TableShape> {
         None
     }
 }
@@ -108,13 +108,15 @@ impl Sink for PostgresSink {
     }
 
     /// The rows past the restored checkpoint stay: the replay's output up
-    /// to them is skipped by position, not written again.
+    /// to them is skipped by position, not written again. Connects even
+    /// with nothing to write, so the table's shape is known for the run.
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.0.connect().await.map_err(io::Error::other)?;
         self.publish(position, output).await
     }
 
-    async fn table_shape(&mut self) -> Option<TableShape> {
-        self.0.shape().await
+    fn table_shape(&self) -> Option<TableShape> {
+        self.0.shape()
     }
 }
 
@@ -159,8 +161,19 @@ impl KafkaSink {
 /// threads): off the async threads too.
 impl Drop for KafkaSink {
     fn drop(&mut self) {
-        if let (Some(topic), Ok(runtime)) = (self.topic.take(), tokio::runtime::Handle::try_current()) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Some(topic) = self.topic.take() {
             runtime.spawn_blocking(move || drop(topic));
+        }
+        // A call that finished unobserved holds the topic in its result.
+        if let Some(call) = self.in_flight.take() {
+            runtime.spawn(async move {
+                if let Ok((topic, _)) = call.await {
+                    tokio::task::spawn_blocking(move || drop(topic));
+                }
+            });
         }
     }
 }
@@ -189,7 +202,9 @@ impl Sink for KafkaSink {
     /// Nothing to cut: the records past the restored checkpoint are
     /// skipped by position, as in a publish.
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
-        self.publish(position, output).await
+        self.call(move |topic| topic.recover(position, &output).map(|()| 0))
+            .await
+            .map(drop)
     }
 
     async fn settle(&mut self) {

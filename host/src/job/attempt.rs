@@ -197,7 +197,7 @@ async fn start(
         }
         None => sink.initial_position().await.map_err(failed)?,
     };
-    let table = sink.table_shape().await;
+    let table = sink.table_shape();
     let batch_loop = ctx.executor.load(spec, restored.as_ref(), table).await?;
 
     ctx.write_status(deployment, JobState::Running, restarts, None).await?;

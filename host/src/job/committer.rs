@@ -26,6 +26,15 @@ use crate::storage::sha256_hex_of;
 /// How often the wait of a publish under way is shown in its metric.
 const SINK_WAIT_STEP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Sets its gauge to 0 when dropped.
+struct ZeroOnDrop(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ZeroOnDrop {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
 /// A pointer as read from (or last written to) its znode.
 pub struct PointerAt {
     /// Its znode.
@@ -227,6 +236,8 @@ impl<'a> Committer<'a> {
                 let output = std::mem::take(&mut self.uploaded_output);
                 debug_assert_eq!(output.len(), len, "the output published is the one uploaded");
                 let started = Instant::now();
+                // Back to 0 however the publish ends, dropped with a stop included.
+                let _waiting = ZeroOnDrop(self.metrics.sink_wait_ms.clone());
                 let published = self.sink.publish(at, output);
                 tokio::pin!(published);
                 let published = loop {
@@ -237,7 +248,6 @@ impl<'a> Committer<'a> {
                         }
                     }
                 };
-                self.metrics.sink_wait_ms.set(0);
                 if let Err(e) = published {
                     self.state.step(CommitEvent::PublishFailed);
                     return Err(AttemptError::Failed(anyhow::Error::new(e).context(format!(

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
 use crate::checkpoint::{EventTimes, SourcePosition};
-use crate::connectors::{OutputFormat, Source, TableShape};
+use crate::connectors::{OutputFormat, Source, TableShape, Unfit};
 use crate::runtime::Instance;
 use crate::spec::OnError;
 use crate::wit::{batch_len, Batch, Rejection, Texts};
@@ -259,13 +259,11 @@ impl Staged {
         }
         Ok(())
     }
-}
 
-impl Staged {
     /// Sends output rows that do not fit the sink's table where the job's
     /// `--on-error` says, as dead letters of the output record.
-    fn unfit(&mut self, unfit: Vec<(usize, Vec<u8>, String)>, on_error: &OnError) -> anyhow::Result<()> {
-        let Some((index, _, reason)) = unfit.first() else {
+    fn unfit(&mut self, unfit: Vec<Unfit>, on_error: &OnError) -> anyhow::Result<()> {
+        let Some(Unfit { index, reason, .. }) = unfit.first() else {
             return Ok(());
         };
         match on_error {
@@ -283,12 +281,12 @@ impl Staged {
                     ends: Vec::new(),
                 };
                 let mut rejections = Vec::new();
-                for (i, (_, row, reason)) in unfit.iter().enumerate() {
-                    rows.data.extend_from_slice(row);
+                for (i, unfit) in unfit.iter().enumerate() {
+                    rows.data.extend_from_slice(&unfit.row);
                     rows.ends.push(rows.data.len() as u32);
                     rejections.push(Rejection {
                         index: i as u32,
-                        reason: reason.clone(),
+                        reason: unfit.reason.clone(),
                         late: false,
                     });
                 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::kafka::SimKafkaSink;
 use super::world::World;
 use crate::checkpoint::Checkpoint;
 use crate::connectors::{Sink, SinkOwner, TableShape};
@@ -49,15 +50,21 @@ impl Executor for SimExecutor {
     }
 
     fn open_sink(&self, spec: &SinkSpec, _owner: SinkOwner) -> Box<dyn Sink> {
-        let SinkSpec::File { path } = spec else {
-            panic!("the simulation's jobs write files")
-        };
-        Box::new(SimSink {
-            world: self.world.clone(),
-            node: self.node,
-            path: path.clone(),
-            in_flight: None,
-        })
+        match spec {
+            SinkSpec::File { path } => Box::new(SimSink {
+                world: self.world.clone(),
+                node: self.node,
+                path: path.clone(),
+                in_flight: None,
+            }),
+            SinkSpec::Kafka { topic, .. } => Box::new(SimKafkaSink {
+                world: self.world.clone(),
+                node: self.node,
+                topic: topic.clone(),
+                epoch: None,
+            }),
+            other => panic!("the simulation's jobs write files and topics, not {other}"),
+        }
     }
 
     async fn load(

@@ -11,6 +11,7 @@
 //! replays exactly (`WEIR_SIM_SEED=N cargo test sim`).
 
 mod executor;
+mod kafka;
 mod storage;
 mod world;
 mod zookeeper;
@@ -28,7 +29,7 @@ use self::zookeeper::{disconnect, expire, hear, reconnect, SimConnector};
 use crate::checkpoint::{CheckpointMeta, Pointer};
 use crate::ha::{Layout, SupervisorInfo};
 use crate::metrics::Metrics;
-use crate::spec::{Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec, SourceSpec};
+use crate::spec::{Delivery, Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec, SourceSpec};
 use crate::storage::Storage;
 use crate::supervisor::{self, SupervisorSettings};
 
@@ -94,9 +95,7 @@ impl Sim {
                 RestartStrategy::default()
             },
             on_error: OnError::DeadLetter {
-                sink: SinkSpec::File {
-                    path: dead_letter_path(&uid),
-                },
+                sink: dead_letter_sink(name, &uid),
             },
             watermark: None,
             grants: Default::default(),
@@ -379,6 +378,7 @@ impl Sim {
         }
         state.objects.keys().for_each(|key| key.hash(&mut hasher));
         state.sinks.hash(&mut hasher);
+        state.topics.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -405,6 +405,20 @@ impl Sim {
                 sink.iter().filter(|b| **b == b'\n').count()
             })
             .sum()
+    }
+}
+
+/// Where a job's dead letters go: count-b's to a topic with transactions,
+/// the others' to a file, so both kinds of exactly-once sink are in every run.
+fn dead_letter_sink(name: &str, uid: &str) -> SinkSpec {
+    let path = dead_letter_path(uid);
+    match name {
+        "count-b" => SinkSpec::Kafka {
+            brokers: "sim:9092".into(),
+            topic: path,
+            delivery: Delivery::ExactlyOnce,
+        },
+        _ => SinkSpec::File { path },
     }
 }
 

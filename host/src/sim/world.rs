@@ -88,8 +88,11 @@ pub struct State {
     pub hanging: Option<String>,
     /// The storage dir's objects, as written (the checker reads them here).
     pub objects: BTreeMap<String, Vec<u8>>,
-    /// Sink files by path.
+    /// Sink files by path, and what a `read_committed` reader sees of
+    /// each topic by its name.
     pub sinks: BTreeMap<String, Vec<u8>>,
+    /// Topics' transactional state by name.
+    pub topics: BTreeMap<String, super::kafka::Topic>,
     /// Rules found broken, with the seed's story so far.
     pub violations: Vec<String>,
     /// Every fault has healed and no more strike.
@@ -122,6 +125,7 @@ impl World {
                 hanging: None,
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
+                topics: BTreeMap::new(),
                 violations: Vec::new(),
                 healed: false,
                 trace: std::env::var_os("WEIR_SIM_TRACE").map(|_| Vec::new()),

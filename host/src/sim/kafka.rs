@@ -1,0 +1,171 @@
+//! A Kafka topic with transactions in the simulated world, written as the
+//! exactly-once Kafka sink writes one: a producer's first call fences every
+//! earlier producer of the topic and aborts the transaction it left open;
+//! each checkpoint's records go in one transaction that also commits the
+//! sink's position; a publish reads that position first and writes only
+//! what comes after. What a `read_committed` reader sees is kept in the
+//! world's sinks, under the topic's name, so the checker reads it as it
+//! reads a file. The transaction is written in pieces with the world's
+//! latency between them, so a kill or a pause lands inside one: the abort
+//! paths that the test broker cannot show.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::executor::sequence_problem;
+use super::world::World;
+use crate::connectors::Sink;
+
+/// A topic's transactional state.
+#[derive(Debug, Default, Clone, Hash)]
+pub struct Topic {
+    /// The sink's position: the offset committed with the last transaction.
+    pub position: u64,
+    /// The newest producer's epoch; an older producer is fenced.
+    pub epoch: u64,
+    /// The open transaction: its producer's epoch and its records so far.
+    pub open: Option<(u64, Vec<u8>)>,
+    /// Transactions aborted by a new producer.
+    pub aborted: u64,
+}
+
+/// One attempt's producer of a topic.
+pub struct SimKafkaSink {
+    pub world: Arc<World>,
+    pub node: usize,
+    pub topic: String,
+    /// This producer's epoch, once it has fenced the ones before.
+    pub epoch: Option<u64>,
+}
+
+impl SimKafkaSink {
+    /// `init_transactions` on first use: fences every earlier producer
+    /// and aborts the transaction one left open.
+    async fn producer(&mut self) -> u64 {
+        if let Some(epoch) = self.epoch {
+            return epoch;
+        }
+        self.world.latency(self.node).await;
+        let mut state = self.world.lock();
+        let topic = state.topics.entry(self.topic.clone()).or_default();
+        topic.epoch += 1;
+        let epoch = topic.epoch;
+        let aborted = topic.open.take().map(|(e, records)| (e, records.len()));
+        if aborted.is_some() {
+            topic.aborted += 1;
+        }
+        let (node, name) = (self.node, &self.topic);
+        state.note(|| format!("node {node}: topic {name} producer epoch {epoch}, aborted {aborted:?}"));
+        self.epoch = Some(epoch);
+        epoch
+    }
+
+    fn fenced(&self, epoch: u64) -> io::Error {
+        io::Error::other(format!(
+            "topic {}: producer epoch {epoch} is fenced by a newer one",
+            self.topic
+        ))
+    }
+
+    /// Runs `step` on this producer's open transaction, after the world's
+    /// latency; fenced if a newer producer aborted it.
+    async fn in_transaction(&self, epoch: u64, step: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.world.latency(self.node).await;
+        let mut state = self.world.lock();
+        let topic = state.topics.entry(self.topic.clone()).or_default();
+        match &mut topic.open {
+            Some((e, records)) if *e == epoch => {
+                step(records);
+                Ok(())
+            }
+            _ => Err(self.fenced(epoch)),
+        }
+    }
+
+    async fn write(&mut self, at: u64, output: &[u8]) -> io::Result<()> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        let epoch = self.producer().await;
+        self.world.latency(self.node).await;
+        let end = at + output.len() as u64;
+        let position = {
+            let mut state = self.world.lock();
+            let topic = state.topics.entry(self.topic.clone()).or_default();
+            if topic.epoch != epoch {
+                return Err(self.fenced(epoch));
+            }
+            let position = topic.position;
+            if position < end {
+                topic.open = Some((epoch, Vec::new()));
+            }
+            position
+        };
+        if position >= end {
+            return Ok(());
+        }
+        let skip = position.checked_sub(at).map(|s| s as usize);
+        let Some(skip) = skip.filter(|s| *s == 0 || output[s - 1] == b'\n') else {
+            let what = format!(
+                "node {}: topic {} at position {position}, which is not a record of the output staged at {at}",
+                self.node, self.topic
+            );
+            self.world.violation(what.clone());
+            return Err(io::Error::other(what));
+        };
+        // Two pieces, split at a record: a fault may land between them.
+        let rest = &output[skip..];
+        let half = rest[..rest.len() / 2]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        for piece in [&rest[..half], &rest[half..]] {
+            self.in_transaction(epoch, |records| records.extend_from_slice(piece))
+                .await?;
+        }
+        // The commit, with the sink's position in it.
+        self.world.latency(self.node).await;
+        let mut state = self.world.lock();
+        let topic = state.topics.entry(self.topic.clone()).or_default();
+        let records = match topic.open.take() {
+            Some((e, records)) if e == epoch => records,
+            other => {
+                topic.open = other;
+                return Err(self.fenced(epoch));
+            }
+        };
+        topic.position = end;
+        let (node, name) = (self.node, self.topic.clone());
+        state.note(|| format!("node {node}: topic {name} commits at {end}"));
+        let seen = state.sinks.entry(name.clone()).or_default();
+        seen.extend_from_slice(&records);
+        if let Some(problem) = sequence_problem(&name, seen) {
+            state
+                .violations
+                .push(format!("node {node}: topic {name} as read_committed: {problem}"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for SimKafkaSink {
+    async fn initial_position(&mut self) -> io::Result<u64> {
+        self.producer().await;
+        self.world.latency(self.node).await;
+        Ok(self.world.lock().topics.get(&self.topic).map_or(0, |t| t.position))
+    }
+
+    async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.write(position, &output).await
+    }
+
+    /// Fences first even with nothing to write: a transaction a dead
+    /// leader left open must not outlive its failover (FLINK-23854).
+    async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
+        self.producer().await;
+        self.write(position, &output).await
+    }
+}
