@@ -242,6 +242,7 @@ impl<'a> Committer<'a> {
                 tokio::pin!(published);
                 let published = loop {
                     tokio::select! {
+                        biased;
                         result = &mut published => break result,
                         () = tokio::time::sleep(SINK_WAIT_STEP) => {
                             self.metrics.sink_wait_ms.set(started.elapsed().as_millis() as i64);

@@ -125,7 +125,11 @@ impl SimKafkaSink {
             self.in_transaction(epoch, |records| records.extend_from_slice(piece))
                 .await?;
         }
-        // The commit, with the sink's position in it.
+        // The commit, with the sink's position in it, after a round trip
+        // to the transaction coordinator: long enough for faults to land
+        // in an open transaction.
+        let round_trip = self.world.lock().rng.u64(5..50);
+        tokio::time::sleep(std::time::Duration::from_millis(round_trip)).await;
         self.world.latency(self.node).await;
         let mut state = self.world.lock();
         let topic = state.topics.entry(self.topic.clone()).or_default();
