@@ -5,6 +5,10 @@
 use alloc::borrow::ToOwned;
 use alloc::collections::BTreeMap;
 use core::borrow::Borrow;
+use core::hash::{BuildHasherDefault, Hash};
+use std::collections::HashMap;
+
+use rustc_hash::FxHasher;
 
 use serde::{Deserialize, Serialize};
 
@@ -168,20 +172,25 @@ pub struct Fired<K, A> {
 /// with the new aggregate; a record later still is handed back as
 /// [`Late`] (return it with `?`: it goes to the job's late side output). Only
 /// aggregates are kept, one per open window and key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound(
     serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Ord + Deserialize<'de>, A: Deserialize<'de>"
+    deserialize = "K: Eq + Hash + Deserialize<'de>, A: Deserialize<'de>"
 ))]
 pub struct EventTimeWindows<K, A> {
     /// By window end, then key: the window's start, its aggregate, and
     /// whether it has fired since it last changed. Keyed by end first so
-    /// that firing walks the front; by key inside so that a record finds
-    /// its window by a borrowed key, allocating nothing.
-    open: BTreeMap<i64, BTreeMap<K, Slot<A>>>,
+    /// that firing walks the front; by key inside, hashed (FxHash: fixed,
+    /// so a snapshot is the same on every replay), so that a record finds
+    /// its window by a borrowed key in one probe, allocating nothing.
+    /// Firing sorts each end's keys.
+    open: BTreeMap<i64, Keys<K, A>>,
     /// The newest watermark fired at.
     watermark: Option<i64>,
 }
+
+/// The windows of one end, by key.
+type Keys<K, A> = HashMap<K, Slot<A>, BuildHasherDefault<FxHasher>>;
 
 /// One window of one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +198,12 @@ struct Slot<A> {
     start: i64,
     value: A,
     fired: bool,
+}
+
+impl<K: Eq + Hash, A: PartialEq> PartialEq for EventTimeWindows<K, A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.open == other.open && self.watermark == other.watermark
+    }
 }
 
 impl<K, A> Default for EventTimeWindows<K, A> {
@@ -200,7 +215,7 @@ impl<K, A> Default for EventTimeWindows<K, A> {
     }
 }
 
-impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
+impl<K: Ord + Hash + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     /// Folds a record of `key` at `timestamp` into each of its windows
     /// (`lateness_ms`: how long past its end a window still takes records).
     /// A record whose windows have all closed is `Err(Late)`, and so is one
@@ -217,7 +232,7 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     ) -> Result<(), Late>
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Eq + Hash + ToOwned<Owned = K> + ?Sized,
     {
         let (mut accepted, mut late) = (false, None);
         for (start, end) in assigner.starts(timestamp) {
@@ -259,6 +274,7 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         let mut fired = Vec::new();
         let mut done = Vec::new();
         for (end, keys) in self.open.range_mut(..=watermark.saturating_add(1)) {
+            let first = fired.len();
             for (key, slot) in keys.iter_mut().filter(|(_, slot)| !slot.fired) {
                 slot.fired = true;
                 fired.push(Fired {
@@ -268,6 +284,7 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
                     value: slot.value.clone(),
                 });
             }
+            fired[first..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
             if last_open(*end, lateness_ms) <= watermark {
                 done.push(*end);
             }
@@ -292,21 +309,25 @@ impl<K: Ord + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         core::mem::take(&mut self.open)
             .into_iter()
             .flat_map(|(end, keys)| {
-                keys.into_iter()
+                let mut fired: Vec<Fired<K, A>> = keys
+                    .into_iter()
                     .filter(|(_, slot)| !slot.fired)
-                    .map(move |(key, slot)| Fired {
+                    .map(|(key, slot)| Fired {
                         key,
                         start: slot.start,
                         end,
                         value: slot.value,
                     })
+                    .collect();
+                fired.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                fired
             })
             .collect()
     }
 
     /// How many windows are open (over all keys).
     pub fn len(&self) -> usize {
-        self.open.values().map(BTreeMap::len).sum()
+        self.open.values().map(HashMap::len).sum()
     }
 
     /// Whether no window is open.
@@ -566,6 +587,22 @@ mod tests {
         count(&mut w, sliding, "k", -500).unwrap();
         let fired: Vec<_> = w.fire(10_000, 0).into_iter().map(|f| f.start).collect();
         assert_eq!(fired, vec![-2_000, -1_000]);
+    }
+
+    #[test]
+    fn windows_of_one_end_fire_in_order_of_key_whatever_the_hashes() {
+        let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
+        let keys: Vec<String> = (0..200).rev().map(|k| format!("k{k}")).collect();
+        let mut w: EventTimeWindows<String, u64> = EventTimeWindows::default();
+        for key in &keys {
+            w.add(tumbling, 0, key.as_str(), 1_500, |n| *n += 1).unwrap();
+            w.add(tumbling, 0, key.as_str(), 500, |n| *n += 1).unwrap();
+        }
+        let fired: Vec<(i64, String)> = w.fire(5_000, 0).into_iter().map(|f| (f.end, f.key)).collect();
+        let mut sorted = fired.clone();
+        sorted.sort();
+        assert_eq!(fired, sorted);
+        assert_eq!(fired.len(), 400);
     }
 
     #[test]
