@@ -201,3 +201,31 @@ fn a_kafka_sink_under_kill_9_has_every_record_and_extra_copies_only_from_aborted
         );
     }
 }
+
+#[test]
+fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
+    // tansu keeps its topics in S3 (s3s-fs), so they outlive the broker.
+    let s3 = crate::s3::S3Server::start();
+    let mut env = s3.env();
+    env.push(("AWS_ENDPOINT", env[0].1.clone()));
+    let mut kafka = Kafka::start_on(&format!("s3://{}/", crate::s3::BUCKET), env);
+    kafka.create_topic("numbers", PARTITIONS);
+    kafka.produce("numbers", numbers(0, 2000, |_| None));
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    let source = format!("kafka:brokers={},topic=numbers", kafka.brokers());
+    let out = cluster.deploy("faulty", "from-kafka", &["--source", &source]);
+    wait_for("the file to pass 500 lines", Duration::from_secs(60), || {
+        (read_lines(&out).len() >= 500).then_some(())
+    });
+    kafka.kill_and_restart(|| {});
+    kafka.produce("numbers", numbers(2000, 3000, |_| None));
+    let lines = wait_for("every record in the file", Duration::from_secs(120), || {
+        let lines = read_lines(&out);
+        (lines.len() >= 3000).then_some(lines)
+    });
+    let mut read: Vec<i64> = lines.iter().map(|l| l.parse().unwrap()).collect();
+    read.sort_unstable();
+    assert_eq!(read, (0..3000).collect::<Vec<_>>(), "each record once");
+    assert_eq!(cluster.job("from-kafka").unwrap()["state"], "RUNNING");
+}

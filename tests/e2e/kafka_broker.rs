@@ -29,32 +29,41 @@ pub struct Input {
 pub struct Kafka {
     process: Child,
     brokers: String,
-    _dir: tempfile::TempDir,
+    storage: String,
+    env: Vec<(&'static str, String)>,
+    dir: tempfile::TempDir,
 }
 
 impl Kafka {
-    /// Starts a broker with no topics; fails loudly when tansu is not installed.
+    /// Starts a broker with no topics, in memory; fails loudly when tansu
+    /// is not installed.
     pub fn start() -> Kafka {
+        Kafka::start_on("memory://tansu/", Vec::new())
+    }
+
+    /// Starts a broker keeping its topics in `storage` (tansu's
+    /// `--storage-engine`; an `s3://BUCKET/` outlives the broker), with
+    /// `env` (how to reach the storage).
+    pub fn start_on(storage: &str, env: Vec<(&'static str, String)>) -> Kafka {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let brokers = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{brokers}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let process = Command::new(installed("tansu"))
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        wait_for("tansu to listen", Duration::from_secs(10), || {
-            TcpStream::connect(&brokers).ok()
-        });
+        let brokers = format!("127.0.0.1:{}", free_port());
+        let process = spawn(&brokers, storage, &env, &dir);
         Kafka {
             process,
             brokers,
-            _dir: dir,
+            storage: storage.to_string(),
+            env,
+            dir,
         }
+    }
+
+    /// Kills the broker with `kill -9` and starts it again on the same
+    /// port and storage, once `down` has run.
+    pub fn kill_and_restart(&mut self, down: impl FnOnce()) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+        down();
+        self.process = spawn(&self.brokers, &self.storage, &self.env, &self.dir);
     }
 
     /// `HOST:PORT` of the broker.
@@ -179,6 +188,28 @@ impl Kafka {
             }
         }
     }
+}
+
+/// Runs tansu on `brokers` until it listens.
+fn spawn(brokers: &str, storage: &str, env: &[(&str, String)], dir: &tempfile::TempDir) -> Child {
+    let url = format!("tcp://{brokers}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("tansu.log"))
+        .unwrap();
+    let process = Command::new(installed("tansu"))
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", storage])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start tansu");
+    wait_for("tansu to listen", Duration::from_secs(10), || {
+        TcpStream::connect(brokers).ok()
+    });
+    process
 }
 
 impl Drop for Kafka {
