@@ -5,34 +5,17 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::bench::{env_u64, logged_at, median, spread};
 use crate::harness::{job_wasm, metric_in, wait_for, Cluster};
 use crate::kafka_broker::{Input, Kafka};
 use crate::postgres_server::Postgres;
 
-/// A `read_committed` consumer of partition 0 of `topic`, from its start.
-fn reader(kafka: &Kafka, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = kafka
-        .config()
-        .set("group.id", format!("bench-{topic}"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&list).unwrap();
-    consumer
-}
-
 /// Reads `topic` until it has `count` records; calls `seen` with each value.
 fn read_all(kafka: &Kafka, topic: &str, count: u64, mut seen: impl FnMut(&[u8])) {
-    let consumer = reader(kafka, topic);
+    let consumer = kafka.reader(topic, &format!("bench-{topic}"));
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0;
     while n < count {
@@ -48,7 +31,7 @@ fn read_all(kafka: &Kafka, topic: &str, count: u64, mut seen: impl FnMut(&[u8]))
 /// (`read_committed`) and produces each record's value to `to`, one
 /// transaction per `interval`, with the sink's producer settings.
 fn pass_through(kafka: &Kafka, from: &str, to: &str, count: u64, interval: Duration) {
-    let consumer = reader(kafka, from);
+    let consumer = kafka.reader(from, "bench-native");
     let producer: ThreadedProducer<DefaultProducerContext> = kafka
         .config()
         .set("enable.idempotence", "true")

@@ -142,14 +142,12 @@ pub struct Consumed {
 }
 
 impl Kafka {
-    /// The records of partition 0 of `topic` a `read_committed` consumer
-    /// sees from its start: as soon as there are `at_least`, or with
-    /// `at_least` 0, all of them once nothing new comes for a second.
-    pub fn read_committed(&self, topic: &str, at_least: usize) -> Vec<Consumed> {
-        use rdkafka::message::{Headers, Message};
+    /// A `read_committed` consumer of partition 0 of `topic`, from its
+    /// start, in consumer group `group` (which commits nothing).
+    pub fn reader(&self, topic: &str, group: &str) -> BaseConsumer {
         let consumer: BaseConsumer = self
             .config()
-            .set("group.id", "e2e-reader")
+            .set("group.id", group)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .create()
@@ -157,6 +155,15 @@ impl Kafka {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
         consumer.assign(&list).unwrap();
+        consumer
+    }
+
+    /// The records of partition 0 of `topic` a `read_committed` consumer
+    /// sees from its start: as soon as there are `at_least`, or with
+    /// `at_least` 0, all of them once nothing new comes for a second.
+    pub fn read_committed(&self, topic: &str, at_least: usize) -> Vec<Consumed> {
+        use rdkafka::message::{Headers, Message};
+        let consumer = self.reader(topic, "e2e-reader");
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
