@@ -6,8 +6,8 @@ use alloc::borrow::ToOwned;
 use alloc::collections::BTreeMap;
 use core::borrow::Borrow;
 use core::hash::{BuildHasherDefault, Hash};
-use std::collections::HashMap;
 
+use indexmap::IndexMap;
 use rustc_hash::FxHasher;
 
 use serde::{Deserialize, Serialize};
@@ -180,17 +180,31 @@ pub struct Fired<K, A> {
 pub struct EventTimeWindows<K, A> {
     /// By window end, then key: the window's start, its aggregate, and
     /// whether it has fired since it last changed. Keyed by end first so
-    /// that firing walks the front; by key inside, hashed (FxHash: fixed,
-    /// so a snapshot is the same on every replay), so that a record finds
-    /// its window by a borrowed key in one probe, allocating nothing.
-    /// Firing sorts each end's keys.
+    /// that firing walks the front; by key inside, hashed (FxHash), so
+    /// that a record finds its window by a borrowed key in one probe,
+    /// allocating nothing, and in the order keys first came, which a
+    /// replay repeats and a snapshot keeps: windows of one end fire in
+    /// that order, with no sort.
     open: BTreeMap<i64, Keys<K, A>>,
     /// The newest watermark fired at.
     watermark: Option<i64>,
 }
 
-/// The windows of one end, by key.
-type Keys<K, A> = HashMap<K, Slot<A>, BuildHasherDefault<FxHasher>>;
+/// The windows of one end, by key, in the order the keys came.
+type Keys<K, A> = IndexMap<K, Slot<A>, BuildHasherDefault<FxHasher>>;
+
+/// The windows of `keys` (all ending at `end`) that have not fired since
+/// they last changed, moved out.
+fn unfired<K, A>(keys: Keys<K, A>, end: i64) -> impl Iterator<Item = Fired<K, A>> {
+    keys.into_iter()
+        .filter(|(_, slot)| !slot.fired)
+        .map(move |(key, slot)| Fired {
+            key,
+            start: slot.start,
+            end,
+            value: slot.value,
+        })
+}
 
 /// One window of one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,7 +229,7 @@ impl<K, A> Default for EventTimeWindows<K, A> {
     }
 }
 
-impl<K: Ord + Hash + Clone, A: Default + Clone> EventTimeWindows<K, A> {
+impl<K: Eq + Hash + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     /// Folds a record of `key` at `timestamp` into each of its windows
     /// (`lateness_ms`: how long past its end a window still takes records).
     /// A record whose windows have all closed is `Err(Late)`, and so is one
@@ -264,33 +278,35 @@ impl<K: Ord + Hash + Clone, A: Default + Clone> EventTimeWindows<K, A> {
     }
 
     /// The windows the watermark has passed and that have not fired since
-    /// they last changed, in order of end, then key; those past their
-    /// lateness too are dropped.
+    /// they last changed, in order of end, then of each key's first record
+    /// in the window; those past their lateness too are dropped.
     pub fn fire(&mut self, watermark: i64, lateness_ms: i64) -> Vec<Fired<K, A>> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Vec::new();
         }
         self.watermark = Some(watermark);
         let mut fired = Vec::new();
-        let mut done = Vec::new();
-        for (end, keys) in self.open.range_mut(..=watermark.saturating_add(1)) {
-            let first = fired.len();
-            for (key, slot) in keys.iter_mut().filter(|(_, slot)| !slot.fired) {
-                slot.fired = true;
-                fired.push(Fired {
-                    key: key.clone(),
-                    start: slot.start,
-                    end: *end,
-                    value: slot.value.clone(),
-                });
+        let ends: Vec<i64> = self
+            .open
+            .range(..=watermark.saturating_add(1))
+            .map(|(end, _)| *end)
+            .collect();
+        for end in ends {
+            if last_open(end, lateness_ms) <= watermark {
+                // Closed for good: its windows move out, nothing is copied.
+                let keys = self.open.remove(&end).unwrap_or_default();
+                fired.extend(unfired(keys, end));
+            } else if let Some(keys) = self.open.get_mut(&end) {
+                for (key, slot) in keys.iter_mut().filter(|(_, slot)| !slot.fired) {
+                    slot.fired = true;
+                    fired.push(Fired {
+                        key: key.clone(),
+                        start: slot.start,
+                        end,
+                        value: slot.value.clone(),
+                    });
+                }
             }
-            fired[first..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            if last_open(*end, lateness_ms) <= watermark {
-                done.push(*end);
-            }
-        }
-        for end in done {
-            self.open.remove(&end);
         }
         fired
     }
@@ -308,26 +324,13 @@ impl<K: Ord + Hash + Clone, A: Default + Clone> EventTimeWindows<K, A> {
         }
         core::mem::take(&mut self.open)
             .into_iter()
-            .flat_map(|(end, keys)| {
-                let mut fired: Vec<Fired<K, A>> = keys
-                    .into_iter()
-                    .filter(|(_, slot)| !slot.fired)
-                    .map(|(key, slot)| Fired {
-                        key,
-                        start: slot.start,
-                        end,
-                        value: slot.value,
-                    })
-                    .collect();
-                fired.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-                fired
-            })
+            .flat_map(|(end, keys)| unfired(keys, end))
             .collect()
     }
 
     /// How many windows are open (over all keys).
     pub fn len(&self) -> usize {
-        self.open.values().map(HashMap::len).sum()
+        self.open.values().map(IndexMap::len).sum()
     }
 
     /// Whether no window is open.
@@ -555,7 +558,11 @@ mod tests {
             .into_iter()
             .map(|f| (f.key, f.start, f.value))
             .collect();
-        assert_eq!(fired, vec![("a", 1_000, 1), ("b", 1_000, 1), ("b", 2_000, 1)]);
+        assert_eq!(
+            fired,
+            vec![("b", 1_000, 1), ("a", 1_000, 1), ("b", 2_000, 1)],
+            "by end, then in the order the keys came"
+        );
         assert!(w.is_empty());
         assert_eq!(count(&mut w, tumbling, "a", 4_999), Err(Late { window_start: 4_000 }));
     }
@@ -590,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_of_one_end_fire_in_order_of_key_whatever_the_hashes() {
+    fn windows_of_one_end_fire_in_the_order_their_keys_came_across_a_snapshot() {
         let tumbling = Assigner::tumbling(core::time::Duration::from_secs(1));
         let keys: Vec<String> = (0..200).rev().map(|k| format!("k{k}")).collect();
         let mut w: EventTimeWindows<String, u64> = EventTimeWindows::default();
@@ -598,11 +605,17 @@ mod tests {
             w.add(tumbling, 0, key.as_str(), 1_500, |n| *n += 1).unwrap();
             w.add(tumbling, 0, key.as_str(), 500, |n| *n += 1).unwrap();
         }
-        let fired: Vec<(i64, String)> = w.fire(5_000, 0).into_iter().map(|f| (f.end, f.key)).collect();
-        let mut sorted = fired.clone();
-        sorted.sort();
-        assert_eq!(fired, sorted);
-        assert_eq!(fired.len(), 400);
+        let mut restored: EventTimeWindows<String, u64> =
+            postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+        assert_eq!(restored, w);
+        for windows in [&mut w, &mut restored] {
+            let fired: Vec<(i64, String)> = windows.fire(5_000, 0).into_iter().map(|f| (f.end, f.key)).collect();
+            let expected: Vec<(i64, String)> = [1_000, 2_000]
+                .into_iter()
+                .flat_map(|end| keys.iter().map(move |k| (end, k.clone())))
+                .collect();
+            assert_eq!(fired, expected);
+        }
     }
 
     #[test]
