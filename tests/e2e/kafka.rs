@@ -220,12 +220,26 @@ fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     });
     kafka.kill_and_restart(|| {});
     kafka.produce("numbers", numbers(2000, 3000, |_| None));
-    let lines = wait_for("every record in the file", Duration::from_secs(120), || {
-        let lines = read_lines(&out);
-        (lines.len() >= 3000).then_some(lines)
+    wait_for("every record in the file", Duration::from_secs(120), || {
+        (read_lines(&out).len() >= 3000).then_some(())
     });
-    let mut read: Vec<i64> = lines.iter().map(|l| l.parse().unwrap()).collect();
-    read.sort_unstable();
-    assert_eq!(read, (0..3000).collect::<Vec<_>>(), "each record once");
+    // Two more checkpoints: a copy the restart would have caused has landed by then.
+    let leader = cluster.leader_pid();
+    let committed = || {
+        let series = "weir_checkpoints_committed_total{job=\"from-kafka\"}";
+        crate::harness::metric_in(&cluster.metrics(leader), series).unwrap_or_default()
+    };
+    let now = committed();
+    wait_for("two more checkpoints", Duration::from_secs(30), || {
+        (committed() >= now + 2.0).then_some(())
+    });
+    let output: Vec<i64> = read_lines(&out).iter().map(|l| l.parse().unwrap()).collect();
+    let mut sorted = output.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..3000).collect::<Vec<_>>(), "each record once");
+    for p in 0..PARTITIONS as i64 {
+        let partition: Vec<i64> = output.iter().copied().filter(|n| n % PARTITIONS as i64 == p).collect();
+        assert!(partition.is_sorted(), "partition {p} out of order");
+    }
     assert_eq!(cluster.job("from-kafka").unwrap()["state"], "RUNNING");
 }

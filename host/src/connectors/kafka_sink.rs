@@ -235,11 +235,27 @@ impl KafkaTopic {
     /// Writes the records of `output` (staged at `at`) that the topic does
     /// not have yet, trying again while the brokers do not answer. Blocking.
     pub fn publish(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
+        self.retrying(at, output, false)
+    }
+
+    /// After a restore: fences every earlier producer first, aborting a
+    /// transaction a dead one left open (which would hold `read_committed`
+    /// readers back until it timed out, FLINK-23854), even when the
+    /// restored checkpoint has no output to publish; then publishes it.
+    /// Blocking.
+    pub fn recover(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
+        self.retrying(at, output, true)
+    }
+
+    /// Publishes (after fencing, with `fence`), trying again while the
+    /// brokers do not answer.
+    fn retrying(&mut self, at: u64, output: &[u8], fence: bool) -> Result<(), KafkaSinkError> {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.publish_once(at, output) {
+            let fenced = if fence { self.clients().map(drop) } else { Ok(()) };
+            match fenced.and_then(|()| self.publish_once(at, output)) {
                 // The brokers may be back any time; a transaction they
                 // refuse again and again has something wrong with it.
                 Err(e) if e.retriable() && tries < MAX_TRIES && !self.stopped.load(Ordering::Relaxed) => {
@@ -250,15 +266,6 @@ impl KafkaTopic {
                 other => return other,
             }
         }
-    }
-
-    /// After a restore: fences every earlier producer first, aborting a
-    /// transaction a dead one left open (which would hold `read_committed`
-    /// readers back until it timed out, FLINK-23854), even when the
-    /// restored checkpoint has no output to publish. Blocking.
-    pub fn recover(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {
-        self.clients()?;
-        self.publish(at, output)
     }
 
     fn publish_once(&mut self, at: u64, output: &[u8]) -> Result<(), KafkaSinkError> {

@@ -62,6 +62,7 @@ impl Executor for SimExecutor {
                 node: self.node,
                 topic: topic.clone(),
                 epoch: None,
+                in_flight: None,
             }),
             other => panic!("the simulation's jobs write files and topics, not {other}"),
         }

@@ -38,6 +38,17 @@ pub struct SimKafkaSink {
     pub topic: String,
     /// This producer's epoch, once it has fenced the ones before.
     pub epoch: Option<u64>,
+    /// The transaction under way, on a task of its own: as the real
+    /// sink's blocking call, it goes on when its caller stops waiting.
+    pub in_flight: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+/// One transaction of one producer.
+struct Transaction {
+    world: Arc<World>,
+    node: usize,
+    topic: String,
+    epoch: u64,
 }
 
 impl SimKafkaSink {
@@ -62,40 +73,60 @@ impl SimKafkaSink {
         epoch
     }
 
-    fn fenced(&self, epoch: u64) -> io::Error {
+    /// Writes `output` (staged at `at`) in a transaction on a task of its
+    /// own, and waits for it.
+    async fn write(&mut self, at: u64, output: Bytes) -> io::Result<()> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        self.settle().await;
+        let transaction = Transaction {
+            world: self.world.clone(),
+            node: self.node,
+            topic: self.topic.clone(),
+            epoch: self.producer().await,
+        };
+        let task = self
+            .in_flight
+            .insert(tokio::spawn(async move { transaction.write(at, &output).await }));
+        let result = task.await.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        self.in_flight = None;
+        result
+    }
+}
+
+impl Transaction {
+    fn fenced(&self) -> io::Error {
         io::Error::other(format!(
-            "topic {}: producer epoch {epoch} is fenced by a newer one",
-            self.topic
+            "topic {}: producer epoch {} is fenced by a newer one",
+            self.topic, self.epoch
         ))
     }
 
     /// Runs `step` on this producer's open transaction, after the world's
     /// latency; fenced if a newer producer aborted it.
-    async fn in_transaction(&self, epoch: u64, step: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+    async fn in_transaction(&self, step: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.world.latency(self.node).await;
         let mut state = self.world.lock();
         let topic = state.topics.entry(self.topic.clone()).or_default();
         match &mut topic.open {
-            Some((e, records)) if *e == epoch => {
+            Some((e, records)) if *e == self.epoch => {
                 step(records);
                 Ok(())
             }
-            _ => Err(self.fenced(epoch)),
+            _ => Err(self.fenced()),
         }
     }
 
-    async fn write(&mut self, at: u64, output: &[u8]) -> io::Result<()> {
-        if output.is_empty() {
-            return Ok(());
-        }
-        let epoch = self.producer().await;
+    async fn write(&self, at: u64, output: &[u8]) -> io::Result<()> {
+        let epoch = self.epoch;
         self.world.latency(self.node).await;
         let end = at + output.len() as u64;
         let position = {
             let mut state = self.world.lock();
             let topic = state.topics.entry(self.topic.clone()).or_default();
             if topic.epoch != epoch {
-                return Err(self.fenced(epoch));
+                return Err(self.fenced());
             }
             let position = topic.position;
             if position < end {
@@ -122,8 +153,7 @@ impl SimKafkaSink {
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
         for piece in [&rest[..half], &rest[half..]] {
-            self.in_transaction(epoch, |records| records.extend_from_slice(piece))
-                .await?;
+            self.in_transaction(|records| records.extend_from_slice(piece)).await?;
         }
         // The commit, with the sink's position in it, after a round trip
         // to the transaction coordinator: long enough for faults to land
@@ -137,7 +167,7 @@ impl SimKafkaSink {
             Some((e, records)) if e == epoch => records,
             other => {
                 topic.open = other;
-                return Err(self.fenced(epoch));
+                return Err(self.fenced());
             }
         };
         topic.position = end;
@@ -163,13 +193,20 @@ impl Sink for SimKafkaSink {
     }
 
     async fn publish(&mut self, position: u64, output: Bytes) -> io::Result<()> {
-        self.write(position, &output).await
+        self.write(position, output).await
     }
 
     /// Fences first even with nothing to write: a transaction a dead
     /// leader left open must not outlive its failover (FLINK-23854).
     async fn recover(&mut self, position: u64, output: Bytes) -> io::Result<()> {
         self.producer().await;
-        self.write(position, &output).await
+        self.write(position, output).await
+    }
+
+    async fn settle(&mut self) {
+        if let Some(task) = self.in_flight.as_mut() {
+            let _ = task.await;
+            self.in_flight = None;
+        }
     }
 }
