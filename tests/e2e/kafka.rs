@@ -20,6 +20,18 @@ pub fn numbers(from: i64, to: i64, timestamp: impl Fn(i64) -> Option<i64>) -> im
     })
 }
 
+/// The numbers `0..count`, each once, in order within each partition.
+fn assert_each_once_in_partition_order(lines: &[String], count: i64) {
+    let output: Vec<i64> = lines.iter().map(|l| l.parse().unwrap()).collect();
+    let mut sorted = output.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "each record once, none lost");
+    for p in 0..PARTITIONS as i64 {
+        let partition: Vec<i64> = output.iter().copied().filter(|n| n % PARTITIONS as i64 == p).collect();
+        assert!(partition.is_sorted(), "partition {p} out of order");
+    }
+}
+
 #[test]
 fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
     let kafka = Kafka::start();
@@ -50,14 +62,7 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
         let lines = read_lines(&out);
         (lines.len() >= 5000).then_some(lines)
     });
-    let output: Vec<i64> = lines.iter().map(|l| l.parse().unwrap()).collect();
-    let mut sorted = output.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..5000).collect::<Vec<_>>(), "each record once, none lost");
-    for p in 0..PARTITIONS as i64 {
-        let partition: Vec<i64> = output.iter().copied().filter(|n| n % PARTITIONS as i64 == p).collect();
-        assert!(partition.is_sorted(), "partition {p} out of order");
-    }
+    assert_each_once_in_partition_order(&lines, 5000);
     let job = cluster.job("from-kafka").unwrap();
     assert_eq!(job["state"], "RUNNING", "{job}");
     // The named group gets each committed checkpoint's offsets, and the lag drops to nothing.
@@ -233,13 +238,6 @@ fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     wait_for("two more checkpoints", Duration::from_secs(30), || {
         (committed() >= now + 2.0).then_some(())
     });
-    let output: Vec<i64> = read_lines(&out).iter().map(|l| l.parse().unwrap()).collect();
-    let mut sorted = output.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..3000).collect::<Vec<_>>(), "each record once");
-    for p in 0..PARTITIONS as i64 {
-        let partition: Vec<i64> = output.iter().copied().filter(|n| n % PARTITIONS as i64 == p).collect();
-        assert!(partition.is_sorted(), "partition {p} out of order");
-    }
+    assert_each_once_in_partition_order(&read_lines(&out), 3000);
     assert_eq!(cluster.job("from-kafka").unwrap()["state"], "RUNNING");
 }
