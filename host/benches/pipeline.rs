@@ -7,6 +7,7 @@
 //! Markdown tables; `scripts/bench` puts them in docs/BENCHMARKS.md.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -152,10 +153,11 @@ impl Job for NativeWindowCount {
             data: Vec::new(),
             ends: Vec::new(),
         };
+        let mut line = String::new();
         for window in self.windows.fire(batch_watermark(batch).unwrap_or(i64::MIN), 0) {
-            emitted
-                .data
-                .extend_from_slice(format!("{} {} {}", window.start, window.key, window.value).as_bytes());
+            line.clear();
+            let _ = write!(line, "{} {} {}", window.start, window.key, window.value);
+            emitted.data.extend_from_slice(line.as_bytes());
             emitted.ends.push(emitted.data.len() as u32);
         }
         encode_batch(&Batch::Texts(emitted), out);
