@@ -387,6 +387,7 @@ fn main() {
             },
             &SourcePosition::default(),
             "bench",
+            weir::spec::Share::WHOLE,
         )
     };
     let counter =

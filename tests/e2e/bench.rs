@@ -197,9 +197,6 @@ fn clone_jobs(cluster: &Cluster, first: &str, count: usize) {
             writer
                 .add_create(&layout.job_status(&clone.name), &status, &options)
                 .unwrap();
-            writer
-                .add_create(&layout.job_checkpoint(&clone.name), b"", &options)
-                .unwrap();
             writer.commit().await.unwrap();
         }
     });

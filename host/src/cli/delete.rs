@@ -51,8 +51,29 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
     let deployments = storage.list_dirs(&prefix).await.context(STORAGE_FIX)?;
 
     let mut writer = client.new_multi_writer();
+    let tasks_dir = layout.job_tasks(name);
+    let tasks = match client.list_children(&tasks_dir).await {
+        Ok(tasks) => tasks,
+        Err(zkc::Error::NoNode) => Vec::new(),
+        Err(e) => bail!("cannot list {tasks_dir}: {e}{}", hint(&e)),
+    };
+    let mut doomed = Vec::new();
+    for task in &tasks {
+        let task = format!("{tasks_dir}/{task}");
+        match client.list_children(&task).await {
+            Ok(children) => doomed.extend(children.iter().map(|c| format!("{task}/{c}"))),
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => bail!("cannot list {task}: {e}{}", hint(&e)),
+        }
+        doomed.push(task);
+    }
+    if client.check_stat(&tasks_dir).await.ok().flatten().is_some() {
+        doomed.push(tasks_dir);
+    }
+    for path in &doomed {
+        writer.add_delete(path, None)?;
+    }
     writer.add_delete(&layout.job_status(name), None)?;
-    writer.add_delete(&layout.job_checkpoint(name), None)?;
     writer.add_delete(&layout.job(name), Some(stat.version))?;
     match writer.commit().await {
         Ok(_) => {}
@@ -69,7 +90,7 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
         storage.delete_prefix(dir).await.context(STORAGE_FIX)?;
     }
     say!(
-        "deleted job `{name}`: its spec, status and checkpoint pointer, and the checkpoints of {} deployment(s); its sink's output is kept",
+        "deleted job `{name}`: its spec, status, tasks and checkpoint pointers, and the checkpoints of {} deployment(s); its sink's output is kept",
         deployments.len()
     )?;
     Ok(())

@@ -33,6 +33,12 @@ pub struct DeployArgs {
     /// Output: `stdout` or `file:PATH` (exactly-once).
     #[arg(long, default_value = "stdout")]
     sink: SinkSpec,
+    /// How many tasks run the job, spread over the supervisors: each has
+    /// its own state and checkpoints and reads its share of the source (a
+    /// Kafka topic's partitions, every N-th number of a sequence). A file
+    /// sink's path then needs `{task}`, e.g. `file:/var/out-{task}.txt`.
+    #[arg(long, default_value_t = 1)]
+    parallelism: u32,
     /// Time between checkpoints, e.g. `1s`, `500ms`.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     checkpoint_interval: Duration,
@@ -82,7 +88,7 @@ pub struct DeployArgs {
 
 /// Largest spec `weir deploy` writes: ZooKeeper refuses a request over
 /// 1 MiB (`jute.maxbuffer`), and the deploy's request also carries the
-/// status and the pointer.
+/// status.
 const MAX_SPEC_BYTES: usize = 1_000_000;
 
 /// Largest module `weir deploy` accepts: far above any real job, low enough
@@ -199,8 +205,28 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
     }
     let sha256 = sha256_hex(&bytes);
-    check_source(&source).await?;
-    check_sink("sink", &sink).await?;
+    let spec = JobSpec {
+        name: name.clone(),
+        uid: format!("{:016x}", rand_u64()),
+        module_sha256: sha256.clone(),
+        source,
+        sink,
+        checkpoint_interval: args.checkpoint_interval,
+        config: args.config,
+        memory_limit: args.memory_limit * 1024 * 1024,
+        call_timeout: args.call_timeout,
+        restart: args.restart,
+        on_error,
+        watermark: args.watermark,
+        grants,
+        parallelism: args.parallelism,
+        desired: Desired::Running,
+        created_ms: now_ms(),
+    };
+    spec.check_parallelism()?;
+    let (source, sink, on_error) = (&spec.source, &spec.sink, &spec.on_error);
+    check_source(source).await?;
+    check_sink("sink", sink).await?;
     if let Some(dead) = on_error.dead_letters() {
         check_sink("dead-letter sink", dead).await?;
     }
@@ -248,23 +274,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         Err(e) => bail!("cannot read {job_path}: {e}{}", hint(&e)),
     };
 
-    let spec = JobSpec {
-        name: name.clone(),
-        uid: format!("{:016x}", rand_u64()),
-        module_sha256: sha256.clone(),
-        source,
-        sink,
-        checkpoint_interval: args.checkpoint_interval,
-        config: args.config,
-        memory_limit: args.memory_limit * 1024 * 1024,
-        call_timeout: args.call_timeout,
-        restart: args.restart,
-        on_error,
-        watermark: args.watermark,
-        grants,
-        desired: Desired::Running,
-        created_ms: now_ms(),
-    };
     let status = JobStatus::created(now_ms());
     let spec_bytes = serde_json::to_vec(&spec)?;
     if spec_bytes.len() > MAX_SPEC_BYTES {
@@ -281,12 +290,10 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         None => {
             writer.add_create(&job_path, &spec_bytes, &options)?;
             writer.add_create(&layout.job_status(&name), &status, &options)?;
-            writer.add_create(&layout.job_checkpoint(&name), b"", &options)?;
         }
         Some(version) => {
             writer.add_set_data(&job_path, &spec_bytes, Some(version))?;
             writer.add_set_data(&layout.job_status(&name), &status, None)?;
-            writer.add_set_data(&layout.job_checkpoint(&name), b"", None)?;
         }
     }
     match writer.commit().await {
@@ -299,8 +306,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}{}", hint(&e.clone().into())),
     }
+    let tasks = match spec.parallelism {
+        1 => String::new(),
+        n => format!(", {n} tasks"),
+    };
     say!(
-        "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}",
+        "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}{tasks}",
         &sha256[..12],
         spec.source,
         spec.sink,

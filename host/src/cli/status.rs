@@ -1,10 +1,17 @@
-//! `weir status`: the leader, its epoch, and the live replicas.
+//! `weir status`: the leader, its epoch, and the live replicas with the
+//! number of tasks each runs.
 
 use clap::Args;
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
+use zookeeper_client::{self as zkc, Client};
+
 use super::{print_table, say, ClusterArgs, OutputFormat};
-use crate::ha::{candidates, LeaderRecord};
+use crate::coord::zookeeper::hint;
+use crate::ha::{candidates, Assignment, Layout, LeaderRecord};
+use crate::spec::{Desired, JobSpec};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -54,8 +61,10 @@ pub struct ReplicaView {
     pub host: String,
     /// Its HTTP endpoint (`/metrics`, `/healthz`).
     pub address: Option<String>,
-    /// `leader` or `follower`.
+    /// `leader` or `follower` (every replica is also a worker).
     pub role: &'static str,
+    /// How many tasks of running jobs are assigned to it.
+    pub tasks: usize,
     /// Its latch node.
     pub latch: String,
 }
@@ -67,6 +76,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Ok((data, _)) => serde_json::from_slice(&data).ok(),
         Err(_) => None,
     };
+    let tasks = tasks_per_supervisor(&client, &layout).await?;
     let replicas: Vec<ReplicaView> = candidates(&client, &layout)
         .await?
         .into_iter()
@@ -74,11 +84,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .map(|(i, (latch, info))| {
             let info = info.unwrap_or_default();
             ReplicaView {
-                id: info.id,
                 pid: info.pid,
                 host: info.host,
                 address: info.address,
                 role: if i == 0 { "leader" } else { "follower" },
+                tasks: tasks.get(&info.id).copied().unwrap_or(0),
+                id: info.id,
                 latch,
             }
         })
@@ -120,14 +131,47 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     vec![
                         r.id.clone(),
                         r.role.to_string(),
+                        r.tasks.to_string(),
                         r.pid.to_string(),
                         r.host.clone(),
                         r.address.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            print_table(&["REPLICA", "ROLE", "PID", "HOST", "ADDRESS"], &rows)?;
+            print_table(&["REPLICA", "ROLE", "TASKS", "PID", "HOST", "ADDRESS"], &rows)?;
         }
     }
     Ok(())
+}
+
+/// How many tasks of running jobs each supervisor (by `--id`) is assigned.
+async fn tasks_per_supervisor(client: &Client, layout: &Layout) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut count = BTreeMap::new();
+    let names = match client.list_children(&layout.jobs()).await {
+        Ok(names) => names,
+        Err(zkc::Error::NoNode) => return Ok(count),
+        Err(e) => anyhow::bail!("cannot list {}: {e}{}", layout.jobs(), hint(&e)),
+    };
+    for name in names {
+        let Ok((data, _)) = client.get_data(&layout.job(&name)).await else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_slice::<JobSpec>(&data) else {
+            continue;
+        };
+        if spec.desired != Desired::Running {
+            continue;
+        }
+        for share in spec.shares() {
+            let Ok((data, _)) = client.get_data(&layout.task(&name, share.index)).await else {
+                continue;
+            };
+            if let Ok(a) = serde_json::from_slice::<Assignment>(&data) {
+                if a.uid == spec.uid {
+                    *count.entry(a.supervisor).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(count)
 }

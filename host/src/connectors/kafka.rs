@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Source;
 use crate::checkpoint::SourcePosition;
-use crate::spec::KafkaStart;
+use crate::spec::{KafkaStart, Share};
 use crate::wit::{Batch, Header, Records};
 
 /// How long a metadata or offset request may take.
@@ -80,6 +80,8 @@ pub struct KafkaSource {
     topic: String,
     start: KafkaStart,
     group: String,
+    /// The task's share: it reads the partitions that are its own.
+    share: Share,
     /// The next offset to read, per partition: the position a checkpoint records.
     next: BTreeMap<u32, i64>,
     consumer: Option<BaseConsumer>,
@@ -90,13 +92,15 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// A source of `topic` for job `job`, resuming at `next` (empty: per `start`).
+    /// A source of `topic` for job `job`'s task `share`, resuming at `next`
+    /// (empty: per `start`).
     pub fn new(
         brokers: &str,
         topic: &str,
         start: KafkaStart,
         group: Option<&str>,
         job: &str,
+        share: Share,
         next: BTreeMap<u32, i64>,
     ) -> KafkaSource {
         KafkaSource {
@@ -104,6 +108,7 @@ impl KafkaSource {
             topic: topic.to_string(),
             start,
             group: group.map_or_else(|| format!("weir-{job}"), str::to_string),
+            share,
             next,
             consumer: None,
             refreshed: Instant::now(),
@@ -143,13 +148,14 @@ impl KafkaSource {
         Ok(self.consumer.as_ref().expect("just created"))
     }
 
-    /// The topic's partitions, as the brokers know them now.
+    /// The topic's partitions that are this task's, as the brokers know them now.
     fn partitions(&self, consumer: &BaseConsumer, timeout: Duration) -> io::Result<Vec<u32>> {
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| self.error("cannot read the topic's metadata", e))?;
-        topic_partitions(&metadata, &self.topic)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, missing_topic(&self.brokers, &self.topic)))
+        let all = topic_partitions(&metadata, &self.topic)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, missing_topic(&self.brokers, &self.topic)))?;
+        Ok(all.into_iter().filter(|p| self.share.owns(*p)).collect())
     }
 
     /// Adds `partitions` to the assignment: those with a checkpointed

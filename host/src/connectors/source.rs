@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::kafka::KafkaSource;
 use crate::checkpoint::SourcePosition;
-use crate::spec::{SourceSpec, Timestamps};
+use crate::spec::{Share, SourceSpec, Timestamps};
 use crate::wit::{Batch, Records, Texts};
 
 /// A replayable stream of events.
@@ -27,11 +27,12 @@ pub trait Source: Send {
     }
 }
 
-/// Opens the source a spec names for job `job`, positioned at `position`.
-pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str) -> Box<dyn Source> {
+/// Opens the share `share` of the source a spec names for job `job`,
+/// positioned at `position`.
+pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str, share: Share) -> Box<dyn Source> {
     let offset = position.offset;
     let source: Box<dyn Source> = match spec {
-        SourceSpec::Sequence { start, rate, .. } => Box::new(Sequence::new(*start, *rate, offset)),
+        SourceSpec::Sequence { start, rate, .. } => Box::new(Sequence::new(*start, *rate, share, offset)),
         SourceSpec::File { path, .. } => Box::new(FileLines {
             path: path.clone(),
             reader: None,
@@ -49,6 +50,7 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str) -> B
             *start,
             group.as_deref(),
             job,
+            share,
             position.partitions.clone(),
         )),
     };
@@ -56,6 +58,7 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str) -> B
         Some(timestamps) => Box::new(Timestamped {
             inner: source,
             timestamps: timestamps.clone(),
+            share,
         }),
         None => source,
     }
@@ -66,6 +69,9 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str) -> B
 struct Timestamped {
     inner: Box<dyn Source>,
     timestamps: Timestamps,
+    /// The task's share: a sequence's `n`-th record of this task is number
+    /// `index + n * of` of the whole, and stamped as that.
+    share: Share,
 }
 
 impl Source for Timestamped {
@@ -78,7 +84,9 @@ impl Source for Timestamped {
             Timestamps::Every { step } => i64::try_from(step.as_millis()).unwrap_or(i64::MAX),
             Timestamps::Ingest | Timestamps::Field { .. } => 0,
         };
-        let mut push = |index: u64, value: &[u8]| {
+        let share = self.share;
+        let mut push = |nth: u64, value: &[u8]| {
+            let index = u64::from(share.index) + nth * u64::from(share.of);
             records.ends.push(records.data.len() as u32);
             records.data.extend_from_slice(value);
             records.ends.push(records.data.len() as u32);
@@ -141,9 +149,12 @@ fn wait_until(when: Instant, until: Instant) -> bool {
     wake < until
 }
 
-/// `start, start+1, ...` at `rate` per second, the offset being the count emitted.
+/// `start, start+1, ...` at `rate` per second, the offset being the count
+/// emitted; task `i` of `n` emits `start+i, start+i+n, ...` at `rate/n`
+/// (rounded up), so the tasks together emit the whole sequence.
 struct Sequence {
     start: i64,
+    stride: i64,
     rate: u64,
     offset: u64,
     /// When this run began, and the offset it began at: the throttle's origin.
@@ -151,10 +162,11 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(start: i64, rate: u64, offset: u64) -> Self {
+    fn new(start: i64, rate: u64, share: Share, offset: u64) -> Self {
         Sequence {
-            start,
-            rate,
+            start: start + i64::from(share.index),
+            stride: i64::from(share.of.max(1)),
+            rate: rate.div_ceil(u64::from(share.of.max(1))),
             offset,
             origin: (Instant::now(), offset),
         }
@@ -182,9 +194,9 @@ impl Source for Sequence {
                 break 0;
             }
         };
-        let first = self.start + self.offset as i64;
+        let first = self.start + self.offset as i64 * self.stride;
         self.offset += n;
-        Ok(Batch::Ints((first..first + n as i64).collect()))
+        Ok(Batch::Ints((0..n as i64).map(|k| first + k * self.stride).collect()))
     }
 
     fn position(&self) -> SourcePosition {
@@ -394,9 +406,50 @@ mod tests {
             },
             &at(5),
             "job",
+            Share::WHOLE,
         );
         assert_eq!(ints(source.next_batch(3, Instant::now()).unwrap()), vec![15, 16, 17]);
         assert_eq!(source.position().offset, 8);
+    }
+
+    #[test]
+    fn the_tasks_of_a_sequence_emit_it_whole_between_them() {
+        let spec = SourceSpec::Sequence {
+            start: 10,
+            rate: 0,
+            timestamp: Some(Timestamps::Every {
+                step: Duration::from_millis(1000),
+            }),
+        };
+        let mut all = Vec::new();
+        for index in 0..3 {
+            let share = Share { index, of: 3 };
+            let mut source = open_source(&spec, &at(2), "job", share);
+            let Batch::Records(records) = source.next_batch(4, Instant::now()).unwrap() else {
+                panic!("stamped numbers are records")
+            };
+            for (i, value) in records
+                .ends
+                .chunks(2)
+                .map(|e| &records.data[e[0] as usize..e[1] as usize])
+                .enumerate()
+            {
+                let n: i64 = std::str::from_utf8(value).unwrap().parse().unwrap();
+                assert_eq!(
+                    records.timestamps[i],
+                    (n - 10) * 1000,
+                    "stamped as the whole sequence's"
+                );
+                all.push(n);
+            }
+            assert_eq!(source.position().offset, 6);
+        }
+        all.sort();
+        assert_eq!(
+            all,
+            (16..28).collect::<Vec<_>>(),
+            "past the offset of each, nothing twice"
+        );
     }
 
     #[test]
@@ -409,6 +462,7 @@ mod tests {
             },
             &at(0),
             "job",
+            Share::WHOLE,
         );
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(200);
@@ -443,7 +497,7 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &at(0), "job");
+        let mut source = open_source(&spec, &at(0), "job", Share::WHOLE);
         assert_eq!(read_all(&mut source), ["a", "b"]);
 
         // Truncated and written again, longer than before: no line skipped.
@@ -463,7 +517,7 @@ mod tests {
         assert_eq!(read_all(&mut source), ["g"]);
 
         // Shorter than the offset a restore resumes at: from its start.
-        let mut resumed = open_source(&spec, &at(100), "job");
+        let mut resumed = open_source(&spec, &at(100), "job", Share::WHOLE);
         assert_eq!(read_all(&mut resumed), ["g"]);
     }
 
@@ -473,7 +527,7 @@ mod tests {
             path: "/dev/zero".into(),
             timestamp: None,
         };
-        let err = open_source(&spec, &at(0), "job")
+        let err = open_source(&spec, &at(0), "job", Share::WHOLE)
             .next_batch(10, Instant::now())
             .unwrap_err();
         assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
@@ -490,14 +544,14 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &at(0), "job");
+        let mut source = open_source(&spec, &at(0), "job", Share::WHOLE);
         let batch = source.next_batch(10, Instant::now()).unwrap();
         assert_eq!(batch_len(&batch), 2);
         assert_eq!(texts(batch), vec!["a b", "c"]);
         assert_eq!(source.position().offset, 7);
 
         file.write_all(b" line\n").unwrap();
-        let mut resumed = open_source(&spec, &at(7), "job");
+        let mut resumed = open_source(&spec, &at(7), "job", Share::WHOLE);
         assert_eq!(
             texts(resumed.next_batch(10, Instant::now()).unwrap()),
             vec!["partial line"]

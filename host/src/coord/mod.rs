@@ -64,6 +64,11 @@ pub trait Session: Send + Sync {
     /// `SessionExpired` if the session ends first.
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error>;
 
+    /// Creates this session's ephemeral node under `dir` (its name is the
+    /// session's id, so a retry after a lost answer finds its own node) and
+    /// returns its path: it lives exactly as long as the session.
+    async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error>;
+
     /// Carries out `ops` in one multi-op, all or none, with a check that the
     /// node `latch` still exists; returns the version of each node written
     /// or checked, in order.

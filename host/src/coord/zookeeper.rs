@@ -224,6 +224,18 @@ impl Session for ZkSession {
         Ok(path)
     }
 
+    async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
+        let path = format!("{dir}/{:016x}", self.client.session_id().0);
+        let options = CreateMode::Ephemeral.with_acls(self.acls);
+        self.client
+            .mkdir(dir, &CreateMode::Persistent.with_acls(self.acls))
+            .await?;
+        match self.client.create(&path, data, &options).await {
+            Ok(_) | Err(zkc::Error::NodeExists) => Ok(path),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn fenced(&self, latch: &str, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError> {
         let paths = ops.iter().map(|op| op.path()).collect::<Vec<_>>().join(", ");
         let request_failed = |source| FenceError::Zk {

@@ -7,13 +7,20 @@
 //!   live supervisor (Curator's LeaderLatch layout); the lowest one leads.
 //! - `leader`: the [`LeaderRecord`] of the latest leader; its `epoch` is the
 //!   fencing token, bumped by every new leader.
+//! - `workers/<session>`: one ephemeral node per live supervisor session
+//!   (every supervisor is a worker), holding its [`SupervisorInfo`].
 //! - `jobs/<name>`: a job's [`JobSpec`](crate::spec::JobSpec), written by the CLI;
-//!   `jobs/<name>/status` and `jobs/<name>/checkpoint` are written by the leader.
+//!   `jobs/<name>/status` is written by the leader.
+//! - `jobs/<name>/tasks/<i>`: task `i`'s [`Assignment`], written by the
+//!   leader; `.../checkpoint` and `.../status` are written by the worker it
+//!   names, fenced by the assignment's version.
 
+pub mod assign;
 mod fence;
 mod latch;
 mod role;
 
+pub use assign::Assignment;
 pub use fence::Fence;
 pub use latch::{candidates, contend, contender_named};
 pub use role::{step, Action, Event, Role};
@@ -122,9 +129,34 @@ impl Layout {
         format!("{}/jobs/{name}/status", self.base)
     }
 
-    /// A job's pointer to its latest committed checkpoint, written by the leader.
-    pub fn job_checkpoint(&self, name: &str) -> String {
-        format!("{}/jobs/{name}/checkpoint", self.base)
+    /// Parent of the live workers' nodes.
+    pub fn workers(&self) -> String {
+        format!("{}/workers", self.base)
+    }
+
+    /// A worker's node.
+    pub fn worker(&self, node: &str) -> String {
+        format!("{}/workers/{node}", self.base)
+    }
+
+    /// Parent of a job's tasks.
+    pub fn job_tasks(&self, name: &str) -> String {
+        format!("{}/jobs/{name}/tasks", self.base)
+    }
+
+    /// A task's assignment, written by the leader.
+    pub fn task(&self, name: &str, index: u32) -> String {
+        format!("{}/jobs/{name}/tasks/{index}", self.base)
+    }
+
+    /// A task's pointer to its latest committed checkpoint, written by its worker.
+    pub fn task_checkpoint(&self, name: &str, index: u32) -> String {
+        format!("{}/jobs/{name}/tasks/{index}/checkpoint", self.base)
+    }
+
+    /// A task's runtime status, written by its worker.
+    pub fn task_status(&self, name: &str, index: u32) -> String {
+        format!("{}/jobs/{name}/tasks/{index}/status", self.base)
     }
 }
 

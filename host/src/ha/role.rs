@@ -1,20 +1,23 @@
 //! The supervisor's role as a pure state machine: ZooKeeper and signal
-//! events in, actions out. The rules that keep a deposed or doubtful leader
-//! from emitting live here, apart from all I/O, so they can be tested
-//! exhaustively; `supervisor` only carries the actions out.
+//! events in, actions out. Every supervisor is a worker that runs the tasks
+//! assigned to it; one of them also leads, which only means it assigns
+//! tasks. The rules that keep a doubtful worker from emitting, and that
+//! keep a lost leadership from touching the tasks, live here, apart from
+//! all I/O, so they can be tested exhaustively; `supervisor` only carries
+//! the actions out.
 
 /// What this supervisor is, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Has a session and contends for the latch.
-    Follower,
-    /// Holds the latch in `epoch`. `suspended` while the connection is lost
-    /// and the session may or may not still live.
-    Leader {
-        /// The fencing token of this leadership.
-        epoch: u64,
-        /// The connection is lost: jobs hold still.
+    /// Has a session but no worker node yet.
+    Joining,
+    /// Its worker node exists: it runs the tasks assigned to it.
+    Worker {
+        /// The connection is lost and the session may or may not live:
+        /// tasks hold still and nothing is assigned.
         suspended: bool,
+        /// The epoch of its leadership, while it also leads.
+        leader: Option<u64>,
     },
     /// Shutting down; nothing more happens.
     Stopped,
@@ -23,6 +26,8 @@ pub enum Role {
 /// Something that happened to this supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// Its worker node was created.
+    Registered,
     /// Won the latch and bumped the epoch to `epoch`.
     Elected {
         /// The new epoch.
@@ -30,15 +35,18 @@ pub enum Event {
     },
     /// The connection to ZooKeeper dropped; the session may still live.
     ConnectionLost,
-    /// The connection is back on the same session; `latch_held` says
-    /// whether our latch node still exists.
+    /// The connection is back on the same session.
     Reconnected {
-        /// Our latch node is still there.
+        /// Our worker node is still there.
+        registered: bool,
+        /// Our latch node is still there (true when not leading).
         latch_held: bool,
     },
     /// The session expired or was closed.
     SessionEnded,
-    /// A fenced write found our latch node gone.
+    /// A task's fenced write found our worker node gone.
+    Unregistered,
+    /// A leader's fenced write found our latch node gone.
     Deposed,
     /// SIGTERM or SIGINT.
     ShutdownRequested,
@@ -47,21 +55,28 @@ pub enum Event {
 /// What the supervisor must do, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Start reconciling and running jobs.
-    RunJobs,
-    /// Hold every job: no batch, no barrier, no commit.
-    PauseJobs,
-    /// Let held jobs go on.
-    ResumeJobs,
-    /// Stop every job at once, committing nothing more.
-    StopJobs,
-    /// Every job takes a final checkpoint, commits and publishes it, and stops.
-    FinishJobs,
+    /// Start running the tasks assigned here.
+    RunTasks,
+    /// Hold every task: no batch, no barrier, no commit.
+    PauseTasks,
+    /// Let held tasks go on.
+    ResumeTasks,
+    /// Stop every task at once, committing nothing more.
+    StopTasks,
+    /// Every task takes a final checkpoint, commits and publishes it, and stops.
+    FinishTasks,
+    /// Start assigning tasks.
+    Lead,
+    /// Stop assigning tasks (the tasks themselves run on).
+    StopLeading,
+    /// Join the election again on the same session.
+    Contend,
     /// Delete our latch node so a follower takes over without waiting for expiry.
     ReleaseLatch,
-    /// Drop the session, open a new one and contend again.
+    /// Drop the session, open a new one and join again.
     Rejoin,
-    /// Exit the process.
+    /// Exit the process (closing the session removes the worker node, so
+    /// the leader gives its tasks away at once).
     Exit,
 }
 
@@ -71,38 +86,98 @@ pub fn step(role: Role, event: Event) -> (Role, Vec<Action>) {
     match (role, event) {
         (Role::Stopped, _) => (Role::Stopped, vec![]),
         (_, Event::ShutdownRequested) => match role {
-            Role::Leader { suspended: false, .. } => (Role::Stopped, vec![FinishJobs, ReleaseLatch, Exit]),
+            Role::Worker {
+                suspended: false,
+                leader,
+            } => {
+                let release = leader.map(|_| ReleaseLatch);
+                let actions = [Some(FinishTasks), release, Some(Exit)];
+                (Role::Stopped, actions.into_iter().flatten().collect())
+            }
             // In doubt nothing can commit: stop without waiting for it.
-            Role::Leader { suspended: true, .. } => (Role::Stopped, vec![StopJobs, Exit]),
+            Role::Worker { suspended: true, .. } => (Role::Stopped, vec![StopTasks, Exit]),
             _ => (Role::Stopped, vec![Exit]),
         },
-        (Role::Follower, Event::Elected { epoch }) => (
-            Role::Leader {
-                epoch,
+        (Role::Joining, Event::Registered) => (
+            Role::Worker {
                 suspended: false,
+                leader: None,
             },
-            vec![RunJobs],
+            vec![RunTasks],
         ),
-        (Role::Follower, Event::SessionEnded) => (Role::Follower, vec![Rejoin]),
-        (Role::Follower, _) => (Role::Follower, vec![]),
-        (Role::Leader { epoch, .. }, Event::ConnectionLost) => {
-            (Role::Leader { epoch, suspended: true }, vec![PauseJobs])
-        }
-        (Role::Leader { epoch, suspended }, Event::Reconnected { latch_held: true }) => {
-            let resume = if suspended { vec![ResumeJobs] } else { vec![] };
+        (Role::Joining, Event::SessionEnded) => (Role::Joining, vec![Rejoin]),
+        (Role::Joining, _) => (Role::Joining, vec![]),
+        (
+            Role::Worker {
+                suspended,
+                leader: None,
+            },
+            Event::Elected { epoch },
+        ) => (
+            Role::Worker {
+                suspended,
+                leader: Some(epoch),
+            },
+            vec![Lead],
+        ),
+        // A second election while leading cannot happen with one latch node; ignore it.
+        (Role::Worker { leader: Some(_), .. }, Event::Elected { .. }) => (role, vec![]),
+        (Role::Worker { leader, .. }, Event::ConnectionLost) => (
+            Role::Worker {
+                suspended: true,
+                leader,
+            },
+            vec![PauseTasks],
+        ),
+        (
+            Role::Worker { suspended, leader },
+            Event::Reconnected {
+                registered: true,
+                latch_held,
+            },
+        ) => {
+            let mut actions = Vec::new();
+            if suspended {
+                actions.push(ResumeTasks);
+            }
+            let leader = match leader {
+                Some(_) if !latch_held => {
+                    actions.extend([StopLeading, Contend]);
+                    None
+                }
+                leader => leader,
+            };
             (
-                Role::Leader {
-                    epoch,
+                Role::Worker {
                     suspended: false,
+                    leader,
                 },
-                resume,
+                actions,
             )
         }
-        (Role::Leader { .. }, Event::Reconnected { latch_held: false } | Event::SessionEnded | Event::Deposed) => {
-            (Role::Follower, vec![StopJobs, Rejoin])
+        (
+            Role::Worker { leader, .. },
+            Event::Reconnected { registered: false, .. } | Event::SessionEnded | Event::Unregistered,
+        ) => {
+            let stop_leading = leader.map(|_| StopLeading);
+            let actions = [Some(StopTasks), stop_leading, Some(Rejoin)];
+            (Role::Joining, actions.into_iter().flatten().collect())
         }
-        // A second election while leading cannot happen with one latch node; ignore it.
-        (Role::Leader { .. }, Event::Elected { .. }) => (role, vec![]),
+        (
+            Role::Worker {
+                suspended,
+                leader: Some(_),
+            },
+            Event::Deposed,
+        ) => (
+            Role::Worker {
+                suspended,
+                leader: None,
+            },
+            vec![StopLeading, Contend],
+        ),
+        (Role::Worker { leader: None, .. }, Event::Deposed) => (role, vec![]),
+        (Role::Worker { .. }, Event::Registered) => (role, vec![]),
     }
 }
 
@@ -110,40 +185,66 @@ pub fn step(role: Role, event: Event) -> (Role, Vec<Action>) {
 mod tests {
     use super::*;
 
-    const EVENTS: [Event; 7] = [
+    const EVENTS: [Event; 10] = [
+        Event::Registered,
         Event::Elected { epoch: 7 },
         Event::ConnectionLost,
-        Event::Reconnected { latch_held: true },
-        Event::Reconnected { latch_held: false },
+        Event::Reconnected {
+            registered: true,
+            latch_held: true,
+        },
+        Event::Reconnected {
+            registered: true,
+            latch_held: false,
+        },
+        Event::Reconnected {
+            registered: false,
+            latch_held: true,
+        },
         Event::SessionEnded,
+        Event::Unregistered,
         Event::Deposed,
         Event::ShutdownRequested,
     ];
 
-    /// What the jobs are doing, as the actions so far have left them.
+    /// What the tasks and the assigning are doing, as the actions so far have left them.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Jobs {
+    struct Doing {
+        tasks: Tasks,
+        leading: bool,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Tasks {
         None,
         Running,
         Paused,
     }
 
-    fn apply(jobs: Jobs, action: Action) -> Jobs {
-        match action {
-            Action::RunJobs | Action::ResumeJobs => Jobs::Running,
-            Action::PauseJobs => Jobs::Paused,
-            Action::StopJobs | Action::FinishJobs => Jobs::None,
-            Action::ReleaseLatch | Action::Rejoin | Action::Exit => jobs,
-        }
+    fn apply(doing: Doing, action: Action) -> Doing {
+        let tasks = match action {
+            Action::RunTasks | Action::ResumeTasks => Tasks::Running,
+            Action::PauseTasks => Tasks::Paused,
+            Action::StopTasks | Action::FinishTasks => Tasks::None,
+            _ => doing.tasks,
+        };
+        let leading = match action {
+            Action::Lead => true,
+            Action::StopLeading | Action::Exit => false,
+            _ => doing.leading,
+        };
+        Doing { tasks, leading }
     }
 
-    /// Walks every sequence of `depth` events from a fresh follower.
-    fn every_run(depth: usize, check: &mut impl FnMut(&[(Role, Event, Role, Vec<Action>)])) {
+    type Trace = [(Role, Event, Role, Vec<Action>)];
+
+    /// Walks every sequence of `depth` events from a fresh session.
+    fn every_run(depth: usize, check: &mut impl FnMut(&Trace)) {
         fn walk(
             role: Role,
             trace: &mut Vec<(Role, Event, Role, Vec<Action>)>,
             depth: usize,
-            check: &mut impl FnMut(&[(Role, Event, Role, Vec<Action>)]),
+            check: &mut impl FnMut(&Trace),
         ) {
             check(trace);
             if depth == 0 {
@@ -156,58 +257,95 @@ mod tests {
                 trace.pop();
             }
         }
-        walk(Role::Follower, &mut Vec::new(), depth, check);
+        walk(Role::Joining, &mut Vec::new(), depth, check);
     }
 
     #[test]
-    fn jobs_run_only_on_a_connected_leader() {
+    fn tasks_run_only_on_a_connected_worker_and_only_a_leader_assigns() {
         every_run(6, &mut |trace| {
-            let mut jobs = Jobs::None;
+            let mut doing = Doing {
+                tasks: Tasks::None,
+                leading: false,
+            };
             for (_, event, next, actions) in trace {
                 for action in actions {
-                    jobs = apply(jobs, *action);
+                    doing = apply(doing, *action);
                 }
-                let connected_leader = matches!(next, Role::Leader { suspended: false, .. });
                 assert!(
-                    jobs != Jobs::Running || connected_leader,
-                    "jobs run as {next:?} after {event:?}: {trace:?}"
+                    doing.tasks != Tasks::Running || matches!(next, Role::Worker { suspended: false, .. }),
+                    "tasks run as {next:?} after {event:?}: {trace:?}"
                 );
                 assert!(
-                    jobs == Jobs::None || matches!(next, Role::Leader { .. }),
-                    "jobs left over: {trace:?}"
+                    doing.tasks == Tasks::None || matches!(next, Role::Worker { .. }),
+                    "tasks left over: {trace:?}"
+                );
+                assert_eq!(
+                    doing.leading,
+                    matches!(next, Role::Worker { leader: Some(_), .. }),
+                    "assigning as {next:?}: {trace:?}"
                 );
             }
         });
     }
 
     #[test]
-    fn losing_the_session_or_the_latch_stops_jobs_and_rejoins() {
+    fn losing_the_session_stops_everything_and_rejoins() {
         every_run(5, &mut |trace| {
-            if let Some((before @ Role::Leader { .. }, event, next, actions)) = trace.last() {
+            if let Some((before @ Role::Worker { .. }, event, next, actions)) = trace.last() {
                 let lost = matches!(
                     event,
-                    Event::SessionEnded | Event::Deposed | Event::Reconnected { latch_held: false }
+                    Event::SessionEnded | Event::Unregistered | Event::Reconnected { registered: false, .. }
                 );
                 if lost {
-                    assert_eq!(
-                        (*next, actions.as_slice()),
-                        (Role::Follower, &[Action::StopJobs, Action::Rejoin][..])
-                    );
+                    assert_eq!(*next, Role::Joining);
+                    assert_eq!(actions.first(), Some(&Action::StopTasks));
+                    assert_eq!(actions.last(), Some(&Action::Rejoin));
                 }
-                if *next == Role::Follower {
-                    assert!(lost, "{before:?} stepped down on {event:?}");
+                if *next == Role::Joining {
+                    assert!(lost, "{before:?} stopped working on {event:?}");
                 }
             }
         });
     }
 
     #[test]
-    fn only_a_connected_leader_hands_off_and_it_finishes_first() {
+    fn losing_the_leadership_leaves_the_tasks_alone() {
+        every_run(5, &mut |trace| {
+            if let Some((Role::Worker { leader: Some(_), .. }, event, next, actions)) = trace.last() {
+                if matches!(next, Role::Worker { leader: None, .. }) {
+                    assert!(
+                        matches!(
+                            event,
+                            Event::Deposed
+                                | Event::Reconnected {
+                                    registered: true,
+                                    latch_held: false
+                                }
+                        ),
+                        "{trace:?}"
+                    );
+                    assert!(
+                        !actions
+                            .iter()
+                            .any(|a| matches!(a, Action::StopTasks | Action::PauseTasks)),
+                        "{trace:?}"
+                    );
+                    assert_eq!(actions[actions.len() - 2..], [Action::StopLeading, Action::Contend]);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn only_a_connected_worker_hands_off_and_it_finishes_first() {
         every_run(5, &mut |trace| {
             for (before, _, _, actions) in trace {
-                if let Some(release) = actions.iter().position(|a| *a == Action::ReleaseLatch) {
-                    assert!(matches!(before, Role::Leader { suspended: false, .. }), "{trace:?}");
-                    assert_eq!(actions[..release], [Action::FinishJobs]);
+                if actions.contains(&Action::FinishTasks) {
+                    assert!(matches!(before, Role::Worker { suspended: false, .. }), "{trace:?}");
+                    assert_eq!(actions[0], Action::FinishTasks);
+                }
+                if actions.contains(&Action::ReleaseLatch) {
+                    assert!(matches!(before, Role::Worker { leader: Some(_), .. }), "{trace:?}");
                 }
             }
         });
@@ -218,19 +356,11 @@ mod tests {
         for event in EVENTS {
             assert_eq!(step(Role::Stopped, event), (Role::Stopped, vec![]));
         }
-        for role in [
-            Role::Follower,
-            Role::Leader {
-                epoch: 1,
-                suspended: true,
-            },
-            Role::Leader {
-                epoch: 1,
-                suspended: false,
-            },
-        ] {
-            let (next, actions) = step(role, Event::ShutdownRequested);
-            assert_eq!((next, actions.last()), (Role::Stopped, Some(&Action::Exit)));
+        for suspended in [false, true] {
+            for leader in [None, Some(1)] {
+                let (next, actions) = step(Role::Worker { suspended, leader }, Event::ShutdownRequested);
+                assert_eq!((next, actions.last()), (Role::Stopped, Some(&Action::Exit)));
+            }
         }
     }
 }

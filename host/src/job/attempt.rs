@@ -8,7 +8,7 @@ use super::committer::{Committer, PointerAt};
 use super::error::{failed, AttemptError};
 use super::executor::BatchLoop;
 use super::runner::{Barrier, RunEnd};
-use super::{stop_requested, Control, ControlReceiver, Deployment, JobEnd, LeaderContext};
+use super::{stop_requested, Control, ControlReceiver, JobEnd, Task, WorkerContext};
 use crate::checkpoint::SinkPositions;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
 use crate::connectors::{Outputs, SinkOwner};
@@ -27,30 +27,35 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs one attempt to its end.
 pub async fn run(
-    ctx: &LeaderContext,
-    deployment: &Deployment,
+    ctx: &WorkerContext,
+    task: &Task,
     restarts: u32,
     control: ControlReceiver,
 ) -> Result<JobEnd, AttemptError> {
-    let spec = &deployment.spec;
-    let name = spec.name.as_str();
+    let spec = &task.spec;
+    let label = task.label();
+    let name = label.as_str();
     // Restoring waits on the storage dir, which may not answer for minutes:
     // a stop takes effect meanwhile (nothing has run, nothing to commit),
     // once a sink write the restore began (cutting the sink back) is done,
     // so that it cannot land on a successor's output.
     let owner = |suffix: &str| SinkOwner {
-        job: name.to_string(),
-        deployment: format!("{}{suffix}", spec.uid),
+        job: spec.name.clone(),
+        deployment: format!("{}{suffix}", task.deployment()),
     };
+    let index = task.share.index;
     let dead_letters = spec
         .on_error
         .dead_letters()
-        .map(|s| ctx.executor.open_sink(s, owner("/dead-letters")));
-    let mut sink = Outputs::new(ctx.executor.open_sink(&spec.sink, owner("")), dead_letters);
+        .map(|s| ctx.executor.open_sink(&s.for_task(index), owner("/dead-letters")));
+    let mut sink = Outputs::new(
+        ctx.executor.open_sink(&spec.sink.for_task(index), owner("")),
+        dead_letters,
+    );
     let mut stop_early = control.clone();
     let started = tokio::select! {
         biased;
-        started = start(ctx, deployment, restarts, &mut sink) => Some(started?),
+        started = start(ctx, task, restarts, &mut sink) => Some(started?),
         _ = stop_early.wait_for(|c| c == Control::Stop) => None,
     };
     let Some(Started {
@@ -65,7 +70,7 @@ pub async fn run(
         sink.settle().await;
         return Ok(JobEnd::Stopped);
     };
-    let pointer_path = ctx.layout.job_checkpoint(name);
+    let pointer_path = ctx.layout.task_checkpoint(&spec.name, index);
 
     let (barriers, mut received) = mpsc::channel::<Barrier>(BARRIERS_IN_FLIGHT);
     // Dropping `cancel` (on any return from here) drops the job where it is.
@@ -80,7 +85,7 @@ pub async fn run(
         pointer: pointer.restored_from(restored_at),
         version,
     };
-    let mut committer = Committer::new(ctx, deployment, checkpoints, pointer, sink, position);
+    let mut committer = Committer::new(ctx, task, checkpoints, pointer, sink, position);
     let mut commit_error = None;
     let grace = spec.call_timeout + STOP_GRACE;
     let mut stop_by: Option<tokio::time::Instant> = None;
@@ -157,37 +162,32 @@ struct Started {
 /// Restores the job from its newest readable checkpoint (or starts it
 /// fresh), cuts the sink back to that checkpoint, loads the guest and
 /// marks the job running.
-async fn start(
-    ctx: &LeaderContext,
-    deployment: &Deployment,
-    restarts: u32,
-    sink: &mut Outputs,
-) -> Result<Started, AttemptError> {
-    let spec = &deployment.spec;
-    let name = spec.name.as_str();
-    let pointer_path = ctx.layout.job_checkpoint(name);
+async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outputs) -> Result<Started, AttemptError> {
+    let spec = &task.spec;
+    let label = task.label();
+    let name = label.as_str();
+    let pointer_path = ctx.layout.task_checkpoint(&spec.name, task.share.index);
     let (data, version) = ctx
-        .fence
-        .session()
+        .session
         .get_data(&pointer_path)
         .await
         .map_err(|e| AttemptError::zookeeper(format!("reading {pointer_path}"), e))?;
     let pointer = Pointer::decode(&data).map_err(failed)?;
-    let checkpoints = CheckpointStore::new(ctx.storage.clone(), name, &spec.uid);
+    let checkpoints = CheckpointStore::new(ctx.storage.clone(), &spec.name, &task.deployment());
     let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
         Some((index, checkpoint)) => (index, Some(checkpoint)),
         None => (0, None),
     };
 
     ctx.executor.prepare(&spec.module_sha256).await?;
-    // Reading storage and compiling take time in which this leadership may
-    // have ended and a successor published past this checkpoint: cutting the
-    // sink back now would remove committed output. Confirm first.
+    // Reading storage and compiling take time in which the task may have
+    // been given to another worker that published past this checkpoint:
+    // cutting the sink back now would remove committed output. Confirm first.
     let confirm = FencedOp::Check {
         path: &pointer_path,
         version,
     };
-    ctx.write_job(deployment, &[confirm]).await?;
+    ctx.write_task(task, &[confirm]).await?;
     let position = match &restored {
         Some(c) => {
             sink.recover(c.meta.sink_positions(), c.output.clone())
@@ -198,9 +198,9 @@ async fn start(
         None => sink.initial_position().await.map_err(failed)?,
     };
     let table = sink.table_shape();
-    let batch_loop = ctx.executor.load(spec, restored.as_ref(), table).await?;
+    let batch_loop = ctx.executor.load(spec, task.share, restored.as_ref(), table).await?;
 
-    ctx.write_status(deployment, JobState::Running, restarts, None).await?;
+    ctx.write_status(task, JobState::Running, restarts, None).await?;
     match &restored {
         Some(c) => tracing::info!(
             job = name,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::error::AttemptError;
 use super::runner::Barrier;
-use super::{Deployment, LeaderContext};
+use super::{Task, WorkerContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::{
     upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, EventTimes, Pointer, SinkPositions, SourcePosition,
@@ -49,8 +49,8 @@ pub struct PointerAt {
 
 /// The commit side of one attempt.
 pub struct Committer<'a> {
-    ctx: &'a LeaderContext,
-    deployment: &'a Deployment,
+    ctx: &'a WorkerContext,
+    task: &'a Task,
     job: String,
     metrics: Arc<JobMetrics>,
     store: CheckpointStore,
@@ -91,23 +91,23 @@ impl<'a> Committer<'a> {
     /// A committer for the job of `spec` resuming after `pointer`,
     /// publishing to `sink` from `position` on.
     pub fn new(
-        ctx: &'a LeaderContext,
-        deployment: &'a Deployment,
+        ctx: &'a WorkerContext,
+        task: &'a Task,
         store: CheckpointStore,
         pointer: PointerAt,
         sink: Outputs,
         position: SinkPositions,
     ) -> Self {
-        let spec = &deployment.spec;
+        let spec = &task.spec;
         Committer {
             ctx,
-            deployment,
-            job: spec.name.clone(),
+            task,
+            job: task.label(),
             metrics: ctx.metrics.job(&spec.name),
             store,
             pointer_path: pointer.path,
             state: CommitState::resume(
-                ctx.fence.epoch(),
+                task.generation,
                 pointer.pointer,
                 pointer.version,
                 position,
@@ -224,7 +224,7 @@ impl<'a> Committer<'a> {
                     data: &data,
                     expected: Some(expected_version),
                 };
-                match self.ctx.write_job(self.deployment, &[op]).await {
+                match self.ctx.write_task(self.task, &[op]).await {
                     Ok(versions) => Ok(Some(CommitEvent::PointerWritten { version: versions[0] })),
                     Err(e) => {
                         self.state.step(CommitEvent::PointerRefused);

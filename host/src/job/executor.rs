@@ -16,7 +16,7 @@ use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
 use crate::connectors::{open_sink, open_source, OutputFormat, Sink, SinkOwner, TableShape};
 use crate::runtime::{Instance, Limits, Runtime};
-use crate::spec::{JobSpec, SinkSpec};
+use crate::spec::{JobSpec, Share, SinkSpec};
 use crate::storage::Storage;
 
 /// How the batch loop ended, sent once it has.
@@ -34,12 +34,14 @@ pub trait Executor: Send + Sync {
     /// A sink of the job's (its output, or its dead letters).
     fn open_sink(&self, spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink>;
 
-    /// The job's instance, restored from `restored` (or fresh) and
-    /// configured, with its source at the matching offset: ready to start.
-    /// `table` is what its sink's table takes, when the sink writes one.
+    /// Task `share`'s instance of the job, restored from `restored` (or
+    /// fresh) and configured, with its share of the source at the matching
+    /// offset: ready to start. `table` is what its sink's table takes, when
+    /// the sink writes one.
     async fn load(
         &self,
         spec: &JobSpec,
+        share: Share,
         restored: Option<&Checkpoint>,
         table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError>;
@@ -103,6 +105,7 @@ impl Executor for WasmExecutor {
     async fn load(
         &self,
         spec: &JobSpec,
+        share: Share,
         restored: Option<&Checkpoint>,
         table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError> {
@@ -111,6 +114,7 @@ impl Executor for WasmExecutor {
         let job = JobThread {
             runtime: self.runtime.clone(),
             spec: spec.clone(),
+            share,
             snapshot: restored.map(|c| c.snapshot.clone()),
             position: restored.map(|c| c.meta.source_position()).unwrap_or_default(),
             event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
@@ -143,6 +147,7 @@ struct Start {
 struct JobThread {
     runtime: Runtime,
     spec: JobSpec,
+    share: Share,
     snapshot: Option<bytes::Bytes>,
     position: SourcePosition,
     event_times: EventTimes,
@@ -211,8 +216,8 @@ impl JobThread {
         else {
             return;
         };
-        let source = open_source(&self.spec.source, &self.position, &self.spec.name);
-        let span = tracing::info_span!("job", name = %self.spec.name);
+        let source = open_source(&self.spec.source, &self.position, &self.spec.name, self.share);
+        let span = tracing::info_span!("job", name = %self.spec.name, task = self.share.index);
         let end = tokio::select! {
             biased;
             _ = cancel => Ok(RunEnd::Stopped),

@@ -1,9 +1,10 @@
-//! Running one job on the leader: attempts that restore from the latest
-//! readable checkpoint, a batch loop that takes barriers between batches, and
-//! a committer that makes each barrier a checkpoint (storage, then the fenced
-//! pointer, then the sink). A failed attempt restarts with a backoff; one
-//! that ZooKeeper left unanswered resumes once it answers, spending no
-//! restart. Neither ever affects another job.
+//! Running one task of a job on the worker it is assigned to: attempts
+//! that restore from the task's latest readable checkpoint, a batch loop
+//! that takes barriers between batches, and a committer that makes each
+//! barrier a checkpoint (storage, then the fenced pointer, then the sink).
+//! A failed attempt restarts with a backoff; one that ZooKeeper left
+//! unanswered resumes once it answers, spending no restart. Neither ever
+//! affects another task.
 
 mod attempt;
 mod committer;
@@ -24,30 +25,33 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::coord::{FenceError, FencedOp};
-use crate::ha::{Fence, Layout};
+use crate::coord::{FenceError, FencedOp, Session};
+use crate::ha::Layout;
 use crate::metrics::Metrics;
-use crate::spec::{JobSpec, JobState, JobStatus};
+use crate::spec::{JobSpec, JobState, JobStatus, Share};
 use crate::storage::Storage;
 
-/// How a job's task ended.
+/// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
     /// Stopped on request.
     Stopped,
     /// Finished after a final checkpoint.
     Finished,
-    /// A fenced write found this supervisor deposed.
+    /// A fenced write found this worker's node gone (its session ended).
     Deposed,
-    /// The restart strategy gave up; the job is marked FAILED.
+    /// The restart strategy gave up; the task is marked FAILED.
     Failed,
 }
 
-/// What every job on this leader shares.
+/// What every task on this worker shares.
 #[derive(Clone)]
-pub struct LeaderContext {
-    /// Write access for this leadership term.
-    pub fence: Fence,
+pub struct WorkerContext {
+    /// This worker's session: every read and write of its tasks.
+    pub session: Arc<dyn Session>,
+    /// This worker's node, `workers/<session>`: every write of its tasks
+    /// checks that it still exists.
+    pub node: String,
     /// Where the cluster's znodes are.
     pub layout: Layout,
     /// The storage dir.
@@ -60,41 +64,74 @@ pub struct LeaderContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// One deployment of a job, as this leader runs it: its spec and the
-/// version of the spec's znode it was read at. Every write for it is
-/// guarded by that version as well as by the leader's latch, so once the
-/// job is cancelled or deployed again (each changes the spec) nothing it
-/// still has in flight can land, not even a pointer or a status.
+/// One task as this worker runs it: its job's spec and the version of
+/// the spec's znode it was read at, which share of the job it is, and the
+/// assignment that gave it here. Every write for it checks both versions
+/// as well as the worker's node, so once the job is cancelled or deployed
+/// again, or the task given to another worker, nothing it still has in
+/// flight can land, not even a pointer or a status.
 #[derive(Debug, Clone)]
-pub struct Deployment {
-    /// The spec.
+pub struct Task {
+    /// The job's spec.
     pub spec: JobSpec,
     /// The version of `jobs/<name>` it was read at.
     pub version: i32,
+    /// Which task of the job.
+    pub share: Share,
+    /// The version of `jobs/<name>/tasks/<i>` that assigned it here.
+    pub assignment: i32,
+    /// That assignment's generation: in the paths of its checkpoints.
+    pub generation: u64,
 }
 
-impl LeaderContext {
-    /// Carries out `ops` for `deployment`, if this supervisor still leads
-    /// and the deployment is still the one its spec names; returns the
-    /// version of each node written or checked.
-    pub async fn write_job(&self, deployment: &Deployment, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, AttemptError> {
-        let spec = self.layout.job(&deployment.spec.name);
-        let guard = FencedOp::Check {
-            path: &spec,
-            version: deployment.version,
-        };
-        let guarded: Vec<FencedOp<'_>> = std::iter::once(guard).chain(ops.iter().copied()).collect();
-        match self.fence.write(&guarded).await {
-            Ok(versions) => Ok(versions[1..].to_vec()),
-            Err(FenceError::Conflict { path, .. }) if path == spec => Err(AttemptError::Superseded),
+impl Task {
+    /// `job` for a job of one task, `job/i` otherwise: for logs.
+    pub fn label(&self) -> String {
+        if self.share.of == 1 {
+            self.spec.name.clone()
+        } else {
+            format!("{}/{}", self.spec.name, self.share.index)
+        }
+    }
+
+    /// Where this task's deployment keeps its checkpoints and its sinks'
+    /// progress: `<uid>/<i>`.
+    pub fn deployment(&self) -> String {
+        format!("{}/{}", self.spec.uid, self.share.index)
+    }
+}
+
+impl WorkerContext {
+    /// Carries out `ops` for `task`, if this worker's node still exists and
+    /// the task's spec and assignment are still the ones it runs; returns
+    /// the version of each node written or checked.
+    pub async fn write_task(&self, task: &Task, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, AttemptError> {
+        let spec = self.layout.job(&task.spec.name);
+        let assignment = self.layout.task(&task.spec.name, task.share.index);
+        let guards = [
+            FencedOp::Check {
+                path: &spec,
+                version: task.version,
+            },
+            FencedOp::Check {
+                path: &assignment,
+                version: task.assignment,
+            },
+        ];
+        let guarded: Vec<FencedOp<'_>> = guards.into_iter().chain(ops.iter().copied()).collect();
+        match self.session.fenced(&self.node, &guarded).await {
+            Ok(versions) => Ok(versions[guards.len()..].to_vec()),
+            Err(FenceError::Conflict { path, .. }) if path == spec || path == assignment => {
+                Err(AttemptError::Superseded)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Writes a deployment's status, fenced and guarded like [`LeaderContext::write_job`].
+    /// Writes a task's status, fenced and guarded like [`WorkerContext::write_task`].
     pub async fn write_status(
         &self,
-        deployment: &Deployment,
+        task: &Task,
         state: JobState,
         restarts: u32,
         error: Option<String>,
@@ -102,19 +139,19 @@ impl LeaderContext {
         let status = JobStatus {
             state,
             supervisor: (state != JobState::Canceled).then(|| self.supervisor_id.clone()),
-            epoch: self.fence.epoch(),
+            epoch: task.generation,
             restarts,
             error,
             since_ms: crate::clock::now_ms(),
         };
         let data = serde_json::to_vec(&status).expect("status serializes");
-        let path = self.layout.job_status(&deployment.spec.name);
+        let path = self.layout.task_status(&task.spec.name, task.share.index);
         let op = FencedOp::Set {
             path: &path,
             data: &data,
             expected: None,
         };
-        self.write_job(deployment, &[op]).await.map(drop)
+        self.write_task(task, &[op]).await.map(drop)
     }
 }
 
@@ -127,37 +164,28 @@ const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// server that answers nothing, short next to a session timeout.
 const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
 
-/// Starts a job's task; it runs attempts until told to stop, deposed, or
-/// its restart strategy gives up.
-pub fn spawn(
-    ctx: Arc<LeaderContext>,
-    deployment: Deployment,
-    restarts: u32,
-    control: ControlReceiver,
-) -> JoinHandle<JobEnd> {
-    tokio::spawn(supervise(ctx, deployment, restarts, control))
+/// Starts a task; it runs attempts until told to stop, deposed, or its
+/// restart strategy gives up.
+pub fn spawn(ctx: Arc<WorkerContext>, task: Task, restarts: u32, control: ControlReceiver) -> JoinHandle<JobEnd> {
+    tokio::spawn(supervise(ctx, task, restarts, control))
 }
 
-async fn supervise(
-    ctx: Arc<LeaderContext>,
-    deployment: Deployment,
-    mut restarts: u32,
-    mut control: ControlReceiver,
-) -> JobEnd {
-    let spec = &deployment.spec;
+async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
+    let spec = &task.spec;
+    let label = task.label();
     let mut streak = 0;
     loop {
         let started = Instant::now();
-        let error = match attempt::run(&ctx, &deployment, restarts, control.clone()).await {
+        let error = match attempt::run(&ctx, &task, restarts, control.clone()).await {
             Ok(end) => return end,
             Err(AttemptError::Deposed) => return JobEnd::Deposed,
             Err(AttemptError::Superseded) => {
-                tracing::info!(job = %spec.name, "the job was cancelled or deployed again: this deployment stops");
+                tracing::info!(job = %label, "the job was cancelled or deployed again, or the task given to another worker: it stops here");
                 return JobEnd::Stopped;
             }
             Err(AttemptError::Interrupted(error)) => {
                 tracing::warn!(
-                    job = %spec.name,
+                    job = %label,
                     "attempt interrupted, ZooKeeper did not answer: {error:#}; resuming from the last \
                      checkpoint once it does (no restart counted)"
                 );
@@ -174,20 +202,17 @@ async fn supervise(
             streak + 1
         };
         let Some(delay) = spec.restart.delay(restarts + 1, streak) else {
-            tracing::error!(job = %spec.name, restarts, strategy = %spec.restart, "job failed for good: {error}");
-            return match ctx
-                .write_status(&deployment, JobState::Failed, restarts, Some(error))
-                .await
-            {
+            tracing::error!(job = %label, restarts, strategy = %spec.restart, "job failed for good: {error}");
+            return match ctx.write_status(&task, JobState::Failed, restarts, Some(error)).await {
                 Err(AttemptError::Deposed) => JobEnd::Deposed,
                 _ => JobEnd::Failed,
             };
         };
         restarts += 1;
         ctx.metrics.job(&spec.name).restarts.inc();
-        tracing::warn!(job = %spec.name, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
+        tracing::warn!(job = %label, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
         match ctx
-            .write_status(&deployment, JobState::Restarting, restarts, Some(error))
+            .write_status(&task, JobState::Restarting, restarts, Some(error))
             .await
         {
             Err(AttemptError::Deposed) => return JobEnd::Deposed,

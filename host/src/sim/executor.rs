@@ -18,7 +18,7 @@ use super::world::World;
 use crate::checkpoint::Checkpoint;
 use crate::connectors::{Sink, SinkOwner, TableShape};
 use crate::job::{AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, LoopEnded, RunEnd};
-use crate::spec::{JobSpec, JobState, JobStatus, SinkSpec};
+use crate::spec::{JobSpec, JobState, JobStatus, Share, SinkSpec};
 
 /// How long a supervisor may let its jobs run on after its connection
 /// dropped: its loop must pause them at once, give or take a request in flight.
@@ -71,6 +71,7 @@ impl Executor for SimExecutor {
     async fn load(
         &self,
         spec: &JobSpec,
+        _share: Share,
         restored: Option<&Checkpoint>,
         _table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError> {

@@ -99,6 +99,7 @@ impl Sim {
             },
             watermark: None,
             grants: Default::default(),
+            parallelism: 1,
             desired: Desired::Running,
             created_ms: 0,
         };
@@ -121,7 +122,6 @@ impl Sim {
         };
         put(self.layout.job(name), serde_json::to_vec(&spec).unwrap());
         put(self.layout.job_status(name), serde_json::to_vec(&status).unwrap());
-        put(self.layout.job_checkpoint(name), Vec::new());
         state.notify_watchers(&self.layout.job(name));
     }
 
@@ -320,12 +320,20 @@ impl Sim {
             .collect();
         for spec in &deployed {
             let (name, uid) = (spec.name.as_str(), spec.uid.as_str());
+            let assigned = state
+                .tree
+                .get(&self.layout.task(name, 0))
+                .and_then(|z| serde_json::from_slice::<crate::ha::Assignment>(&z.data).ok());
+            if assigned.is_none_or(|a| a.uid != uid) {
+                // Not yet assigned in this deployment: the pointer is its predecessor's.
+                continue;
+            }
             let pointer = state
                 .tree
-                .get(&self.layout.job_checkpoint(name))
+                .get(&self.layout.task_checkpoint(name, 0))
                 .map(|z| Pointer::decode(&z.data).expect("the pointer decodes"))
                 .unwrap_or_default();
-            let dir = |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/{uid}/{}-{}", c.id, c.epoch);
+            let dir = |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/{uid}/0/{}-{}", c.id, c.epoch);
             for c in &pointer.retained {
                 for object in ["snapshot", "output", "meta.json"] {
                     if !state.objects.contains_key(&format!("{}/{object}", dir(*c))) {
@@ -372,7 +380,7 @@ impl Sim {
         for name in JOBS {
             state
                 .tree
-                .get(&self.layout.job_checkpoint(name))
+                .get(&self.layout.task_checkpoint(name, 0))
                 .map(|z| &z.data)
                 .hash(&mut hasher);
         }
@@ -547,10 +555,10 @@ fn a_checkpoint_the_storage_dir_fails_to_serve_is_not_skipped() {
         let (dir, sink) = {
             let mut state = sim.world.lock();
             let spec: JobSpec = serde_json::from_slice(&state.tree[&sim.layout.job("count-a")].data).unwrap();
-            let pointer = Pointer::decode(&state.tree[&sim.layout.job_checkpoint("count-a")].data).unwrap();
+            let pointer = Pointer::decode(&state.tree[&sim.layout.task_checkpoint("count-a", 0)].data).unwrap();
             assert!(pointer.retained.len() > 1, "older checkpoints to fall back to");
             let newest = pointer.latest().unwrap();
-            let dir = format!("checkpoints/count-a/{}/{}-{}", spec.uid, newest.id, newest.epoch);
+            let dir = format!("checkpoints/count-a/{}/0/{}-{}", spec.uid, newest.id, newest.epoch);
             state.unreadable = Some(dir.clone());
             state.processes[0].killed = true;
             expire(&mut state, 0);

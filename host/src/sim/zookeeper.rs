@@ -226,6 +226,32 @@ impl Session for SimSession {
         }
     }
 
+    async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
+        let mut state = self.request().await?;
+        let mut ancestor = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            ancestor = format!("{ancestor}/{part}");
+            state.tree.entry(ancestor.clone()).or_insert(Znode {
+                data: Vec::new(),
+                version: 0,
+                owner: None,
+            });
+        }
+        let path = format!("{dir}/{:016x}", self.id);
+        if !state.tree.contains_key(&path) {
+            let node = Znode {
+                data: data.to_vec(),
+                version: 0,
+                owner: Some(self.id),
+            };
+            state.tree.insert(path.clone(), node);
+            state.notify_watchers(&path);
+        }
+        drop(state);
+        self.world.changed.notify_waiters();
+        Ok(path)
+    }
+
     async fn fenced(&self, latch: &str, ops: &[FencedOp<'_>]) -> Result<Vec<i32>, FenceError> {
         let paths = ops.iter().map(|op| op.path()).collect::<Vec<_>>().join(", ");
         let mut state = self.request().await.map_err(|source| FenceError::Zk {

@@ -324,6 +324,16 @@ impl SinkSpec {
             SinkSpec::Stdout | SinkSpec::Postgres { .. } | SinkSpec::Kafka { .. } => None,
         }
     }
+
+    /// The sink task `index` writes: a file's `{task}` is its number.
+    pub fn for_task(&self, index: u32) -> SinkSpec {
+        match self {
+            SinkSpec::File { path } => SinkSpec::File {
+                path: path.replace(super::TASK_PLACEHOLDER, &index.to_string()),
+            },
+            other => other.clone(),
+        }
+    }
 }
 
 impl fmt::Display for SinkSpec {

@@ -86,20 +86,88 @@ pub struct JobSpec {
     /// What the guest's sandbox lets it reach: nothing unless granted here.
     #[serde(default)]
     pub grants: Grants,
+    /// How many tasks run the job (`--parallelism`), each with its own
+    /// state, checkpoints and share of the source.
+    #[serde(default = "one_task")]
+    pub parallelism: u32,
     /// Run or stop.
     pub desired: Desired,
     /// When it was deployed (ms since the Unix epoch).
     pub created_ms: u64,
 }
 
+fn one_task() -> u32 {
+    1
+}
+
+/// The most tasks one job may have.
+pub const MAX_PARALLELISM: u32 = 10_000;
+
+/// One task's part of its job: task `index` of `of`. A Kafka topic's
+/// partition `p` is task `p % of`'s; a sequence's `n`-th number is task
+/// `n % of`'s (Kafka Streams' task model: a task owns partitions, so
+/// moving a task moves its checkpoint and re-keys nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Share {
+    /// Which task, from 0.
+    pub index: u32,
+    /// Of how many.
+    pub of: u32,
+}
+
+impl Share {
+    /// The one task of a job that runs as one.
+    pub const WHOLE: Share = Share { index: 0, of: 1 };
+
+    /// Whether source partition `partition` is this task's.
+    pub fn owns(&self, partition: u32) -> bool {
+        partition % self.of.max(1) == self.index
+    }
+}
+
 impl JobSpec {
-    /// The files its sinks write (the output and the dead letters): no two
-    /// jobs, and no two sinks of one job, may write the same file.
+    /// The files its sinks write (the output and the dead letters), as
+    /// templates (`{task}` stands for the task's number): no two jobs, and
+    /// no two sinks of one job, may write the same file.
     pub fn sink_files(&self) -> impl Iterator<Item = &str> {
         let dead_letters = self.on_error.dead_letters().and_then(SinkSpec::file);
         self.sink.file().into_iter().chain(dead_letters)
     }
+
+    /// Its tasks' shares of it.
+    pub fn shares(&self) -> impl Iterator<Item = Share> {
+        let of = self.parallelism.max(1);
+        (0..of).map(move |index| Share { index, of })
+    }
+
+    /// Refuses a parallelism its source or sinks cannot split. One line
+    /// naming the fix.
+    pub fn check_parallelism(&self) -> Result<(), SpecError> {
+        let n = self.parallelism;
+        if n == 0 || n > MAX_PARALLELISM {
+            return Err(spec_error(format!(
+                "--parallelism {n}: give 1 to {MAX_PARALLELISM} tasks"
+            )));
+        }
+        if n == 1 {
+            return Ok(());
+        }
+        if let SourceSpec::File { path, .. } = &self.source {
+            return Err(spec_error(format!(
+                "--parallelism {n}: a file source ({path}) is read by one task; use --parallelism 1, or a Kafka topic with partitions"
+            )));
+        }
+        if let Some(path) = self.sink_files().find(|path| !path.contains(TASK_PLACEHOLDER)) {
+            return Err(spec_error(format!(
+                "--parallelism {n}: each task writes its own file, so {path} needs `{TASK_PLACEHOLDER}` in it (e.g. out-{TASK_PLACEHOLDER}.txt)"
+            )));
+        }
+        Ok(())
+    }
 }
+
+/// What a file sink's path holds for the number of the task writing it.
+pub const TASK_PLACEHOLDER: &str = "{task}";
 
 /// Durations as whole milliseconds, as the records store them.
 mod millis {

@@ -1,13 +1,18 @@
-//! A supervisor replica: connect, contend for leadership, lead until the
-//! session is lost or a signal asks for a handoff, then start over. While it
-//! follows, it keeps the jobs' modules compiled (hot standby).
+//! A supervisor replica: connect, register as a worker, run the tasks
+//! assigned here and contend for the leadership (which assigns them) until
+//! the session is lost or a signal asks for a handoff, then start over. It
+//! keeps every running job's module compiled, so a task moved here starts
+//! without a cold compile.
 //!
 //! Everything it asks of the world goes through its settings' seams (the
 //! coordinator, the storage dir, the executor), so the deterministic
 //! simulation runs this very code.
 
+mod changes;
 mod leader;
+mod session;
 mod standby;
+mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +20,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::coord::{Connector, SessionEvents, SessionState};
-use crate::ha::{self, Event, Fence, Layout, Role, StorageRecordError, SupervisorInfo};
-use crate::job::{Executor, LeaderContext};
+use crate::ha::{self, Layout, StorageRecordError, SupervisorInfo};
+use crate::job::{Executor, WorkerContext};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-pub use leader::LeaderEnd;
+use session::SessionEnd;
 
 /// Everything a supervisor needs to run.
 pub struct SupervisorSettings {
@@ -38,8 +43,8 @@ pub struct SupervisorSettings {
     pub metrics: Arc<Metrics>,
 }
 
-/// Wait between two attempts to bump the epoch when ZooKeeper did not answer.
-const TAKE_LEAD_RETRY: Duration = Duration::from_millis(100);
+/// Wait between two attempts to register when ZooKeeper did not answer.
+const REGISTER_RETRY: Duration = Duration::from_millis(100);
 
 /// Wait between two attempts to reach ZooKeeper.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -131,70 +136,44 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             );
         }
         metrics.zookeeper_connected.set(1);
-        tracing::info!("following");
-
-        let latch = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return Ok(()),
-            state = session_lost(&mut events, &metrics) => {
-                tracing::warn!(?state, "ZooKeeper session ended while following; reconnecting");
-                continue;
-            }
-            latch = ha::contend(session.as_ref(), &layout, &info) => latch,
-            () = standby::keep_warm(session.as_ref(), &layout, executor.as_ref()) => unreachable!("keep_warm never returns"),
-        };
-        let latch = match latch {
-            Ok(latch) => latch,
-            Err(e) => {
-                tracing::warn!("{e}; rejoining the election");
-                continue;
-            }
-        };
-        // The latch is won; a ZooKeeper that does not answer the epoch bump
-        // is asked again while the session lives, rather than the latch
-        // thrown away with the session.
-        let fence = loop {
-            match Fence::take_lead(session.clone(), latch.clone(), &layout, &info).await {
-                Ok(fence) => break fence,
-                Err(e) if e.is_unanswered() => {
-                    tracing::warn!("could not take the lead yet: {e}; asking again");
+        let record = serde_json::to_vec(&info).expect("supervisor info serializes");
+        let workers_dir = layout.workers();
+        let node = loop {
+            let registered = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                state = session_lost(&mut events, &metrics) => {
+                    tracing::warn!(?state, "ZooKeeper session ended while registering; reconnecting");
+                    continue 'session;
+                }
+                registered = session.register(&workers_dir, &record) => registered,
+            };
+            match registered {
+                Ok(node) => break node,
+                Err(e) => {
+                    tracing::warn!("cannot register as a worker: {e}; asking again");
                     tokio::select! {
                         biased;
                         _ = shutdown.changed() => return Ok(()),
-                        state = session_lost(&mut events, &metrics) => {
-                            tracing::warn!(?state, "ZooKeeper session ended while taking the lead; reconnecting");
-                            continue 'session;
-                        }
-                        () = tokio::time::sleep(TAKE_LEAD_RETRY) => {}
+                        () = tokio::time::sleep(REGISTER_RETRY) => {}
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("could not take the lead: {e}; rejoining the election");
-                    continue 'session;
                 }
             }
         };
-        tracing::info!(epoch = fence.epoch(), latch = fence.latch(), "became leader");
-        let ctx = Arc::new(LeaderContext {
-            fence: fence.clone(),
+        let ctx = Arc::new(WorkerContext {
+            session: session.clone(),
+            node,
             layout: layout.clone(),
             storage: storage.clone(),
             executor: executor.clone(),
             supervisor_id: info.id.clone(),
             metrics: metrics.clone(),
         });
-        metrics.leader.set(1);
-        metrics.leader_epoch.set(fence.epoch() as i64);
-        let (role, _) = ha::step(Role::Follower, Event::Elected { epoch: fence.epoch() });
-        let end = leader::lead(ctx, role, &mut events, &mut shutdown).await;
-        metrics.leader.set(0);
-        metrics.leader_epoch.set(0);
+        let end = session::run(ctx, &info, &mut events, &mut shutdown).await;
         metrics.zookeeper_connected.set(0);
         match end {
-            LeaderEnd::Lost(reason) => {
-                tracing::warn!(epoch = fence.epoch(), "stepped down: {reason}; rejoining as a follower");
-            }
-            LeaderEnd::Shutdown => return Ok(()),
+            SessionEnd::Lost(reason) => tracing::warn!("{reason}; joining again with a new session"),
+            SessionEnd::Shutdown => return Ok(()),
         }
     }
 }

@@ -1,0 +1,277 @@
+//! One ZooKeeper session of a supervisor, registered as a worker: run the
+//! tasks assigned here, contend for the leadership and, while leading,
+//! assign tasks; act on the session's state the way Curator does
+//! (disconnected pauses every task until the session is confirmed; expired
+//! stops them all). Every session event and signal goes through
+//! [`ha::step`], and this loop only carries out the actions it returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::changes::{Changes, Wake};
+use super::leader::{Deposed, Leader};
+use super::standby;
+use super::worker::{Unregistered, Worker};
+use crate::coord::{unanswered, SessionEvents, SessionState};
+use crate::ha::{self, Action, Event, Fence, Role, SupervisorInfo};
+use crate::job::{Control, WorkerContext};
+
+/// Why a session's loop ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The session (or the worker node) is gone.
+    Lost(String),
+    /// A signal asked to stop; a connected worker finished its tasks (and
+    /// a leader released its latch) first.
+    Shutdown,
+}
+
+/// How often the worker and the leader look again without a watch event:
+/// a safety net, since a change triggers a pass at once.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a reconnected supervisor asks again whether its nodes exist
+/// when ZooKeeper did not answer (its tasks stay paused meanwhile).
+const NODE_CHECK_RETRY: Duration = Duration::from_millis(100);
+/// Wait between two attempts to bump the epoch when ZooKeeper did not answer.
+const TAKE_LEAD_RETRY: Duration = Duration::from_millis(100);
+/// Wait before joining the election again after it failed.
+const CONTEND_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the session registered as `ctx.node` until it is lost or a
+/// shutdown is asked for.
+pub async fn run(
+    ctx: Arc<WorkerContext>,
+    info: &SupervisorInfo,
+    events: &mut SessionEvents,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let session = ctx.session.clone();
+    let layout = ctx.layout.clone();
+    let metrics = ctx.metrics.clone();
+    let watch = match session.watch_tree(layout.base()).await {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {}, looking every {RECONCILE_INTERVAL:?} only: {e}",
+                layout.base()
+            );
+            None
+        }
+    };
+    let mut changes = Changes::new(watch, &layout);
+    let (mut worker, mut stops) = Worker::new(ctx.clone(), Control::Run);
+    let mut leader: Option<Leader> = None;
+    let contend = || {
+        Box::pin(async {
+            match ha::contend(session.as_ref(), &layout, info).await {
+                Ok(latch) => Some(latch),
+                Err(e) => {
+                    tracing::warn!("{e}; joining the election again shortly");
+                    tokio::time::sleep(CONTEND_RETRY).await;
+                    None
+                }
+            }
+        })
+    };
+    let mut election = Some(contend());
+    // A won latch whose epoch bump went unanswered, and when to ask again.
+    let mut won: Option<(String, Instant)> = None;
+    let warm = standby::keep_warm(session.as_ref(), &layout, ctx.executor.as_ref());
+    tokio::pin!(warm);
+    let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+    // A reconnection whose node check went unanswered, to check again then.
+    let mut recheck: Option<Instant> = None;
+    let mut role = Role::Joining;
+    let mut next_event = Some((Event::Registered, String::new()));
+    loop {
+        if next_event.is_none() {
+            // Biased, session first: a disconnection is acted on before anything else.
+            next_event = tokio::select! {
+                biased;
+                state = events.changed() => {
+                    let event = session_event(&ctx, leader.as_ref(), state).await;
+                    recheck = (state == SessionState::SyncConnected && event.is_none())
+                        .then(|| Instant::now() + NODE_CHECK_RETRY);
+                    event
+                }
+                _ = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now)), if recheck.is_some() => {
+                    let event = session_event(&ctx, leader.as_ref(), SessionState::SyncConnected).await;
+                    recheck = event.is_none().then(|| Instant::now() + NODE_CHECK_RETRY);
+                    event
+                }
+                _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
+                Some((key, end)) = stops.recv() => match worker.stopped(&key, &end) {
+                    Err(Unregistered(why)) => Some((Event::Unregistered, why)),
+                    // Its successor may start now, or its cancellation be confirmed.
+                    Ok(()) => pass(&mut worker, None, role, Wake { worker: true, leader: false }).await,
+                },
+                latch = async { election.as_mut().expect("guarded").await }, if election.is_some() => {
+                    election = None;
+                    match latch {
+                        Some(latch) => won = Some((latch, Instant::now())),
+                        None => election = Some(contend()),
+                    }
+                    None
+                }
+                _ = tokio::time::sleep_until(won.as_ref().map_or_else(Instant::now, |(_, at)| *at)), if won.is_some() => {
+                    let (latch, _) = won.take().expect("guarded");
+                    match Fence::take_lead(session.clone(), latch.clone(), &layout, info).await {
+                        Ok(fence) => {
+                            let epoch = fence.epoch();
+                            tracing::info!(epoch, latch = fence.latch(), "became leader");
+                            leader = Some(Leader::new(fence, layout.clone()));
+                            Some((Event::Elected { epoch }, "elected".to_string()))
+                        }
+                        Err(e) if e.is_unanswered() => {
+                            tracing::warn!("could not take the lead yet: {e}; asking again");
+                            won = Some((latch, Instant::now() + TAKE_LEAD_RETRY));
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!("could not take the lead: {e}; joining the election again");
+                            election = Some(contend());
+                            None
+                        }
+                    }
+                }
+                wake = changes.changed() => pass(&mut worker, leader.as_ref(), role, wake).await,
+                _ = tick.tick() => {
+                    let both = Wake { worker: true, leader: true };
+                    pass(&mut worker, leader.as_ref(), role, both).await
+                }
+                () = &mut warm => unreachable!("keep_warm never returns"),
+            };
+        }
+        let Some((event, why)) = next_event.take() else {
+            continue;
+        };
+        let (next, actions) = ha::step(role, event);
+        role = next;
+        for action in actions {
+            match action {
+                Action::RunTasks => {
+                    tracing::info!(node = %ctx.node, "working");
+                    worker.set_mode(Control::Run);
+                    let both = Wake {
+                        worker: true,
+                        leader: false,
+                    };
+                    next_event = pass(&mut worker, None, role, both).await;
+                }
+                Action::PauseTasks => {
+                    tracing::warn!("disconnected from ZooKeeper: pausing every task until the session is confirmed");
+                    worker.set_mode(Control::Pause);
+                }
+                Action::ResumeTasks => {
+                    tracing::info!("reconnected to ZooKeeper with the session intact: resuming tasks");
+                    worker.set_mode(Control::Run);
+                }
+                Action::StopTasks => worker.stop_all().await,
+                Action::FinishTasks => worker.finish_all().await,
+                Action::Lead => {
+                    let epoch = leader.as_ref().map_or(0, Leader::epoch);
+                    metrics.leader.set(1);
+                    metrics.leader_epoch.set(epoch as i64);
+                    let only = Wake {
+                        worker: false,
+                        leader: true,
+                    };
+                    next_event = pass(&mut worker, leader.as_ref(), role, only).await;
+                }
+                Action::StopLeading => {
+                    if let Some(lost) = leader.take() {
+                        tracing::warn!(epoch = lost.epoch(), "stepped down: {why}; the tasks here run on");
+                    }
+                    metrics.leader.set(0);
+                    metrics.leader_epoch.set(0);
+                }
+                Action::Contend => election = Some(contend()),
+                Action::ReleaseLatch => {
+                    if let Some(leader) = &leader {
+                        leader.release_latch().await;
+                    }
+                }
+                Action::Rejoin => {
+                    metrics.leader.set(0);
+                    metrics.leader_epoch.set(0);
+                    return SessionEnd::Lost(why);
+                }
+                Action::Exit => {
+                    metrics.leader.set(0);
+                    metrics.leader_epoch.set(0);
+                    return SessionEnd::Shutdown;
+                }
+            }
+        }
+    }
+}
+
+/// One pass of the worker and (when leading) the leader, each if `wake`
+/// asks and the role lets it: both act only while connected.
+async fn pass(worker: &mut Worker, leader: Option<&Leader>, role: Role, wake: Wake) -> Option<(Event, String)> {
+    let Role::Worker { suspended: false, .. } = role else {
+        return None;
+    };
+    if wake.worker {
+        if let Err(Unregistered(why)) = worker.reconcile().await {
+            return Some((Event::Unregistered, why));
+        }
+    }
+    if let (true, Some(leader)) = (wake.leader, leader) {
+        if let Err(Deposed(why)) = leader.reconcile().await {
+            return Some((Event::Deposed, why));
+        }
+    }
+    None
+}
+
+/// Translates a session state into a role event, with a reason for the
+/// log. A reconnection whose node checks ZooKeeper does not answer is no
+/// event yet (`None`): one unanswered read is no reason to give anything
+/// up, and the tasks stay paused until the check is answered.
+async fn session_event(ctx: &WorkerContext, leader: Option<&Leader>, state: SessionState) -> Option<(Event, String)> {
+    super::note_connection(&ctx.metrics, state);
+    match state {
+        SessionState::Disconnected => Some((Event::ConnectionLost, "disconnected".into())),
+        SessionState::SyncConnected => {
+            let registered = match ctx.session.exists(&ctx.node).await {
+                Ok(found) => found,
+                Err(e) if unanswered(&e) => {
+                    tracing::warn!("reconnected, but the worker node check went unanswered: {e}; asking again");
+                    return None;
+                }
+                Err(e) => {
+                    return Some((
+                        Event::Reconnected {
+                            registered: false,
+                            latch_held: false,
+                        },
+                        format!("cannot confirm the worker node: {e}"),
+                    ))
+                }
+            };
+            let latch_held = match leader {
+                None => true,
+                Some(leader) => match ctx.session.exists(leader.latch()).await {
+                    Ok(found) => found,
+                    Err(e) if unanswered(&e) => {
+                        tracing::warn!("reconnected, but the latch check went unanswered: {e}; asking again");
+                        return None;
+                    }
+                    Err(_) => false,
+                },
+            };
+            let why = match (registered, latch_held) {
+                (false, _) => "the worker node is gone",
+                (true, false) => "the latch node is gone",
+                (true, true) => "reconnected",
+            };
+            Some((Event::Reconnected { registered, latch_held }, why.to_string()))
+        }
+        state if state.is_terminated() => Some((Event::SessionEnded, format!("ZooKeeper session {state:?}"))),
+        _ => None,
+    }
+}

@@ -1,0 +1,307 @@
+//! The worker: runs the tasks whose assignment names this supervisor's
+//! worker node, and stops those that no longer do. Every supervisor is
+//! one, the leader included.
+//!
+//! Its methods never wait on long work, so the session loop acts on a
+//! session event at once: stopping a task only tells it to stop, and the
+//! task is collected once it has.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use zookeeper_client as zkc;
+
+use super::standby::read_specs;
+use crate::ha::Assignment;
+use crate::job::{self, control, AttemptError, Control, ControlSender, JobEnd, Task, WorkerContext};
+use crate::spec::{Desired, JobSpec, JobState, JobStatus};
+
+/// A task by job name and index.
+pub type TaskKey = (String, u32);
+
+/// How long a planned handoff waits for the tasks' final checkpoints.
+const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct RunningTask {
+    /// What it was started as: any other spec or assignment version means
+    /// cancelled, deployed again or moved.
+    task: Task,
+    control: ControlSender,
+    handle: JoinHandle<JobEnd>,
+}
+
+/// A task's write found this worker's node gone.
+pub struct Unregistered(pub String);
+
+/// The tasks running here.
+pub struct Worker {
+    ctx: Arc<WorkerContext>,
+    /// The worker node's name (the last segment of `ctx.node`).
+    node: String,
+    /// Tasks running here (ordered, so every pass goes the same way).
+    tasks: BTreeMap<TaskKey, RunningTask>,
+    /// Tasks told to stop that have not yet, each awaited by a task of its
+    /// own that reports on `stopped`: none of the same key starts until
+    /// its predecessor has, or both would write one sink.
+    stopping: BTreeMap<TaskKey, JoinHandle<()>>,
+    stopped: mpsc::UnboundedSender<(TaskKey, JobEnd)>,
+    /// What every task is told: Run, or Pause while the session is in doubt.
+    mode: Control,
+}
+
+impl Worker {
+    /// A worker with no tasks yet; tasks that stop are reported on the receiver.
+    pub fn new(ctx: Arc<WorkerContext>, mode: Control) -> (Worker, mpsc::UnboundedReceiver<(TaskKey, JobEnd)>) {
+        let node = ctx.node.rsplit('/').next().unwrap_or_default().to_string();
+        let (stopped, stops) = mpsc::unbounded_channel();
+        let worker = Worker {
+            ctx,
+            node,
+            tasks: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            stopped,
+            mode,
+        };
+        (worker, stops)
+    }
+
+    /// Tells every task what to do.
+    pub fn set_mode(&mut self, mode: Control) {
+        self.mode = mode;
+        for task in self.tasks.values() {
+            task.control.send_replace(mode);
+        }
+    }
+
+    /// Hears that a task told to stop has; a deposed one means the worker
+    /// node is gone.
+    pub fn stopped(&mut self, key: &TaskKey, end: &JobEnd) -> Result<(), Unregistered> {
+        self.stopping.remove(key);
+        if *end == JobEnd::Deposed {
+            return Err(Unregistered(format!(
+                "task {}/{} found the worker node gone",
+                key.0, key.1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Brings the tasks running here in line with the assignments. Fails
+    /// only if a fenced write found this worker's node gone; anything else
+    /// that fails is logged and tried again at the next pass.
+    pub async fn reconcile(&mut self) -> Result<(), Unregistered> {
+        self.reap().await?;
+        let session = self.ctx.session.as_ref();
+        let specs = match read_specs(session, &self.ctx.layout).await {
+            Ok(specs) => specs,
+            Err(e) => {
+                tracing::warn!("cannot read the job specs, changing nothing until they read: {e}");
+                return Ok(());
+            }
+        };
+        let mut wanted: BTreeMap<TaskKey, Task> = BTreeMap::new();
+        let mut cancelled: Vec<Task> = Vec::new();
+        for (spec, version) in &specs {
+            let mine = match self.assigned_here(spec, *version).await {
+                Ok(mine) => mine,
+                Err(e) => {
+                    tracing::warn!(job = %spec.name, "cannot read the job's tasks, changing nothing for it: {e}");
+                    // What runs keeps running until they read.
+                    for (key, running) in self.tasks.range((spec.name.clone(), 0)..=(spec.name.clone(), u32::MAX)) {
+                        wanted.insert(key.clone(), running.task.clone());
+                    }
+                    continue;
+                }
+            };
+            for (task, current) in mine {
+                if spec.desired == Desired::Running && current {
+                    wanted.insert((spec.name.clone(), task.share.index), task);
+                } else {
+                    cancelled.push(task);
+                }
+            }
+        }
+        let unwanted: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(key, running)| {
+                wanted
+                    .get(*key)
+                    .is_none_or(|t| (t.version, t.assignment) != (running.task.version, running.task.assignment))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unwanted {
+            tracing::info!(task = %self.tasks[&key].task.label(), "task cancelled, deployed again or moved: stopping it here");
+            self.stop(&key);
+        }
+        for task in cancelled {
+            let key = (task.spec.name.clone(), task.share.index);
+            if self.tasks.contains_key(&key) || self.stopping.contains_key(&key) {
+                continue;
+            }
+            self.confirm_cancelled(&task).await?;
+        }
+        for (key, task) in wanted {
+            if self.tasks.contains_key(&key) || self.stopping.contains_key(&key) {
+                continue;
+            }
+            let restarts = match self.status(&task).await {
+                Ok(Some(status)) if status.epoch == task.generation && status.state == JobState::Failed => continue,
+                Ok(status) => status.map_or(0, |s| s.restarts),
+                Err(e) => {
+                    tracing::warn!(task = %task.label(), "cannot read the task's status, starting it later: {e}");
+                    continue;
+                }
+            };
+            let (control, receiver) = control::channel(self.mode);
+            let handle = job::spawn(self.ctx.clone(), task.clone(), restarts, receiver);
+            self.tasks.insert(key, RunningTask { task, control, handle });
+        }
+        Ok(())
+    }
+
+    /// The tasks of `spec`'s job assigned to this worker node, with
+    /// whether they belong to its current deployment; none of it if the
+    /// job has failed for good.
+    async fn assigned_here(&self, spec: &JobSpec, version: i32) -> Result<Vec<(Task, bool)>, zkc::Error> {
+        let session = self.ctx.session.as_ref();
+        let layout = &self.ctx.layout;
+        if spec.desired == Desired::Running {
+            match session.get_data(&layout.job_status(&spec.name)).await {
+                Ok((data, _)) => {
+                    if serde_json::from_slice::<JobStatus>(&data).is_ok_and(|s| s.state == JobState::Failed) {
+                        return Ok(Vec::new());
+                    }
+                }
+                Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut mine = Vec::new();
+        for share in spec.shares() {
+            let (data, assignment) = match session.get_data(&layout.task(&spec.name, share.index)).await {
+                Ok(found) => found,
+                Err(zkc::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(a) = serde_json::from_slice::<Assignment>(&data) else {
+                continue;
+            };
+            if a.worker == self.node {
+                let task = Task {
+                    spec: spec.clone(),
+                    version,
+                    share,
+                    assignment,
+                    generation: a.generation,
+                };
+                mine.push((task, a.uid == spec.uid));
+            }
+        }
+        Ok(mine)
+    }
+
+    /// Tells the leader a task of this worker's that was cancelled, or
+    /// belongs to a deployment since replaced, has stopped.
+    async fn confirm_cancelled(&self, task: &Task) -> Result<(), Unregistered> {
+        match self.status(task).await {
+            Ok(Some(s)) if s.epoch == task.generation && matches!(s.state, JobState::Canceled | JobState::Failed) => {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(task = %task.label(), "cannot read the task's status, trying again later: {e}");
+                return Ok(());
+            }
+        }
+        match self.ctx.write_status(task, JobState::Canceled, 0, None).await {
+            Ok(()) => {
+                tracing::info!(task = %task.label(), "task cancelled and stopped");
+                Ok(())
+            }
+            Err(AttemptError::Deposed) => Err(Unregistered("a fenced status write was refused".into())),
+            Err(e) => {
+                tracing::warn!(task = %task.label(), "cannot mark the task cancelled, trying again later: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// A task's status; `None` if it has none (or an unreadable one).
+    async fn status(&self, task: &Task) -> Result<Option<JobStatus>, zkc::Error> {
+        let path = self.ctx.layout.task_status(&task.spec.name, task.share.index);
+        match self.ctx.session.get_data(&path).await {
+            Ok((data, _)) => Ok(serde_json::from_slice(&data).ok()),
+            Err(zkc::Error::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Collects tasks that ended on their own; a deposed one means the worker node is gone.
+    async fn reap(&mut self) -> Result<(), Unregistered> {
+        let ended: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.handle.is_finished())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut deposed = Ok(());
+        for key in ended {
+            let task = self.tasks.remove(&key).expect("listed above");
+            if let Ok(JobEnd::Deposed) = task.handle.await {
+                deposed = Err(Unregistered(format!(
+                    "task {} found the worker node gone",
+                    task.task.label()
+                )));
+            }
+        }
+        deposed
+    }
+
+    /// Tells a task to stop, without waiting: the loop hears on `stopped`
+    /// once it has.
+    fn stop(&mut self, key: &TaskKey) {
+        if let Some(task) = self.tasks.remove(key) {
+            task.control.send_replace(Control::Stop);
+            let stopped = self.stopped.clone();
+            let waiter = tokio::spawn({
+                let key = key.clone();
+                async move {
+                    let end = task.handle.await.unwrap_or(JobEnd::Stopped);
+                    let _ = stopped.send((key, end));
+                }
+            });
+            self.stopping.insert(key.clone(), waiter);
+        }
+    }
+
+    /// Stops every task at once and waits until all have.
+    pub async fn stop_all(&mut self) {
+        self.set_mode(Control::Stop);
+        let handles = std::mem::take(&mut self.tasks).into_values().map(|t| t.handle);
+        futures::future::join_all(handles).await;
+        futures::future::join_all(std::mem::take(&mut self.stopping).into_values()).await;
+    }
+
+    /// Planned handoff: every task takes a final checkpoint and publishes
+    /// it; any that has not within [`FINISH_TIMEOUT`] is stopped.
+    pub async fn finish_all(&mut self) {
+        self.set_mode(Control::Finish);
+        let tasks = std::mem::take(&mut self.tasks);
+        let (controls, handles): (Vec<_>, Vec<_>) = tasks.into_values().map(|t| (t.control, t.handle)).unzip();
+        let stopping = std::mem::take(&mut self.stopping).into_values();
+        let all = async {
+            futures::future::join_all(handles).await;
+            futures::future::join_all(stopping).await;
+        };
+        if tokio::time::timeout(FINISH_TIMEOUT, all).await.is_err() {
+            tracing::warn!("tasks did not finish within {FINISH_TIMEOUT:?}; stopping them");
+            for control in controls {
+                control.send_replace(Control::Stop);
+            }
+        }
+    }
+}
