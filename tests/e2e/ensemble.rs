@@ -73,7 +73,7 @@ fn a_zookeeper_stall_shorter_than_the_session_spends_no_restart() {
 
     send_signal(cluster.zk.pid(0), "STOP");
     wait_for("the leader to pause its jobs", Duration::from_secs(10), || {
-        cluster.log_of(leader).contains("pausing every job").then_some(())
+        cluster.log_of(leader).contains("pausing every task").then_some(())
     });
     send_signal(cluster.zk.pid(0), "CONT");
 

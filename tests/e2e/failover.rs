@@ -22,7 +22,7 @@ fn counter_output_is_exactly_once_across_repeated_leader_kills() {
                 (n >= seen + 20).then_some(n)
             },
         );
-        cluster.replace_leader();
+        cluster.replace_runner("counter");
     }
     let lines = wait_for("output after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&out);
@@ -68,7 +68,7 @@ fn event_time_windows_fire_exactly_once_across_leader_kills() {
                 (n >= seen + 10).then_some(n)
             },
         );
-        cluster.replace_leader();
+        cluster.replace_runner("windows");
     }
     let lines = wait_for("windows after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&out);
@@ -159,7 +159,7 @@ fn dead_letters_are_exactly_once_across_leader_kills() {
                 (n >= seen + 20).then_some(n)
             },
         );
-        cluster.replace_leader();
+        cluster.replace_runner("refusing");
     }
     let letters = wait_for("dead letters after the last failover", Duration::from_secs(60), || {
         let lines = read_lines(&dead);

@@ -232,6 +232,47 @@ impl Cluster {
         job
     }
 
+    /// The supervisor (`--id`) each task of job `name` is assigned to.
+    pub fn task_workers(&self, name: &str) -> Vec<Option<String>> {
+        let job = self.job(name).unwrap_or_default();
+        let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.iter().map(|t| t["worker"].as_str().map(str::to_string)).collect()
+    }
+
+    /// The pid of the live supervisor with `--id` `id`.
+    pub fn pid_of(&self, id: &str) -> Option<u32> {
+        let status = self.status();
+        let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+        replicas
+            .iter()
+            .find(|r| r["id"] == id)
+            .and_then(|r| r["pid"].as_u64())
+            .map(|pid| pid as u32)
+    }
+
+    /// The pid of the supervisor running task 0 of job `name`, once it runs.
+    pub fn runner_pid(&self, name: &str) -> u32 {
+        wait_for(&format!("job {name} to run"), Duration::from_secs(30), || {
+            let job = self.job(name)?;
+            let worker = job["tasks"][0]["worker"].as_str()?.to_string();
+            (job["tasks"][0]["state"] == "RUNNING").then_some(())?;
+            self.pid_of(&worker)
+        })
+    }
+
+    /// `kill -9` of the supervisor running job `name` (its task 0), a
+    /// supervisor started in its place, and a wait for the task to run
+    /// elsewhere; returns the pid it runs on now.
+    pub fn replace_runner(&mut self, name: &str) -> u32 {
+        let runner = self.runner_pid(name);
+        self.signal(runner, "KILL");
+        self.start_supervisor();
+        wait_for(&format!("job {name} to move"), Duration::from_secs(30), || {
+            let pid = self.runner_pid(name);
+            (pid != runner).then_some(pid)
+        })
+    }
+
     /// The pid of the leader, once one has taken the lead (epoch set).
     pub fn leader_pid(&self) -> u32 {
         self.leader_pid_after(None)

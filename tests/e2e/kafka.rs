@@ -54,7 +54,7 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
                 (n >= seen + 100).then_some(n)
             },
         );
-        cluster.replace_leader();
+        cluster.replace_runner("from-kafka");
         // Records produced while the job runs are read too.
         kafka.produce("numbers", numbers(3000 + 1000 * round, 4000 + 1000 * round, |_| None));
     }
@@ -72,7 +72,7 @@ fn a_kafka_source_reads_every_partition_once_across_leader_kills() {
     wait_for("the group's offsets to reach the ends", Duration::from_secs(30), || {
         (kafka.committed("monitor", "numbers", PARTITIONS) == ends).then_some(())
     });
-    let leader = cluster.leader_pid();
+    let leader = cluster.runner_pid("from-kafka");
     wait_for(
         "the lag metric to show every partition read",
         Duration::from_secs(30),
@@ -128,10 +128,12 @@ fn a_kafka_sink_writes_each_record_once_through_a_handoff_and_a_cancel() {
     cluster.start_supervisor();
     deploy_into_kafka(&cluster, &kafka, "to-kafka");
     kafka.read_committed("out", 300);
-    let leader = cluster.leader_pid();
-    cluster.signal(leader, "TERM");
-    cluster.leader_pid_after(Some(leader));
-    // Well past what the old leader wrote (2000 records a second).
+    let runner = cluster.runner_pid("to-kafka");
+    cluster.signal(runner, "TERM");
+    wait_for("the job to move", Duration::from_secs(30), || {
+        (cluster.runner_pid("to-kafka") != runner).then_some(())
+    });
+    // Well past what the old runner wrote (2000 records a second).
     kafka.read_committed("out", 8000);
     cluster.weir_ok(&["cancel", "to-kafka", "--wait", "15s"]);
     // No abort on these paths: a read_committed reader sees exactly the sequence.
@@ -139,7 +141,7 @@ fn a_kafka_sink_writes_each_record_once_through_a_handoff_and_a_cancel() {
     let values: Vec<i64> = records.iter().map(|r| r.value.parse().unwrap()).collect();
     assert_eq!(values, (0..values.len() as i64).collect::<Vec<_>>());
     let writers: std::collections::BTreeSet<&str> = records.iter().map(|r| r.headers["weir-writer"].as_str()).collect();
-    assert_eq!(writers.len(), 2, "the handoff moved the writing to the new leader");
+    assert_eq!(writers.len(), 2, "the handoff moved the writing to another supervisor");
 }
 
 #[test]
@@ -154,7 +156,7 @@ fn a_kafka_sink_under_kill_9_has_every_record_and_extra_copies_only_from_aborted
     let mut seen = 0;
     for _ in 0..2 {
         seen = kafka.read_committed("out", seen + 300).len();
-        cluster.replace_leader();
+        cluster.replace_runner("to-kafka");
     }
     kafka.read_committed("out", seen + 300);
     cluster.weir_ok(&["cancel", "to-kafka", "--wait", "15s"]);
@@ -229,7 +231,7 @@ fn a_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
         (read_lines(&out).len() >= 3000).then_some(())
     });
     // Two more checkpoints: a copy the restart would have caused has landed by then.
-    let leader = cluster.leader_pid();
+    let leader = cluster.runner_pid("from-kafka");
     let committed = || {
         let series = "weir_checkpoints_committed_total{job=\"from-kafka\"}";
         crate::harness::metric_in(&cluster.metrics(leader), series).unwrap_or_default()

@@ -20,5 +20,6 @@ mod faults;
 mod kafka;
 mod pipeline;
 mod postgres;
+mod scale;
 mod storage;
 mod wordcount;

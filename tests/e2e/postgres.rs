@@ -74,18 +74,18 @@ fn a_table_holds_each_row_once_across_kills_of_the_leader_and_the_database() {
             // Mid-stream, between a checkpoint's pointer and its rows or not.
             pg.kill();
             // Down until a checkpoint's publish is seen waiting for it.
-            let leader = cluster.leader_pid();
+            let runner = cluster.runner_pid("windows");
             wait_for(
                 "the sink-wait metric to show the publish waiting",
                 Duration::from_secs(30),
                 || {
-                    let waited = metric_in(&cluster.metrics(leader), "weir_sink_wait_ms{job=\"windows\"}");
+                    let waited = metric_in(&cluster.metrics(runner), "weir_sink_wait_ms{job=\"windows\"}");
                     waited.filter(|ms| *ms > 0.0)
                 },
             );
             pg.start_again();
         } else {
-            cluster.replace_leader();
+            cluster.replace_runner("windows");
         }
     }
     let n = wait_for("rows after the last kill", Duration::from_secs(60), || {

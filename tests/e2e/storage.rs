@@ -162,7 +162,8 @@ fn retained_snapshots(cluster: &Cluster, job: &str) -> Vec<PathBuf> {
 
     let deployments = cluster.path("storage/checkpoints").join(job);
     let uid = std::fs::read_dir(&deployments).unwrap().next().unwrap().unwrap().path();
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&uid)
+    let task = uid.join("0");
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&task)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter_map(|dir| {

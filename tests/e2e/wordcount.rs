@@ -34,12 +34,14 @@ fn wordcount_keeps_its_counts_across_a_failover() {
         (read_lines(&out) == want).then_some(())
     });
 
-    let leader = cluster.leader_pid();
-    cluster.signal(leader, "KILL");
+    let runner = cluster.runner_pid("words");
+    cluster.signal(runner, "KILL");
     let second = ["the fox again", "and THE dog"];
     let mut file = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
     file.write_all((second.join("\n") + "\n").as_bytes()).unwrap();
-    cluster.leader_pid_after(Some(leader));
+    wait_for("the job to move", Duration::from_secs(30), || {
+        (cluster.runner_pid("words") != runner).then_some(())
+    });
 
     let want = expected(&[&first[..], &second[..]].concat());
     wait_for(

@@ -71,7 +71,7 @@ impl Executor for SimExecutor {
     async fn load(
         &self,
         spec: &JobSpec,
-        _share: Share,
+        share: Share,
         restored: Option<&Checkpoint>,
         _table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError> {
@@ -101,6 +101,7 @@ impl Executor for SimExecutor {
             name: spec.name.clone(),
             uid: spec.uid.clone(),
             layout: self.layout.clone(),
+            share,
             next,
             interval: spec.checkpoint_interval,
         }))
@@ -114,7 +115,9 @@ struct SimLoop {
     name: String,
     uid: String,
     layout: crate::ha::Layout,
-    /// The next number the source gives.
+    /// The task's share: its `k`-th number is `index + k * of`.
+    share: Share,
+    /// How many numbers the task's source has given.
     next: u64,
     interval: Duration,
 }
@@ -188,7 +191,8 @@ impl SimLoop {
                 state.note(|| format!("node {node}: job {name} at {next} draws {drawn:?}"));
                 drawn
             };
-            for n in self.next..self.next + count {
+            let (index, of) = (u64::from(self.share.index), u64::from(self.share.of));
+            for n in (self.next..self.next + count).map(|k| index + k * of) {
                 let to = if is_dead_letter(n) {
                     &mut staged.1
                 } else {
@@ -330,14 +334,28 @@ fn is_dead_letter(n: u64) -> bool {
     n.is_multiple_of(5)
 }
 
-/// The file a job of deployment `uid` writes its dead letters to.
-pub fn dead_letter_path(uid: &str) -> String {
-    format!("/sim/{uid}.dead")
+/// The file a job of deployment `uid` with `tasks` tasks writes its output
+/// (or its dead letters) to: `{task}` is each task's number, and the
+/// name says which numbers the task has.
+pub fn sink_path(uid: &str, tasks: u32, dead: bool) -> String {
+    let kind = if dead { "dead" } else { "out" };
+    format!("/sim/{uid}.t{{task}}of{tasks}.{kind}")
 }
 
-/// What is wrong with a sink at `path` that should hold the numbers
-/// `0\n1\n2\n...` that are not dead letters (or, for a dead-letter
-/// sink, those that are), if anything.
+/// The numbers task `i` of `n` has, from the name [`sink_path`] gave its
+/// file (all of them for a name without one).
+fn share_of(path: &str) -> (u64, u64) {
+    let share = path.rsplit_once(".t").and_then(|(_, rest)| {
+        let (share, _) = rest.split_once('.')?;
+        let (i, n) = share.split_once("of")?;
+        Some((i.parse().ok()?, n.parse().ok()?))
+    });
+    share.unwrap_or((0, 1))
+}
+
+/// What is wrong with a sink at `path` that should hold its task's share
+/// of the numbers `0\n1\n2\n...` that are not dead letters (or, for a
+/// dead-letter sink, those that are), if anything.
 pub fn sequence_problem(path: &str, file: &[u8]) -> Option<String> {
     let Ok(text) = std::str::from_utf8(file) else {
         return Some("is not text".into());
@@ -346,7 +364,8 @@ pub fn sequence_problem(path: &str, file: &[u8]) -> Option<String> {
         return Some("ends in a partial line".into());
     }
     let dead = path.ends_with(".dead");
-    let mut expected = (0..).filter(|n| is_dead_letter(*n) == dead);
+    let (index, of) = share_of(path);
+    let mut expected = (0..).map(|k| index + k * of).filter(|n| is_dead_letter(*n) == dead);
     for (i, line) in text.lines().enumerate() {
         if Some(line) != expected.next().map(|n| n.to_string()).as_deref() {
             return Some(format!("line {i} is {line:?}: lost or duplicated output"));

@@ -22,7 +22,7 @@ use std::time::Duration;
 use object_store::memory::InMemory;
 use tokio::sync::watch;
 
-use self::executor::{dead_letter_path, sequence_problem, SimExecutor, DOOMED};
+use self::executor::{sequence_problem, sink_path, SimExecutor, DOOMED};
 use self::storage::SimStore;
 use self::world::{Process, Rates, World, Znode};
 use self::zookeeper::{disconnect, expire, hear, reconnect, SimConnector};
@@ -35,9 +35,12 @@ use crate::supervisor::{self, SupervisorSettings};
 
 /// Supervisors kept alive (killed ones are replaced).
 const SUPERVISORS: usize = 3;
-/// The jobs every simulated cluster runs: two that count, one that fails
-/// for good at once (its FAILED state must stick).
+/// The jobs every simulated cluster runs: two that count (count-a as
+/// [`PARALLEL`] tasks), one that fails for good at once (its FAILED state
+/// must stick).
 const JOBS: [&str; 3] = ["count-a", "count-b", DOOMED];
+/// The tasks of count-a.
+const PARALLEL: u32 = 2;
 /// A job a simulated user deploys, cancels and deploys again.
 const EXTRA: &str = "extra";
 
@@ -73,6 +76,7 @@ impl Sim {
             state.next_sequence += 1;
             format!("uid-{name}-{}", state.next_sequence)
         };
+        let parallelism = if name == "count-a" { PARALLEL } else { 1 };
         let spec = JobSpec {
             name: name.to_string(),
             uid: uid.clone(),
@@ -83,7 +87,7 @@ impl Sim {
                 timestamp: None,
             },
             sink: SinkSpec::File {
-                path: format!("/sim/{uid}.out"),
+                path: sink_path(&uid, parallelism, false),
             },
             checkpoint_interval: Duration::from_millis(100),
             config: Vec::new(),
@@ -95,11 +99,11 @@ impl Sim {
                 RestartStrategy::default()
             },
             on_error: OnError::DeadLetter {
-                sink: dead_letter_sink(name, &uid),
+                sink: dead_letter_sink(name, &uid, parallelism),
             },
             watermark: None,
             grants: Default::default(),
-            parallelism: 1,
+            parallelism,
             desired: Desired::Running,
             created_ms: 0,
         };
@@ -319,50 +323,60 @@ impl Sim {
             .filter_map(|z| serde_json::from_slice(&z.data).ok())
             .collect();
         for spec in &deployed {
-            let (name, uid) = (spec.name.as_str(), spec.uid.as_str());
-            let assigned = state
-                .tree
-                .get(&self.layout.task(name, 0))
-                .and_then(|z| serde_json::from_slice::<crate::ha::Assignment>(&z.data).ok());
-            if assigned.is_none_or(|a| a.uid != uid) {
-                // Not yet assigned in this deployment: the pointer is its predecessor's.
-                continue;
+            for share in spec.shares() {
+                self.check_task(&state, spec, share.index)?;
             }
-            let pointer = state
-                .tree
-                .get(&self.layout.task_checkpoint(name, 0))
-                .map(|z| Pointer::decode(&z.data).expect("the pointer decodes"))
-                .unwrap_or_default();
-            let dir = |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/{uid}/0/{}-{}", c.id, c.epoch);
-            for c in &pointer.retained {
-                for object in ["snapshot", "output", "meta.json"] {
-                    if !state.objects.contains_key(&format!("{}/{object}", dir(*c))) {
-                        return Err(format!("job {name}: the pointer names {c:?}, whose {object} is gone"));
-                    }
-                }
-            }
-            let committed_end = pointer.latest().map_or((0, 0), |c| {
-                let meta = CheckpointMeta::decode(&state.objects[&format!("{}/meta.json", dir(c))]).expect("meta");
-                let dead_letters = match meta.dead_letters_sha256 {
-                    Some(_) => state.objects[&format!("{}/dead-letters", dir(c))].len() as u64,
-                    None => 0,
-                };
-                (
-                    meta.sink_offset + state.objects[&format!("{}/output", dir(c))].len() as u64,
-                    meta.dead_letter_offset + dead_letters,
-                )
-            });
-            let ends = [format!("/sim/{uid}.out"), dead_letter_path(uid)]
-                .map(|path| state.sinks.get(&path).map_or(0, |f| f.len() as u64));
-            for (what, sink, committed_end) in [
-                ("sink", ends[0], committed_end.0),
-                ("dead-letter sink", ends[1], committed_end.1),
-            ] {
-                if sink > committed_end {
+        }
+        Ok(())
+    }
+
+    /// Task `task` of `spec`: its pointer names only checkpoints that
+    /// exist, and its sinks hold nothing past the newest one's end.
+    fn check_task(&self, state: &world::State, spec: &JobSpec, task: u32) -> Result<(), String> {
+        let (name, uid) = (spec.name.as_str(), spec.uid.as_str());
+        let assigned = state
+            .tree
+            .get(&self.layout.task(name, task))
+            .and_then(|z| serde_json::from_slice::<crate::ha::Assignment>(&z.data).ok());
+        if assigned.is_none_or(|a| a.uid != uid) {
+            // Not yet assigned in this deployment: the pointer is its predecessor's.
+            return Ok(());
+        }
+        let pointer = state
+            .tree
+            .get(&self.layout.task_checkpoint(name, task))
+            .map(|z| Pointer::decode(&z.data).expect("the pointer decodes"))
+            .unwrap_or_default();
+        let dir = |c: crate::checkpoint::CheckpointRef| format!("checkpoints/{name}/{uid}/{task}/{}-{}", c.id, c.epoch);
+        for c in &pointer.retained {
+            for object in ["snapshot", "output", "meta.json"] {
+                if !state.objects.contains_key(&format!("{}/{object}", dir(*c))) {
                     return Err(format!(
-                        "job {name}: the {what} holds {sink} bytes, past the {committed_end} the newest committed checkpoint ends at"
+                        "task {name}/{task}: the pointer names {c:?}, whose {object} is gone"
                     ));
                 }
+            }
+        }
+        let committed_end = pointer.latest().map_or((0, 0), |c| {
+            let meta = CheckpointMeta::decode(&state.objects[&format!("{}/meta.json", dir(c))]).expect("meta");
+            let dead_letters = match meta.dead_letters_sha256 {
+                Some(_) => state.objects[&format!("{}/dead-letters", dir(c))].len() as u64,
+                None => 0,
+            };
+            (
+                meta.sink_offset + state.objects[&format!("{}/output", dir(c))].len() as u64,
+                meta.dead_letter_offset + dead_letters,
+            )
+        });
+        let ends = sink_files(spec, task).map(|path| state.sinks.get(&path).map_or(0, |f| f.len() as u64));
+        for (what, sink, committed_end) in [
+            ("sink", ends[0], committed_end.0),
+            ("dead-letter sink", ends[1], committed_end.1),
+        ] {
+            if sink > committed_end {
+                return Err(format!(
+                    "task {name}/{task}: the {what} holds {sink} bytes, past the {committed_end} the newest committed checkpoint ends at"
+                ));
             }
         }
         Ok(())
@@ -378,11 +392,13 @@ impl Sim {
             (path, znode.version).hash(&mut hasher);
         }
         for name in JOBS {
-            state
-                .tree
-                .get(&self.layout.task_checkpoint(name, 0))
-                .map(|z| &z.data)
-                .hash(&mut hasher);
+            for task in 0..PARALLEL {
+                state
+                    .tree
+                    .get(&self.layout.task_checkpoint(name, task))
+                    .map(|z| &z.data)
+                    .hash(&mut hasher);
+            }
         }
         state.objects.keys().for_each(|key| key.hash(&mut hasher));
         state.sinks.hash(&mut hasher);
@@ -403,11 +419,11 @@ impl Sim {
     fn lines(&self, name: &str) -> usize {
         let state = self.world.lock();
         let spec: JobSpec = serde_json::from_slice(&state.tree[&self.layout.job(name)].data).expect("spec");
-        [format!("/sim/{}.out", spec.uid), dead_letter_path(&spec.uid)]
-            .iter()
+        spec.shares()
+            .flat_map(|share| sink_files(&spec, share.index))
             .map(|path| {
-                let sink = state.sinks.get(path).cloned().unwrap_or_default();
-                if let Some(problem) = sequence_problem(path, &sink) {
+                let sink = state.sinks.get(&path).cloned().unwrap_or_default();
+                if let Some(problem) = sequence_problem(&path, &sink) {
                     panic!("job {name}: {problem}");
                 }
                 sink.iter().filter(|b| **b == b'\n').count()
@@ -416,14 +432,26 @@ impl Sim {
     }
 }
 
+/// The files task `task` of `spec` writes its output and its dead letters
+/// to (a topic's name for a Kafka sink, which no file holds).
+fn sink_files(spec: &JobSpec, task: u32) -> [String; 2] {
+    let path = |sink: &SinkSpec| match sink.for_task(task) {
+        SinkSpec::File { path } => path,
+        SinkSpec::Kafka { topic, .. } => topic,
+        other => panic!("the simulation writes files and topics, not {other}"),
+    };
+    let dead = spec.on_error.dead_letters().map_or_else(String::new, path);
+    [path(&spec.sink), dead]
+}
+
 /// Where a job's dead letters go: count-b's to a topic with transactions,
 /// the others' to a file, so both kinds of exactly-once sink are in every run.
-fn dead_letter_sink(name: &str, uid: &str) -> SinkSpec {
-    let path = dead_letter_path(uid);
+fn dead_letter_sink(name: &str, uid: &str, tasks: u32) -> SinkSpec {
+    let path = sink_path(uid, tasks, true);
     match name {
         "count-b" => SinkSpec::Kafka {
             brokers: "sim:9092".into(),
-            topic: path,
+            topic: path.replace(crate::spec::TASK_PLACEHOLDER, "0"),
             delivery: Delivery::ExactlyOnce,
         },
         _ => SinkSpec::File { path },
@@ -562,7 +590,7 @@ fn a_checkpoint_the_storage_dir_fails_to_serve_is_not_skipped() {
             state.unreadable = Some(dir.clone());
             state.processes[0].killed = true;
             expire(&mut state, 0);
-            (dir, format!("/sim/{}.out", spec.uid))
+            (dir, sink_files(&spec, 0)[0].clone())
         };
         sim.world.changed.notify_waiters();
         let before = sim.world.lock().sinks[&sink].len();

@@ -1,0 +1,222 @@
+//! Scale-out: a job's tasks spread over every supervisor, the leader only
+//! assigning them; a worker's death moves its tasks alone, and the
+//! leader's death moves nothing but the leader's own.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::harness::{read_lines, wait_for, Cluster};
+
+/// Tasks of the parallel job.
+const TASKS: u32 = 6;
+
+/// A gap in a surviving task's output longer than this would mean it
+/// paused for the dead supervisor's session timeout (2 s, expired at 2.8 s).
+const MAX_GAP: Duration = Duration::from_millis(1500);
+
+/// Deploys the counter with a window of one (each number its own line) as
+/// `TASKS` tasks, each writing `par-<task>.out`; returns the files.
+fn deploy_parallel(cluster: &Cluster) -> Vec<PathBuf> {
+    let template = cluster.path("par-{task}.out");
+    cluster.deploy(
+        "counter",
+        "par",
+        &[
+            "--parallelism",
+            &TASKS.to_string(),
+            "--config",
+            "window=1",
+            "--source",
+            "sequence:rate=600",
+            "--sink",
+            &format!("file:{}", template.display()),
+        ],
+    );
+    (0..TASKS).map(|i| cluster.path(&format!("par-{i}.out"))).collect()
+}
+
+/// Task `i` of `TASKS` emits `i, i+TASKS, ...`: each file holds exactly a
+/// prefix of its task's share, so together they are the failure-free
+/// sequence, each number once.
+fn assert_each_task_exactly_once(files: &[PathBuf]) {
+    for (i, file) in files.iter().enumerate() {
+        for (k, line) in read_lines(file).iter().enumerate() {
+            let expected = (i + k * TASKS as usize) as i64;
+            assert_eq!(
+                line.parse::<i64>().ok(),
+                Some(expected),
+                "line {k} of task {i}'s {file:?}"
+            );
+        }
+    }
+}
+
+/// Waits until every task runs, and returns the supervisor of each.
+fn running(cluster: &Cluster) -> Vec<String> {
+    wait_for("every task to run", Duration::from_secs(60), || {
+        let job = cluster.job("par")?;
+        let tasks = job["tasks"].as_array()?.clone();
+        let all = tasks.len() == TASKS as usize && tasks.iter().all(|t| t["state"] == "RUNNING");
+        all.then(|| {
+            tasks
+                .iter()
+                .map(|t| t["worker"].as_str().unwrap().to_string())
+                .collect()
+        })
+    })
+}
+
+/// Watches the files of `tasks` while `until` is false, and returns the
+/// longest any of them went without growing.
+fn longest_gap(files: &[PathBuf], tasks: &[usize], mut until: impl FnMut() -> bool) -> Duration {
+    let mut last: BTreeMap<usize, (usize, Instant)> = tasks
+        .iter()
+        .map(|&i| (i, (read_lines(&files[i]).len(), Instant::now())))
+        .collect();
+    let mut longest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !until() {
+        assert!(Instant::now() < deadline, "gave up waiting");
+        std::thread::sleep(Duration::from_millis(50));
+        for (&i, (lines, at)) in &mut last {
+            let now = read_lines(&files[i]).len();
+            if now > *lines {
+                (*lines, *at) = (now, Instant::now());
+            }
+            longest = longest.max(at.elapsed());
+        }
+    }
+    longest
+}
+
+#[test]
+fn tasks_spread_over_every_worker_and_only_a_dead_workers_tasks_move() {
+    let mut cluster = Cluster::new();
+    for _ in 0..3 {
+        cluster.start_supervisor();
+    }
+    let files = deploy_parallel(&cluster);
+    let workers = running(&cluster);
+    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in &workers {
+        *per_worker.entry(w).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{workers:?}"
+    );
+    let status = cluster.status();
+    for replica in status["replicas"].as_array().unwrap() {
+        assert_eq!(replica["tasks"], 2, "{status}");
+    }
+    wait_for("every task's output", Duration::from_secs(30), || {
+        files.iter().all(|f| read_lines(f).len() >= 10).then_some(())
+    });
+
+    // kill -9 of a worker that does not lead: its tasks move once its
+    // session expires; the others never stop.
+    let leader = cluster.leader_pid();
+    let victim_id = workers
+        .iter()
+        .find(|w| cluster.pid_of(w) != Some(leader))
+        .unwrap()
+        .clone();
+    let victim = cluster.pid_of(&victim_id).unwrap();
+    let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == victim_id);
+    cluster.signal(victim, "KILL");
+    let gap = longest_gap(&files, &stayed, || {
+        let now = cluster.task_workers("par");
+        moved.iter().all(|&i| now[i].as_deref().is_some_and(|w| w != victim_id))
+    });
+    assert!(gap < MAX_GAP, "a surviving task paused {gap:?} while a worker died");
+    let after = running(&cluster);
+    for &i in &stayed {
+        assert_eq!(after[i], workers[i], "task {i} moved though its worker lives");
+    }
+    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
+    wait_for("the moved tasks to resume", Duration::from_secs(30), || {
+        moved
+            .iter()
+            .zip(&grown)
+            .all(|(&i, &n)| read_lines(&files[i]).len() > n + 10)
+            .then_some(())
+    });
+
+    // kill -9 of the leader: the tasks elsewhere keep committing; only
+    // the leader's own move.
+    let leader_id = status["leader"]["id"].as_str().unwrap().to_string();
+    let workers = running(&cluster);
+    let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == leader_id);
+    cluster.signal(leader, "KILL");
+    let gap = longest_gap(&files, &stayed, || {
+        let now = cluster.task_workers("par");
+        moved.iter().all(|&i| now[i].as_deref().is_some_and(|w| w != leader_id))
+    });
+    assert!(gap < MAX_GAP, "a task paused {gap:?} while the leader died");
+    let after = running(&cluster);
+    for &i in &stayed {
+        assert_eq!(after[i], workers[i], "task {i} moved with the leader");
+    }
+    let grown: Vec<usize> = (0..TASKS as usize).map(|i| read_lines(&files[i]).len()).collect();
+    wait_for("every task to carry on", Duration::from_secs(30), || {
+        (0..TASKS as usize)
+            .all(|i| read_lines(&files[i]).len() > grown[i] + 10)
+            .then_some(())
+    });
+    assert_each_task_exactly_once(&files);
+}
+
+#[test]
+fn a_worker_paused_past_its_session_writes_nothing_for_its_moved_tasks() {
+    let mut cluster = Cluster::new();
+    for _ in 0..2 {
+        cluster.start_supervisor();
+    }
+    let files = deploy_parallel(&cluster);
+    let workers = running(&cluster);
+    let leader = cluster.leader_pid();
+    let paused_id = workers
+        .iter()
+        .find(|w| cluster.pid_of(w) != Some(leader))
+        .unwrap()
+        .clone();
+    let paused = cluster.pid_of(&paused_id).unwrap();
+    let moved: Vec<usize> = (0..TASKS as usize).filter(|&i| workers[i] == paused_id).collect();
+    assert!(!moved.is_empty(), "the paused worker has tasks: {workers:?}");
+    cluster.signal(paused, "STOP");
+    wait_for("its tasks to move", Duration::from_secs(30), || {
+        let now = cluster.task_workers("par");
+        moved
+            .iter()
+            .all(|&i| now[i].as_deref().is_some_and(|w| w != paused_id))
+            .then_some(())
+    });
+    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
+    wait_for("the moved tasks to run on", Duration::from_secs(30), || {
+        moved
+            .iter()
+            .zip(&grown)
+            .all(|(&i, &n)| read_lines(&files[i]).len() > n + 20)
+            .then_some(())
+    });
+    cluster.signal(paused, "CONT");
+    // The woken worker finds its session expired: it stops its tasks
+    // before they commit anything and joins again with a new session.
+    wait_for("the woken worker to give its tasks up", Duration::from_secs(30), || {
+        cluster
+            .log_of(paused)
+            .contains("joining again with a new session")
+            .then_some(())
+    });
+    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
+    wait_for("more output after the wake", Duration::from_secs(30), || {
+        moved
+            .iter()
+            .zip(&grown)
+            .all(|(&i, &n)| read_lines(&files[i]).len() > n + 20)
+            .then_some(())
+    });
+    assert_each_task_exactly_once(&files);
+}
