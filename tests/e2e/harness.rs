@@ -278,15 +278,6 @@ impl Cluster {
         self.leader_pid_after(None)
     }
 
-    /// `kill -9` of the leader, a supervisor started in its place, and a
-    /// wait for the new leader; returns its pid.
-    pub fn replace_leader(&mut self) -> u32 {
-        let leader = self.leader_pid();
-        self.signal(leader, "KILL");
-        self.start_supervisor();
-        self.leader_pid_after(Some(leader))
-    }
-
     /// The pid of a leader other than `old`, waiting for `old`'s session to expire.
     pub fn leader_pid_after(&self, old: Option<u32>) -> u32 {
         wait_for("a new leader", Duration::from_secs(30), || {
