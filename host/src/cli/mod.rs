@@ -1,6 +1,7 @@
 //! The `weir` command line: argument parsing and dispatch. Every failure
 //! reaches the user as one line naming the cause and the fix.
 
+mod balance;
 mod cancel;
 mod delete;
 mod deploy;
@@ -31,14 +32,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a supervisor replica: contend for leadership and, as leader, run the jobs.
+    /// Run a supervisor replica: run the tasks assigned to it, and contend
+    /// for leadership, which assigns them.
     Supervisor(SupervisorArgs),
     /// Deploy a job: store its module and write its spec; the leader starts it.
     Deploy(Box<deploy::DeployArgs>),
     /// List the jobs with their state and last checkpoint.
     Jobs(jobs::JobsArgs),
-    /// Show the cluster: leader, epoch and live replicas.
+    /// Show the cluster: leader, epoch, live replicas and their task counts.
     Status(status::StatusArgs),
+    /// Move every task off a supervisor, by handoff (`--undo` to let it run tasks again).
+    Drain(balance::DrainArgs),
+    /// Even the tasks out over the supervisors now, by handoff.
+    Rebalance(balance::RebalanceArgs),
     /// Cancel a job: the leader stops it and its output.
     Cancel(cancel::CancelArgs),
     /// Delete a cancelled job: its spec, status and checkpoints (not its output).
@@ -178,6 +184,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(*args).await,
         Command::Jobs(args) => jobs::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Drain(args) => balance::drain(args).await,
+        Command::Rebalance(args) => balance::rebalance(args).await,
         Command::Cancel(args) => cancel::run(args).await,
         Command::Delete(args) => delete::run(args).await,
     }

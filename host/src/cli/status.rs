@@ -65,6 +65,8 @@ pub struct ReplicaView {
     pub role: &'static str,
     /// How many tasks of running jobs are assigned to it.
     pub tasks: usize,
+    /// `weir drain` asked that it run no task.
+    pub draining: bool,
     /// Its latch node.
     pub latch: String,
 }
@@ -77,6 +79,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let tasks = tasks_per_supervisor(&client, &layout).await?;
+    let drains: Vec<String> = client.list_children(&layout.drains()).await.unwrap_or_default();
     let replicas: Vec<ReplicaView> = candidates(&client, &layout)
         .await?
         .into_iter()
@@ -89,6 +92,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 address: info.address,
                 role: if i == 0 { "leader" } else { "follower" },
                 tasks: tasks.get(&info.id).copied().unwrap_or(0),
+                draining: drains.contains(&info.id),
                 id: info.id,
                 latch,
             }
@@ -130,7 +134,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 .map(|r| {
                     vec![
                         r.id.clone(),
-                        r.role.to_string(),
+                        if r.draining {
+                            format!("{} (draining)", r.role)
+                        } else {
+                            r.role.to_string()
+                        },
                         r.tasks.to_string(),
                         r.pid.to_string(),
                         r.host.clone(),

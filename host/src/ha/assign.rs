@@ -7,12 +7,15 @@
 //! A task's assignment names a worker node, which is one supervisor
 //! *session*: the node goes when the session ends, so an assignment whose
 //! node is gone is one whose worker can write nothing more, and only then
-//! is the task given to another. Every reassignment bumps the task's
+//! is the task given to another without asking. A task moves from a live
+//! worker only by handoff: the leader asks (`tasks/<i>/handoff`), the
+//! owner takes a final checkpoint, publishes it and says RELEASED, and only
+//! then does the leader give the task to the worker it asked for. Every reassignment bumps the task's
 //! generation, which is in every object path the new owner writes, and
 //! changes the assignment's znode version, which every write of the old
 //! owner checks: the two can never both commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +38,16 @@ pub struct Assignment {
     pub since_ms: u64,
 }
 
+/// The leader's request that a task's owner hand it off, kept in
+/// `jobs/<name>/tasks/<i>/handoff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The assignment it is for: stale once the task has another.
+    pub generation: u64,
+    /// The worker node to give the task to once it is released.
+    pub to: String,
+}
+
 /// A task as the leader read it.
 #[derive(Debug, Clone, Default)]
 pub struct TaskView {
@@ -42,6 +55,23 @@ pub struct TaskView {
     pub assignment: Option<(Assignment, i32)>,
     /// Its status, if it has a readable one.
     pub status: Option<JobStatus>,
+    /// A handoff asked of it, if any (maybe for an older assignment).
+    pub handoff: Option<Handoff>,
+    /// Whether `tasks/<i>/handoff` exists (it is set, never deleted).
+    pub has_handoff_node: bool,
+}
+
+/// A live worker as the leader sees it.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerView {
+    /// Who it is.
+    pub info: SupervisorInfo,
+    /// `weir drain` asked that it run nothing.
+    pub draining: bool,
+    /// Live for longer than the cooldown (or a rebalance was asked for):
+    /// tasks may be moved to it. A worker that joins and leaves again
+    /// before this never draws tasks away from the others.
+    pub settled: bool,
 }
 
 /// A job as the leader read it.
@@ -77,6 +107,21 @@ pub struct TaskAssign {
 /// A write the leader should make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Ask the owner of `task` (at assignment `assignment`) to hand it off.
+    Handoff {
+        /// The job.
+        job: String,
+        /// Its spec's version.
+        version: i32,
+        /// Which task.
+        task: u32,
+        /// The version its assignment must be at.
+        assignment: i32,
+        /// The request.
+        handoff: Handoff,
+        /// Create the handoff node (else set it).
+        create: bool,
+    },
     /// Give these tasks of `job` (at spec `version`) to workers, in one multi-op.
     Assign {
         /// The job.
@@ -107,9 +152,26 @@ pub enum Decision {
 }
 
 /// What the leader should write, given the jobs and the live workers (by
-/// node name). `now_ms` goes into new assignments.
-pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms: u64) -> Vec<Decision> {
+/// node name). `now_ms` goes into new assignments; tasks in `settling`
+/// moved lately and are not moved again yet.
+pub fn plan(
+    jobs: &[JobView],
+    workers: &BTreeMap<String, WorkerView>,
+    settling: &BTreeSet<(String, u32)>,
+    now_ms: u64,
+) -> Vec<Decision> {
     let live = |a: &Assignment, spec: &JobSpec| a.uid == spec.uid && workers.contains_key(&a.worker);
+    // Where tasks may go: the workers not draining (all of them if every one is).
+    let open: Vec<&str> = workers
+        .iter()
+        .filter(|(_, w)| !w.draining)
+        .map(|(node, _)| node.as_str())
+        .collect();
+    let targets: Vec<&str> = if open.is_empty() {
+        workers.keys().map(String::as_str).collect()
+    } else {
+        open
+    };
     let mut load: BTreeMap<&str, usize> = workers.keys().map(|w| (w.as_str(), 0)).collect();
     let running: Vec<&JobView> = jobs
         .iter()
@@ -121,14 +183,25 @@ pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms
         for task in &job.tasks {
             if let Some((a, _)) = &task.assignment {
                 if live(a, &job.spec) {
-                    *load.get_mut(a.worker.as_str()).expect("live") += 1;
+                    // A task being handed off counts where it goes.
+                    let at = match pending_handoff(a, task) {
+                        Some(h) if workers.contains_key(&h.to) => h.to.as_str(),
+                        _ => a.worker.as_str(),
+                    };
+                    *load.get_mut(at).expect("live") += 1;
                 }
             }
         }
     }
+    let least_loaded = |load: &BTreeMap<&str, usize>| -> Option<String> {
+        targets
+            .iter()
+            .min_by_key(|node| (load[**node], **node))
+            .map(|node| node.to_string())
+    };
     let owners = file_owners(&running);
     let mut decisions = Vec::new();
-    for job in running {
+    for job in &running {
         let spec = &job.spec;
         if let Some((path, owner)) = spec
             .sink_files()
@@ -154,22 +227,48 @@ pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms
         }
         let mut tasks = Vec::new();
         for (index, task) in (0..).zip(&job.tasks) {
-            if task.assignment.as_ref().is_some_and(|(a, _)| live(a, spec)) {
-                continue;
-            }
-            if task
+            let released = task
                 .assignment
                 .as_ref()
-                .is_some_and(|(a, _)| still_running(a, task, workers))
-            {
+                .filter(|(a, _)| live(a, spec) && is_released(a, task));
+            let worker = match released {
+                Some((a, _)) => {
+                    // Released by a handoff: to the worker asked for, if it
+                    // can still take it (its load already counts the task).
+                    let asked = pending_handoff(a, task)
+                        .map(|h| h.to.clone())
+                        .filter(|to| targets.contains(&to.as_str()));
+                    match asked {
+                        Some(to) => to,
+                        None => {
+                            let counted = pending_handoff(a, task)
+                                .map(|h| h.to.as_str())
+                                .filter(|to| workers.contains_key(*to))
+                                .unwrap_or(a.worker.as_str());
+                            *load.get_mut(counted).expect("live") -= 1;
+                            let Some(to) = least_loaded(&load) else { break };
+                            *load.get_mut(to.as_str()).expect("listed") += 1;
+                            to
+                        }
+                    }
+                }
+                None if task.assignment.as_ref().is_some_and(|(a, _)| live(a, spec)) => continue,
                 // The previous deployment's task may still write the sink
                 // this one will: it starts once that one has stopped.
-                continue;
-            }
-            let Some(worker) = load.iter().min_by_key(|(node, n)| (**n, **node)).map(|(node, _)| *node) else {
-                break;
+                None if task
+                    .assignment
+                    .as_ref()
+                    .is_some_and(|(a, _)| still_running(a, task, workers)) =>
+                {
+                    continue
+                }
+                None => {
+                    let Some(to) = least_loaded(&load) else { break };
+                    *load.get_mut(to.as_str()).expect("listed") += 1;
+                    to
+                }
             };
-            *load.get_mut(worker).expect("listed") += 1;
+            let worker = worker.as_str();
             let previous = task.assignment.as_ref();
             let fresh = previous.is_none_or(|(a, _)| a.uid != spec.uid);
             tasks.push(TaskAssign {
@@ -177,7 +276,7 @@ pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms
                 assignment: Assignment {
                     uid: spec.uid.clone(),
                     worker: worker.to_string(),
-                    supervisor: workers[worker].id.clone(),
+                    supervisor: workers[worker].info.id.clone(),
                     generation: previous.map_or(0, |(a, _)| a.generation) + 1,
                     since_ms: now_ms,
                 },
@@ -198,6 +297,7 @@ pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms
             });
         }
     }
+    decisions.extend(handoffs(&running, workers, &targets, settling, &mut load));
     for job in jobs.iter().filter(|j| j.spec.desired == Desired::Canceled) {
         if job.status.as_ref().is_some_and(|s| s.state == JobState::Canceled) {
             continue;
@@ -216,13 +316,89 @@ pub fn plan(jobs: &[JobView], workers: &BTreeMap<String, SupervisorInfo>, now_ms
     decisions
 }
 
-/// Whether the task `a` assigned may still run: its worker lives and it
-/// has not said it stopped for good.
-fn still_running(a: &Assignment, task: &TaskView, workers: &BTreeMap<String, SupervisorInfo>) -> bool {
-    let stopped = task
-        .status
+/// The handoffs that empty draining workers and even out the others: a
+/// task moves from the worker with the most tasks to the settled one with
+/// the fewest while they differ by more than one. Only running tasks of a
+/// live assignment move, none that moved lately, the highest-numbered of a
+/// worker's first.
+fn handoffs(
+    running: &[&JobView],
+    workers: &BTreeMap<String, WorkerView>,
+    targets: &[&str],
+    settling: &BTreeSet<(String, u32)>,
+    load: &mut BTreeMap<&str, usize>,
+) -> Vec<Decision> {
+    // Tasks that may move, by the worker they are on.
+    let mut movable: BTreeMap<&str, Vec<(&JobView, u32, &TaskView)>> = BTreeMap::new();
+    for job in running {
+        for (index, task) in (0..).zip(&job.tasks) {
+            let Some((a, _)) = &task.assignment else { continue };
+            let runs = task
+                .status
+                .as_ref()
+                .is_some_and(|s| s.epoch == a.generation && s.state == JobState::Running);
+            let moving = pending_handoff(a, task).is_some();
+            if a.uid == job.spec.uid
+                && workers.contains_key(&a.worker)
+                && runs
+                && !moving
+                && !settling.contains(&(job.spec.name.clone(), index))
+            {
+                movable.entry(a.worker.as_str()).or_default().push((job, index, task));
+            }
+        }
+    }
+    let receivers: Vec<&str> = targets.iter().copied().filter(|node| workers[*node].settled).collect();
+    let mut decisions = Vec::new();
+    loop {
+        let Some(to) = receivers.iter().copied().min_by_key(|node| (load[*node], *node)) else {
+            break;
+        };
+        // A draining worker gives up everything; the others down to one more than `to`.
+        let from = movable
+            .iter()
+            .filter(|(node, tasks)| !tasks.is_empty() && **node != to)
+            .filter(|(node, _)| workers[**node].draining || load[**node] > load[to] + 1)
+            .max_by_key(|(node, _)| (workers[**node].draining, load[**node], std::cmp::Reverse(**node)))
+            .map(|(node, _)| *node);
+        let Some(from) = from else { break };
+        let (job, index, task) = movable.get_mut(from).expect("listed").pop().expect("not empty");
+        let (a, version) = task.assignment.as_ref().expect("movable");
+        *load.get_mut(from).expect("live") -= 1;
+        *load.get_mut(to).expect("listed") += 1;
+        decisions.push(Decision::Handoff {
+            job: job.spec.name.clone(),
+            version: job.version,
+            task: index,
+            assignment: *version,
+            handoff: Handoff {
+                generation: a.generation,
+                to: to.to_string(),
+            },
+            create: !task.has_handoff_node,
+        });
+    }
+    decisions
+}
+
+/// The handoff asked of the task's current assignment, if any.
+fn pending_handoff<'a>(a: &Assignment, task: &'a TaskView) -> Option<&'a Handoff> {
+    task.handoff.as_ref().filter(|h| h.generation == a.generation)
+}
+
+/// Whether the task `a` assigned has been released by a handoff.
+fn is_released(a: &Assignment, task: &TaskView) -> bool {
+    task.status
         .as_ref()
-        .is_some_and(|s| s.epoch == a.generation && matches!(s.state, JobState::Canceled | JobState::Failed));
+        .is_some_and(|s| s.epoch == a.generation && s.state == JobState::Released)
+}
+
+/// Whether the task `a` assigned may still run: its worker lives and it
+/// has not said it stopped.
+fn still_running(a: &Assignment, task: &TaskView, workers: &BTreeMap<String, WorkerView>) -> bool {
+    let stopped = task.status.as_ref().is_some_and(|s| {
+        s.epoch == a.generation && matches!(s.state, JobState::Canceled | JobState::Failed | JobState::Released)
+    });
     workers.contains_key(&a.worker) && !stopped
 }
 
@@ -302,7 +478,7 @@ mod tests {
         }
     }
 
-    fn workers(names: &[&str]) -> BTreeMap<String, SupervisorInfo> {
+    fn workers(names: &[&str]) -> BTreeMap<String, WorkerView> {
         names
             .iter()
             .map(|n| {
@@ -310,9 +486,46 @@ mod tests {
                     id: format!("s-{n}"),
                     ..SupervisorInfo::default()
                 };
-                (n.to_string(), info)
+                let worker = WorkerView {
+                    info,
+                    draining: false,
+                    settled: true,
+                };
+                (n.to_string(), worker)
             })
             .collect()
+    }
+
+    fn plan(jobs: &[JobView], workers: &BTreeMap<String, WorkerView>, now_ms: u64) -> Vec<Decision> {
+        super::plan(jobs, workers, &BTreeSet::new(), now_ms)
+    }
+
+    /// Every task's status says it runs in its current assignment.
+    fn all_running(jobs: &mut [JobView]) {
+        for task in jobs.iter_mut().flat_map(|j| &mut j.tasks) {
+            let generation = task.assignment.as_ref().unwrap().0.generation;
+            task.status = Some(JobStatus {
+                state: JobState::Running,
+                epoch: generation,
+                ..JobStatus::created(0)
+            });
+        }
+    }
+
+    /// Carries out the handoffs of `decisions`, and the owners release their tasks.
+    fn hand_off(jobs: &mut [JobView], decisions: &[Decision]) -> usize {
+        let mut n = 0;
+        for decision in decisions {
+            if let Decision::Handoff { job, task, handoff, .. } = decision {
+                let view = jobs.iter_mut().find(|j| &j.spec.name == job).unwrap();
+                let t = &mut view.tasks[*task as usize];
+                t.handoff = Some(handoff.clone());
+                t.has_handoff_node = true;
+                t.status.as_mut().unwrap().state = JobState::Released;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Carries out the assignments of `decisions` on `jobs`.
@@ -397,6 +610,92 @@ mod tests {
             panic!("{decisions:?}")
         };
         assert!(tasks.iter().all(|t| t.fresh && t.assignment.uid == "uid-again"));
+    }
+
+    #[test]
+    fn a_worker_that_joins_gets_tasks_by_handoff_once_settled() {
+        let mut jobs = vec![job(spec("a", 6))];
+        let decisions = plan(&jobs, &workers(&["w1", "w2"]), 0);
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        let mut joined = workers(&["w1", "w2", "w3"]);
+        joined.get_mut("w3").unwrap().settled = false;
+        assert!(
+            plan(&jobs, &joined, 0).is_empty(),
+            "a worker not yet settled draws nothing"
+        );
+        let joined = workers(&["w1", "w2", "w3"]);
+        let decisions = plan(&jobs, &joined, 0);
+        assert_eq!(hand_off(&mut jobs, &decisions), 2, "{decisions:?}");
+        assert!(decisions
+            .iter()
+            .all(|d| matches!(d, Decision::Handoff { handoff, .. } if handoff.to == "w3")));
+        assert!(
+            plan(&jobs, &joined, 0)
+                .iter()
+                .all(|d| matches!(d, Decision::Assign { .. })),
+            "asked once"
+        );
+        // Released: each goes where it was asked, under a new generation.
+        let decisions = plan(&jobs, &joined, 0);
+        let [Decision::Assign { tasks, .. }] = decisions.as_slice() else {
+            panic!("{decisions:?}")
+        };
+        assert!(tasks
+            .iter()
+            .all(|t| t.assignment.worker == "w3" && !t.fresh && t.assignment.generation == 2));
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        assert_eq!(per_worker(&jobs).values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        assert!(plan(&jobs, &joined, 0).is_empty(), "balanced: nothing more moves");
+    }
+
+    #[test]
+    fn a_draining_worker_hands_every_task_off_and_gets_none() {
+        let mut jobs = vec![job(spec("a", 4))];
+        let mut live = workers(&["w1", "w2"]);
+        let decisions = plan(&jobs, &live, 0);
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        live.get_mut("w1").unwrap().draining = true;
+        let decisions = plan(&jobs, &live, 0);
+        assert_eq!(hand_off(&mut jobs, &decisions), 2);
+        let decisions = plan(&jobs, &live, 0);
+        apply(&mut jobs, &decisions);
+        assert_eq!(
+            per_worker(&jobs).into_iter().collect::<Vec<_>>(),
+            [("w2".to_string(), 4)]
+        );
+    }
+
+    #[test]
+    fn a_task_moved_lately_stays_put() {
+        let mut jobs = vec![job(spec("a", 2))];
+        let decisions = plan(&jobs, &workers(&["w1"]), 0);
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        let settling: BTreeSet<(String, u32)> = [("a".to_string(), 0), ("a".to_string(), 1)].into();
+        assert!(super::plan(&jobs, &workers(&["w1", "w2"]), &settling, 0).is_empty());
+    }
+
+    #[test]
+    fn a_released_task_whose_target_died_goes_to_the_least_loaded() {
+        let mut jobs = vec![job(spec("a", 2))];
+        let decisions = plan(&jobs, &workers(&["w1", "w2"]), 0);
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        let generation = jobs[0].tasks[1].assignment.as_ref().unwrap().0.generation;
+        jobs[0].tasks[1].handoff = Some(Handoff {
+            generation,
+            to: "gone".into(),
+        });
+        jobs[0].tasks[1].status.as_mut().unwrap().state = JobState::Released;
+        let decisions = plan(&jobs, &workers(&["w1", "w2"]), 0);
+        let [Decision::Assign { tasks, .. }] = decisions.as_slice() else {
+            panic!("{decisions:?}")
+        };
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].assignment.generation, generation + 1);
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! - `jobs/<name>`: a job's [`JobSpec`](crate::spec::JobSpec), written by the CLI;
 //!   `jobs/<name>/status` is written by the leader.
 //! - `jobs/<name>/tasks/<i>`: task `i`'s [`Assignment`], written by the
-//!   leader; `.../checkpoint` and `.../status` are written by the worker it
-//!   names, fenced by the assignment's version.
+//!   leader (with `.../handoff`, its requests to move the task); `.../checkpoint`
+//!   and `.../status` are written by the worker it names, fenced by the
+//!   assignment's version.
+//! - `drains/<id>` and `rebalance`: the CLI's requests to the leader.
 
 pub mod assign;
 mod fence;
@@ -157,6 +159,27 @@ impl Layout {
     /// A task's runtime status, written by its worker.
     pub fn task_status(&self, name: &str, index: u32) -> String {
         format!("{}/jobs/{name}/tasks/{index}/status", self.base)
+    }
+
+    /// The leader's request that a task's owner hand it off.
+    pub fn task_handoff(&self, name: &str, index: u32) -> String {
+        format!("{}/jobs/{name}/tasks/{index}/handoff", self.base)
+    }
+
+    /// Parent of the drain requests, one per supervisor `--id` (`weir drain`).
+    pub fn drains(&self) -> String {
+        format!("{}/drains", self.base)
+    }
+
+    /// The drain request of supervisor `id`.
+    pub fn drain(&self, id: &str) -> String {
+        format!("{}/drains/{id}", self.base)
+    }
+
+    /// `weir rebalance`'s request: each change asks the leader to even
+    /// the tasks out now, cooldown or not.
+    pub fn rebalance(&self) -> String {
+        format!("{}/rebalance", self.base)
     }
 }
 

@@ -202,7 +202,7 @@ impl Sim {
             let mut state = self.world.lock();
             (
                 state.rng.u64(10..400),
-                state.rng.u64(..14),
+                state.rng.u64(..16),
                 state.rng.usize(..SUPERVISORS),
             )
         };
@@ -269,6 +269,32 @@ impl Sim {
                 return;
             }
             11 => state.rates.write_timeout = toggle(state.rates.write_timeout > 0, 10),
+            12 => {
+                // `weir drain`, or its undoing.
+                let path = self.layout.drain(&format!("s{node}"));
+                if state.tree.remove(&path).is_none() {
+                    let drains = self.layout.drains();
+                    let empty = || Znode {
+                        data: Vec::new(),
+                        version: 0,
+                        owner: None,
+                    };
+                    state.tree.entry(drains).or_insert_with(empty);
+                    state.tree.insert(path.clone(), empty());
+                }
+                state.notify_watchers(&path);
+            }
+            13 => {
+                // `weir rebalance`.
+                let path = self.layout.rebalance();
+                let znode = state.tree.entry(path.clone()).or_insert(Znode {
+                    data: Vec::new(),
+                    version: -1,
+                    owner: None,
+                });
+                znode.version += 1;
+                state.notify_watchers(&path);
+            }
             _ => {}
         }
         hear(&mut state, node);
@@ -520,9 +546,11 @@ fn run_seed(seed: u64, steps: usize) -> Result<Ended, String> {
             return Err(format!("seed {seed}: the doomed job is {:?}, not FAILED", doomed.state));
         }
         let aborted = sim.world.lock().topics.values().map(|t| t.aborted).sum();
+        let handoffs = sim.world.lock().handoffs;
         Ok(Ended {
             fingerprint: sim.fingerprint(),
             aborted,
+            handoffs,
         })
     })
 }
@@ -534,6 +562,8 @@ struct Ended {
     fingerprint: u64,
     /// Transactions a new producer aborted.
     aborted: u64,
+    /// Tasks released by a handoff.
+    handoffs: u64,
 }
 
 /// The seeds to run: `WEIR_SIM_SEED=N` replays one, `WEIR_SIM_SEEDS=A..B` runs a range.
@@ -551,12 +581,15 @@ fn seeds(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
 
 #[test]
 fn no_schedule_of_faults_loses_duplicates_or_stops_a_job_without_a_reason() {
-    let (mut failures, mut aborted) = (Vec::new(), 0);
+    let (mut failures, mut aborted, mut handoffs) = (Vec::new(), 0, 0);
     let range = seeds(0..40);
     let chosen = range != (0..40);
     for seed in range {
         match run_seed(seed, 150) {
-            Ok(ended) => aborted += ended.aborted,
+            Ok(ended) => {
+                aborted += ended.aborted;
+                handoffs += ended.handoffs;
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -570,6 +603,11 @@ fn no_schedule_of_faults_loses_duplicates_or_stops_a_job_without_a_reason() {
         aborted > 0 || chosen,
         "no fault landed inside a transaction: the abort paths went untested"
     );
+    assert!(
+        handoffs > 0 || chosen,
+        "no task was handed off: the handoff paths went untested"
+    );
+    eprintln!("{aborted} transactions aborted, {handoffs} tasks handed off");
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub struct State {
     pub sinks: BTreeMap<String, Vec<u8>>,
     /// Topics' transactional state by name.
     pub topics: BTreeMap<String, super::kafka::Topic>,
+    /// Tasks released by a handoff.
+    pub handoffs: u64,
     /// Rules found broken, with the seed's story so far.
     pub violations: Vec<String>,
     /// Every fault has healed and no more strike.
@@ -126,6 +128,7 @@ impl World {
                 objects: BTreeMap::new(),
                 sinks: BTreeMap::new(),
                 topics: BTreeMap::new(),
+                handoffs: 0,
                 violations: Vec::new(),
                 healed: false,
                 trace: std::env::var_os("WEIR_SIM_TRACE").map(|_| Vec::new()),

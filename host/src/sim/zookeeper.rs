@@ -316,6 +316,9 @@ impl Session for SimSession {
         let node = self.node;
         for op in ops {
             if let FencedOp::Set { path, data, .. } | FencedOp::Create { path, data } = *op {
+                if path.ends_with("/status") && String::from_utf8_lossy(data).contains("\"RELEASED\"") {
+                    state.handoffs += 1;
+                }
                 state.note(|| format!("node {node}: {path} = {}", String::from_utf8_lossy(data)));
                 state.notify_watchers(path);
             }

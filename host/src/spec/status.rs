@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
-    /// Deployed; no leader has started it yet.
+    /// Deployed (or a task assigned); not started yet.
     Created,
-    /// Processing on the leader.
+    /// Processing.
     Running,
+    /// A task handed off: stopped after a final checkpoint, to be started
+    /// by the worker the leader gives it to next.
+    Released,
     /// Its last attempt failed; it will restart from its last checkpoint.
     Restarting,
     /// Its restart strategy gave up; it stays stopped until deployed again.
@@ -25,6 +28,7 @@ impl fmt::Display for JobState {
         let name = match self {
             JobState::Created => "CREATED",
             JobState::Running => "RUNNING",
+            JobState::Released => "RELEASED",
             JobState::Restarting => "RESTARTING",
             JobState::Failed => "FAILED",
             JobState::Canceled => "CANCELED",

@@ -1,7 +1,8 @@
 //! One watch over the cluster's znodes, telling the worker and the leader
-//! when something they act on changed: a spec or an assignment for the
-//! worker (and a job failed for good), a spec, an assignment, a task's
-//! status or a worker for the leader. Checkpoint pointers, which change
+//! when something they act on changed: a spec, an assignment or a handoff
+//! asked for the worker (and a job failed for good), a spec, an
+//! assignment, a task's status, a worker or a request of the CLI's
+//! (drain, rebalance) for the leader. Checkpoint pointers, which change
 //! with every checkpoint, wake neither.
 
 use std::time::Duration;
@@ -30,7 +31,8 @@ pub struct Wake {
 pub struct Changes {
     events: Option<mpsc::UnboundedReceiver<String>>,
     jobs_dir: String,
-    workers_dir: String,
+    /// Where changes concern the leader alone: workers, drains, rebalance.
+    leader_only: [String; 3],
     heard: Wake,
     due: Option<Instant>,
 }
@@ -42,7 +44,11 @@ impl Changes {
         Changes {
             events,
             jobs_dir: format!("{}/", layout.jobs()),
-            workers_dir: format!("{}/", layout.workers()),
+            leader_only: [
+                format!("{}/", layout.workers()),
+                format!("{}/", layout.drains()),
+                layout.rebalance(),
+            ],
             heard: Wake::default(),
             due: None,
         }
@@ -50,7 +56,7 @@ impl Changes {
 
     /// Who a change of `path` concerns.
     fn concerns(&self, path: &str) -> Wake {
-        if path.starts_with(&self.workers_dir) {
+        if self.leader_only.iter().any(|prefix| path.starts_with(prefix.as_str())) {
             return Wake {
                 worker: false,
                 leader: true,
@@ -73,6 +79,10 @@ impl Changes {
             [_, "tasks", _, "status"] => Wake {
                 worker: false,
                 leader: true,
+            },
+            [_, "tasks", _, "handoff"] => Wake {
+                worker: true,
+                leader: false,
             },
             _ => Wake::default(),
         }
@@ -132,6 +142,9 @@ mod tests {
         assert!(!changes.concerns("/weir/c/jobs/a/tasks/3/status").worker);
         assert!(changes.concerns("/weir/c/jobs/a/status").worker);
         assert!(changes.concerns("/weir/c/workers/00ab").leader);
+        assert!(changes.concerns("/weir/c/drains/s1").leader);
+        assert!(changes.concerns("/weir/c/rebalance").leader);
+        assert!(changes.concerns("/weir/c/jobs/a/tasks/3/handoff").worker);
         assert_eq!(changes.concerns("/weir/c/leader"), Wake::default());
     }
 }

@@ -1,21 +1,29 @@
 //! The leader: reads the specs, the live workers and the tasks'
 //! assignments and statuses, and carries out what [`ha::assign::plan`]
-//! decides: tasks to workers, jobs failed or cancelled. It runs no task
+//! decides: tasks to workers, handoffs that even them out or empty a
+//! draining worker, jobs failed or cancelled. It runs no task
 //! itself (its supervisor's worker does, like any other), so losing the
 //! leadership stops nothing but the assigning.
 //!
 //! Only a fenced refusal deposes it; a read or write that fails for any
 //! other reason changes nothing and is tried again at the next pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
 use crate::coord::{FenceError, FencedOp, Session};
-use crate::ha::assign::{self, Decision, JobView, TaskAssign, TaskView};
+use crate::ha::assign::{self, Decision, JobView, TaskAssign, TaskView, WorkerView};
 use crate::ha::{Fence, Layout, SupervisorInfo};
 use crate::spec::{JobState, JobStatus};
+
+/// How long a worker must have been live before tasks are moved to it,
+/// and how long a task that moved stays put: a worker that flaps draws no
+/// task back and forth. `weir rebalance` skips the wait.
+pub const COOLDOWN: Duration = Duration::from_secs(10);
 
 /// This leader was found deposed, and why.
 pub struct Deposed(pub String);
@@ -24,12 +32,25 @@ pub struct Deposed(pub String);
 pub struct Leader {
     fence: Fence,
     layout: Layout,
+    /// When this leader first saw each worker node.
+    seen: BTreeMap<String, Instant>,
+    /// Tasks it asked to move, and when.
+    moved: BTreeMap<(String, u32), Instant>,
+    /// The version of the rebalance request when last read (`-1`: none),
+    /// once read at all.
+    rebalance: Option<i32>,
 }
 
 impl Leader {
     /// Leads with `fence`.
     pub fn new(fence: Fence, layout: Layout) -> Leader {
-        Leader { fence, layout }
+        Leader {
+            fence,
+            layout,
+            seen: BTreeMap::new(),
+            moved: BTreeMap::new(),
+            rebalance: None,
+        }
     }
 
     /// This leadership's epoch.
@@ -51,8 +72,9 @@ impl Leader {
     }
 
     /// One pass: read, plan, write.
-    pub async fn reconcile(&self) -> Result<(), Deposed> {
-        let session = self.fence.session();
+    pub async fn reconcile(&mut self) -> Result<(), Deposed> {
+        let fence = self.fence.clone();
+        let session = fence.session();
         let (jobs, workers) = match self.read(session).await {
             Ok(read) => read,
             Err(e) => {
@@ -60,7 +82,11 @@ impl Leader {
                 return Ok(());
             }
         };
-        for decision in assign::plan(&jobs, &workers, crate::clock::now_ms()) {
+        let settling: BTreeSet<(String, u32)> = self.moved.keys().cloned().collect();
+        for decision in assign::plan(&jobs, &workers, &settling, crate::clock::now_ms()) {
+            if let Decision::Handoff { job, task, .. } = &decision {
+                self.moved.insert((job.clone(), *task), Instant::now());
+            }
             self.carry_out(&decision).await?;
         }
         Ok(())
@@ -68,28 +94,49 @@ impl Leader {
 
     /// Every job with its tasks, and the live workers by node name.
     async fn read(
-        &self,
+        &mut self,
         session: &dyn Session,
-    ) -> Result<(Vec<JobView>, BTreeMap<String, SupervisorInfo>), zkc::Error> {
-        let layout = &self.layout;
-        let mut workers = BTreeMap::new();
-        let nodes = match session.list_children(&layout.workers()).await {
-            Ok(nodes) => nodes,
-            Err(zkc::Error::NoNode) => Vec::new(),
+    ) -> Result<(Vec<JobView>, BTreeMap<String, WorkerView>), zkc::Error> {
+        let layout = self.layout.clone();
+        let nodes = list(session, &layout.workers()).await?;
+        let drains: BTreeSet<String> = list(session, &layout.drains()).await?.into_iter().collect();
+        let rebalance = match session.get_data(&layout.rebalance()).await {
+            Ok((_, version)) => version,
+            Err(zkc::Error::NoNode) => -1,
             Err(e) => return Err(e),
         };
+        // A new leader takes the request as read: only a change asks again.
+        let asked = self.rebalance.is_some_and(|seen| seen != rebalance);
+        self.rebalance = Some(rebalance);
+        let now = Instant::now();
+        self.seen.retain(|node, _| nodes.contains(node));
+        self.moved.retain(|_, at| now.duration_since(*at) < COOLDOWN);
+        if asked {
+            tracing::info!("rebalancing now, as asked");
+            self.moved.clear();
+            for at in self.seen.values_mut() {
+                *at = now.checked_sub(COOLDOWN).unwrap_or(*at);
+            }
+        }
+        let mut workers = BTreeMap::new();
         for node in nodes {
+            let first_seen = *self.seen.entry(node.clone()).or_insert(now);
             match session.get_data(&layout.worker(&node)).await {
                 Ok((data, _)) => {
-                    let info = serde_json::from_slice(&data).unwrap_or_default();
-                    workers.insert(node, info);
+                    let info: SupervisorInfo = serde_json::from_slice(&data).unwrap_or_default();
+                    let worker = WorkerView {
+                        draining: drains.contains(&info.id),
+                        settled: now.duration_since(first_seen) >= COOLDOWN,
+                        info,
+                    };
+                    workers.insert(node, worker);
                 }
                 Err(zkc::Error::NoNode) => {}
                 Err(e) => return Err(e),
             }
         }
         let mut jobs = Vec::new();
-        for (spec, version) in read_specs(session, layout).await? {
+        for (spec, version) in read_specs(session, &layout).await? {
             let name = spec.name.clone();
             let status = read_json::<JobStatus>(session, &layout.job_status(&name))
                 .await?
@@ -98,11 +145,14 @@ impl Leader {
             let mut tasks = Vec::new();
             for share in spec.shares() {
                 let task = if has_tasks_dir {
+                    let handoff = read_json(session, &layout.task_handoff(&name, share.index)).await?;
                     TaskView {
                         assignment: read_json(session, &layout.task(&name, share.index)).await?,
                         status: read_json(session, &layout.task_status(&name, share.index))
                             .await?
                             .map(|(s, _)| s),
+                        has_handoff_node: handoff.is_some(),
+                        handoff: handoff.map(|(h, _)| h),
                     }
                 } else {
                     TaskView::default()
@@ -125,6 +175,7 @@ impl Leader {
     async fn carry_out(&self, decision: &Decision) -> Result<(), Deposed> {
         let (job, version) = match decision {
             Decision::Assign { job, version, .. }
+            | Decision::Handoff { job, version, .. }
             | Decision::Fail { job, version, .. }
             | Decision::Cancel { job, version } => (job, *version),
         };
@@ -133,7 +184,20 @@ impl Leader {
         let status_path = self.layout.job_status(job);
         // Every value a write holds, made before the ops that borrow them.
         let mut data: Vec<(String, Vec<u8>, Option<i32>, bool)> = Vec::new();
+        let mut checked = None;
         match decision {
+            Decision::Handoff {
+                task,
+                assignment,
+                handoff,
+                create,
+                ..
+            } => {
+                tracing::info!(task = %format!("{job}/{task}"), to = %handoff.to, "asking for a handoff");
+                checked = Some((self.layout.task(job, *task), *assignment));
+                let request = serde_json::to_vec(handoff).expect("handoff serializes");
+                data.push((self.layout.task_handoff(job, *task), request, None, *create));
+            }
             Decision::Assign { create_dir, tasks, .. } => {
                 if *create_dir {
                     data.push((dir.clone(), Vec::new(), None, true));
@@ -160,6 +224,12 @@ impl Leader {
             }
         }
         let mut ops = vec![FencedOp::Check { path: &spec, version }];
+        if let Some((path, version)) = &checked {
+            ops.push(FencedOp::Check {
+                path,
+                version: *version,
+            });
+        }
         for (path, bytes, expected, create) in &data {
             ops.push(if *create {
                 FencedOp::Create { path, data: bytes }
@@ -215,6 +285,15 @@ impl Leader {
             since_ms: crate::clock::now_ms(),
         };
         serde_json::to_vec(&status).expect("status serializes")
+    }
+}
+
+/// A node's children; none if it does not exist.
+async fn list(session: &dyn Session, path: &str) -> Result<Vec<String>, zkc::Error> {
+    match session.list_children(path).await {
+        Ok(children) => Ok(children),
+        Err(zkc::Error::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 

@@ -137,10 +137,10 @@ pub async fn run(
                         }
                     }
                 }
-                wake = changes.changed() => pass(&mut worker, leader.as_ref(), role, wake).await,
+                wake = changes.changed() => pass(&mut worker, leader.as_mut(), role, wake).await,
                 _ = tick.tick() => {
                     let both = Wake { worker: true, leader: true };
-                    pass(&mut worker, leader.as_ref(), role, both).await
+                    pass(&mut worker, leader.as_mut(), role, both).await
                 }
                 () = &mut warm => unreachable!("keep_warm never returns"),
             };
@@ -179,7 +179,7 @@ pub async fn run(
                         worker: false,
                         leader: true,
                     };
-                    next_event = pass(&mut worker, leader.as_ref(), role, only).await;
+                    next_event = pass(&mut worker, leader.as_mut(), role, only).await;
                 }
                 Action::StopLeading => {
                     if let Some(lost) = leader.take() {
@@ -211,7 +211,7 @@ pub async fn run(
 
 /// One pass of the worker and (when leading) the leader, each if `wake`
 /// asks and the role lets it: both act only while connected.
-async fn pass(worker: &mut Worker, leader: Option<&Leader>, role: Role, wake: Wake) -> Option<(Event, String)> {
+async fn pass(worker: &mut Worker, leader: Option<&mut Leader>, role: Role, wake: Wake) -> Option<(Event, String)> {
     let Role::Worker { suspended: false, .. } = role else {
         return None;
     };

@@ -14,12 +14,22 @@ use tokio::task::JoinHandle;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
+use crate::ha::assign::Handoff;
 use crate::ha::Assignment;
 use crate::job::{self, control, AttemptError, Control, ControlSender, JobEnd, Task, WorkerContext};
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
 
 /// A task by job name and index.
 pub type TaskKey = (String, u32);
+
+/// Whether the leader asked `task`'s current assignment to hand it off.
+async fn handoff_asked(ctx: &WorkerContext, task: &Task) -> bool {
+    let path = ctx.layout.task_handoff(&task.spec.name, task.share.index);
+    match ctx.session.get_data(&path).await {
+        Ok((data, _)) => serde_json::from_slice::<Handoff>(&data).is_ok_and(|h| h.generation == task.generation),
+        Err(_) => false,
+    }
+}
 
 /// How long a planned handoff waits for the tasks' final checkpoints.
 const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -30,6 +40,9 @@ struct RunningTask {
     task: Task,
     control: ControlSender,
     handle: JoinHandle<JobEnd>,
+    /// The leader asked for a handoff: the task is finishing, and says
+    /// RELEASED once its final checkpoint is published.
+    handing_off: bool,
 }
 
 /// A task's write found this worker's node gone.
@@ -67,11 +80,16 @@ impl Worker {
         (worker, stops)
     }
 
-    /// Tells every task what to do.
+    /// Tells every task what to do (one handing off goes on finishing
+    /// where the others run).
     pub fn set_mode(&mut self, mode: Control) {
         self.mode = mode;
         for task in self.tasks.values() {
-            task.control.send_replace(mode);
+            let told = match mode {
+                Control::Run if task.handing_off => Control::Finish,
+                mode => mode,
+            };
+            task.control.send_replace(told);
         }
     }
 
@@ -145,11 +163,26 @@ impl Worker {
             self.confirm_cancelled(&task).await?;
         }
         for (key, task) in wanted {
-            if self.tasks.contains_key(&key) || self.stopping.contains_key(&key) {
+            if let Some(running) = self.tasks.get_mut(&key) {
+                if !running.handing_off && handoff_asked(&self.ctx, &task).await {
+                    tracing::info!(task = %task.label(), "handing the task off: a final checkpoint, then release");
+                    running.handing_off = true;
+                    if self.mode == Control::Run {
+                        running.control.send_replace(Control::Finish);
+                    }
+                }
+                continue;
+            }
+            if self.stopping.contains_key(&key) {
                 continue;
             }
             let restarts = match self.status(&task).await {
-                Ok(Some(status)) if status.epoch == task.generation && status.state == JobState::Failed => continue,
+                Ok(Some(status))
+                    if status.epoch == task.generation
+                        && matches!(status.state, JobState::Failed | JobState::Released) =>
+                {
+                    continue
+                }
                 Ok(status) => status.map_or(0, |s| s.restarts),
                 Err(e) => {
                     tracing::warn!(task = %task.label(), "cannot read the task's status, starting it later: {e}");
@@ -158,7 +191,13 @@ impl Worker {
             };
             let (control, receiver) = control::channel(self.mode);
             let handle = job::spawn(self.ctx.clone(), task.clone(), restarts, receiver);
-            self.tasks.insert(key, RunningTask { task, control, handle });
+            let running = RunningTask {
+                task,
+                control,
+                handle,
+                handing_off: false,
+            };
+            self.tasks.insert(key, running);
         }
         Ok(())
     }
@@ -251,14 +290,40 @@ impl Worker {
         let mut deposed = Ok(());
         for key in ended {
             let task = self.tasks.remove(&key).expect("listed above");
-            if let Ok(JobEnd::Deposed) = task.handle.await {
-                deposed = Err(Unregistered(format!(
-                    "task {} found the worker node gone",
-                    task.task.label()
-                )));
+            match task.handle.await {
+                Ok(JobEnd::Deposed) => {
+                    deposed = Err(Unregistered(format!(
+                        "task {} found the worker node gone",
+                        task.task.label()
+                    )));
+                }
+                Ok(JobEnd::Finished) if task.handing_off => self.release(&task.task).await?,
+                _ => {}
             }
         }
         deposed
+    }
+
+    /// Says a task handed off has published its final checkpoint, so the
+    /// leader gives it to its next worker. Unwritten (ZooKeeper did not
+    /// answer), the task is started here again at the next pass and
+    /// handed off anew.
+    async fn release(&self, task: &Task) -> Result<(), Unregistered> {
+        let restarts = match self.status(task).await {
+            Ok(status) => status.map_or(0, |s| s.restarts),
+            Err(_) => 0,
+        };
+        match self.ctx.write_status(task, JobState::Released, restarts, None).await {
+            Ok(()) => {
+                tracing::info!(task = %task.label(), "task handed off");
+                Ok(())
+            }
+            Err(AttemptError::Deposed) => Err(Unregistered("a fenced status write was refused".into())),
+            Err(e) => {
+                tracing::warn!(task = %task.label(), "cannot release the task, it starts here again: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Tells a task to stop, without waiting: the loop hears on `stopped`
