@@ -1,23 +1,27 @@
 //! The chaos soak (run by `scripts/chaos`, ignored in the normal suite): for
 //! a given duration, keep killing, pausing and stopping supervisors and
-//! ZooKeeper nodes at random, then check the counter's output against the
-//! failure-free sequence and print what happened.
+//! ZooKeeper nodes at random while a job of six tasks runs across them,
+//! then check each task's output against its share of the failure-free
+//! sequence and print what happened.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{read_lines, wait_for, wait_for_lines, Cluster, ZooKeeper};
+use crate::harness::{read_lines, wait_for, Cluster, ZooKeeper};
+use crate::scale::{deploy_parallel, TASKS};
 
 /// A pause of `from..to` milliseconds.
 fn millis(rng: &mut fastrand::Rng, from: u64, to: u64) -> Duration {
     Duration::from_millis(rng.u64(from..to))
 }
 
-const FAULTS: [&str; 5] = [
+const FAULTS: [&str; 7] = [
     "kill -9 leader",
     "kill -9 follower",
     "SIGSTOP leader",
+    "SIGSTOP follower",
     "SIGTERM leader",
+    "drain a supervisor",
     "kill zookeeper node",
 ];
 
@@ -25,12 +29,13 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Lines that are missing from, and repeated in, the counter's output.
-fn lost_and_duplicated(lines: &[String]) -> (usize, usize) {
+/// Numbers that are missing from, and repeated in, task `task`'s output
+/// (its share: `task, task + TASKS, ...`).
+fn lost_and_duplicated(lines: &[String], task: usize) -> (usize, usize) {
     let ks: Vec<i64> = lines
         .iter()
         .filter_map(|l| l.parse::<i64>().ok())
-        .map(|v| (v - 4950) / 10000)
+        .map(|v| (v - task as i64) / TASKS as i64)
         .collect();
     let distinct: std::collections::BTreeSet<i64> = ks.iter().copied().collect();
     let expected = ks.iter().max().map_or(0, |m| m + 1) as usize;
@@ -53,17 +58,35 @@ fn chaos() {
     for _ in 0..3 {
         cluster.start_supervisor();
     }
-    let out = cluster.deploy("counter", "counter", &[]);
+    let files = deploy_parallel(&cluster);
+    let total = || files.iter().map(|f| read_lines(f).len()).sum::<usize>();
+    let followers = |cluster: &mut Cluster| -> Vec<u32> {
+        let status = cluster.status();
+        status["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["role"] == "follower")
+            .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
+            .collect::<Vec<_>>()
+            .into_iter()
+            // One killed a moment ago stays listed until its session expires.
+            .filter(|pid| cluster.is_alive(*pid))
+            .collect()
+    };
+    let mut drained: Option<String> = None;
     let mut injected: BTreeMap<&str, usize> = BTreeMap::new();
     let mut recoveries = Vec::new();
     let mut epochs = std::collections::BTreeSet::new();
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
-        let seen = read_lines(&out).len();
-        wait_for_lines(&out, seen, 5);
+        let seen = total();
+        wait_for("output", Duration::from_secs(60), || {
+            (total() >= seen + 5).then_some(())
+        });
         epochs.insert(cluster.status()["leader"]["epoch"].as_u64());
         let fault = FAULTS[rng.usize(..FAULTS.len())];
-        let before = read_lines(&out).len();
+        let before = total();
         let at = Instant::now();
         match fault {
             "kill -9 leader" => {
@@ -72,22 +95,44 @@ fn chaos() {
                 cluster.start_supervisor();
             }
             "kill -9 follower" => {
-                let status = cluster.status();
-                let followers: Vec<u32> = status["replicas"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r["role"] == "follower")
-                    .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
-                    // A follower killed a moment ago stays listed until its session expires.
-                    .filter(|pid| cluster.is_alive(*pid))
-                    .collect();
+                let followers = followers(&mut cluster);
                 let Some(&pid) = followers.get(rng.usize(..followers.len().max(1))) else {
                     continue;
                 };
                 cluster.signal(pid, "KILL");
                 cluster.start_supervisor();
             }
+            "SIGSTOP follower" => {
+                let followers = followers(&mut cluster);
+                let Some(&pid) = followers.get(rng.usize(..followers.len().max(1))) else {
+                    continue;
+                };
+                cluster.signal(pid, "STOP");
+                std::thread::sleep(millis(&mut rng, 500, 4000));
+                cluster.signal(pid, "CONT");
+            }
+            "drain a supervisor" => match drained.take() {
+                Some(id) => {
+                    cluster.weir_ok(&["drain", &id, "--undo"]);
+                    cluster.weir_ok(&["rebalance"]);
+                }
+                None => {
+                    let status = cluster.status();
+                    let ids: Vec<String> = status["replicas"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["id"].as_str().map(str::to_string))
+                        .collect();
+                    let Some(id) = ids.get(rng.usize(..ids.len().max(1))) else {
+                        continue;
+                    };
+                    // A supervisor killed a moment ago is refused: not live.
+                    if cluster.weir(&["drain", id]).status.success() {
+                        drained = Some(id.clone());
+                    }
+                }
+            },
             "SIGSTOP leader" => {
                 let leader = cluster.leader_pid();
                 cluster.signal(leader, "STOP");
@@ -110,13 +155,21 @@ fn chaos() {
         }
         *injected.entry(fault).or_default() += 1;
         wait_for(&format!("output after {fault}"), Duration::from_secs(60), || {
-            (read_lines(&out).len() > before).then_some(())
+            (total() > before).then_some(())
         });
         recoveries.push(at.elapsed());
     }
     epochs.insert(cluster.status()["leader"]["epoch"].as_u64());
-    let lines = read_lines(&out);
-    let (lost, duplicated) = lost_and_duplicated(&lines);
+    let per_task: Vec<(usize, usize, usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(task, file)| {
+            let lines = read_lines(file);
+            let (lost, duplicated) = lost_and_duplicated(&lines, task);
+            (lines.len(), lost, duplicated)
+        })
+        .collect();
+    let (lost, duplicated): (usize, usize) = per_task.iter().fold((0, 0), |(l, d), t| (l + t.1, d + t.2));
     recoveries.sort();
 
     println!("\n| fault | injected |\n| --- | --- |");
@@ -134,14 +187,18 @@ fn chaos() {
         "| fault to next output, max | {:?} |",
         recoveries.last().copied().unwrap_or_default()
     );
-    println!("| outputs checked | {} |", lines.len());
+    println!("| outputs checked | {} |", per_task.iter().map(|t| t.0).sum::<usize>());
     println!("| lost outputs | {lost} |");
     println!("| duplicated outputs | {duplicated} |");
+    println!("\n| task | outputs | lost | duplicated |\n| --- | --- | --- | --- |");
+    for (task, (n, lost, duplicated)) in per_task.iter().enumerate() {
+        println!("| {task} | {n} | {lost} | {duplicated} |");
+    }
     assert_eq!(
         (lost, duplicated),
         (0, 0),
         "the output is not exactly-once\n{}",
         cluster.logs()
     );
-    crate::harness::assert_counter_sequence(&lines);
+    crate::scale::assert_each_task_exactly_once(&files);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{read_lines, wait_for, Cluster};
 
 /// Tasks of the parallel job.
-const TASKS: u32 = 6;
+pub const TASKS: u32 = 6;
 
 /// A gap in a surviving task's output longer than this would mean it
 /// paused for the dead supervisor's session timeout (2 s, expired at 2.8 s).
@@ -17,7 +17,7 @@ const MAX_GAP: Duration = Duration::from_millis(1500);
 
 /// Deploys the counter with a window of one (each number its own line) as
 /// `TASKS` tasks, each writing `par-<task>.out`; returns the files.
-fn deploy_parallel(cluster: &Cluster) -> Vec<PathBuf> {
+pub fn deploy_parallel(cluster: &Cluster) -> Vec<PathBuf> {
     let template = cluster.path("par-{task}.out");
     cluster.deploy(
         "counter",
@@ -39,7 +39,7 @@ fn deploy_parallel(cluster: &Cluster) -> Vec<PathBuf> {
 /// Task `i` of `TASKS` emits `i, i+TASKS, ...`: each file holds exactly a
 /// prefix of its task's share, so together they are the failure-free
 /// sequence, each number once.
-fn assert_each_task_exactly_once(files: &[PathBuf]) {
+pub fn assert_each_task_exactly_once(files: &[PathBuf]) {
     for (i, file) in files.iter().enumerate() {
         for (k, line) in read_lines(file).iter().enumerate() {
             let expected = (i + k * TASKS as usize) as i64;
@@ -219,4 +219,75 @@ fn a_worker_paused_past_its_session_writes_nothing_for_its_moved_tasks() {
             .then_some(())
     });
     assert_each_task_exactly_once(&files);
+}
+
+/// How many running tasks of the parallel job each supervisor has.
+fn counts(cluster: &Cluster) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for worker in running(cluster) {
+        *count.entry(worker).or_default() += 1;
+    }
+    count
+}
+
+#[test]
+fn a_supervisor_that_joins_gets_tasks_by_handoff_and_drain_empties_one() {
+    let mut cluster = Cluster::new();
+    for _ in 0..3 {
+        cluster.start_supervisor();
+    }
+    let files = deploy_parallel(&cluster);
+    running(&cluster);
+    wait_for("every task's output", Duration::from_secs(30), || {
+        files.iter().all(|f| read_lines(f).len() >= 10).then_some(())
+    });
+    let all: Vec<usize> = (0..TASKS as usize).collect();
+
+    // A fourth joins: once it has been up for the cooldown, one task is
+    // handed to it (6 over 4: 2, 2, 1, 1), and no task's output stalls.
+    cluster.start_supervisor();
+    let gap = longest_gap(&files, &all, || counts(&cluster).get("s3") == Some(&1));
+    assert!(
+        gap < MAX_GAP,
+        "a task's output stalled {gap:?} while a task was handed to the new supervisor"
+    );
+    let mut spread: Vec<usize> = counts(&cluster).into_values().collect();
+    spread.sort();
+    assert_eq!(spread, [1, 1, 2, 2]);
+
+    // Drain one: its tasks are handed off at once, no cooldown.
+    let drained = counts(&cluster).into_iter().find(|(_, n)| *n == 2).unwrap().0;
+    let said = cluster.weir_ok(&["drain", &drained]);
+    assert!(said.contains(&format!("draining supervisor `{drained}`")), "{said}");
+    let gap = longest_gap(&files, &all, || !counts(&cluster).contains_key(&drained));
+    assert!(
+        gap < MAX_GAP,
+        "a task's output stalled {gap:?} while {drained} was drained"
+    );
+    let status = cluster.status();
+    let replica = status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == drained.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (replica["tasks"].as_u64(), replica["draining"].as_bool()),
+        (Some(0), Some(true)),
+        "{status}"
+    );
+    let grown: Vec<usize> = all.iter().map(|&i| read_lines(&files[i]).len()).collect();
+    wait_for("every task to carry on", Duration::from_secs(30), || {
+        all.iter()
+            .all(|&i| read_lines(&files[i]).len() > grown[i] + 10)
+            .then_some(())
+    });
+    assert_each_task_exactly_once(&files);
+    let refused = cluster.weir(&["drain", "nobody"]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && error.contains("no live supervisor is called `nobody`"),
+        "{error}"
+    );
 }

@@ -350,10 +350,7 @@ fn handoffs(
     }
     let receivers: Vec<&str> = targets.iter().copied().filter(|node| workers[*node].settled).collect();
     let mut decisions = Vec::new();
-    loop {
-        let Some(to) = receivers.iter().copied().min_by_key(|node| (load[*node], *node)) else {
-            break;
-        };
+    while let Some(to) = receivers.iter().copied().min_by_key(|node| (load[*node], *node)) {
         // A draining worker gives up everything; the others down to one more than `to`.
         let from = movable
             .iter()

@@ -1,5 +1,5 @@
 //! The deterministic simulation: several real supervisors
-//! ([`crate::supervisor::run`], and through it the real leader loop, job
+//! ([`crate::supervisor::run`], and through it the real session loop, worker, leader, job
 //! attempts and committer) against a simulated ZooKeeper, storage dir and
 //! sinks, on one single-threaded tokio runtime whose clock is paused and
 //! jumps to the next timer when every task waits. A seeded driver pauses
