@@ -142,9 +142,22 @@ impl Cluster {
 
     /// Starts a supervisor; returns its pid.
     pub fn start_supervisor(&mut self) -> u32 {
+        self.start_supervisor_on(None)
+    }
+
+    /// Starts a supervisor, pinned to CPU `core` if given (`taskset`,
+    /// which execs it, so the pid is the supervisor's); returns its pid.
+    pub fn start_supervisor_on(&mut self, core: Option<usize>) -> u32 {
         let n = self.supervisors.len();
         let log = std::fs::File::create(self.path(&format!("supervisor-{n}.log"))).unwrap();
-        let mut command = Command::new(weir_bin());
+        let mut command = match core {
+            Some(core) => {
+                let mut taskset = Command::new(installed("taskset"));
+                taskset.args(["-c", &core.to_string()]).arg(weir_bin());
+                taskset
+            }
+            None => Command::new(weir_bin()),
+        };
         self.env(&mut command);
         command
             .args(["supervisor", "--id", &format!("s{n}")])

@@ -11,6 +11,7 @@ mod zookeeper;
 mod access;
 mod bench;
 mod bench_connectors;
+mod bench_scale;
 mod chaos;
 mod cli;
 mod deploy;

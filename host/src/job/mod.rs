@@ -22,7 +22,6 @@ pub use runner::{Barrier, RunEnd, MAX_BATCH};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::coord::{FenceError, FencedOp, Session};
@@ -164,13 +163,9 @@ const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// server that answers nothing, short next to a session timeout.
 const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
 
-/// Starts a task; it runs attempts until told to stop, deposed, or its
+/// Runs a task's attempts until it is told to stop, deposed, or its
 /// restart strategy gives up.
-pub fn spawn(ctx: Arc<WorkerContext>, task: Task, restarts: u32, control: ControlReceiver) -> JoinHandle<JobEnd> {
-    tokio::spawn(supervise(ctx, task, restarts, control))
-}
-
-async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
+pub async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
     let spec = &task.spec;
     let label = task.label();
     let mut streak = 0;

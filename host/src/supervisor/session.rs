@@ -62,7 +62,7 @@ pub async fn run(
         }
     };
     let mut changes = Changes::new(watch, &layout);
-    let (mut worker, mut stops) = Worker::new(ctx.clone(), Control::Run);
+    let (mut worker, mut ends) = Worker::new(ctx.clone(), Control::Run);
     let mut leader: Option<Leader> = None;
     let contend = || {
         Box::pin(async {
@@ -103,9 +103,9 @@ pub async fn run(
                     event
                 }
                 _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
-                Some((key, end)) = stops.recv() => match worker.stopped(&key, &end) {
+                Some((key, end)) = ends.recv() => match worker.ended(&key, &end) {
                     Err(Unregistered(why)) => Some((Event::Unregistered, why)),
-                    // Its successor may start now, or its cancellation be confirmed.
+                    // A task ended: collect it (releasing a handoff), start its successor or confirm its cancellation.
                     Ok(()) => pass(&mut worker, None, role, Wake { worker: true, leader: false }).await,
                 },
                 latch = async { election.as_mut().expect("guarded").await }, if election.is_some() => {

@@ -55,11 +55,12 @@ pub struct Worker {
     node: String,
     /// Tasks running here (ordered, so every pass goes the same way).
     tasks: BTreeMap<TaskKey, RunningTask>,
-    /// Tasks told to stop that have not yet, each awaited by a task of its
-    /// own that reports on `stopped`: none of the same key starts until
-    /// its predecessor has, or both would write one sink.
-    stopping: BTreeMap<TaskKey, JoinHandle<()>>,
-    stopped: mpsc::UnboundedSender<(TaskKey, JobEnd)>,
+    /// Tasks told to stop that have not yet: none of the same key starts
+    /// until its predecessor has, or both would write one sink.
+    stopping: BTreeMap<TaskKey, JoinHandle<JobEnd>>,
+    /// Where every task says it ended, so the loop collects it at once (a
+    /// handoff's release, a successor's start) rather than at its next pass.
+    ended: mpsc::UnboundedSender<(TaskKey, JobEnd)>,
     /// What every task is told: Run, or Pause while the session is in doubt.
     mode: Control,
 }
@@ -68,16 +69,16 @@ impl Worker {
     /// A worker with no tasks yet; tasks that stop are reported on the receiver.
     pub fn new(ctx: Arc<WorkerContext>, mode: Control) -> (Worker, mpsc::UnboundedReceiver<(TaskKey, JobEnd)>) {
         let node = ctx.node.rsplit('/').next().unwrap_or_default().to_string();
-        let (stopped, stops) = mpsc::unbounded_channel();
+        let (ended, ends) = mpsc::unbounded_channel();
         let worker = Worker {
             ctx,
             node,
             tasks: BTreeMap::new(),
             stopping: BTreeMap::new(),
-            stopped,
+            ended,
             mode,
         };
-        (worker, stops)
+        (worker, ends)
     }
 
     /// Tells every task what to do (one handing off goes on finishing
@@ -93,10 +94,12 @@ impl Worker {
         }
     }
 
-    /// Hears that a task told to stop has; a deposed one means the worker
-    /// node is gone.
-    pub fn stopped(&mut self, key: &TaskKey, end: &JobEnd) -> Result<(), Unregistered> {
-        self.stopping.remove(key);
+    /// Hears that a task ended; a deposed one means the worker node is
+    /// gone. The pass that follows collects a task that ended on its own.
+    pub fn ended(&mut self, key: &TaskKey, end: &JobEnd) -> Result<(), Unregistered> {
+        if self.stopping.get(key).is_some_and(JoinHandle::is_finished) {
+            self.stopping.remove(key);
+        }
         if *end == JobEnd::Deposed {
             return Err(Unregistered(format!(
                 "task {}/{} found the worker node gone",
@@ -190,7 +193,15 @@ impl Worker {
                 }
             };
             let (control, receiver) = control::channel(self.mode);
-            let handle = job::spawn(self.ctx.clone(), task.clone(), restarts, receiver);
+            let (ctx, ended, run) = (self.ctx.clone(), self.ended.clone(), task.clone());
+            let handle = tokio::spawn({
+                let key = key.clone();
+                async move {
+                    let end = job::supervise(ctx, run, restarts, receiver).await;
+                    let _ = ended.send((key, end.clone()));
+                    end
+                }
+            });
             let running = RunningTask {
                 task,
                 control,
@@ -326,20 +337,12 @@ impl Worker {
         }
     }
 
-    /// Tells a task to stop, without waiting: the loop hears on `stopped`
+    /// Tells a task to stop, without waiting: the loop hears on `ended`
     /// once it has.
     fn stop(&mut self, key: &TaskKey) {
         if let Some(task) = self.tasks.remove(key) {
             task.control.send_replace(Control::Stop);
-            let stopped = self.stopped.clone();
-            let waiter = tokio::spawn({
-                let key = key.clone();
-                async move {
-                    let end = task.handle.await.unwrap_or(JobEnd::Stopped);
-                    let _ = stopped.send((key, end));
-                }
-            });
-            self.stopping.insert(key.clone(), waiter);
+            self.stopping.insert(key.clone(), task.handle);
         }
     }
 

@@ -1,0 +1,165 @@
+//! Scale-out benchmarks against real processes (run by `scripts/bench`,
+//! ignored in the normal suite): throughput of one parallel job on one
+//! and on two supervisors pinned to a core each, the longest pause of the
+//! surviving tasks' output when the leader is killed, and the time a dead
+//! worker's tasks take to commit output again. Each prints Markdown.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::bench::{env_u64, spread};
+use crate::harness::{read_lines, wait_for, Cluster};
+use crate::scale::{deploy_parallel, TASKS};
+
+/// Records each line of the throughput job's output stands for.
+const WINDOW: u64 = 1000;
+
+/// Every task of job `name` runs; returns the supervisor of each.
+fn running(cluster: &Cluster, name: &str) -> Vec<String> {
+    wait_for("every task to run", Duration::from_secs(60), || {
+        let job = cluster.job(name)?;
+        let tasks = job["tasks"].as_array()?.clone();
+        let all = !tasks.is_empty() && tasks.iter().all(|t| t["state"] == "RUNNING");
+        all.then(|| {
+            tasks
+                .iter()
+                .map(|t| t["worker"].as_str().unwrap().to_string())
+                .collect()
+        })
+    })
+}
+
+fn lines(files: &[PathBuf]) -> Vec<usize> {
+    files.iter().map(|f| read_lines(f).len()).collect()
+}
+
+/// Records per second of a 2-task counter with an unthrottled source on
+/// `supervisors` supervisors, each pinned to its own core.
+fn throughput(supervisors: usize, seconds: u64) -> f64 {
+    let mut cluster = Cluster::new();
+    for core in 0..supervisors {
+        cluster.start_supervisor_on(Some(core));
+    }
+    let template = cluster.path("tput-{task}.out");
+    cluster.deploy(
+        "counter",
+        "tput",
+        &[
+            "--parallelism",
+            "2",
+            "--config",
+            &format!("window={WINDOW}"),
+            "--source",
+            "sequence:rate=0",
+            "--checkpoint-interval",
+            "1s",
+            "--sink",
+            &format!("file:{}", template.display()),
+        ],
+    );
+    let files: Vec<PathBuf> = (0..2).map(|i| cluster.path(&format!("tput-{i}.out"))).collect();
+    let workers = running(&cluster, "tput");
+    let distinct: std::collections::BTreeSet<&String> = workers.iter().collect();
+    assert_eq!(distinct.len(), supervisors, "one task per supervisor: {workers:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (start, at) = (lines(&files).iter().sum::<usize>(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let end = lines(&files).iter().sum::<usize>();
+    (end - start) as f64 * WINDOW as f64 / at.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn scale_out() {
+    let seconds = env_u64("SECONDS_PER_RUN", 10);
+    let rounds = env_u64("WEIR_BENCH_ROUNDS", 5).min(10);
+    println!("\n### Scale out\n");
+    println!("\n#### One job of 2 tasks on 1 and on 2 supervisors, each pinned to one core\n");
+    println!("The counter with a window of {WINDOW}, unthrottled source, checkpoints every 1 s; {seconds} s after 3 s of warm-up.\n");
+    let one = throughput(1, seconds);
+    let two = throughput(2, seconds);
+    println!("| supervisors | records/s |\n| --- | --- |");
+    println!("| 1 (core 0) | {:.1} M |", one / 1e6);
+    println!("| 2 (cores 0, 1) | {:.1} M |", two / 1e6);
+    println!("| ratio | {:.2}x |", two / one);
+    println!("METRIC\tscale-out 2/1 supervisors\t{:.3}", two / one);
+
+    let mut cluster = Cluster::new();
+    for _ in 0..3 {
+        cluster.start_supervisor();
+    }
+    let files = deploy_parallel(&cluster);
+    let (mut leader_pauses, mut moved_output) = (Vec::new(), Vec::new());
+    for round in 0..rounds * 2 {
+        let workers = running(&cluster, "par");
+        wait_for("every task's output", Duration::from_secs(30), || {
+            files.iter().all(|f| read_lines(f).len() >= 5).then_some(())
+        });
+        let status = cluster.status();
+        let leader_id = status["leader"]["id"].as_str().unwrap().to_string();
+        // Even rounds kill the leader, odd ones a worker that does not lead.
+        let victim_id = if round % 2 == 0 {
+            leader_id.clone()
+        } else {
+            let Some(id) = workers.iter().find(|w| **w != leader_id) else {
+                continue;
+            };
+            id.clone()
+        };
+        let victim = cluster.pid_of(&victim_id).unwrap();
+        let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == victim_id);
+        let mut last: BTreeMap<usize, (usize, Instant)> = (0..TASKS as usize)
+            .map(|i| (i, (read_lines(&files[i]).len(), Instant::now())))
+            .collect();
+        let base: BTreeMap<usize, usize> = last.iter().map(|(i, (n, _))| (*i, *n)).collect();
+        let killed = Instant::now();
+        cluster.signal(victim, "KILL");
+        let mut longest = Duration::ZERO;
+        let mut resumed: BTreeMap<usize, Duration> = BTreeMap::new();
+        while resumed.len() < moved.len() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "the moved tasks never resumed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            for (&i, (n, at)) in &mut last {
+                let now = read_lines(&files[i]).len();
+                if now > *n {
+                    (*n, *at) = (now, Instant::now());
+                    if moved.contains(&i) && now > base[&i] && killed.elapsed() > Duration::from_millis(100) {
+                        resumed.entry(i).or_insert_with(|| killed.elapsed());
+                    }
+                }
+                if stayed.contains(&i) {
+                    longest = longest.max(at.elapsed());
+                }
+            }
+        }
+        if round % 2 == 0 {
+            leader_pauses.push(longest.as_secs_f64() * 1e3);
+        }
+        moved_output.push(resumed.values().max().copied().unwrap_or_default().as_secs_f64() * 1e3);
+        cluster.start_supervisor();
+    }
+    let (median, min, max) = spread(&leader_pauses);
+    println!("\n#### kill -9 during a job of {TASKS} tasks on 3 supervisors (session timeout 2 s, checkpoints every 200 ms)\n");
+    println!("| measure | median | min | max | rounds |\n| --- | --- | --- | --- | --- |");
+    println!(
+        "| leader killed: longest pause of a surviving task's committed output (ms) | {median:.0} | {min:.0} | {max:.0} | {} |",
+        leader_pauses.len()
+    );
+    let (median, min, max) = spread(&moved_output);
+    println!(
+        "| a supervisor killed: its tasks' next committed output elsewhere (ms from the kill) | {median:.0} | {min:.0} | {max:.0} | {} |",
+        moved_output.len()
+    );
+    println!(
+        "METRIC\tleader kill: surviving tasks' pause ms\t{}",
+        crate::bench::median(&leader_pauses)
+    );
+    println!(
+        "METRIC\tworker kill: moved tasks' output ms\t{}",
+        crate::bench::median(&moved_output)
+    );
+}
