@@ -221,13 +221,24 @@ fn a_worker_paused_past_its_session_writes_nothing_for_its_moved_tasks() {
     assert_each_task_exactly_once(&files);
 }
 
-/// How many running tasks of the parallel job each supervisor has.
-fn counts(cluster: &Cluster) -> BTreeMap<String, usize> {
+/// How many tasks of the parallel job each supervisor runs, once every
+/// task runs; `None` before. Asks once, waits for nothing.
+fn counts(cluster: &Cluster) -> Option<BTreeMap<String, usize>> {
+    let job = cluster.job("par")?;
+    let tasks = job["tasks"].as_array()?.clone();
     let mut count = BTreeMap::new();
-    for worker in running(cluster) {
-        *count.entry(worker).or_default() += 1;
+    for task in &tasks {
+        if task["state"] != "RUNNING" {
+            return None;
+        }
+        *count.entry(task["worker"].as_str()?.to_string()).or_default() += 1;
     }
-    count
+    Some(count)
+}
+
+/// Like [`counts`], waiting until every task runs.
+fn settled_counts(cluster: &Cluster) -> BTreeMap<String, usize> {
+    wait_for("every task to run", Duration::from_secs(60), || counts(cluster))
 }
 
 #[test]
@@ -246,20 +257,24 @@ fn a_supervisor_that_joins_gets_tasks_by_handoff_and_drain_empties_one() {
     // A fourth joins: once it has been up for the cooldown, one task is
     // handed to it (6 over 4: 2, 2, 1, 1), and no task's output stalls.
     cluster.start_supervisor();
-    let gap = longest_gap(&files, &all, || counts(&cluster).get("s3") == Some(&1));
+    let gap = longest_gap(&files, &all, || {
+        counts(&cluster).is_some_and(|c| c.get("s3") == Some(&1))
+    });
     assert!(
         gap < MAX_GAP,
         "a task's output stalled {gap:?} while a task was handed to the new supervisor"
     );
-    let mut spread: Vec<usize> = counts(&cluster).into_values().collect();
+    let mut spread: Vec<usize> = settled_counts(&cluster).into_values().collect();
     spread.sort();
     assert_eq!(spread, [1, 1, 2, 2]);
 
     // Drain one: its tasks are handed off at once, no cooldown.
-    let drained = counts(&cluster).into_iter().find(|(_, n)| *n == 2).unwrap().0;
+    let drained = settled_counts(&cluster).into_iter().find(|(_, n)| *n == 2).unwrap().0;
     let said = cluster.weir_ok(&["drain", &drained]);
     assert!(said.contains(&format!("draining supervisor `{drained}`")), "{said}");
-    let gap = longest_gap(&files, &all, || !counts(&cluster).contains_key(&drained));
+    let gap = longest_gap(&files, &all, || {
+        counts(&cluster).is_some_and(|c| !c.contains_key(&drained))
+    });
     assert!(
         gap < MAX_GAP,
         "a task's output stalled {gap:?} while {drained} was drained"

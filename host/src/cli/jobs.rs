@@ -36,7 +36,7 @@ pub struct JobView {
     pub supervisor: Option<String>,
     /// Failed attempts so far, over all its tasks.
     pub restarts: u32,
-    /// Why the job failed, or the newest error of a task.
+    /// Why the job failed, or else the error of the first task that has one.
     pub error: Option<String>,
     /// Task 0's newest committed checkpoint.
     pub last_checkpoint: Option<CheckpointView>,
@@ -75,7 +75,8 @@ pub struct GrantsView {
 pub struct TaskView {
     /// Its number, from 0.
     pub task: u32,
-    /// CREATED (assigned, not yet running), RUNNING, RESTARTING, FAILED or CANCELED.
+    /// CREATED (assigned, not yet running), RUNNING, RESTARTING, RELEASED
+    /// (handed off, its next worker not yet given it), FAILED or CANCELED.
     pub state: JobState,
     /// The supervisor (`--id`) it is assigned to, if any.
     pub worker: Option<String>,

@@ -87,6 +87,8 @@ pub struct JobView {
     pub has_tasks_dir: bool,
     /// Its tasks `0..parallelism` (missing ones as default).
     pub tasks: Vec<TaskView>,
+    /// Tasks past `parallelism`, left by a deployment that had more.
+    pub stale: Vec<TaskView>,
 }
 
 /// One task given to a worker.
@@ -225,6 +227,14 @@ pub fn plan(
             });
             continue;
         }
+        // A previous deployment's task whose worker lives and has not said
+        // it stopped may still write the sinks this one will: this one's
+        // tasks start once none is left.
+        let waiting = job.tasks.iter().chain(&job.stale).any(|task| {
+            task.assignment
+                .as_ref()
+                .is_some_and(|(a, _)| a.uid != spec.uid && still_running(a, task, workers))
+        });
         let mut tasks = Vec::new();
         for (index, task) in (0..).zip(&job.tasks) {
             let released = task
@@ -253,15 +263,7 @@ pub fn plan(
                     }
                 }
                 None if task.assignment.as_ref().is_some_and(|(a, _)| live(a, spec)) => continue,
-                // The previous deployment's task may still write the sink
-                // this one will: it starts once that one has stopped.
-                None if task
-                    .assignment
-                    .as_ref()
-                    .is_some_and(|(a, _)| still_running(a, task, workers)) =>
-                {
-                    continue
-                }
+                None if waiting && task.assignment.as_ref().is_none_or(|(a, _)| a.uid != spec.uid) => continue,
                 None => {
                     let Some(to) = least_loaded(&load) else { break };
                     *load.get_mut(to.as_str()).expect("listed") += 1;
@@ -302,7 +304,7 @@ pub fn plan(
         if job.status.as_ref().is_some_and(|s| s.state == JobState::Canceled) {
             continue;
         }
-        let stopped = job.tasks.iter().all(|task| match &task.assignment {
+        let stopped = job.tasks.iter().chain(&job.stale).all(|task| match &task.assignment {
             Some((a, _)) => !still_running(a, task, workers),
             None => true,
         });
@@ -348,7 +350,11 @@ fn handoffs(
             }
         }
     }
-    let receivers: Vec<&str> = targets.iter().copied().filter(|node| workers[*node].settled).collect();
+    let receivers: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|node| workers[*node].settled && !workers[*node].draining)
+        .collect();
     let mut decisions = Vec::new();
     while let Some(to) = receivers.iter().copied().min_by_key(|node| (load[*node], *node)) {
         // A draining worker gives up everything; the others down to one more than `to`.
@@ -472,6 +478,7 @@ mod tests {
             version: 1,
             status: None,
             has_tasks_dir: false,
+            stale: Vec::new(),
         }
     }
 
@@ -693,6 +700,44 @@ mod tests {
         };
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].assignment.generation, generation + 1);
+    }
+
+    #[test]
+    fn a_deployment_with_fewer_tasks_waits_for_every_old_one() {
+        let mut jobs = vec![job(spec("a", 3))];
+        let live = workers(&["w1"]);
+        let decisions = plan(&jobs, &live, 0);
+        apply(&mut jobs, &decisions);
+        let old = jobs[0].tasks.clone();
+        let mut again = spec("a", 2);
+        again.uid = "uid-again".into();
+        jobs[0] = job(again);
+        jobs[0].tasks = old[..2].to_vec();
+        jobs[0].stale = old[2..].to_vec();
+        assert!(plan(&jobs, &live, 0).is_empty(), "old task 2 may still write the sink");
+        let generation = jobs[0].stale[0].assignment.as_ref().unwrap().0.generation;
+        let view = &mut jobs[0];
+        for task in view.tasks.iter_mut().chain(view.stale.iter_mut()) {
+            task.status = Some(JobStatus {
+                state: JobState::Canceled,
+                epoch: generation,
+                ..JobStatus::created(0)
+            });
+        }
+        assert!(matches!(plan(&jobs, &live, 0).as_slice(), [Decision::Assign { tasks, .. }] if tasks.len() == 2));
+    }
+
+    #[test]
+    fn drained_workers_do_not_trade_tasks() {
+        let mut jobs = vec![job(spec("a", 4))];
+        let mut live = workers(&["w1", "w2"]);
+        let decisions = plan(&jobs, &live, 0);
+        apply(&mut jobs, &decisions);
+        all_running(&mut jobs);
+        for w in live.values_mut() {
+            w.draining = true;
+        }
+        assert!(plan(&jobs, &live, 0).is_empty(), "nowhere better to go");
     }
 
     #[test]

@@ -84,10 +84,13 @@ impl Leader {
         };
         let settling: BTreeSet<(String, u32)> = self.moved.keys().cloned().collect();
         for decision in assign::plan(&jobs, &workers, &settling, crate::clock::now_ms()) {
-            if let Decision::Handoff { job, task, .. } = &decision {
-                self.moved.insert((job.clone(), *task), Instant::now());
+            for part in in_parts(decision) {
+                if self.carry_out(&part).await? {
+                    if let Decision::Handoff { job, task, .. } = &part {
+                        self.moved.insert((job.clone(), *task), Instant::now());
+                    }
+                }
             }
-            self.carry_out(&decision).await?;
         }
         Ok(())
     }
@@ -141,23 +144,26 @@ impl Leader {
             let status = read_json::<JobStatus>(session, &layout.job_status(&name))
                 .await?
                 .map(|(s, _)| s);
-            let has_tasks_dir = session.exists(&layout.job_tasks(&name)).await?;
+            let listed = match session.list_children(&layout.job_tasks(&name)).await {
+                Ok(listed) => Some(listed),
+                Err(zkc::Error::NoNode) => None,
+                Err(e) => return Err(e),
+            };
+            let has_tasks_dir = listed.is_some();
             let mut tasks = Vec::new();
             for share in spec.shares() {
                 let task = if has_tasks_dir {
-                    let handoff = read_json(session, &layout.task_handoff(&name, share.index)).await?;
-                    TaskView {
-                        assignment: read_json(session, &layout.task(&name, share.index)).await?,
-                        status: read_json(session, &layout.task_status(&name, share.index))
-                            .await?
-                            .map(|(s, _)| s),
-                        has_handoff_node: handoff.is_some(),
-                        handoff: handoff.map(|(h, _)| h),
-                    }
+                    read_task(session, &layout, &name, share.index).await?
                 } else {
                     TaskView::default()
                 };
                 tasks.push(task);
+            }
+            let mut stale = Vec::new();
+            for index in listed.iter().flatten().filter_map(|i| i.parse::<u32>().ok()) {
+                if index >= spec.parallelism {
+                    stale.push(read_task(session, &layout, &name, index).await?);
+                }
             }
             jobs.push(JobView {
                 spec,
@@ -165,14 +171,15 @@ impl Leader {
                 status,
                 has_tasks_dir,
                 tasks,
+                stale,
             });
         }
         Ok((jobs, workers))
     }
 
     /// Makes one decision's writes, fenced by the latch and guarded by the
-    /// job's spec version.
-    async fn carry_out(&self, decision: &Decision) -> Result<(), Deposed> {
+    /// job's spec version; whether they were made.
+    async fn carry_out(&self, decision: &Decision) -> Result<bool, Deposed> {
         let (job, version) = match decision {
             Decision::Assign { job, version, .. }
             | Decision::Handoff { job, version, .. }
@@ -242,15 +249,15 @@ impl Leader {
             });
         }
         match self.fence.write(&ops).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(FenceError::Deposed) => Err(Deposed("a fenced write found the latch node gone".into())),
             Err(e @ FenceError::Conflict { .. }) => {
                 tracing::debug!(job = %job, "changed while assigning, planning again at the next pass: {e}");
-                Ok(())
+                Ok(false)
             }
             Err(e) => {
                 tracing::warn!(job = %job, "cannot write the job's assignments, trying again later: {e}");
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -286,6 +293,48 @@ impl Leader {
         };
         serde_json::to_vec(&status).expect("status serializes")
     }
+}
+
+/// Tasks assigned in one multi-op at most: three writes each, so a job of
+/// thousands of tasks stays far below ZooKeeper's 1 MiB request limit
+/// (`jute.maxbuffer`), past which the server drops the connection.
+const ASSIGN_CHUNK: usize = 100;
+
+/// A decision as the multi-ops that carry it out: each part's tasks are
+/// checked on their own, so the parts are independent.
+fn in_parts(decision: Decision) -> Vec<Decision> {
+    let Decision::Assign {
+        job,
+        version,
+        create_dir,
+        tasks,
+    } = decision
+    else {
+        return vec![decision];
+    };
+    tasks
+        .chunks(ASSIGN_CHUNK)
+        .enumerate()
+        .map(|(i, part)| Decision::Assign {
+            job: job.clone(),
+            version,
+            create_dir: create_dir && i == 0,
+            tasks: part.to_vec(),
+        })
+        .collect()
+}
+
+/// Task `index` of job `name` as it stands.
+async fn read_task(session: &dyn Session, layout: &Layout, name: &str, index: u32) -> Result<TaskView, zkc::Error> {
+    let handoff = read_json(session, &layout.task_handoff(name, index)).await?;
+    Ok(TaskView {
+        assignment: read_json(session, &layout.task(name, index)).await?,
+        status: read_json(session, &layout.task_status(name, index))
+            .await?
+            .map(|(s, _)| s),
+        has_handoff_node: handoff.is_some(),
+        handoff: handoff.map(|(h, _)| h),
+    })
 }
 
 /// A node's children; none if it does not exist.

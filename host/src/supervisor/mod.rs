@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::coord::{Connector, SessionEvents, SessionState};
+use crate::coord::{Connector, SessionState};
 use crate::ha::{self, Layout, StorageRecordError, SupervisorInfo};
 use crate::job::{Executor, WorkerContext};
 use crate::metrics::Metrics;
@@ -72,17 +72,6 @@ fn note_connection(metrics: &Metrics, state: SessionState) {
     metrics
         .zookeeper_connected
         .set(i64::from(state == SessionState::SyncConnected));
-}
-
-/// Waits until the session ends for good.
-async fn session_lost(events: &mut SessionEvents, metrics: &Metrics) -> SessionState {
-    loop {
-        let state = events.changed().await;
-        note_connection(metrics, state);
-        if state.is_terminated() {
-            return state;
-        }
-    }
 }
 
 /// Runs the replica until `shutdown` turns true.
@@ -138,13 +127,20 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         metrics.zookeeper_connected.set(1);
         let record = serde_json::to_vec(&info).expect("supervisor info serializes");
         let workers_dir = layout.workers();
+        // Whether the connection was up when last heard of: tasks start only on one that is.
+        let mut connected = true;
         let node = loop {
             let registered = tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
-                state = session_lost(&mut events, &metrics) => {
-                    tracing::warn!(?state, "ZooKeeper session ended while registering; reconnecting");
-                    continue 'session;
+                state = events.changed() => {
+                    note_connection(&metrics, state);
+                    if state.is_terminated() {
+                        tracing::warn!(?state, "ZooKeeper session ended while registering; reconnecting");
+                        continue 'session;
+                    }
+                    connected = state == SessionState::SyncConnected;
+                    continue;
                 }
                 registered = session.register(&workers_dir, &record) => registered,
             };
@@ -160,6 +156,19 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
                 }
             }
         };
+        while !connected {
+            let state = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                state = events.changed() => state,
+            };
+            note_connection(&metrics, state);
+            if state.is_terminated() {
+                tracing::warn!(?state, "ZooKeeper session ended while registering; reconnecting");
+                continue 'session;
+            }
+            connected = state == SessionState::SyncConnected;
+        }
         let ctx = Arc::new(WorkerContext {
             session: session.clone(),
             node,

@@ -86,27 +86,26 @@ pub async fn run(
     let mut recheck: Option<Instant> = None;
     let mut role = Role::Joining;
     let mut next_event = Some((Event::Registered, String::new()));
+    // A session state that came while a pass ran, which it cut short.
+    let mut cut_short: Option<SessionState> = None;
     loop {
         if next_event.is_none() {
             // Biased, session first: a disconnection is acted on before anything else.
-            next_event = tokio::select! {
+            let turn = match cut_short.take() {
+                Some(state) => Turn::State(state),
+                None => tokio::select! {
                 biased;
-                state = events.changed() => {
-                    let event = session_event(&ctx, leader.as_ref(), state).await;
-                    recheck = (state == SessionState::SyncConnected && event.is_none())
-                        .then(|| Instant::now() + NODE_CHECK_RETRY);
-                    event
-                }
+                state = events.changed() => Turn::State(state),
                 _ = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now)), if recheck.is_some() => {
                     let event = session_event(&ctx, leader.as_ref(), SessionState::SyncConnected).await;
                     recheck = event.is_none().then(|| Instant::now() + NODE_CHECK_RETRY);
-                    event
+                    Turn::Event(event)
                 }
-                _ = shutdown.changed() => Some((Event::ShutdownRequested, "shutdown requested".to_string())),
+                _ = shutdown.changed() => Turn::Event(Some((Event::ShutdownRequested, "shutdown requested".to_string()))),
                 Some((key, end)) = ends.recv() => match worker.ended(&key, &end) {
-                    Err(Unregistered(why)) => Some((Event::Unregistered, why)),
+                    Err(Unregistered(why)) => Turn::Event(Some((Event::Unregistered, why))),
                     // A task ended: collect it (releasing a handoff), start its successor or confirm its cancellation.
-                    Ok(()) => pass(&mut worker, None, role, Wake { worker: true, leader: false }).await,
+                    Ok(()) => Turn::Pass(Wake { worker: true, leader: false }),
                 },
                 latch = async { election.as_mut().expect("guarded").await }, if election.is_some() => {
                     election = None;
@@ -114,7 +113,7 @@ pub async fn run(
                         Some(latch) => won = Some((latch, Instant::now())),
                         None => election = Some(contend()),
                     }
-                    None
+                    Turn::Event(None)
                 }
                 _ = tokio::time::sleep_until(won.as_ref().map_or_else(Instant::now, |(_, at)| *at)), if won.is_some() => {
                     let (latch, _) = won.take().expect("guarded");
@@ -123,26 +122,41 @@ pub async fn run(
                             let epoch = fence.epoch();
                             tracing::info!(epoch, latch = fence.latch(), "became leader");
                             leader = Some(Leader::new(fence, layout.clone()));
-                            Some((Event::Elected { epoch }, "elected".to_string()))
+                            Turn::Event(Some((Event::Elected { epoch }, "elected".to_string())))
                         }
                         Err(e) if e.is_unanswered() => {
                             tracing::warn!("could not take the lead yet: {e}; asking again");
                             won = Some((latch, Instant::now() + TAKE_LEAD_RETRY));
-                            None
+                            Turn::Event(None)
                         }
                         Err(e) => {
                             tracing::warn!("could not take the lead: {e}; joining the election again");
+                            abandon(session.as_ref(), &latch).await;
                             election = Some(contend());
-                            None
+                            Turn::Event(None)
                         }
                     }
                 }
-                wake = changes.changed() => pass(&mut worker, leader.as_mut(), role, wake).await,
-                _ = tick.tick() => {
-                    let both = Wake { worker: true, leader: true };
-                    pass(&mut worker, leader.as_mut(), role, both).await
-                }
+                wake = changes.changed() => Turn::Pass(wake),
+                _ = tick.tick() => Turn::Pass(Wake { worker: true, leader: true }),
                 () = &mut warm => unreachable!("keep_warm never returns"),
+                },
+            };
+            next_event = match turn {
+                Turn::Event(event) => event,
+                Turn::State(state) => {
+                    let event = session_event(&ctx, leader.as_ref(), state).await;
+                    recheck = (state == SessionState::SyncConnected && event.is_none())
+                        .then(|| Instant::now() + NODE_CHECK_RETRY);
+                    event
+                }
+                Turn::Pass(wake) => match pass_or_state(events, &mut worker, leader.as_mut(), role, wake).await {
+                    Ok(event) => event,
+                    Err(state) => {
+                        cut_short = Some(state);
+                        None
+                    }
+                },
             };
         }
         let Some((event, why)) = next_event.take() else {
@@ -155,11 +169,14 @@ pub async fn run(
                 Action::RunTasks => {
                     tracing::info!(node = %ctx.node, "working");
                     worker.set_mode(Control::Run);
-                    let both = Wake {
+                    let only = Wake {
                         worker: true,
                         leader: false,
                     };
-                    next_event = pass(&mut worker, None, role, both).await;
+                    match pass_or_state(events, &mut worker, None, role, only).await {
+                        Ok(event) => next_event = event,
+                        Err(state) => cut_short = Some(state),
+                    }
                 }
                 Action::PauseTasks => {
                     tracing::warn!("disconnected from ZooKeeper: pausing every task until the session is confirmed");
@@ -179,11 +196,18 @@ pub async fn run(
                         worker: false,
                         leader: true,
                     };
-                    next_event = pass(&mut worker, leader.as_mut(), role, only).await;
+                    match pass_or_state(events, &mut worker, leader.as_mut(), role, only).await {
+                        Ok(event) => next_event = event,
+                        Err(state) => cut_short = Some(state),
+                    }
                 }
                 Action::StopLeading => {
                     if let Some(lost) = leader.take() {
                         tracing::warn!(epoch = lost.epoch(), "stepped down: {why}; the tasks here run on");
+                        // Our latch node may outlive the leadership (a check
+                        // refused rather than unanswered): gone, it no longer
+                        // holds back the next election, ours included.
+                        abandon(session.as_ref(), lost.latch()).await;
                     }
                     metrics.leader.set(0);
                     metrics.leader_epoch.set(0);
@@ -202,10 +226,58 @@ pub async fn run(
                 Action::Exit => {
                     metrics.leader.set(0);
                     metrics.leader_epoch.set(0);
+                    // The worker node goes now, so the leader gives this
+                    // supervisor's tasks away at once, not a session
+                    // timeout later (tasks that outlived their finish may
+                    // hold the session open).
+                    abandon(session.as_ref(), &ctx.node).await;
                     return SessionEnd::Shutdown;
                 }
             }
         }
+    }
+}
+
+/// What one turn of the session loop has to do.
+enum Turn {
+    /// Act on the session's state.
+    State(SessionState),
+    /// Act on this event, if any.
+    Event(Option<(Event, String)>),
+    /// Look again, as `wake` says.
+    Pass(Wake),
+}
+
+/// How long the removal of a node of ours may take: a supervisor that
+/// cannot reach ZooKeeper leaves it to expire with the session.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Deletes a node of this session's (its latch, its worker node), if it
+/// still exists and ZooKeeper answers soon.
+async fn abandon(session: &dyn crate::coord::Session, path: &str) {
+    match tokio::time::timeout(ABANDON_TIMEOUT, session.delete(path)).await {
+        Ok(Ok(()) | Err(zookeeper_client::Error::NoNode)) => {}
+        Ok(Err(e)) => tracing::debug!("could not delete {path}: {e}"),
+        Err(_) => tracing::debug!("could not delete {path} within {ABANDON_TIMEOUT:?}"),
+    }
+}
+
+/// A pass, cut short by a change of the session's state, which is
+/// returned to act on at once: every read and write of a pass is made
+/// again at the next, so dropping one half done loses nothing, while a
+/// pass waiting on a ZooKeeper that went away would hold a disconnection
+/// back from the tasks it must pause.
+async fn pass_or_state(
+    events: &mut SessionEvents,
+    worker: &mut Worker,
+    leader: Option<&mut Leader>,
+    role: Role,
+    wake: Wake,
+) -> Result<Option<(Event, String)>, SessionState> {
+    tokio::select! {
+        biased;
+        state = events.changed() => Err(state),
+        event = pass(worker, leader, role, wake) => Ok(event),
     }
 }
 

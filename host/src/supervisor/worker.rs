@@ -2,9 +2,9 @@
 //! worker node, and stops those that no longer do. Every supervisor is
 //! one, the leader included.
 //!
-//! Its methods never wait on long work, so the session loop acts on a
-//! session event at once: stopping a task only tells it to stop, and the
-//! task is collected once it has.
+//! Stopping a task only tells it to stop, and the task is collected once
+//! it says it has ended; a pass's reads and writes are cut short by the
+//! session loop on any change of the session's state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::standby::read_specs;
 use crate::ha::assign::Handoff;
 use crate::ha::Assignment;
 use crate::job::{self, control, AttemptError, Control, ControlSender, JobEnd, Task, WorkerContext};
-use crate::spec::{Desired, JobSpec, JobState, JobStatus};
+use crate::spec::{Desired, JobSpec, JobState, JobStatus, Share};
 
 /// A task by job name and index.
 pub type TaskKey = (String, u32);
@@ -58,6 +58,8 @@ pub struct Worker {
     /// Tasks told to stop that have not yet: none of the same key starts
     /// until its predecessor has, or both would write one sink.
     stopping: BTreeMap<TaskKey, JoinHandle<JobEnd>>,
+    /// Tasks handed off whose release is yet to be written.
+    releasing: BTreeMap<TaskKey, Task>,
     /// Where every task says it ended, so the loop collects it at once (a
     /// handoff's release, a successor's start) rather than at its next pass.
     ended: mpsc::UnboundedSender<(TaskKey, JobEnd)>,
@@ -75,6 +77,7 @@ impl Worker {
             node,
             tasks: BTreeMap::new(),
             stopping: BTreeMap::new(),
+            releasing: BTreeMap::new(),
             ended,
             mode,
         };
@@ -114,6 +117,7 @@ impl Worker {
     /// that fails is logged and tried again at the next pass.
     pub async fn reconcile(&mut self) -> Result<(), Unregistered> {
         self.reap().await?;
+        self.release().await?;
         let session = self.ctx.session.as_ref();
         let specs = match read_specs(session, &self.ctx.layout).await {
             Ok(specs) => specs,
@@ -176,7 +180,7 @@ impl Worker {
                 }
                 continue;
             }
-            if self.stopping.contains_key(&key) {
+            if self.stopping.contains_key(&key) || self.releasing.contains_key(&key) {
                 continue;
             }
             let restarts = match self.status(&task).await {
@@ -231,7 +235,19 @@ impl Worker {
             }
         }
         let mut mine = Vec::new();
-        for share in spec.shares() {
+        // A deployment that had more tasks left the ones past this one's
+        // count: they are looked at too, to be stopped and confirmed.
+        let stale = match session.list_children(&layout.job_tasks(&spec.name)).await {
+            Ok(listed) => listed.iter().filter_map(|i| i.parse::<u32>().ok()).collect(),
+            Err(zkc::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let of = spec.parallelism.max(1);
+        let stale = stale
+            .into_iter()
+            .filter(|index| *index >= of)
+            .map(|index| Share { index, of });
+        for share in spec.shares().chain(stale) {
             let (data, assignment) = match session.get_data(&layout.task(&spec.name, share.index)).await {
                 Ok(found) => found,
                 Err(zkc::Error::NoNode) => continue,
@@ -248,7 +264,7 @@ impl Worker {
                     assignment,
                     generation: a.generation,
                 };
-                mine.push((task, a.uid == spec.uid));
+                mine.push((task, a.uid == spec.uid && share.index < of));
             }
         }
         Ok(mine)
@@ -308,33 +324,40 @@ impl Worker {
                         task.task.label()
                     )));
                 }
-                Ok(JobEnd::Finished) if task.handing_off => self.release(&task.task).await?,
+                Ok(JobEnd::Finished) if task.handing_off => {
+                    self.releasing.insert(key, task.task);
+                }
                 _ => {}
             }
         }
         deposed
     }
 
-    /// Says a task handed off has published its final checkpoint, so the
-    /// leader gives it to its next worker. Unwritten (ZooKeeper did not
-    /// answer), the task is started here again at the next pass and
-    /// handed off anew.
-    async fn release(&self, task: &Task) -> Result<(), Unregistered> {
-        let restarts = match self.status(task).await {
-            Ok(status) => status.map_or(0, |s| s.restarts),
-            Err(_) => 0,
-        };
-        match self.ctx.write_status(task, JobState::Released, restarts, None).await {
-            Ok(()) => {
-                tracing::info!(task = %task.label(), "task handed off");
-                Ok(())
+    /// Says the tasks handed off have published their final checkpoints,
+    /// so the leader gives them to their next workers. A release
+    /// ZooKeeper left unanswered may have landed, so it is written again
+    /// (the same fenced write) at each pass until answered, and the task
+    /// is not started here meanwhile.
+    async fn release(&mut self) -> Result<(), Unregistered> {
+        let keys: Vec<TaskKey> = self.releasing.keys().cloned().collect();
+        for key in keys {
+            let task = &self.releasing[&key];
+            let restarts = match self.status(task).await {
+                Ok(status) => status.map_or(0, |s| s.restarts),
+                Err(_) => 0,
+            };
+            match self.ctx.write_status(task, JobState::Released, restarts, None).await {
+                Ok(()) => tracing::info!(task = %task.label(), "task handed off"),
+                Err(AttemptError::Superseded) => {}
+                Err(AttemptError::Deposed) => return Err(Unregistered("a fenced status write was refused".into())),
+                Err(e) => {
+                    tracing::warn!(task = %task.label(), "cannot release the task yet, asking again: {e}");
+                    continue;
+                }
             }
-            Err(AttemptError::Deposed) => Err(Unregistered("a fenced status write was refused".into())),
-            Err(e) => {
-                tracing::warn!(task = %task.label(), "cannot release the task, it starts here again: {e}");
-                Ok(())
-            }
+            self.releasing.remove(&key);
         }
+        Ok(())
     }
 
     /// Tells a task to stop, without waiting: the loop hears on `ended`
