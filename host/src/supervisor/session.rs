@@ -102,7 +102,7 @@ pub async fn run(
                     Turn::Event(event)
                 }
                 _ = shutdown.changed() => Turn::Event(Some((Event::ShutdownRequested, "shutdown requested".to_string()))),
-                Some((key, end)) = ends.recv() => match worker.ended(&key, &end) {
+                Some((key, id, end)) = ends.recv() => match worker.ended(&key, id, &end).await {
                     Err(Unregistered(why)) => Turn::Event(Some((Event::Unregistered, why))),
                     // A task ended: collect it (releasing a handoff), start its successor or confirm its cancellation.
                     Ok(()) => Turn::Pass(Wake { worker: true, leader: false }),

@@ -40,6 +40,8 @@ struct RunningTask {
     task: Task,
     control: ControlSender,
     handle: JoinHandle<JobEnd>,
+    /// Which start of the task this is: its end says so.
+    id: u64,
     /// The leader asked for a handoff: the task is finishing, and says
     /// RELEASED once its final checkpoint is published.
     handing_off: bool,
@@ -57,19 +59,21 @@ pub struct Worker {
     tasks: BTreeMap<TaskKey, RunningTask>,
     /// Tasks told to stop that have not yet: none of the same key starts
     /// until its predecessor has, or both would write one sink.
-    stopping: BTreeMap<TaskKey, JoinHandle<JobEnd>>,
+    stopping: BTreeMap<TaskKey, (u64, JoinHandle<JobEnd>)>,
     /// Tasks handed off whose release is yet to be written.
     releasing: BTreeMap<TaskKey, Task>,
     /// Where every task says it ended, so the loop collects it at once (a
     /// handoff's release, a successor's start) rather than at its next pass.
-    ended: mpsc::UnboundedSender<(TaskKey, JobEnd)>,
+    ended: mpsc::UnboundedSender<(TaskKey, u64, JobEnd)>,
+    /// The id the next task started gets.
+    next_id: u64,
     /// What every task is told: Run, or Pause while the session is in doubt.
     mode: Control,
 }
 
 impl Worker {
     /// A worker with no tasks yet; tasks that stop are reported on the receiver.
-    pub fn new(ctx: Arc<WorkerContext>, mode: Control) -> (Worker, mpsc::UnboundedReceiver<(TaskKey, JobEnd)>) {
+    pub fn new(ctx: Arc<WorkerContext>, mode: Control) -> (Worker, mpsc::UnboundedReceiver<(TaskKey, u64, JobEnd)>) {
         let node = ctx.node.rsplit('/').next().unwrap_or_default().to_string();
         let (ended, ends) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -79,6 +83,7 @@ impl Worker {
             stopping: BTreeMap::new(),
             releasing: BTreeMap::new(),
             ended,
+            next_id: 0,
             mode,
         };
         (worker, ends)
@@ -97,11 +102,19 @@ impl Worker {
         }
     }
 
-    /// Hears that a task ended; a deposed one means the worker node is
-    /// gone. The pass that follows collects a task that ended on its own.
-    pub fn ended(&mut self, key: &TaskKey, end: &JobEnd) -> Result<(), Unregistered> {
-        if self.stopping.get(key).is_some_and(JoinHandle::is_finished) {
-            self.stopping.remove(key);
+    /// Hears that start `id` of a task ended, and collects it (the end is
+    /// sent as the task's last act, so its handle resolves at once); a
+    /// deposed one means the worker node is gone.
+    pub async fn ended(&mut self, key: &TaskKey, id: u64, end: &JobEnd) -> Result<(), Unregistered> {
+        if self.stopping.get(key).is_some_and(|(started, _)| *started == id) {
+            let (_, handle) = self.stopping.remove(key).expect("just seen");
+            let _ = handle.await;
+        } else if self.tasks.get(key).is_some_and(|t| t.id == id) {
+            let task = self.tasks.remove(key).expect("just seen");
+            let _ = task.handle.await;
+            if *end == JobEnd::Finished && task.handing_off {
+                self.releasing.insert(key.clone(), task.task);
+            }
         }
         if *end == JobEnd::Deposed {
             return Err(Unregistered(format!(
@@ -198,11 +211,13 @@ impl Worker {
             };
             let (control, receiver) = control::channel(self.mode);
             let (ctx, ended, run) = (self.ctx.clone(), self.ended.clone(), task.clone());
+            let id = self.next_id;
+            self.next_id += 1;
             let handle = tokio::spawn({
                 let key = key.clone();
                 async move {
                     let end = job::supervise(ctx, run, restarts, receiver).await;
-                    let _ = ended.send((key, end.clone()));
+                    let _ = ended.send((key, id, end.clone()));
                     end
                 }
             });
@@ -210,6 +225,7 @@ impl Worker {
                 task,
                 control,
                 handle,
+                id,
                 handing_off: false,
             };
             self.tasks.insert(key, running);
@@ -365,7 +381,7 @@ impl Worker {
     fn stop(&mut self, key: &TaskKey) {
         if let Some(task) = self.tasks.remove(key) {
             task.control.send_replace(Control::Stop);
-            self.stopping.insert(key.clone(), task.handle);
+            self.stopping.insert(key.clone(), (task.id, task.handle));
         }
     }
 
@@ -374,7 +390,7 @@ impl Worker {
         self.set_mode(Control::Stop);
         let handles = std::mem::take(&mut self.tasks).into_values().map(|t| t.handle);
         futures::future::join_all(handles).await;
-        futures::future::join_all(std::mem::take(&mut self.stopping).into_values()).await;
+        futures::future::join_all(std::mem::take(&mut self.stopping).into_values().map(|(_, h)| h)).await;
     }
 
     /// Planned handoff: every task takes a final checkpoint and publishes
@@ -383,7 +399,7 @@ impl Worker {
         self.set_mode(Control::Finish);
         let tasks = std::mem::take(&mut self.tasks);
         let (controls, handles): (Vec<_>, Vec<_>) = tasks.into_values().map(|t| (t.control, t.handle)).unzip();
-        let stopping = std::mem::take(&mut self.stopping).into_values();
+        let stopping = std::mem::take(&mut self.stopping).into_values().map(|(_, h)| h);
         let all = async {
             futures::future::join_all(handles).await;
             futures::future::join_all(stopping).await;
