@@ -688,8 +688,10 @@ fn a_job_told_to_stop_while_it_restores_stops() {
 
 /// Seeds that found bugs, kept as they were found (they replay the same
 /// schedule while the driver's choices stay as they are): a reconnected
-/// leader whose latch check went unanswered gave up its leadership.
-const FOUND: [u64; 6] = [1061, 1100, 1251, 1342, 1405, 1461];
+/// leader whose latch check went unanswered gave up its leadership
+/// (1061...1461); a worker's pass waiting on requests that a lost
+/// connection queued held its tasks' pause back (8, 23, 25, 33).
+const FOUND: [u64; 10] = [8, 23, 25, 33, 1061, 1100, 1251, 1342, 1405, 1461];
 
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {

@@ -86,7 +86,25 @@ fn parent(path: &str) -> &str {
 impl SimSession {
     /// Waits out the request's latency, then checks that it can reach the
     /// ensemble at all; returns the locked state to carry it out in.
+    /// A request made while cut off waits, as zookeeper-client queues it,
+    /// until the connection is back or the session has ended; one in
+    /// flight when the connection drops fails with `ConnectionLoss`.
     async fn request(&self) -> Result<std::sync::MutexGuard<'_, State>, zkc::Error> {
+        loop {
+            let notified = self.world.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.world.lock();
+                if !state.sessions[&self.id].alive {
+                    return Err(zkc::Error::SessionExpired);
+                }
+                if state.processes[self.node].disconnected.is_none() {
+                    break;
+                }
+            }
+            notified.await;
+        }
         self.world.latency(self.node).await;
         let state = self.world.lock();
         let session = &state.sessions[&self.id];
