@@ -42,6 +42,18 @@ fn lost_and_duplicated(lines: &[String], task: usize) -> (usize, usize) {
     (expected - distinct.len(), ks.len() - distinct.len())
 }
 
+/// The leader's pid, once it is a live process: a leader killed a moment
+/// ago stays the leader until its session expires, while the tasks on the
+/// other supervisors (whose output the soak waits for) carry on.
+fn live_leader(cluster: &mut Cluster) -> u32 {
+    let leader = cluster.leader_pid();
+    if cluster.is_alive(leader) {
+        leader
+    } else {
+        cluster.leader_pid_after(Some(leader))
+    }
+}
+
 fn median(sorted: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
@@ -90,7 +102,7 @@ fn chaos() {
         let at = Instant::now();
         match fault {
             "kill -9 leader" => {
-                let leader = cluster.leader_pid();
+                let leader = live_leader(&mut cluster);
                 cluster.signal(leader, "KILL");
                 cluster.start_supervisor();
             }
@@ -134,13 +146,13 @@ fn chaos() {
                 }
             },
             "SIGSTOP leader" => {
-                let leader = cluster.leader_pid();
+                let leader = live_leader(&mut cluster);
                 cluster.signal(leader, "STOP");
                 std::thread::sleep(millis(&mut rng, 500, 4000));
                 cluster.signal(leader, "CONT");
             }
             "SIGTERM leader" => {
-                let leader = cluster.leader_pid();
+                let leader = live_leader(&mut cluster);
                 cluster.signal(leader, "TERM");
                 cluster.wait_exit(leader);
                 cluster.start_supervisor();
