@@ -118,46 +118,32 @@ fn tasks_spread_over_every_worker_and_only_a_dead_workers_tasks_move() {
     // kill -9 of a worker that does not lead: its tasks move once its
     // session expires; the others never stop.
     let leader = cluster.leader_pid();
-    let victim_id = workers
-        .iter()
-        .find(|w| cluster.pid_of(w) != Some(leader))
-        .unwrap()
-        .clone();
-    let victim = cluster.pid_of(&victim_id).unwrap();
-    let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == victim_id);
-    cluster.signal(victim, "KILL");
-    let gap = longest_gap(&files, &stayed, || {
-        let now = cluster.task_workers("par");
-        moved.iter().all(|&i| now[i].as_deref().is_some_and(|w| w != victim_id))
-    });
-    assert!(gap < MAX_GAP, "a surviving task paused {gap:?} while a worker died");
-    let after = running(&cluster);
-    for &i in &stayed {
-        assert_eq!(after[i], workers[i], "task {i} moved though its worker lives");
-    }
-    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
-    wait_for("the moved tasks to resume", Duration::from_secs(30), || {
-        moved
-            .iter()
-            .zip(&grown)
-            .all(|(&i, &n)| read_lines(&files[i]).len() > n + 10)
-            .then_some(())
-    });
-
+    let leader_id = status["leader"]["id"].as_str().unwrap().to_string();
+    let victim = workers.iter().find(|w| **w != leader_id).unwrap().clone();
+    kill_and_watch(&mut cluster, &files, &victim);
     // kill -9 of the leader: the tasks elsewhere keep committing; only
     // the leader's own move.
-    let leader_id = status["leader"]["id"].as_str().unwrap().to_string();
-    let workers = running(&cluster);
-    let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == leader_id);
-    cluster.signal(leader, "KILL");
-    let gap = longest_gap(&files, &stayed, || {
+    assert_eq!(cluster.leader_pid(), leader);
+    kill_and_watch(&mut cluster, &files, &leader_id);
+    assert_each_task_exactly_once(&files);
+}
+
+/// `kill -9` of supervisor `victim`: its tasks move once its session
+/// expires and resume there, while every other task's output goes on
+/// growing and none of them moves.
+fn kill_and_watch(cluster: &mut Cluster, files: &[PathBuf], victim: &str) {
+    let workers = running(cluster);
+    let (moved, stayed): (Vec<usize>, Vec<usize>) = (0..TASKS as usize).partition(|&i| workers[i] == victim);
+    let pid = cluster.pid_of(victim).unwrap();
+    cluster.signal(pid, "KILL");
+    let gap = longest_gap(files, &stayed, || {
         let now = cluster.task_workers("par");
-        moved.iter().all(|&i| now[i].as_deref().is_some_and(|w| w != leader_id))
+        moved.iter().all(|&i| now[i].as_deref().is_some_and(|w| w != victim))
     });
-    assert!(gap < MAX_GAP, "a task paused {gap:?} while the leader died");
-    let after = running(&cluster);
+    assert!(gap < MAX_GAP, "a surviving task paused {gap:?} while {victim} died");
+    let after = running(cluster);
     for &i in &stayed {
-        assert_eq!(after[i], workers[i], "task {i} moved with the leader");
+        assert_eq!(after[i], workers[i], "task {i} moved though its worker lives");
     }
     let grown: Vec<usize> = (0..TASKS as usize).map(|i| read_lines(&files[i]).len()).collect();
     wait_for("every task to carry on", Duration::from_secs(30), || {
@@ -165,7 +151,6 @@ fn tasks_spread_over_every_worker_and_only_a_dead_workers_tasks_move() {
             .all(|i| read_lines(&files[i]).len() > grown[i] + 10)
             .then_some(())
     });
-    assert_each_task_exactly_once(&files);
 }
 
 #[test]

@@ -84,12 +84,10 @@ fn parent(path: &str) -> &str {
 }
 
 impl SimSession {
-    /// Waits out the request's latency, then checks that it can reach the
-    /// ensemble at all; returns the locked state to carry it out in.
-    /// A request made while cut off waits, as zookeeper-client queues it,
-    /// until the connection is back or the session has ended; one in
-    /// flight when the connection drops fails with `ConnectionLoss`.
-    async fn request(&self) -> Result<std::sync::MutexGuard<'_, State>, zkc::Error> {
+    /// Waits until `ready` says the world is as this session waits for it
+    /// (`SessionExpired` once the session has ended), re-checking at every
+    /// change of the world.
+    async fn until<T>(&self, mut ready: impl FnMut(&State) -> Option<T>) -> Result<T, zkc::Error> {
         loop {
             let notified = self.world.changed.notified();
             tokio::pin!(notified);
@@ -99,12 +97,22 @@ impl SimSession {
                 if !state.sessions[&self.id].alive {
                     return Err(zkc::Error::SessionExpired);
                 }
-                if state.processes[self.node].disconnected.is_none() {
-                    break;
+                if let Some(done) = ready(&state) {
+                    return Ok(done);
                 }
             }
             notified.await;
         }
+    }
+
+    /// Waits out the request's latency, then checks that it can reach the
+    /// ensemble at all; returns the locked state to carry it out in. A
+    /// request made while cut off waits, as zookeeper-client queues it,
+    /// until the connection is back or the session has ended; one in
+    /// flight when the connection drops fails with `ConnectionLoss`.
+    async fn request(&self) -> Result<std::sync::MutexGuard<'_, State>, zkc::Error> {
+        self.until(|state| state.processes[self.node].disconnected.is_none().then_some(()))
+            .await?;
         self.world.latency(self.node).await;
         let state = self.world.lock();
         let session = &state.sessions[&self.id];
@@ -221,27 +229,16 @@ impl Session for SimSession {
             path
         };
         // The lowest sequence leads; wait until no lower one is left.
-        loop {
-            let notified = self.world.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let state = self.world.lock();
-                if !state.sessions[&self.id].alive {
-                    return Err(zkc::Error::SessionExpired);
-                }
-                let sequence = |p: &str| p.rsplit('-').next().unwrap_or_default().to_string();
-                let lowest = state
-                    .tree
-                    .keys()
-                    .filter(|p| parent(p) == dir)
-                    .min_by_key(|p| sequence(p));
-                if lowest == Some(&path) && !state.processes[self.node].paused {
-                    return Ok(path);
-                }
-            }
-            notified.await;
-        }
+        self.until(|state| {
+            let sequence = |p: &str| p.rsplit('-').next().unwrap_or_default().to_string();
+            let lowest = state
+                .tree
+                .keys()
+                .filter(|p| parent(p) == dir)
+                .min_by_key(|p| sequence(p));
+            (lowest == Some(&path) && !state.processes[self.node].paused).then(|| path.clone())
+        })
+        .await
     }
 
     async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
