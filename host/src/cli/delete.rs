@@ -21,8 +21,8 @@ pub struct DeleteArgs {
     storage: StorageArgs,
 }
 
-/// Nodes deleted in one multi-op at most.
-const DELETE_CHUNK: usize = 500;
+/// Tasks whose nodes are deleted in one multi-op at most (five each at most).
+const DELETE_CHUNK: usize = 100;
 
 pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
@@ -60,24 +60,25 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
         Err(zkc::Error::NoNode) => Vec::new(),
         Err(e) => bail!("cannot list {tasks_dir}: {e}{}", hint(&e)),
     };
-    let mut doomed = Vec::new();
+    // Each task's nodes (its children, then itself) go together, never
+    // split between two requests: a task left with its assignment but no
+    // status would read as still running. A bounded number of tasks per
+    // request (ZooKeeper refuses one over 1 MiB); the spec last, checked
+    // at the version read.
+    let mut doomed: Vec<Vec<String>> = Vec::new();
     for task in &tasks {
         let task = format!("{tasks_dir}/{task}");
-        match client.list_children(&task).await {
-            Ok(children) => doomed.extend(children.iter().map(|c| format!("{task}/{c}"))),
-            Err(zkc::Error::NoNode) => {}
+        let mut nodes: Vec<String> = match client.list_children(&task).await {
+            Ok(children) => children.iter().map(|c| format!("{task}/{c}")).collect(),
+            Err(zkc::Error::NoNode) => Vec::new(),
             Err(e) => bail!("cannot list {task}: {e}{}", hint(&e)),
-        }
-        doomed.push(task);
+        };
+        nodes.push(task);
+        doomed.push(nodes);
     }
-    if client.check_stat(&tasks_dir).await.ok().flatten().is_some() {
-        doomed.push(tasks_dir);
-    }
-    // The tasks' nodes go first, a bounded number per request (ZooKeeper
-    // refuses one over 1 MiB); the spec last, checked at the version read.
     for part in doomed.chunks(DELETE_CHUNK) {
         let mut tasks = client.new_multi_writer();
-        for path in part {
+        for path in part.iter().flatten() {
             tasks.add_delete(path, None)?;
         }
         if let Err(e) = tasks.commit().await {
@@ -86,6 +87,9 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
                 hint(&e.clone().into())
             );
         }
+    }
+    if client.check_stat(&tasks_dir).await.ok().flatten().is_some() {
+        writer.add_delete(&tasks_dir, None)?;
     }
     writer.add_delete(&layout.job_status(name), None)?;
     writer.add_delete(&layout.job(name), Some(stat.version))?;

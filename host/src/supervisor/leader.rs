@@ -63,14 +63,6 @@ impl Leader {
         self.fence.latch()
     }
 
-    /// Deletes our latch node so the next contender leads at once.
-    pub async fn release_latch(&self) {
-        tracing::info!(epoch = self.fence.epoch(), "handing off leadership");
-        if let Err(e) = self.fence.session().delete(self.fence.latch()).await {
-            tracing::warn!("could not delete the latch node, the next leader waits for session expiry: {e}");
-        }
-    }
-
     /// One pass: read, plan, write.
     pub async fn reconcile(&mut self) -> Result<(), Deposed> {
         let fence = self.fence.clone();

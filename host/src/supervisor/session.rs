@@ -88,11 +88,15 @@ pub async fn run(
     let mut next_event = Some((Event::Registered, String::new()));
     // A session state that came while a pass ran, which it cut short.
     let mut cut_short: Option<SessionState> = None;
+    // Passes cut short, or asked for while suspended: made once the worker runs again.
+    let mut pending = Wake::default();
     loop {
         if next_event.is_none() {
             // Biased, session first: a disconnection is acted on before anything else.
+            let runs = matches!(role, Role::Worker { suspended: false, .. });
             let turn = match cut_short.take() {
                 Some(state) => Turn::State(state),
+                None if runs && pending != Wake::default() => Turn::Pass(std::mem::take(&mut pending)),
                 None => tokio::select! {
                 biased;
                 state = events.changed() => Turn::State(state),
@@ -117,25 +121,7 @@ pub async fn run(
                 }
                 _ = tokio::time::sleep_until(won.as_ref().map_or_else(Instant::now, |(_, at)| *at)), if won.is_some() => {
                     let (latch, _) = won.take().expect("guarded");
-                    match Fence::take_lead(session.clone(), latch.clone(), &layout, info).await {
-                        Ok(fence) => {
-                            let epoch = fence.epoch();
-                            tracing::info!(epoch, latch = fence.latch(), "became leader");
-                            leader = Some(Leader::new(fence, layout.clone()));
-                            Turn::Event(Some((Event::Elected { epoch }, "elected".to_string())))
-                        }
-                        Err(e) if e.is_unanswered() => {
-                            tracing::warn!("could not take the lead yet: {e}; asking again");
-                            won = Some((latch, Instant::now() + TAKE_LEAD_RETRY));
-                            Turn::Event(None)
-                        }
-                        Err(e) => {
-                            tracing::warn!("could not take the lead: {e}; joining the election again");
-                            abandon(session.as_ref(), &latch).await;
-                            election = Some(contend());
-                            Turn::Event(None)
-                        }
-                    }
+                    Turn::TakeLead(latch)
                 }
                 wake = changes.changed() => Turn::Pass(wake),
                 _ = tick.tick() => Turn::Pass(Wake { worker: true, leader: true }),
@@ -144,15 +130,57 @@ pub async fn run(
             };
             next_event = match turn {
                 Turn::Event(event) => event,
+                Turn::TakeLead(latch) => {
+                    // Raced against the session as a pass is: a bump
+                    // waiting on a lost connection must not hold its pause
+                    // back. Cut short, it is asked again (with the same
+                    // latch, a landed bump is bumped once more).
+                    let taken = tokio::select! {
+                        biased;
+                        state = events.changed() => Err(state),
+                        taken = Fence::take_lead(session.clone(), latch.clone(), &layout, info) => Ok(taken),
+                    };
+                    match taken {
+                        Err(state) => {
+                            won = Some((latch, Instant::now()));
+                            cut_short = Some(state);
+                            None
+                        }
+                        Ok(Ok(fence)) => {
+                            let epoch = fence.epoch();
+                            tracing::info!(epoch, latch = fence.latch(), "became leader");
+                            leader = Some(Leader::new(fence, layout.clone()));
+                            Some((Event::Elected { epoch }, "elected".to_string()))
+                        }
+                        Ok(Err(e)) if e.is_unanswered() => {
+                            tracing::warn!("could not take the lead yet: {e}; asking again");
+                            won = Some((latch, Instant::now() + TAKE_LEAD_RETRY));
+                            None
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!("could not take the lead: {e}; joining the election again");
+                            abandon(session.as_ref(), &latch).await;
+                            election = Some(contend());
+                            None
+                        }
+                    }
+                }
                 Turn::State(state) => {
                     let event = session_event(&ctx, leader.as_ref(), state).await;
                     recheck = (state == SessionState::SyncConnected && event.is_none())
                         .then(|| Instant::now() + NODE_CHECK_RETRY);
                     event
                 }
+                Turn::Pass(wake) if !runs => {
+                    pending.worker |= wake.worker;
+                    pending.leader |= wake.leader;
+                    None
+                }
                 Turn::Pass(wake) => match pass_or_state(events, &mut worker, leader.as_mut(), role, wake).await {
                     Ok(event) => event,
                     Err(state) => {
+                        pending.worker |= wake.worker;
+                        pending.leader |= wake.leader;
                         cut_short = Some(state);
                         None
                     }
@@ -175,7 +203,10 @@ pub async fn run(
                     };
                     match pass_or_state(events, &mut worker, None, role, only).await {
                         Ok(event) => next_event = event,
-                        Err(state) => cut_short = Some(state),
+                        Err(state) => {
+                            pending.worker = true;
+                            cut_short = Some(state);
+                        }
                     }
                 }
                 Action::PauseTasks => {
@@ -198,7 +229,10 @@ pub async fn run(
                     };
                     match pass_or_state(events, &mut worker, leader.as_mut(), role, only).await {
                         Ok(event) => next_event = event,
-                        Err(state) => cut_short = Some(state),
+                        Err(state) => {
+                            pending.leader = true;
+                            cut_short = Some(state);
+                        }
                     }
                 }
                 Action::StopLeading => {
@@ -215,7 +249,8 @@ pub async fn run(
                 Action::Contend => election = Some(contend()),
                 Action::ReleaseLatch => {
                     if let Some(leader) = &leader {
-                        leader.release_latch().await;
+                        tracing::info!(epoch = leader.epoch(), "handing off leadership");
+                        abandon(session.as_ref(), leader.latch()).await;
                     }
                 }
                 Action::Rejoin => {
@@ -246,6 +281,8 @@ enum Turn {
     Event(Option<(Event, String)>),
     /// Look again, as `wake` says.
     Pass(Wake),
+    /// Turn this won latch into a leadership.
+    TakeLead(String),
 }
 
 /// How long the removal of a node of ours may take: a supervisor that

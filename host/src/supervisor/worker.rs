@@ -322,8 +322,10 @@ impl Worker {
         }
     }
 
-    /// Collects tasks that ended on their own; a deposed one means the worker node is gone.
+    /// Collects tasks that ended on their own (and stopped ones a panic
+    /// kept from saying so); a deposed one means the worker node is gone.
     async fn reap(&mut self) -> Result<(), Unregistered> {
+        self.stopping.retain(|_, (_, handle)| !handle.is_finished());
         let ended: Vec<TaskKey> = self
             .tasks
             .iter()
