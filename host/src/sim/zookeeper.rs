@@ -79,6 +79,19 @@ impl Drop for SimSession {
     }
 }
 
+/// Makes `dir` and its ancestors, empty, where they are missing.
+fn make_dirs(state: &mut State, dir: &str) {
+    let mut ancestor = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        ancestor = format!("{ancestor}/{part}");
+        state.tree.entry(ancestor.clone()).or_insert(Znode {
+            data: Vec::new(),
+            version: 0,
+            owner: None,
+        });
+    }
+}
+
 fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
@@ -187,15 +200,7 @@ impl Session for SimSession {
         if state.tree.contains_key(path) {
             return Err(zkc::Error::NodeExists);
         }
-        let mut ancestor = String::new();
-        for part in parent(path).split('/').filter(|p| !p.is_empty()) {
-            ancestor = format!("{ancestor}/{part}");
-            state.tree.entry(ancestor.clone()).or_insert(Znode {
-                data: Vec::new(),
-                version: 0,
-                owner: None,
-            });
-        }
+        make_dirs(&mut state, parent(path));
         let node = Znode {
             data: data.to_vec(),
             version: 0,
@@ -208,15 +213,7 @@ impl Session for SimSession {
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
         let path = {
             let mut state = self.request().await?;
-            let mut ancestor = String::new();
-            for part in dir.split('/').filter(|p| !p.is_empty()) {
-                ancestor = format!("{ancestor}/{part}");
-                state.tree.entry(ancestor.clone()).or_insert(Znode {
-                    data: Vec::new(),
-                    version: 0,
-                    owner: None,
-                });
-            }
+            make_dirs(&mut state, dir);
             let sequence = state.next_sequence;
             state.next_sequence += 1;
             let path = format!("{dir}/_c_{:016x}-latch-{sequence:010}", self.id);
@@ -243,15 +240,7 @@ impl Session for SimSession {
 
     async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
         let mut state = self.request().await?;
-        let mut ancestor = String::new();
-        for part in dir.split('/').filter(|p| !p.is_empty()) {
-            ancestor = format!("{ancestor}/{part}");
-            state.tree.entry(ancestor.clone()).or_insert(Znode {
-                data: Vec::new(),
-                version: 0,
-                owner: None,
-            });
-        }
+        make_dirs(&mut state, dir);
         let path = format!("{dir}/{:016x}", self.id);
         if !state.tree.contains_key(&path) {
             let node = Znode {
