@@ -79,6 +79,11 @@ pub struct Metrics {
     pub leader_epoch: Gauge,
     /// 1 while this supervisor's ZooKeeper session is connected: `/healthz` answers 200 only then.
     pub zookeeper_connected: Gauge,
+    /// ZooKeeper writes sent that carried checkpoint pointers: with group
+    /// commit, one carries the pointers of many tasks.
+    pub pointer_writes: Counter,
+    /// Checkpoint pointers written.
+    pub pointers_written: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +104,8 @@ impl Default for Metrics {
             leader: Gauge::default(),
             leader_epoch: Gauge::default(),
             zookeeper_connected: Gauge::default(),
+            pointer_writes: Counter::default(),
+            pointers_written: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("weir_leader", "1 if this supervisor leads", metrics.leader.clone());
@@ -111,6 +118,16 @@ impl Default for Metrics {
             "weir_zookeeper_connected",
             "1 while this supervisor's ZooKeeper session is connected",
             metrics.zookeeper_connected.clone(),
+        );
+        registry.register(
+            "weir_zookeeper_pointer_writes",
+            "ZooKeeper writes sent that carried checkpoint pointers (one carries many with group commit)",
+            metrics.pointer_writes.clone(),
+        );
+        registry.register(
+            "weir_pointers_written",
+            "Checkpoint pointers written to ZooKeeper",
+            metrics.pointers_written.clone(),
         );
         registry.register(
             "weir_checkpoints_committed",

@@ -291,3 +291,28 @@ fn a_supervisor_that_joins_gets_tasks_by_handoff_and_drain_empties_one() {
         "{error}"
     );
 }
+
+/// With group commit, the pointers of a worker's tasks share its
+/// ZooKeeper writes, and each task's output is still exactly once.
+#[test]
+fn the_pointers_of_a_workers_tasks_share_its_zookeeper_writes() {
+    let mut cluster = Cluster::new();
+    // A window as long as the checkpoint interval: every task's next
+    // pointer joins the batch.
+    cluster.set_env("WEIR_GROUP_COMMIT", "1s");
+    let pid = cluster.start_supervisor();
+    let files = deploy_parallel(&cluster);
+    let (writes, pointers) = wait_for("30 pointers written", Duration::from_secs(60), || {
+        let pointers = cluster.metric(pid, "weir_pointers_written_total")?;
+        let writes = cluster.metric(pid, "weir_zookeeper_pointer_writes_total")?;
+        (pointers >= 30.0).then_some((writes, pointers))
+    });
+    assert!(
+        pointers >= 3.0 * writes,
+        "{pointers} pointers took {writes} writes: they were not batched"
+    );
+    wait_for("every task's output", Duration::from_secs(30), || {
+        files.iter().all(|f| read_lines(f).len() >= 10).then_some(())
+    });
+    assert_each_task_exactly_once(&files);
+}

@@ -148,6 +148,11 @@ struct SupervisorArgs {
     /// Address of the HTTP endpoint (`/metrics`, `/healthz`); port 0 picks a free one.
     #[arg(long, env = "WEIR_HTTP", default_value = "127.0.0.1:0")]
     http: std::net::SocketAddr,
+    /// How long a task's checkpoint pointer waits for the pointers of other
+    /// tasks on this replica, to go to ZooKeeper in one write; 0 writes each
+    /// alone. Longer: fewer ZooKeeper writes, later output.
+    #[arg(long, env = "WEIR_GROUP_COMMIT", default_value = "10ms", value_parser = humantime::parse_duration)]
+    group_commit: Duration,
 }
 
 /// Runs the parsed command.
@@ -178,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 storage,
                 info,
                 metrics,
+                group_commit: args.group_commit,
             };
             supervisor::run(settings, supervisor::shutdown_signal()).await
         }

@@ -118,7 +118,7 @@ impl FencedOp<'_> {
 }
 
 /// Why a fenced write did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FenceError {
     /// Our latch node is gone: another supervisor leads now. Fatal for this leadership.

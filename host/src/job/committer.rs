@@ -18,7 +18,6 @@ use crate::checkpoint::{
 };
 use crate::connectors::kafka::GroupOffsets;
 use crate::connectors::Outputs;
-use crate::coord::FencedOp;
 use crate::metrics::JobMetrics;
 use crate::spec::SourceSpec;
 use crate::storage::sha256_hex_of;
@@ -218,14 +217,12 @@ impl<'a> Committer<'a> {
                 pointer,
                 expected_version,
             } => {
-                let data = pointer.encode();
-                let op = FencedOp::Set {
-                    path: &self.pointer_path,
-                    data: &data,
-                    expected: Some(expected_version),
-                };
-                match self.ctx.write_task(self.task, &[op]).await {
-                    Ok(versions) => Ok(Some(CommitEvent::PointerWritten { version: versions[0] })),
+                let written = self
+                    .ctx
+                    .write_pointer(self.task, &self.pointer_path, pointer.encode(), expected_version)
+                    .await;
+                match written {
+                    Ok(version) => Ok(Some(CommitEvent::PointerWritten { version })),
                     Err(e) => {
                         self.state.step(CommitEvent::PointerRefused);
                         Err(e)

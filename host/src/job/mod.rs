@@ -11,12 +11,14 @@ mod committer;
 pub mod control;
 mod error;
 mod executor;
+mod group_commit;
 mod runner;
 mod watermark;
 
 pub use control::{Control, ControlReceiver, ControlSender};
 pub use error::AttemptError;
 pub use executor::{BatchLoop, Executor, LoopEnded, WasmExecutor};
+pub use group_commit::GroupCommit;
 pub use runner::{Barrier, RunEnd, MAX_BATCH};
 
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub struct WorkerContext {
     pub supervisor_id: String,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Writes the tasks' checkpoint pointers in batches, if it is on.
+    pub group_commit: Option<GroupCommit>,
 }
 
 /// One task as this worker runs it: its job's spec and the version of
@@ -125,6 +129,33 @@ impl WorkerContext {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Sets `task`'s checkpoint pointer at `path` to `data` if it is at
+    /// version `expected`, guarded like [`WorkerContext::write_task`] (with
+    /// the pointers of other tasks, if group commit is on); returns its new
+    /// version.
+    pub async fn write_pointer(
+        &self,
+        task: &Task,
+        path: &str,
+        data: Vec<u8>,
+        expected: i32,
+    ) -> Result<i32, AttemptError> {
+        let Some(group) = &self.group_commit else {
+            let op = FencedOp::Set {
+                path,
+                data: &data,
+                expected: Some(expected),
+            };
+            self.metrics.pointer_writes.inc();
+            let version = self.write_task(task, &[op]).await?[0];
+            self.metrics.pointers_written.inc();
+            return Ok(version);
+        };
+        let spec = (self.layout.job(&task.spec.name), task.version);
+        let assignment = (self.layout.task(&task.spec.name, task.share.index), task.assignment);
+        group.write(spec, assignment, path, data, expected).await
     }
 
     /// Writes a task's status, fenced and guarded like [`WorkerContext::write_task`].

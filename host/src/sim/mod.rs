@@ -189,6 +189,8 @@ impl Sim {
                 ..SupervisorInfo::default()
             },
             metrics: Arc::new(Metrics::default()),
+            // Half the nodes batch their pointers, half write each alone.
+            group_commit: Duration::from_millis(if node % 2 == 0 { 10 } else { 0 }),
         };
         let (shutdown, signal) = watch::channel(false);
         tokio::spawn(supervisor::run(settings, signal));

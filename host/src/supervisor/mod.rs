@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::coord::{Connector, SessionState};
 use crate::ha::{self, Layout, StorageRecordError, SupervisorInfo};
-use crate::job::{Executor, WorkerContext};
+use crate::job::{Executor, GroupCommit, WorkerContext};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -41,6 +41,9 @@ pub struct SupervisorSettings {
     pub info: SupervisorInfo,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// How long a task's checkpoint pointer waits for others to share its
+    /// ZooKeeper write; zero writes each alone.
+    pub group_commit: Duration,
 }
 
 /// Wait between two attempts to register when ZooKeeper did not answer.
@@ -83,6 +86,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         executor,
         info,
         metrics,
+        group_commit,
     } = settings;
     tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), "supervisor starting");
     'session: loop {
@@ -169,8 +173,11 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             }
             connected = state == SessionState::SyncConnected;
         }
+        let group_commit = (!group_commit.is_zero())
+            .then(|| GroupCommit::start(session.clone(), node.clone(), group_commit, metrics.clone()));
         let ctx = Arc::new(WorkerContext {
             session: session.clone(),
+            group_commit,
             node,
             layout: layout.clone(),
             storage: storage.clone(),
