@@ -155,7 +155,7 @@ fn cold_start() {
 }
 
 /// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
+pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()

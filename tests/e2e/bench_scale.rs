@@ -180,3 +180,94 @@ fn scale_out() {
         crate::bench::median(&moved_output)
     );
 }
+
+/// One job of many tasks (`WEIR_BENCH_TASKS`, default 10,000) over three
+/// supervisors, each task checkpointing every `WEIR_BENCH_INTERVAL`
+/// seconds (default: a second per thousand tasks), with group commit
+/// and with one ZooKeeper write per pointer: the supervisors' memory, the
+/// tasks' checkpoint lag, and ZooKeeper's write load.
+#[test]
+#[ignore = "a benchmark: run it with scripts/bench"]
+fn many_tasks() {
+    let tasks = env_u64("WEIR_BENCH_TASKS", 10_000);
+    let seconds = env_u64("SECONDS_PER_RUN", 10);
+    // Two cores take about 1,000 checkpoints a second (the density bench).
+    let interval = env_u64("WEIR_BENCH_INTERVAL", tasks.div_ceil(1000));
+    println!("\n#### {tasks} tasks of one job over 3 supervisors\n");
+    println!(
+        "The counter at 1 event/s per task, checkpoints every {interval} s, each task its own file sink; after every task has"
+    );
+    println!("checkpointed and 5 s more, {seconds} s of ZooKeeper transactions (its zxid) and CPU. Checkpoint lag: how long ago");
+    println!("each task's last checkpoint was taken, as `weir jobs` read it.\n");
+    println!("| pointer writes | all running after | RSS per supervisor | checkpoint lag, median | p99 | max | ZooKeeper writes/s | pointers/s | ZooKeeper CPU | supervisors' CPU |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (label, window) in [("group commit (10 ms)", "10ms"), ("one per pointer", "0")] {
+        // The default session timeout: two cores this busy miss a 2 s one.
+        let mut cluster = Cluster::with_session_timeout("6s");
+        cluster.set_env("WEIR_GROUP_COMMIT", window);
+        let pids: Vec<u32> = (0..3).map(|_| cluster.start_supervisor()).collect();
+        let template = cluster.path("many-{task}.out");
+        let started = Instant::now();
+        cluster.deploy(
+            "counter",
+            "many",
+            &[
+                "--parallelism",
+                &tasks.to_string(),
+                "--source",
+                &format!("sequence:rate={tasks}"),
+                "--checkpoint-interval",
+                &format!("{interval}s"),
+                "--sink",
+                &format!("file:{}", template.display()),
+            ],
+        );
+        wait_for("every task to run and checkpoint", Duration::from_secs(1200), || {
+            let job = cluster.job("many")?;
+            let all = job["tasks"]
+                .as_array()?
+                .iter()
+                .all(|t| t["state"] == "RUNNING" && !t["last_checkpoint"].is_null());
+            all.then_some(())
+        });
+        let all_running = started.elapsed();
+        std::thread::sleep(Duration::from_secs(5));
+        let zk_pid = cluster.zk.pid(0);
+        let pointers = |cluster: &Cluster| -> f64 {
+            pids.iter()
+                .filter_map(|pid| cluster.metric(*pid, "weir_pointers_written_total"))
+                .sum()
+        };
+        let cpu = || pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+        // Each reading timed at its middle: scraping busy supervisors takes a while.
+        let reading = |cluster: &Cluster| {
+            let before = Instant::now();
+            let values = [cluster.zk.zxid() as f64, pointers(cluster), cpu_seconds(zk_pid), cpu()];
+            (before + before.elapsed() / 2, values)
+        };
+        let (start, first) = reading(&cluster);
+        std::thread::sleep(Duration::from_secs(seconds));
+        let (end, last) = reading(&cluster);
+        let elapsed = end.duration_since(start).as_secs_f64();
+        let rate = |i: usize| (last[i] - first[i]) / elapsed;
+        let (writes, pointers_per_s, zk_cpu, supervisors_cpu) = (rate(0), rate(1), rate(2), rate(3));
+        let rss: Vec<f64> = pids.iter().map(|pid| crate::bench::rss_mib(*pid)).collect();
+        let job = cluster.job("many").expect("the job");
+        let mut lags: Vec<f64> = job["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["last_checkpoint"]["age_ms"].as_f64())
+            .collect();
+        lags.sort_by(f64::total_cmp);
+        let (median, p99, max) = (lags[lags.len() / 2], lags[lags.len() * 99 / 100], lags[lags.len() - 1]);
+        let (rss_median, rss_min, rss_max) = spread(&rss);
+        println!(
+            "| {label} | {:.0} s | {rss_median:.0} MiB ({rss_min:.0}-{rss_max:.0}) | {median:.0} ms | {p99:.0} ms | {max:.0} ms | {writes:.0} | {pointers_per_s:.0} | {:.0} % | {:.0} % |",
+            all_running.as_secs_f64(),
+            zk_cpu * 100.0,
+            supervisors_cpu * 100.0
+        );
+        println!("METRIC\t{tasks} tasks, {label}: ZooKeeper writes/s\t{writes:.0}");
+    }
+}

@@ -148,13 +148,28 @@ impl Cluster {
     /// Starts a supervisor, pinned to CPU `core` if given (`taskset`,
     /// which execs it, so the pid is the supervisor's); returns its pid.
     pub fn start_supervisor_on(&mut self, core: Option<usize>) -> u32 {
+        match core {
+            Some(core) => self.start_supervisor_through(&["taskset", "-c", &core.to_string()]),
+            None => self.start_supervisor_through(&[]),
+        }
+    }
+
+    /// Starts a supervisor in network namespace `netns` (`ip netns exec`,
+    /// which execs it, so the pid is the supervisor's); returns its pid.
+    pub fn start_supervisor_in(&mut self, netns: &str) -> u32 {
+        self.start_supervisor_through(&["ip", "netns", "exec", netns])
+    }
+
+    /// Starts a supervisor through `launcher` (a program and its arguments,
+    /// which execs the `weir` given after them), or directly if it is empty.
+    fn start_supervisor_through(&mut self, launcher: &[&str]) -> u32 {
         let n = self.supervisors.len();
         let log = std::fs::File::create(self.path(&format!("supervisor-{n}.log"))).unwrap();
-        let mut command = match core {
-            Some(core) => {
-                let mut taskset = Command::new(installed("taskset"));
-                taskset.args(["-c", &core.to_string()]).arg(weir_bin());
-                taskset
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(installed(program));
+                command.args(args).arg(weir_bin());
+                command
             }
             None => Command::new(weir_bin()),
         };

@@ -4,6 +4,7 @@
 
 mod harness;
 mod kafka_broker;
+mod netns;
 mod postgres_server;
 mod s3;
 mod zookeeper;
@@ -19,6 +20,7 @@ mod ensemble;
 mod failover;
 mod faults;
 mod kafka;
+mod partition;
 mod pipeline;
 mod postgres;
 mod scale;

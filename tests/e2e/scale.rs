@@ -13,7 +13,7 @@ pub const TASKS: u32 = 6;
 
 /// A gap in a surviving task's output longer than this would mean it
 /// paused for the dead supervisor's session timeout (2 s, expired at 2.8 s).
-const MAX_GAP: Duration = Duration::from_millis(1500);
+pub const MAX_GAP: Duration = Duration::from_millis(1500);
 
 /// Deploys the counter with a window of one (each number its own line) as
 /// `TASKS` tasks, each writing `par-<task>.out`; returns the files.
@@ -53,7 +53,7 @@ pub fn assert_each_task_exactly_once(files: &[PathBuf]) {
 }
 
 /// Waits until every task runs, and returns the supervisor of each.
-fn running(cluster: &Cluster) -> Vec<String> {
+pub fn running(cluster: &Cluster) -> Vec<String> {
     wait_for("every task to run", Duration::from_secs(60), || {
         let job = cluster.job("par")?;
         let tasks = job["tasks"].as_array()?.clone();
@@ -69,7 +69,7 @@ fn running(cluster: &Cluster) -> Vec<String> {
 
 /// Watches the files of `tasks` while `until` is false, and returns the
 /// longest any of them went without growing.
-fn longest_gap(files: &[PathBuf], tasks: &[usize], mut until: impl FnMut() -> bool) -> Duration {
+pub fn longest_gap(files: &[PathBuf], tasks: &[usize], mut until: impl FnMut() -> bool) -> Duration {
     let mut last: BTreeMap<usize, (usize, Instant)> = tasks
         .iter()
         .map(|&i| (i, (read_lines(&files[i]).len(), Instant::now())))
@@ -178,14 +178,7 @@ fn a_worker_paused_past_its_session_writes_nothing_for_its_moved_tasks() {
             .all(|&i| now[i].as_deref().is_some_and(|w| w != paused_id))
             .then_some(())
     });
-    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
-    wait_for("the moved tasks to run on", Duration::from_secs(30), || {
-        moved
-            .iter()
-            .zip(&grown)
-            .all(|(&i, &n)| read_lines(&files[i]).len() > n + 20)
-            .then_some(())
-    });
+    wait_for_growth(&files, &moved, "the moved tasks to run on");
     cluster.signal(paused, "CONT");
     // The woken worker finds its session expired: it stops its tasks
     // before they commit anything and joins again with a new session.
@@ -195,15 +188,21 @@ fn a_worker_paused_past_its_session_writes_nothing_for_its_moved_tasks() {
             .contains("joining again with a new session")
             .then_some(())
     });
-    let grown: Vec<usize> = moved.iter().map(|&i| read_lines(&files[i]).len()).collect();
-    wait_for("more output after the wake", Duration::from_secs(30), || {
-        moved
+    wait_for_growth(&files, &moved, "more output after the wake");
+    assert_each_task_exactly_once(&files);
+}
+
+/// Waits (for `what`) until the file of each of `tasks` has grown by more
+/// than 20 lines.
+pub fn wait_for_growth(files: &[PathBuf], tasks: &[usize], what: &str) {
+    let from: Vec<usize> = tasks.iter().map(|&i| read_lines(&files[i]).len()).collect();
+    wait_for(what, Duration::from_secs(30), || {
+        tasks
             .iter()
-            .zip(&grown)
+            .zip(&from)
             .all(|(&i, &n)| read_lines(&files[i]).len() > n + 20)
             .then_some(())
     });
-    assert_each_task_exactly_once(&files);
 }
 
 /// How many tasks of the parallel job each supervisor runs, once every

@@ -84,22 +84,28 @@ fn assert_installed() {
     );
 }
 
-const COMMON_CONFIG: &str = "tickTime=200\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+const COMMON_CONFIG: &str = "tickTime=200\nadmin.enableServer=false\n\
                              4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=200\n";
 
 impl ZooKeeper {
     /// Starts a standalone server and waits until it serves. Panics (never
     /// skips) when ZooKeeper is not installed.
     pub fn start() -> ZooKeeper {
-        ZooKeeper::launch(1)
+        ZooKeeper::launch(1, "127.0.0.1")
+    }
+
+    /// Like [`ZooKeeper::start`], serving clients on `host`'s address
+    /// instead of loopback (one a network namespace reaches, say).
+    pub fn start_at(host: &str) -> ZooKeeper {
+        ZooKeeper::launch(1, host)
     }
 
     /// Starts an ensemble of `size` servers and waits until all serve.
     pub fn ensemble(size: usize) -> ZooKeeper {
-        ZooKeeper::launch(size)
+        ZooKeeper::launch(size, "127.0.0.1")
     }
 
-    fn launch(size: usize) -> ZooKeeper {
+    fn launch(size: usize, host: &str) -> ZooKeeper {
         assert_installed();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
@@ -114,7 +120,10 @@ impl ZooKeeper {
             .map(|(i, (client, _, _))| {
                 let data = dir.path().join(format!("data-{}", i + 1));
                 std::fs::create_dir_all(&data).unwrap();
-                let mut config = format!("{COMMON_CONFIG}dataDir={}\nclientPort={client}\n", data.display());
+                let mut config = format!(
+                    "{COMMON_CONFIG}clientPortAddress={host}\ndataDir={}\nclientPort={client}\n",
+                    data.display()
+                );
                 if size > 1 {
                     std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
                     config.push_str(&format!("initLimit=20\nsyncLimit=10\n{servers}"));
@@ -124,7 +133,7 @@ impl ZooKeeper {
                 Node {
                     config: path,
                     log: dir.path().join(format!("zookeeper-{}.log", i + 1)),
-                    address: format!("127.0.0.1:{client}"),
+                    address: format!("{host}:{client}"),
                     main_class: if size > 1 {
                         "quorum.QuorumPeerMain"
                     } else {
@@ -156,6 +165,16 @@ impl ZooKeeper {
                 .all(Node::serving)
                 .then_some(())
         });
+    }
+
+    /// The id of the newest transaction node 0 has seen: the count of
+    /// every write the ensemble made (a multi-op is one).
+    pub fn zxid(&self) -> u64 {
+        let srvr = self.nodes[0].four_letter("srvr");
+        srvr.lines()
+            .find_map(|l| l.strip_prefix("Zxid: 0x"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no Zxid in ZooKeeper's srvr answer: {srvr:?}"))
     }
 
     /// The process id of node `n` (0-based), which must be running.

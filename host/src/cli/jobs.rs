@@ -2,12 +2,14 @@
 //! its tasks with the worker running it.
 
 use clap::Args;
+use futures::FutureExt;
 use serde::Serialize;
 use zookeeper_client::Client;
 
 use super::{age, print_table, say, ClusterArgs, OutputFormat};
 use crate::checkpoint::Pointer;
 use crate::clock::now_ms;
+use crate::coord::read_all;
 use crate::coord::zookeeper::hint;
 use crate::ha::{Assignment, Layout};
 use crate::spec::{Cidr, Desired, DirGrant, JobSpec, JobState, JobStatus};
@@ -153,10 +155,10 @@ fn job_state(status: Option<&JobStatus>, tasks: &[TaskView]) -> JobState {
 async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobView> {
     let spec: JobSpec = read_json(client, &layout.job(name)).await?;
     let status: Option<JobStatus> = read_json(client, &layout.job_status(name)).await;
-    let mut tasks = Vec::new();
-    for share in spec.shares() {
-        tasks.push(read_task(client, layout, &spec, share.index).await);
-    }
+    let tasks = read_all(spec.shares(), |share| {
+        read_task(client, layout, &spec, share.index).boxed()
+    })
+    .await;
     let first = tasks.first();
     let error = status
         .as_ref()

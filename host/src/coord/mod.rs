@@ -18,6 +18,25 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zookeeper_client as zkc;
 
+/// How many reads of one sweep (every task of a job, say) are in flight at
+/// once: the client pipelines them over its one connection, so a sweep of
+/// thousands of nodes costs a few round trips' worth of waiting, not one
+/// per node.
+pub const READS_IN_FLIGHT: usize = 64;
+
+/// Makes `read` of every item, [`READS_IN_FLIGHT`] at a time; the answers
+/// in the items' order. The reads are made (not started) up front, as
+/// boxed futures, so the sweep holds no closure across an await and stays
+/// `Send` inside the supervisor's spawned tasks.
+pub async fn read_all<'a, T, R>(
+    items: impl IntoIterator<Item = T>,
+    read: impl FnMut(T) -> futures::future::BoxFuture<'a, R>,
+) -> Vec<R> {
+    use futures::StreamExt;
+    let reads: Vec<_> = items.into_iter().map(read).collect();
+    futures::stream::iter(reads).buffered(READS_IN_FLIGHT).collect().await
+}
+
 pub use zkc::SessionState;
 
 pub use zookeeper::ZkError;

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
-use crate::coord::{FenceError, FencedOp, Session};
+use futures::FutureExt;
+
+use crate::coord::{read_all, FenceError, FencedOp, Session};
 use crate::ha::assign::{self, Decision, JobView, TaskAssign, TaskView, WorkerView};
 use crate::ha::{Fence, Layout, SupervisorInfo};
 use crate::spec::{JobState, JobStatus};
@@ -142,15 +144,16 @@ impl Leader {
                 Err(e) => return Err(e),
             };
             let has_tasks_dir = listed.is_some();
-            let mut tasks = Vec::new();
-            for share in spec.shares() {
-                let task = if has_tasks_dir {
-                    read_task(session, &layout, &name, share.index).await?
-                } else {
-                    TaskView::default()
-                };
-                tasks.push(task);
-            }
+            let tasks: Vec<TaskView> = if has_tasks_dir {
+                read_all(spec.shares(), |share| {
+                    read_task(session, &layout, &name, share.index).boxed()
+                })
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?
+            } else {
+                spec.shares().map(|_| TaskView::default()).collect()
+            };
             let mut stale = Vec::new();
             for index in listed.iter().flatten().filter_map(|i| i.parse::<u32>().ok()) {
                 if index >= spec.parallelism {

@@ -192,6 +192,9 @@ pub async fn run(
         };
         let (next, actions) = ha::step(role, event);
         role = next;
+        let tasks_go_on = !actions
+            .iter()
+            .any(|a| matches!(a, Action::StopTasks | Action::FinishTasks));
         for action in actions {
             match action {
                 Action::RunTasks => {
@@ -237,7 +240,11 @@ pub async fn run(
                 }
                 Action::StopLeading => {
                     if let Some(lost) = leader.take() {
-                        tracing::warn!(epoch = lost.epoch(), "stepped down: {why}; the tasks here run on");
+                        if tasks_go_on {
+                            tracing::warn!(epoch = lost.epoch(), "stepped down: {why}; the tasks here run on");
+                        } else {
+                            tracing::warn!(epoch = lost.epoch(), "stepped down: {why}");
+                        }
                         // Our latch node may outlive the leadership (a check
                         // refused rather than unanswered): gone, it no longer
                         // holds back the next election, ours included.

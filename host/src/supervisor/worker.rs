@@ -6,14 +6,16 @@
 //! it says it has ended; a pass's reads and writes are cut short by the
 //! session loop on any change of the session's state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zookeeper_client as zkc;
 
 use super::standby::read_specs;
+use crate::coord::read_all;
 use crate::ha::assign::Handoff;
 use crate::ha::Assignment;
 use crate::job::{self, control, AttemptError, Control, ControlSender, JobEnd, Task, WorkerContext};
@@ -182,9 +184,22 @@ impl Worker {
             }
             self.confirm_cancelled(&task).await?;
         }
+        // Whether the leader asked a handoff of each task running here.
+        let asked: Vec<&Task> = wanted
+            .iter()
+            .filter(|(key, _)| self.tasks.get(*key).is_some_and(|r| !r.handing_off))
+            .map(|(_, task)| task)
+            .collect();
+        let answers = read_all(&asked, |task| handoff_asked(&self.ctx, task).boxed()).await;
+        let asked: BTreeSet<TaskKey> = asked
+            .iter()
+            .zip(answers)
+            .filter(|(_, asked)| *asked)
+            .map(|(task, _)| (task.spec.name.clone(), task.share.index))
+            .collect();
         for (key, task) in wanted {
             if let Some(running) = self.tasks.get_mut(&key) {
-                if !running.handing_off && handoff_asked(&self.ctx, &task).await {
+                if !running.handing_off && asked.contains(&key) {
                     tracing::info!(task = %task.label(), "handing the task off: a final checkpoint, then release");
                     running.handing_off = true;
                     if self.mode == Control::Run {
@@ -263,8 +278,11 @@ impl Worker {
             .into_iter()
             .filter(|index| *index >= of)
             .map(|index| Share { index, of });
-        for share in spec.shares().chain(stale) {
-            let (data, assignment) = match session.get_data(&layout.task(&spec.name, share.index)).await {
+        let shares: Vec<Share> = spec.shares().chain(stale).collect();
+        let paths: Vec<String> = shares.iter().map(|s| layout.task(&spec.name, s.index)).collect();
+        let reads = read_all(&paths, |path| session.get_data(path)).await;
+        for (share, read) in shares.into_iter().zip(reads) {
+            let (data, assignment) = match read {
                 Ok(found) => found,
                 Err(zkc::Error::NoNode) => continue,
                 Err(e) => return Err(e),
