@@ -339,6 +339,11 @@ impl Cluster {
 
     /// A supervisor's `/metrics`, found through `weir status`.
     pub fn metrics(&self, pid: u32) -> String {
+        metrics_at(&self.http_address(pid))
+    }
+
+    /// A supervisor's HTTP address (it keeps it for life), from `weir status`.
+    pub fn http_address(&self, pid: u32) -> String {
         let status = self.status();
         let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
         let replica = replicas
@@ -346,13 +351,7 @@ impl Cluster {
             .find(|r| r["pid"] == pid)
             .expect("the supervisor is in `weir status`");
         let address = replica["address"].as_str().expect("the supervisor has an HTTP address");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        address.to_string()
     }
 
     /// One value from a supervisor's `/metrics`, e.g. `weir_leader`.
@@ -410,6 +409,17 @@ impl Drop for Cluster {
 }
 
 /// One value from a `/metrics` text, for reading several from one scrape.
+/// The `/metrics` served at `address`.
+pub fn metrics_at(address: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 pub fn metric_in(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -4,6 +4,7 @@
 //! partition), and comes back up to heal it. Needs root (`ip netns`).
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::harness::installed;
 
@@ -31,16 +32,19 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    /// A namespace named after this process, with loopback up and a /30
-    /// link to the host in 10.231.0.0/16.
+    /// A namespace named after this process and its count of them, with
+    /// loopback up and a /30 link to the host in 10.231.0.0/16.
     pub fn new() -> Netns {
-        let pid = std::process::id();
-        let name = format!("weir-{pid}");
-        let (host_dev, ns_dev) = (format!("wh{pid}"), format!("wn{pid}"));
-        let (third, fourth) = ((pid / 64) % 256, (pid % 64) * 4);
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let (pid, nth) = (std::process::id(), MADE.fetch_add(1, Ordering::Relaxed));
+        let id = format!("{pid}x{nth}");
+        let name = format!("weir-{id}");
+        let (host_dev, ns_dev) = (format!("wh{id}"), format!("wn{id}"));
+        let link = pid.wrapping_mul(7).wrapping_add(nth) % 16384;
+        let (third, fourth) = (link / 64, (link % 64) * 4);
         let host_ip = format!("10.231.{third}.{}", fourth + 1);
         let ns_ip = format!("10.231.{third}.{}", fourth + 2);
-        // Left over by an earlier run of a process with this pid, if any.
+        // Left over by an earlier run killed with this pid, if any.
         let _ = Command::new(installed("ip")).args(["netns", "del", &name]).output();
         let _ = Command::new(installed("ip")).args(["link", "del", &host_dev]).output();
         ip(&["netns", "add", &name]);

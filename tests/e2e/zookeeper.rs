@@ -167,8 +167,9 @@ impl ZooKeeper {
         });
     }
 
-    /// The id of the newest transaction node 0 has seen: the count of
-    /// every write the ensemble made (a multi-op is one).
+    /// The id of the newest transaction node 0 has seen. Within one
+    /// leader epoch (its high 32 bits) it counts every transaction: each
+    /// write (a multi-op is one), and sessions opened and closed.
     pub fn zxid(&self) -> u64 {
         let srvr = self.nodes[0].four_letter("srvr");
         srvr.lines()

@@ -2,6 +2,7 @@
 //! number of tasks each runs.
 
 use clap::Args;
+use futures::FutureExt;
 use serde::Serialize;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use zookeeper_client::{self as zkc, Client};
 
 use super::{print_table, say, ClusterArgs, OutputFormat};
+use crate::coord::read_all;
 use crate::coord::zookeeper::hint;
 use crate::ha::{candidates, Assignment, Layout, LeaderRecord};
 use crate::spec::{Desired, JobSpec};
@@ -170,8 +172,9 @@ async fn tasks_per_supervisor(client: &Client, layout: &Layout) -> anyhow::Resul
         if spec.desired != Desired::Running {
             continue;
         }
-        for share in spec.shares() {
-            let Ok((data, _)) = client.get_data(&layout.task(&name, share.index)).await else {
+        let paths: Vec<String> = spec.shares().map(|share| layout.task(&name, share.index)).collect();
+        for read in read_all(&paths, |path| client.get_data(path).boxed()).await {
+            let Ok((data, _)) = read else {
                 continue;
             };
             if let Ok(a) = serde_json::from_slice::<Assignment>(&data) {

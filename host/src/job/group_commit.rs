@@ -38,6 +38,8 @@ struct Request {
     pointer: String,
     data: Vec<u8>,
     expected: i32,
+    /// When it was asked for: it waits at most the window from then.
+    asked: Instant,
     reply: oneshot::Sender<Result<i32, AttemptError>>,
 }
 
@@ -55,9 +57,9 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Writes pointers through `session`, fenced by the worker node `node`,
-    /// each waiting at most `window` for others to join it (a pointer that
-    /// comes while a write is in flight goes with the next). The writer
-    /// ends when the last handle is dropped.
+    /// each waiting at most `window` from when it was asked for (one that
+    /// comes while a write is in flight waits for that write too, then goes
+    /// with the next). The writer ends when the last handle is dropped.
     pub fn start(session: Arc<dyn Session>, node: String, window: Duration, metrics: Arc<Metrics>) -> GroupCommit {
         let (requests, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(session, node, window, metrics, queue));
@@ -82,6 +84,7 @@ impl GroupCommit {
             pointer: pointer.to_string(),
             data,
             expected,
+            asked: Instant::now(),
             reply,
         };
         let stopped = || AttemptError::Failed(anyhow::anyhow!("the worker's pointer writer has stopped"));
@@ -102,8 +105,8 @@ async fn write_batches(
     loop {
         if pending.is_empty() {
             let Some(first) = queue.recv().await else { return };
+            let until = first.asked + window;
             pending.push_back(first);
-            let until = Instant::now() + window;
             while pending.len() < MAX_BATCH {
                 tokio::select! {
                     biased;
@@ -172,6 +175,14 @@ fn ops(batch: &[Request]) -> (Vec<FencedOp<'_>>, usize) {
     let mut ops: Vec<FencedOp<'_>> = Vec::new();
     for request in batch {
         let checked = ops.iter().any(|op| op.path() == request.spec.0);
+        debug_assert!(
+            !checked
+                || ops.contains(&FencedOp::Check {
+                    path: &request.spec.0,
+                    version: request.spec.1
+                }),
+            "a batch holds one version of each spec"
+        );
         if !checked {
             ops.push(FencedOp::Check {
                 path: &request.spec.0,
@@ -213,7 +224,13 @@ fn answer(batch: Vec<Request>, specs: usize, result: Result<Vec<i32>, FenceError
     let mut retry = Vec::new();
     for (i, request) in batch.into_iter().enumerate() {
         let outcome = match &result {
-            Ok(versions) => Ok(versions[pointer_at(specs, i)]),
+            Ok(versions) => versions.get(pointer_at(specs, i)).copied().ok_or_else(|| {
+                AttemptError::Failed(anyhow::anyhow!(
+                    "ZooKeeper answered {} results for a write of {} ops",
+                    versions.len(),
+                    pointer_at(specs, i) + 1
+                ))
+            }),
             Err(FenceError::Conflict { path, .. }) if refused_some && !behind(&request, path) => {
                 retry.push(request);
                 continue;
@@ -243,6 +260,7 @@ mod tests {
             pointer: format!("/jobs/{job}/tasks/{task}/checkpoint"),
             data: vec![b'x'; 100],
             expected: 7,
+            asked: Instant::now(),
             reply,
         };
         (request, answer)
