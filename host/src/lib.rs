@@ -15,6 +15,7 @@ pub(crate) mod http;
 pub mod job;
 pub(crate) mod metrics;
 pub mod runtime;
+pub(crate) mod savepoint;
 #[cfg(test)]
 mod sim;
 pub mod spec;

@@ -23,6 +23,7 @@ mod kafka;
 mod partition;
 mod pipeline;
 mod postgres;
+mod savepoint;
 mod scale;
 mod storage;
 mod wordcount;

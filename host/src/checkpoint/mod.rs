@@ -290,10 +290,12 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// The checkpoints of deployment `uid` of job `job`.
     pub fn new(storage: Storage, job: &str, uid: &str) -> Self {
-        CheckpointStore {
-            storage,
-            prefix: format!("checkpoints/{job}/{uid}"),
-        }
+        CheckpointStore::at(storage, format!("checkpoints/{job}/{uid}"))
+    }
+
+    /// Checkpoints kept under `prefix`, as a savepoint keeps its tasks'.
+    pub fn at(storage: Storage, prefix: String) -> Self {
+        CheckpointStore { storage, prefix }
     }
 
     fn dir(&self, c: CheckpointRef) -> String {
@@ -381,7 +383,7 @@ impl CheckpointStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::sha256_hex;
 
@@ -393,7 +395,7 @@ mod tests {
         }
     }
 
-    fn checkpoint(id: u64) -> Checkpoint {
+    pub(crate) fn checkpoint(id: u64) -> Checkpoint {
         let snapshot = Bytes::from(format!("state {id}"));
         let output = Bytes::from(format!("{id}\n"));
         // Odd checkpoints have dead letters, even ones none.

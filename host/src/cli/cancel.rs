@@ -1,4 +1,6 @@
 //! `weir cancel`: mark a job cancelled; the leader stops it and its output.
+//! With `--savepoint`, once it has stopped, its tasks' last checkpoints
+//! become a savepoint: a job deployed from it carries on exactly there.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +8,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use zookeeper_client as zkc;
 
-use super::{say, ClusterArgs};
+use super::savepoint::take_savepoint;
+use super::{say, ClusterArgs, StorageArgs};
 use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
 use crate::spec::{Desired, JobSpec, JobState, JobStatus};
@@ -18,11 +21,39 @@ pub struct CancelArgs {
     /// How long to wait for the leader to confirm the job stopped (0: do not wait).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     wait: Duration,
+    /// Once it has stopped, take a savepoint of where it stopped.
+    #[arg(long)]
+    savepoint: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
+    if args.savepoint && args.wait.is_zero() {
+        bail!("--savepoint is taken once the job has stopped: give --wait a time to wait for that, e.g. 30s");
+    }
+    stop(&args).await?;
+    if args.savepoint {
+        let layout = args.cluster.layout()?;
+        let client = args.cluster.connect().await?;
+        let storage = args.storage.open()?;
+        super::deploy::check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
+        let spec = super::savepoint::read_spec(&client, &layout, &args.name).await?;
+        let (dir, manifest) = take_savepoint(&client, &layout, &spec, &storage, &storage).await?;
+        say!(
+            "savepoint {dir}: where its {} task(s) stopped; carry on from it with `weir deploy MODULE --name {} --from-savepoint {dir}`",
+            manifest.tasks.len(),
+            args.name
+        )?;
+    }
+    Ok(())
+}
+
+/// Marks the job cancelled and waits, up to `--wait`, for the leader to
+/// confirm it stopped.
+async fn stop(args: &CancelArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
     let name = &args.name;
@@ -36,18 +67,22 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
         serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))?;
     if spec.desired == Desired::Canceled {
         say!("job `{name}` is already cancelled")?;
-        return Ok(());
-    }
-    spec.desired = Desired::Canceled;
-    match client
-        .set_data(&path, &serde_json::to_vec(&spec)?, Some(stat.version))
-        .await
-    {
-        Ok(_) => {}
-        Err(zkc::Error::BadVersion) => {
-            bail!("job `{name}` changed while cancelling it; run the command again")
+        // A savepoint still waits for it to have stopped.
+        if !args.savepoint {
+            return Ok(());
         }
-        Err(e) => bail!("cannot cancel job `{name}`: {e}{}", hint(&e)),
+    } else {
+        spec.desired = Desired::Canceled;
+        match client
+            .set_data(&path, &serde_json::to_vec(&spec)?, Some(stat.version))
+            .await
+        {
+            Ok(_) => {}
+            Err(zkc::Error::BadVersion) => {
+                bail!("job `{name}` changed while cancelling it; run the command again")
+            }
+            Err(e) => bail!("cannot cancel job `{name}`: {e}{}", hint(&e)),
+        }
     }
     if args.wait.is_zero() {
         say!("job `{name}` cancelled; the leader stops it shortly")?;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
-use super::{say, ClusterArgs, StorageArgs, STORAGE_FIX};
+use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
@@ -18,6 +18,7 @@ use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, OnError,
     RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
 };
+use crate::savepoint::Manifest;
 use crate::storage::{sha256_hex, Storage};
 
 #[derive(Debug, Args)]
@@ -37,8 +38,9 @@ pub struct DeployArgs {
     /// its own state and checkpoints and reads its share of the source (a
     /// Kafka topic's partitions, every N-th number of a sequence). A file
     /// sink's path then needs `{task}`, e.g. `file:/var/out-{task}.txt`.
-    #[arg(long, default_value_t = 1)]
-    parallelism: u32,
+    /// (default: 1, or the savepoint's task count).
+    #[arg(long)]
+    parallelism: Option<u32>,
     /// Time between checkpoints, e.g. `1s`, `500ms`.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     checkpoint_interval: Duration,
@@ -80,6 +82,13 @@ pub struct DeployArgs {
     /// Grant the network to these addresses only, `ADDRESS[/PREFIX]`; repeat for more.
     #[arg(long = "allow-network-to")]
     network_to: Vec<Cidr>,
+    /// Start from a savepoint: its path in the storage dir
+    /// (`savepoints/JOB/ID`, as `weir savepoint` prints it) or its URL
+    /// (`file:///...`, `s3://...`, copied into the storage dir first).
+    /// Each task restores its state, source position and sink position, so
+    /// the output carries on where the savepoint's job left it.
+    #[arg(long)]
+    from_savepoint: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -205,6 +214,21 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
     }
     let sha256 = sha256_hex(&bytes);
+    let storage = args.storage.open()?;
+    let savepoint = match &args.from_savepoint {
+        Some(path) => Some(resolve_savepoint(path, &storage).await?),
+        None => None,
+    };
+    let parallelism = match (&savepoint, args.parallelism) {
+        (Some(s), Some(n)) if n as usize != s.manifest.tasks.len() => bail!(
+            "--parallelism {n}: savepoint {} has {} tasks, and each restores into its own; deploy it with --parallelism {}",
+            s.dir,
+            s.manifest.tasks.len(),
+            s.manifest.tasks.len()
+        ),
+        (Some(s), _) => s.manifest.tasks.len() as u32,
+        (None, n) => n.unwrap_or(1),
+    };
     let spec = JobSpec {
         name: name.clone(),
         uid: format!("{:016x}", rand_u64()),
@@ -219,11 +243,23 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         on_error,
         watermark: args.watermark,
         grants,
-        parallelism: args.parallelism,
+        parallelism,
+        from_savepoint: savepoint.as_ref().map(|s| s.dir.clone()),
+        lineage: savepoint.as_ref().map(|s| s.manifest.lineage.clone()),
         desired: Desired::Running,
         created_ms: now_ms(),
     };
     spec.check_parallelism()?;
+    if let Some(s) = savepoint.as_ref().filter(|s| s.manifest.sinks != spec.sinks()) {
+        let named: Vec<String> = s.manifest.sinks.iter().map(ToString::to_string).collect();
+        bail!(
+            "--from-savepoint {}: its positions are in the sinks of job `{}` ({}), and a job started from it carries \
+             that output on: give it the same --sink and --on-error",
+            s.dir,
+            s.manifest.job,
+            named.join(", ")
+        );
+    }
     let (source, sink, on_error) = (&spec.source, &spec.sink, &spec.on_error);
     check_source(source).await?;
     check_sink("sink", sink).await?;
@@ -231,7 +267,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         check_sink("dead-letter sink", dead).await?;
     }
 
-    let storage = args.storage.open()?;
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
 
@@ -244,6 +279,16 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         .put_if_absent(&Storage::module_path(&sha256), bytes.into())
         .await
         .context(STORAGE_FIX)?;
+    if let Some(SavepointSource {
+        dir,
+        elsewhere: Some(from),
+        ..
+    }) = &savepoint
+    {
+        crate::savepoint::import(from, &storage, dir)
+            .await
+            .with_context(|| format!("cannot copy savepoint {dir} into the storage dir"))?;
+    }
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
     }
@@ -306,10 +351,13 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}{}", hint(&e.clone().into())),
     }
-    let tasks = match spec.parallelism {
+    let mut tasks = match spec.parallelism {
         1 => String::new(),
         n => format!(", {n} tasks"),
     };
+    if let Some(s) = &savepoint {
+        tasks.push_str(&format!(", from savepoint {} (of job `{}`)", s.dir, s.manifest.job));
+    }
     say!(
         "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}{tasks}",
         &sha256[..12],
@@ -324,6 +372,43 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The savepoint a deploy starts from.
+struct SavepointSource {
+    /// Its directory, in the storage dir once imported.
+    dir: String,
+    manifest: Manifest,
+    /// The storage dir it is kept in, when not the cluster's: it is copied
+    /// in once the cluster's is confirmed.
+    elsewhere: Option<Storage>,
+}
+
+/// The savepoint `path` names: a path in the storage dir
+/// (`savepoints/JOB/ID`), or the URL of one kept elsewhere.
+async fn resolve_savepoint(path: &str, storage: &Storage) -> anyhow::Result<SavepointSource> {
+    let marker = format!("{}/", crate::savepoint::SAVEPOINTS);
+    let (dir, elsewhere) = if path.contains("://") {
+        let Some(at) = path.rfind(&format!("/{marker}")) else {
+            bail!("--from-savepoint {path}: a savepoint's URL ends in /{marker}JOB/ID, as `weir savepoint --to` prints it");
+        };
+        let root = Storage::open(&path[..at]).with_context(|| format!("--from-savepoint {path}"))?;
+        (path[at + 1..].trim_end_matches('/'), Some(root))
+    } else {
+        let dir = path.trim_matches('/');
+        if !dir.starts_with(&marker) {
+            bail!("--from-savepoint {path}: give the path `weir savepoint` printed, {marker}JOB/ID, or a URL");
+        }
+        (dir, None)
+    };
+    let manifest = crate::savepoint::manifest(elsewhere.as_ref().unwrap_or(storage), dir)
+        .await
+        .with_context(|| format!("--from-savepoint {path}"))?;
+    Ok(SavepointSource {
+        dir: dir.to_string(),
+        manifest,
+        elsewhere,
+    })
 }
 
 /// Refuses a storage dir other than the one the cluster records and, given
@@ -458,18 +543,6 @@ async fn check_topic(what: &str, brokers: &str, topic: &str) -> anyhow::Result<(
     }
 }
 
-/// A random number for deployment ids, from the OS's hasher seed.
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.finish()
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod cancel;
 mod delete;
 mod deploy;
 mod jobs;
+mod savepoint;
 mod status;
 
 use std::sync::Arc;
@@ -49,6 +50,11 @@ enum Command {
     Cancel(cancel::CancelArgs),
     /// Delete a cancelled job: its spec, status and checkpoints (not its output).
     Delete(delete::DeleteArgs),
+    /// Copy each task's newest checkpoint of a job into a savepoint, to
+    /// start a job from later (`weir deploy --from-savepoint`).
+    Savepoint(savepoint::SavepointArgs),
+    /// List a job's savepoints.
+    Savepoints(savepoint::SavepointsArgs),
 }
 
 /// Where the cluster's coordination lives.
@@ -194,6 +200,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebalance(args) => balance::rebalance(args).await,
         Command::Cancel(args) => cancel::run(args).await,
         Command::Delete(args) => delete::run(args).await,
+        Command::Savepoint(args) => savepoint::take(args).await,
+        Command::Savepoints(args) => savepoint::list(args).await,
     }
 }
 
@@ -241,4 +249,17 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
         line(row.iter().map(String::as_str).collect())?;
     }
     Ok(())
+}
+
+/// A random number for deployment ids, from the OS's hasher seed.
+pub(super) fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
 }

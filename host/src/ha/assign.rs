@@ -466,6 +466,8 @@ mod tests {
             watermark: None,
             grants: Default::default(),
             parallelism,
+            from_savepoint: None,
+            lineage: None,
             desired: Desired::Running,
             created_ms: 0,
         }

@@ -11,7 +11,7 @@ use super::runner::{Barrier, RunEnd};
 use super::{stop_requested, Control, ControlReceiver, JobEnd, Task, WorkerContext};
 use crate::checkpoint::SinkPositions;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
-use crate::connectors::{Outputs, SinkOwner};
+use crate::connectors::Outputs;
 use crate::coord::FencedOp;
 use crate::spec::JobState;
 use crate::storage::StorageError;
@@ -39,10 +39,7 @@ pub async fn run(
     // a stop takes effect meanwhile (nothing has run, nothing to commit),
     // once a sink write the restore began (cutting the sink back) is done,
     // so that it cannot land on a successor's output.
-    let owner = |suffix: &str| SinkOwner {
-        job: spec.name.clone(),
-        deployment: format!("{}{suffix}", task.deployment()),
-    };
+    let owner = |suffix: &str| task.sink_owner(suffix);
     let index = task.share.index;
     let dead_letters = spec
         .on_error
@@ -176,7 +173,7 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
     let checkpoints = CheckpointStore::new(ctx.storage.clone(), &spec.name, &task.deployment());
     let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
         Some((index, checkpoint)) => (index, Some(checkpoint)),
-        None => (0, None),
+        None => (0, from_savepoint(ctx, task).await?),
     };
 
     ctx.executor.prepare(&spec.module_sha256).await?;
@@ -218,6 +215,21 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
         position,
         batch_loop,
     })
+}
+
+/// The savepoint's checkpoint of this task, for a job deployed from one
+/// whose task has no checkpoint of its own yet. One that cannot be read
+/// fails the attempt: starting from nothing would replay the whole source
+/// into a sink that already holds its output.
+async fn from_savepoint(ctx: &WorkerContext, task: &Task) -> Result<Option<Checkpoint>, AttemptError> {
+    let Some(dir) = &task.spec.from_savepoint else {
+        return Ok(None);
+    };
+    let checkpoint = crate::savepoint::read_task(&ctx.storage, dir, task.share.index as usize)
+        .await
+        .map_err(|e| failed(anyhow::Error::new(e)))?;
+    tracing::info!(job = task.label(), savepoint = %dir, "starting from the savepoint");
+    Ok(Some(checkpoint))
 }
 
 /// The newest retained checkpoint that reads back whole, and its place in

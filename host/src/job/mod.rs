@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::connectors::SinkOwner;
 use crate::coord::{FenceError, FencedOp, Session};
 use crate::ha::Layout;
 use crate::metrics::Metrics;
@@ -97,10 +98,20 @@ impl Task {
         }
     }
 
-    /// Where this task's deployment keeps its checkpoints and its sinks'
-    /// progress: `<uid>/<i>`.
+    /// Where this task's deployment keeps its checkpoints: `<uid>/<i>`.
     pub fn deployment(&self) -> String {
         format!("{}/{}", self.spec.uid, self.share.index)
+    }
+
+    /// Whose progress its sinks keep (`suffix` tells the job's outputs
+    /// apart): its own deployment's, or, started from a savepoint, the one
+    /// the savepoint came from, task for task.
+    pub fn sink_owner(&self, suffix: &str) -> SinkOwner {
+        let lineage = self.spec.lineage();
+        SinkOwner {
+            job: lineage.job,
+            deployment: format!("{}/{}{suffix}", lineage.uid, self.share.index),
+        }
     }
 }
 

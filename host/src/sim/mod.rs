@@ -104,6 +104,8 @@ impl Sim {
             watermark: None,
             grants: Default::default(),
             parallelism,
+            from_savepoint: None,
+            lineage: None,
             desired: Desired::Running,
             created_ms: 0,
         };

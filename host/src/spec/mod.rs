@@ -90,6 +90,14 @@ pub struct JobSpec {
     /// state, checkpoints and share of the source.
     #[serde(default = "one_task")]
     pub parallelism: u32,
+    /// The savepoint its tasks start from (`savepoints/<job>/<id>` in the
+    /// storage dir) until each has a checkpoint of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_savepoint: Option<String>,
+    /// Whose sinks' progress this deployment carries on, if not its own:
+    /// started from a savepoint, the deployment the savepoint came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
     /// Run or stop.
     pub desired: Desired,
     /// When it was deployed (ms since the Unix epoch).
@@ -98,6 +106,18 @@ pub struct JobSpec {
 
 fn one_task() -> u32 {
     1
+}
+
+/// A deployment whose sinks' progress others may carry on. A sink that
+/// keeps its own progress (PostgreSQL's progress row, Kafka's
+/// transactional id and offsets) keys it by this, so a job started from
+/// a savepoint of it publishes exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The job's name then.
+    pub job: String,
+    /// The deployment's uid.
+    pub uid: String,
 }
 
 /// The most tasks one job may have.
@@ -126,12 +146,27 @@ impl Share {
 }
 
 impl JobSpec {
+    /// Whose sinks' progress this deployment's tasks keep.
+    pub fn lineage(&self) -> Lineage {
+        self.lineage.clone().unwrap_or_else(|| Lineage {
+            job: self.name.clone(),
+            uid: self.uid.clone(),
+        })
+    }
+
     /// The files its sinks write (the output and the dead letters), as
     /// templates (`{task}` stands for the task's number): no two jobs, and
     /// no two sinks of one job, may write the same file.
     pub fn sink_files(&self) -> impl Iterator<Item = &str> {
         let dead_letters = self.on_error.dead_letters().and_then(SinkSpec::file);
         self.sink.file().into_iter().chain(dead_letters)
+    }
+
+    /// Its sinks: the output, then the dead letters' if it has one.
+    pub fn sinks(&self) -> Vec<SinkSpec> {
+        std::iter::once(self.sink.clone())
+            .chain(self.on_error.dead_letters().cloned())
+            .collect()
     }
 
     /// Its tasks' shares of it.

@@ -1,0 +1,223 @@
+//! `weir savepoint` and `weir savepoints`: copy each task's newest
+//! committed checkpoint of a job into a savepoint, and list a job's
+//! savepoints. The copy needs no supervisor: the checkpoints are in the
+//! storage dir and their pointers in ZooKeeper.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+use zookeeper_client as zkc;
+
+use super::deploy::check_storage_record;
+use super::{age, print_table, rand_u64, say, ClusterArgs, OutputFormat, StorageArgs, STORAGE_FIX};
+use crate::checkpoint::{CheckpointError, CheckpointRef, CheckpointStore, Pointer};
+use crate::clock::now_ms;
+use crate::coord::zookeeper::hint;
+use crate::ha::Layout;
+use crate::savepoint::{self, Manifest, SavepointError};
+use crate::spec::{JobSpec, Share};
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, Args)]
+pub struct SavepointArgs {
+    /// The job (running, or cancelled with its checkpoints kept).
+    name: String,
+    /// Keep it in another storage dir (`file:///path`, `s3://bucket/prefix`)
+    /// rather than the cluster's; deploy from it with the URL it prints.
+    #[arg(long)]
+    to: Option<String>,
+    /// `table` or `json`.
+    #[arg(long, value_enum, default_value = "table")]
+    output: OutputFormat,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SavepointsArgs {
+    /// The job whose savepoints to list.
+    name: String,
+    /// `table` or `json`.
+    #[arg(long, value_enum, default_value = "table")]
+    output: OutputFormat,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// A savepoint as `--output json` shows it: its manifest and where it is.
+#[derive(Serialize)]
+struct SavepointView<'a> {
+    /// What to give `weir deploy --from-savepoint`.
+    path: String,
+    #[serde(flatten)]
+    manifest: &'a Manifest,
+}
+
+/// How often a task's newest checkpoint may be retired under the copy
+/// before the copy gives up.
+const COPY_TRIES: usize = 5;
+
+pub async fn take(args: SavepointArgs) -> anyhow::Result<()> {
+    let layout = args.cluster.layout()?;
+    let client = args.cluster.connect().await?;
+    let spec = read_spec(&client, &layout, &args.name).await?;
+    let storage = args.storage.open()?;
+    check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
+    let to = match &args.to {
+        Some(url) => Storage::open(url).with_context(|| format!("--to {url}"))?,
+        None => storage.clone(),
+    };
+    let (dir, manifest) = take_savepoint(&client, &layout, &spec, &storage, &to).await?;
+    let path = match &args.to {
+        Some(_) => format!("{}/{dir}", to.canonical_url()),
+        None => dir,
+    };
+    match args.output {
+        OutputFormat::Json => say!(
+            "{}",
+            serde_json::to_string_pretty(&SavepointView {
+                path,
+                manifest: &manifest
+            })?
+        )?,
+        OutputFormat::Table => say!(
+            "savepoint {path} of job `{}`: {} task(s) at checkpoint(s) {}; start a job from it with `weir deploy MODULE --name {} --from-savepoint {path}`",
+            spec.name,
+            manifest.tasks.len(),
+            checkpoint_ids(&manifest.tasks),
+            spec.name,
+        )?,
+    }
+    Ok(())
+}
+
+pub async fn list(args: SavepointsArgs) -> anyhow::Result<()> {
+    let storage = args.storage.open()?;
+    let found = savepoint::list(&storage, &args.name).await.context(STORAGE_FIX)?;
+    match args.output {
+        OutputFormat::Json => {
+            let views: Vec<SavepointView> = found
+                .iter()
+                .map(|(path, manifest)| SavepointView {
+                    path: path.clone(),
+                    manifest,
+                })
+                .collect();
+            say!("{}", serde_json::to_string_pretty(&views)?)?;
+        }
+        OutputFormat::Table if found.is_empty() => {
+            say!("job `{}` has no savepoints; take one with `weir savepoint {}`", args.name, args.name)?;
+        }
+        OutputFormat::Table => {
+            let now = now_ms();
+            let rows: Vec<Vec<String>> = found
+                .iter()
+                .map(|(path, m)| {
+                    vec![
+                        path.clone(),
+                        format!("{} ago", age(now.saturating_sub(m.created_ms))),
+                        m.tasks.len().to_string(),
+                        checkpoint_ids(&m.tasks),
+                        m.module_sha256.chars().take(12).collect(),
+                    ]
+                })
+                .collect();
+            print_table(&["SAVEPOINT", "TAKEN", "TASKS", "CHECKPOINTS", "MODULE"], &rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_ids(tasks: &[CheckpointRef]) -> String {
+    let ids: Vec<String> = tasks.iter().map(|c| c.id.to_string()).collect();
+    ids.join(",")
+}
+
+/// The spec of job `name`, or a one-line error naming the fix.
+pub(super) async fn read_spec(client: &zkc::Client, layout: &Layout, name: &str) -> anyhow::Result<JobSpec> {
+    let path = layout.job(name);
+    let data = match client.get_data(&path).await {
+        Ok((data, _)) => data,
+        Err(zkc::Error::NoNode) => bail!("no job named `{name}`; `weir jobs` lists them"),
+        Err(e) => bail!("cannot read job `{name}`: {e}{}", hint(&e)),
+    };
+    serde_json::from_slice(&data).with_context(|| format!("job `{name}` has an unreadable spec"))
+}
+
+/// Copies each task's newest committed checkpoint of `spec`'s deployment,
+/// read from the cluster's storage dir `from`, into a new savepoint in
+/// `to`; returns its directory and manifest.
+pub(super) async fn take_savepoint(
+    client: &zkc::Client,
+    layout: &Layout,
+    spec: &JobSpec,
+    from: &Storage,
+    to: &Storage,
+) -> anyhow::Result<(String, Manifest)> {
+    let created_ms = now_ms();
+    let dir = savepoint::dir(&spec.name, &savepoint::new_id(created_ms, rand_u64()));
+    let mut tasks = Vec::new();
+    for share in spec.shares() {
+        tasks.push(copy_newest(client, layout, spec, share, from, to, &dir).await?);
+    }
+    let manifest = Manifest {
+        job: spec.name.clone(),
+        uid: spec.uid.clone(),
+        module_sha256: spec.module_sha256.clone(),
+        lineage: spec.lineage(),
+        sinks: spec.sinks(),
+        created_ms,
+        tasks,
+    };
+    savepoint::finish(to, &dir, &manifest).await.context(STORAGE_FIX)?;
+    Ok((dir, manifest))
+}
+
+/// Copies task `share`'s newest committed checkpoint into the savepoint at
+/// `dir`. The task goes on committing meanwhile, and retention deletes
+/// what falls out of its pointer: a checkpoint gone under the copy is
+/// taken again from the pointer as it is then.
+async fn copy_newest(
+    client: &zkc::Client,
+    layout: &Layout,
+    spec: &JobSpec,
+    share: Share,
+    from: &Storage,
+    to: &Storage,
+    dir: &str,
+) -> anyhow::Result<CheckpointRef> {
+    let (name, task) = (&spec.name, share.index);
+    let store = CheckpointStore::new(from.clone(), name, &format!("{}/{task}", spec.uid));
+    let path = layout.task_checkpoint(name, task);
+    let mut tried = None;
+    for _ in 0..COPY_TRIES {
+        let data = match client.get_data(&path).await {
+            Ok((data, _)) => data,
+            Err(zkc::Error::NoNode) => bail!(
+                "task {task} of job `{name}` has not started yet; take the savepoint once it has checkpointed (`weir jobs {name}`)"
+            ),
+            Err(e) => bail!("cannot read {path}: {e}{}", hint(&e)),
+        };
+        let pointer = Pointer::decode(&data)?;
+        let Some(newest) = pointer.latest() else {
+            bail!("task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs {name}`)");
+        };
+        match savepoint::copy_task(&store, newest, to, dir, task as usize).await {
+            Ok(()) => return Ok(newest),
+            // Retired under the copy, unless the pointer still names it.
+            Err(SavepointError::Task {
+                source: CheckpointError::Storage(StorageError::NotFound { .. }),
+                ..
+            }) if tried != Some(newest) => tried = Some(newest),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!(
+        "task {task} of job `{name}` retired {COPY_TRIES} checkpoints in a row while they were copied; \
+         the storage dir is slower than its checkpoint interval: try again, or lengthen --checkpoint-interval"
+    )
+}

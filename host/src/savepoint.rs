@@ -1,0 +1,236 @@
+//! Savepoints: every task's newest committed checkpoint, copied out of
+//! retention into `savepoints/<job>/<id>/<i>/` with a manifest beside
+//! them, so that a job can start from it later, under another module
+//! (an upgrade), after it was cancelled, or in another cluster.
+//!
+//! A task's checkpoint is a consistent cut of that task (its state, its
+//! source position and its sinks' positions, taken at one barrier), and
+//! tasks share nothing, so the tasks' cuts together are one of the job.
+//! The snapshot in it is what the SDK serialized (the job's serde state),
+//! not an image of the engine, so another build of the job can read it.
+//! The manifest is written last: a savepoint without one does not exist.
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointRef, CheckpointStore};
+use crate::spec::{Lineage, SinkSpec};
+use crate::storage::{Storage, StorageError};
+
+/// Where savepoints live in a storage dir.
+pub const SAVEPOINTS: &str = "savepoints";
+
+/// The manifest's name in a savepoint's directory.
+const MANIFEST: &str = "savepoint.json";
+
+/// What a savepoint holds, `savepoint.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The job it was taken of.
+    pub job: String,
+    /// That job's deployment.
+    pub uid: String,
+    /// The module the state was written by.
+    pub module_sha256: String,
+    /// Whose sinks' progress a job started from it carries on.
+    pub lineage: Lineage,
+    /// The sinks its positions are in: the job's output, then its dead
+    /// letters if it has a sink for them.
+    pub sinks: Vec<SinkSpec>,
+    /// When it was taken (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Each task's checkpoint, by task number.
+    pub tasks: Vec<CheckpointRef>,
+}
+
+/// Failures reading or writing a savepoint, each naming it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SavepointError {
+    /// No manifest where the savepoint should be.
+    #[error("no savepoint at {dir} (no {MANIFEST} there); `weir savepoints JOB` lists them")]
+    Missing {
+        /// The savepoint's directory.
+        dir: String,
+    },
+    /// The manifest does not parse or does not fit.
+    #[error("savepoint {dir} is unusable: {reason}")]
+    Corrupt {
+        /// The savepoint's directory.
+        dir: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A task's checkpoint in it cannot be read or written.
+    #[error("savepoint {dir}, task {task}: {source}")]
+    Task {
+        /// The savepoint's directory.
+        dir: String,
+        /// Which task.
+        task: usize,
+        /// Why.
+        source: CheckpointError,
+    },
+    /// The storage dir failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The directory of savepoint `id` of job `job`.
+pub fn dir(job: &str, id: &str) -> String {
+    format!("{SAVEPOINTS}/{job}/{id}")
+}
+
+/// A new savepoint's id: its time, then random digits so that two taken
+/// in one millisecond differ. Sorts by time.
+pub fn new_id(created_ms: u64, random: u64) -> String {
+    format!("savepoint-{created_ms}-{:06x}", random & 0xff_ffff)
+}
+
+/// Where task `task` of the savepoint at `dir` keeps its checkpoint.
+fn task_store(storage: &Storage, dir: &str, task: usize) -> CheckpointStore {
+    CheckpointStore::at(storage.clone(), format!("{dir}/{task}"))
+}
+
+/// Copies `checkpoint`, read from `from`, into the savepoint at `dir` as
+/// task `task`'s, create-only.
+pub async fn copy_task(
+    from: &CheckpointStore,
+    checkpoint: CheckpointRef,
+    to: &Storage,
+    dir: &str,
+    task: usize,
+) -> Result<(), SavepointError> {
+    let wrap = |source| SavepointError::Task {
+        dir: dir.to_string(),
+        task,
+        source,
+    };
+    let read = from.read(checkpoint).await.map_err(wrap)?;
+    task_store(to, dir, task)
+        .write(&read, std::time::Duration::from_secs(300))
+        .await
+        .map_err(wrap)
+}
+
+/// Writes the manifest, which makes the savepoint at `dir` exist.
+pub async fn finish(to: &Storage, dir: &str, manifest: &Manifest) -> Result<(), SavepointError> {
+    let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    if !to.put_if_absent(&format!("{dir}/{MANIFEST}"), bytes.into()).await? {
+        return Err(SavepointError::Corrupt {
+            dir: dir.to_string(),
+            reason: "a savepoint with this id already exists".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the manifest of the savepoint at `dir`.
+pub async fn manifest(storage: &Storage, dir: &str) -> Result<Manifest, SavepointError> {
+    let raw = match storage.get(&format!("{dir}/{MANIFEST}")).await {
+        Ok(raw) => raw,
+        Err(StorageError::NotFound { .. }) => return Err(SavepointError::Missing { dir: dir.to_string() }),
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_slice(&raw).map_err(|e| SavepointError::Corrupt {
+        dir: dir.to_string(),
+        reason: format!("{MANIFEST}: {e}"),
+    })
+}
+
+/// Task `task`'s checkpoint in the savepoint at `dir`, read and verified.
+pub async fn read_task(storage: &Storage, dir: &str, task: usize) -> Result<Checkpoint, SavepointError> {
+    let manifest = manifest(storage, dir).await?;
+    let Some(checkpoint) = manifest.tasks.get(task) else {
+        return Err(SavepointError::Corrupt {
+            dir: dir.to_string(),
+            reason: format!("it has {} tasks, not a task {task}", manifest.tasks.len()),
+        });
+    };
+    task_store(storage, dir, task)
+        .read(*checkpoint)
+        .await
+        .map_err(|source| SavepointError::Task {
+            dir: dir.to_string(),
+            task,
+            source,
+        })
+}
+
+/// Copies the savepoint at `dir` in `from` whole to the same place in
+/// `to`, manifest last: how a savepoint kept elsewhere (`weir savepoint
+/// --to`) comes back into a cluster's storage dir. One already there is
+/// left as it is.
+pub async fn import(from: &Storage, to: &Storage, dir: &str) -> Result<Manifest, SavepointError> {
+    let manifest = manifest(from, dir).await?;
+    if let Ok(there) = self::manifest(to, dir).await {
+        if there == manifest {
+            return Ok(manifest);
+        }
+    }
+    for (task, checkpoint) in manifest.tasks.iter().enumerate() {
+        copy_task(&task_store(from, dir, task), *checkpoint, to, dir, task).await?;
+    }
+    finish(to, dir, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Job `job`'s savepoints in `storage`, oldest first, each with its
+/// directory; a directory without a readable manifest is left out.
+pub async fn list(storage: &Storage, job: &str) -> Result<Vec<(String, Manifest)>, SavepointError> {
+    let mut found = Vec::new();
+    for dir in storage.list_dirs(&format!("{SAVEPOINTS}/{job}")).await? {
+        if let Ok(manifest) = manifest(storage, &dir).await {
+            found.push((dir, manifest));
+        }
+    }
+    found.sort_by_key(|(dir, m)| (m.created_ms, dir.clone()));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::tests::checkpoint;
+
+    fn manifest_of(tasks: Vec<CheckpointRef>) -> Manifest {
+        Manifest {
+            job: "j".into(),
+            uid: "u".into(),
+            module_sha256: "m".into(),
+            lineage: Lineage {
+                job: "j".into(),
+                uid: "u".into(),
+            },
+            sinks: vec![SinkSpec::Stdout],
+            created_ms: 5,
+            tasks,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_savepoint_holds_each_tasks_checkpoint_and_exists_once_its_manifest_does() {
+        let storage = Storage::open("memory://").unwrap();
+        let from = CheckpointStore::new(storage.clone(), "j", "u/0");
+        let taken = checkpoint(4);
+        from.write(&taken, std::time::Duration::from_secs(5)).await.unwrap();
+        let dir = dir("j", &new_id(5, 0xabcdef12));
+        assert_eq!(dir, "savepoints/j/savepoint-5-cdef12");
+        copy_task(&from, taken.meta.checkpoint, &storage, &dir, 0).await.unwrap();
+        assert!(matches!(read_task(&storage, &dir, 0).await, Err(SavepointError::Missing { .. })));
+        assert!(list(&storage, "j").await.unwrap().is_empty());
+
+        let manifest = manifest_of(vec![taken.meta.checkpoint]);
+        finish(&storage, &dir, &manifest).await.unwrap();
+        let read = read_task(&storage, &dir, 0).await.unwrap();
+        assert_eq!((read.meta, read.snapshot), (taken.meta, taken.snapshot));
+        assert_eq!(list(&storage, "j").await.unwrap(), vec![(dir.clone(), manifest.clone())]);
+        let err = read_task(&storage, &dir, 1).await.unwrap_err().to_string();
+        assert!(err.contains("it has 1 tasks, not a task 1"), "{err}");
+        assert!(finish(&storage, &dir, &manifest).await.is_err(), "a savepoint is written once");
+
+        let elsewhere = Storage::open("memory://").unwrap();
+        assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest);
+        assert_eq!(read_task(&elsewhere, &dir, 0).await.unwrap().snapshot, read.snapshot);
+        assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest, "importing twice is a no-op");
+    }
+}

@@ -1,0 +1,120 @@
+//! Savepoints from the CLI: taken of a running job, taken as a job is
+//! cancelled, listed, kept in another storage dir, and deployed from, with
+//! the output carrying on exactly once across the change and across a
+//! `kill -9` of the leader afterwards.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::deploy::assert_refused;
+use crate::harness::{job_wasm, read_lines, Cluster};
+use crate::scale::{assert_each_task_exactly_once, wait_for_growth};
+
+const TASKS: usize = 2;
+
+/// The counter with a window of one as `TASKS` tasks writing `sp-<i>.out`,
+/// from `savepoint` if given; returns the files.
+fn deploy_counter(cluster: &Cluster, savepoint: Option<&str>) -> Vec<PathBuf> {
+    let template = cluster.path("sp-{task}.out");
+    let sink = format!("file:{}", template.display());
+    let mut extra = vec![
+        "--parallelism",
+        "2",
+        "--config",
+        "window=1",
+        "--source",
+        "sequence:rate=400",
+        "--sink",
+        &sink,
+    ];
+    if let Some(path) = savepoint {
+        extra.extend(["--from-savepoint", path]);
+    }
+    cluster.deploy("counter", "sp", &extra);
+    (0..TASKS).map(|i| cluster.path(&format!("sp-{i}.out"))).collect()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let files = deploy_counter(&cluster, None);
+    let all: Vec<usize> = (0..TASKS).collect();
+    wait_for_growth(&files, &all, "the first deployment's output");
+
+    // A savepoint of the running job, kept in another storage dir.
+    let elsewhere = cluster.path("elsewhere");
+    let to = format!("file://{}", elsewhere.display());
+    let taken = json(&cluster.weir_ok(&["savepoint", "sp", "--to", &to, "--output", "json"]));
+    let kept = taken["path"].as_str().unwrap().to_string();
+    assert!(kept.starts_with(&format!("{to}/savepoints/sp/savepoint-")), "{kept}");
+    assert_eq!(taken["tasks"].as_array().unwrap().len(), TASKS);
+    assert!(elsewhere.join(&kept[to.len() + 1..]).join("savepoint.json").is_file());
+
+    // Cancelled with a savepoint: where each task stopped.
+    let said = cluster.weir_ok(&["cancel", "sp", "--savepoint", "--wait", "30s"]);
+    let dir = said
+        .split_whitespace()
+        .find(|w| w.starts_with("savepoints/sp/"))
+        .unwrap_or_else(|| panic!("no savepoint in {said:?}"))
+        .trim_end_matches(':')
+        .to_string();
+    let stopped: Vec<usize> = files.iter().map(|f| read_lines(f).len()).collect();
+    let listed = json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"]));
+    let paths: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, vec![dir.as_str()], "the --to savepoint is not in the cluster's storage dir");
+    assert!(cluster.weir_ok(&["savepoints", "sp"]).contains(&dir));
+
+    // Refused: another task count, other sinks, no savepoint there.
+    let counter = job_wasm("counter");
+    let wasm = counter.to_str().unwrap();
+    let template = format!("file:{}", cluster.path("sp-{task}.out").display());
+    assert_refused(
+        &cluster,
+        &["deploy", wasm, "--name", "sp", "--sink", &template, "--parallelism", "3", "--from-savepoint", &dir],
+        "has 2 tasks",
+    );
+    let other = format!("file:{}", cluster.path("other-{task}.out").display());
+    assert_refused(
+        &cluster,
+        &["deploy", wasm, "--name", "sp", "--sink", &other, "--from-savepoint", &dir],
+        "give it the same --sink",
+    );
+    assert_refused(
+        &cluster,
+        &["deploy", wasm, "--name", "sp", "--sink", &template, "--from-savepoint", "savepoints/sp/none"],
+        "no savepoint at savepoints/sp/none",
+    );
+
+    // Deployed again from it: the output carries on where it stopped.
+    deploy_counter(&cluster, Some(&dir));
+    wait_for_growth(&files, &all, "the output from the savepoint");
+    assert_each_task_exactly_once(&files);
+    let job = cluster.job("sp").unwrap();
+    assert!(job["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "RUNNING"));
+
+    // The tasks then fail over from checkpoints of their own.
+    let leader = cluster.leader_pid();
+    cluster.signal(leader, "KILL");
+    cluster.start_supervisor();
+    wait_for_growth(&files, &all, "the output after the leader's kill");
+    assert_each_task_exactly_once(&files);
+    for (file, at_stop) in files.iter().zip(&stopped) {
+        assert!(read_lines(file).len() > at_stop + 20, "{file:?} did not carry on");
+    }
+
+    // The savepoint kept elsewhere starts a job too, copied in first.
+    // It is older than where the job stopped: the files are cut back to it
+    // and carry on from there, as a restore from a checkpoint does.
+    cluster.weir_ok(&["cancel", "sp", "--wait", "30s"]);
+    deploy_counter(&cluster, Some(&kept));
+    assert_eq!(json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"])).as_array().unwrap().len(), 2);
+    wait_for_growth(&files, &all, "the output from the savepoint kept elsewhere");
+    assert_each_task_exactly_once(&files);
+}
