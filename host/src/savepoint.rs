@@ -222,7 +222,7 @@ mod tests {
         let manifest = manifest_of(vec![taken.meta.checkpoint]);
         finish(&storage, &dir, &manifest).await.unwrap();
         let read = read_task(&storage, &dir, 0).await.unwrap();
-        assert_eq!((read.meta, read.snapshot), (taken.meta, taken.snapshot));
+        assert_eq!((&read.meta, &read.snapshot), (&taken.meta, &taken.snapshot));
         assert_eq!(list(&storage, "j").await.unwrap(), vec![(dir.clone(), manifest.clone())]);
         let err = read_task(&storage, &dir, 1).await.unwrap_err().to_string();
         assert!(err.contains("it has 1 tasks, not a task 1"), "{err}");
