@@ -215,22 +215,37 @@ mod tests {
         from.write(&taken, std::time::Duration::from_secs(5)).await.unwrap();
         let dir = dir("j", &new_id(5, 0xabcdef12));
         assert_eq!(dir, "savepoints/j/savepoint-5-cdef12");
-        copy_task(&from, taken.meta.checkpoint, &storage, &dir, 0).await.unwrap();
-        assert!(matches!(read_task(&storage, &dir, 0).await, Err(SavepointError::Missing { .. })));
+        copy_task(&from, taken.meta.checkpoint, &storage, &dir, 0)
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_task(&storage, &dir, 0).await,
+            Err(SavepointError::Missing { .. })
+        ));
         assert!(list(&storage, "j").await.unwrap().is_empty());
 
         let manifest = manifest_of(vec![taken.meta.checkpoint]);
         finish(&storage, &dir, &manifest).await.unwrap();
         let read = read_task(&storage, &dir, 0).await.unwrap();
         assert_eq!((&read.meta, &read.snapshot), (&taken.meta, &taken.snapshot));
-        assert_eq!(list(&storage, "j").await.unwrap(), vec![(dir.clone(), manifest.clone())]);
+        assert_eq!(
+            list(&storage, "j").await.unwrap(),
+            vec![(dir.clone(), manifest.clone())]
+        );
         let err = read_task(&storage, &dir, 1).await.unwrap_err().to_string();
         assert!(err.contains("it has 1 tasks, not a task 1"), "{err}");
-        assert!(finish(&storage, &dir, &manifest).await.is_err(), "a savepoint is written once");
+        assert!(
+            finish(&storage, &dir, &manifest).await.is_err(),
+            "a savepoint is written once"
+        );
 
         let elsewhere = Storage::open("memory://").unwrap();
         assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest);
         assert_eq!(read_task(&elsewhere, &dir, 0).await.unwrap().snapshot, read.snapshot);
-        assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest, "importing twice is a no-op");
+        assert_eq!(
+            import(&storage, &elsewhere, &dir).await.unwrap(),
+            manifest,
+            "importing twice is a no-op"
+        );
     }
 }

@@ -67,8 +67,17 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
         .to_string();
     let stopped: Vec<usize> = files.iter().map(|f| read_lines(f).len()).collect();
     let listed = json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"]));
-    let paths: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, vec![dir.as_str()], "the --to savepoint is not in the cluster's storage dir");
+    let paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![dir.as_str()],
+        "the --to savepoint is not in the cluster's storage dir"
+    );
     assert!(cluster.weir_ok(&["savepoints", "sp"]).contains(&dir));
 
     // Refused: another task count, other sinks, no savepoint there.
@@ -77,18 +86,47 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     let template = format!("file:{}", cluster.path("sp-{task}.out").display());
     assert_refused(
         &cluster,
-        &["deploy", wasm, "--name", "sp", "--sink", &template, "--parallelism", "3", "--from-savepoint", &dir],
+        &[
+            "deploy",
+            wasm,
+            "--name",
+            "sp",
+            "--sink",
+            &template,
+            "--parallelism",
+            "3",
+            "--from-savepoint",
+            &dir,
+        ],
         "has 2 tasks",
     );
     let other = format!("file:{}", cluster.path("other-{task}.out").display());
     assert_refused(
         &cluster,
-        &["deploy", wasm, "--name", "sp", "--sink", &other, "--from-savepoint", &dir],
+        &[
+            "deploy",
+            wasm,
+            "--name",
+            "sp",
+            "--sink",
+            &other,
+            "--from-savepoint",
+            &dir,
+        ],
         "give it the same --sink",
     );
     assert_refused(
         &cluster,
-        &["deploy", wasm, "--name", "sp", "--sink", &template, "--from-savepoint", "savepoints/sp/none"],
+        &[
+            "deploy",
+            wasm,
+            "--name",
+            "sp",
+            "--sink",
+            &template,
+            "--from-savepoint",
+            "savepoints/sp/none",
+        ],
         "no savepoint at savepoints/sp/none",
     );
 
@@ -114,7 +152,13 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     // and carry on from there, as a restore from a checkpoint does.
     cluster.weir_ok(&["cancel", "sp", "--wait", "30s"]);
     deploy_counter(&cluster, Some(&kept));
-    assert_eq!(json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"])).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     wait_for_growth(&files, &all, "the output from the savepoint kept elsewhere");
     assert_each_task_exactly_once(&files);
 }

@@ -14,11 +14,11 @@ use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
 use crate::ha::candidates;
 use crate::runtime::{GuestError, Limits, Runtime};
+use crate::savepoint::Manifest;
 use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, OnError,
     RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
 };
-use crate::savepoint::Manifest;
 use crate::storage::{sha256_hex, Storage};
 
 #[derive(Debug, Args)]
@@ -542,7 +542,6 @@ async fn check_topic(what: &str, brokers: &str, topic: &str) -> anyhow::Result<(
         Err(e) => bail!("{what}: {e}"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -110,7 +110,11 @@ pub async fn list(args: SavepointsArgs) -> anyhow::Result<()> {
             say!("{}", serde_json::to_string_pretty(&views)?)?;
         }
         OutputFormat::Table if found.is_empty() => {
-            say!("job `{}` has no savepoints; take one with `weir savepoint {}`", args.name, args.name)?;
+            say!(
+                "job `{}` has no savepoints; take one with `weir savepoint {}`",
+                args.name,
+                args.name
+            )?;
         }
         OutputFormat::Table => {
             let now = now_ms();
