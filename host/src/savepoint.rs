@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointRef, CheckpointStore};
-use crate::spec::{Lineage, SinkSpec};
+use crate::spec::Lineage;
 use crate::storage::{Storage, StorageError};
 
 /// Where savepoints live in a storage dir.
@@ -33,9 +33,9 @@ pub struct Manifest {
     pub module_sha256: String,
     /// Whose sinks' progress a job started from it carries on.
     pub lineage: Lineage,
-    /// The sinks its positions are in: the job's output, then its dead
-    /// letters if it has a sink for them.
-    pub sinks: Vec<SinkSpec>,
+    /// The sinks its positions are in, as `weir jobs` names them (no
+    /// password): the job's output, then its dead letters' if it has one.
+    pub sinks: Vec<String>,
     /// When it was taken (ms since the Unix epoch).
     pub created_ms: u64,
     /// Each task's checkpoint, by task number.
@@ -110,6 +110,28 @@ pub async fn copy_task(
         .write(&read, std::time::Duration::from_secs(300))
         .await
         .map_err(wrap)
+}
+
+/// Copies task `task`'s checkpoint in the savepoint at `savepoint` into
+/// the savepoint at `dir`: for a task of a job started from a savepoint
+/// that stopped before a checkpoint of its own, where it stands is where
+/// it started. Returns the checkpoint.
+pub async fn carry_task(
+    from: &Storage,
+    savepoint: &str,
+    task: usize,
+    to: &Storage,
+    dir: &str,
+) -> Result<CheckpointRef, SavepointError> {
+    let manifest = manifest(from, savepoint).await?;
+    let Some(checkpoint) = manifest.tasks.get(task).copied() else {
+        return Err(SavepointError::Corrupt {
+            dir: savepoint.to_string(),
+            reason: format!("it has {} tasks, not a task {task}", manifest.tasks.len()),
+        });
+    };
+    copy_task(&task_store(from, savepoint, task), checkpoint, to, dir, task).await?;
+    Ok(checkpoint)
 }
 
 /// Writes the manifest, which makes the savepoint at `dir` exist.
@@ -201,7 +223,7 @@ mod tests {
                 job: "j".into(),
                 uid: "u".into(),
             },
-            sinks: vec![SinkSpec::Stdout],
+            sinks: vec!["stdout".into()],
             created_ms: 5,
             tasks,
         }

@@ -161,4 +161,9 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     );
     wait_for_growth(&files, &all, "the output from the savepoint kept elsewhere");
     assert_each_task_exactly_once(&files);
+    let imported = &kept[to.len() + 1..];
+    assert!(
+        cluster.logs().contains(&format!("savepoint={imported}")),
+        "no task said it started from {imported}"
+    );
 }

@@ -34,12 +34,18 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<()> {
     if args.savepoint && args.wait.is_zero() {
         bail!("--savepoint is taken once the job has stopped: give --wait a time to wait for that, e.g. 30s");
     }
+    let storage = args.storage.open()?;
+    if args.savepoint {
+        // Before cancelling: a wrong --storage-dir must not leave the job
+        // cancelled with no savepoint.
+        let client = args.cluster.connect().await?;
+        let layout = args.cluster.layout()?;
+        super::deploy::check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
+    }
     stop(&args).await?;
     if args.savepoint {
         let layout = args.cluster.layout()?;
         let client = args.cluster.connect().await?;
-        let storage = args.storage.open()?;
-        super::deploy::check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
         let spec = super::savepoint::read_spec(&client, &layout, &args.name).await?;
         let (dir, manifest) = take_savepoint(&client, &layout, &spec, &storage, &storage).await?;
         say!(

@@ -16,8 +16,8 @@ use crate::ha::candidates;
 use crate::runtime::{GuestError, Limits, Runtime};
 use crate::savepoint::Manifest;
 use crate::spec::{
-    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobStatus, OnError,
-    RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
+    parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus, Lineage,
+    OnError, RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -251,13 +251,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     };
     spec.check_parallelism()?;
     if let Some(s) = savepoint.as_ref().filter(|s| s.manifest.sinks != spec.sinks()) {
-        let named: Vec<String> = s.manifest.sinks.iter().map(ToString::to_string).collect();
         bail!(
             "--from-savepoint {}: its positions are in the sinks of job `{}` ({}), and a job started from it carries \
              that output on: give it the same --sink and --on-error",
             s.dir,
             s.manifest.job,
-            named.join(", ")
+            s.manifest.sinks.join(", ")
         );
     }
     let (source, sink, on_error) = (&spec.source, &spec.sink, &spec.on_error);
@@ -279,16 +278,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         .put_if_absent(&Storage::module_path(&sha256), bytes.into())
         .await
         .context(STORAGE_FIX)?;
-    if let Some(SavepointSource {
-        dir,
-        elsewhere: Some(from),
-        ..
-    }) = &savepoint
-    {
-        crate::savepoint::import(from, &storage, dir)
-            .await
-            .with_context(|| format!("cannot copy savepoint {dir} into the storage dir"))?;
-    }
     if let Err(e) = client.mkdir(&layout.jobs(), &options).await {
         bail!("cannot create {}: {e}{}", layout.jobs(), hint(&e));
     }
@@ -300,6 +289,19 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         if let Some(other) = job_writing(&client, &layout, path).await? {
             bail!("file {path} is already written by job `{other}`; give this job another file to write");
         }
+    }
+    if let Some(s) = &savepoint {
+        refuse_shared_lineage(&client, &layout, &name, &s.manifest.lineage).await?;
+    }
+    if let Some(SavepointSource {
+        dir,
+        elsewhere: Some(from),
+        ..
+    }) = &savepoint
+    {
+        crate::savepoint::import(from, &storage, dir)
+            .await
+            .with_context(|| format!("cannot copy savepoint {dir} into the storage dir"))?;
     }
 
     let job_path = layout.job(&name);
@@ -389,11 +391,17 @@ struct SavepointSource {
 async fn resolve_savepoint(path: &str, storage: &Storage) -> anyhow::Result<SavepointSource> {
     let marker = format!("{}/", crate::savepoint::SAVEPOINTS);
     let (dir, elsewhere) = if path.contains("://") {
-        let Some(at) = path.rfind(&format!("/{marker}")) else {
+        // The last three segments are savepoints/JOB/ID (a job may be named `savepoints`).
+        let trimmed = path.trim_end_matches('/');
+        let segments: Vec<&str> = trimmed.rsplitn(4, '/').collect();
+        let [id, job, "savepoints", root] = segments[..] else {
             bail!("--from-savepoint {path}: a savepoint's URL ends in /{marker}JOB/ID, as `weir savepoint --to` prints it");
         };
-        let root = Storage::open(&path[..at]).with_context(|| format!("--from-savepoint {path}"))?;
-        (path[at + 1..].trim_end_matches('/'), Some(root))
+        let root = Storage::open(root).with_context(|| format!("--from-savepoint {path}"))?;
+        (
+            &trimmed[trimmed.len() - id.len() - job.len() - marker.len() - 1..],
+            Some(root),
+        )
     } else {
         let dir = path.trim_matches('/');
         if !dir.starts_with(&marker) {
@@ -459,6 +467,19 @@ fn refuse_duplicates(flag: &str, pairs: &[(String, String)]) -> anyhow::Result<(
 /// The running job, if any, one of whose sinks writes `path`: two jobs
 /// writing one file would interleave their output.
 async fn job_writing(client: &zkc::Client, layout: &crate::ha::Layout, path: &str) -> anyhow::Result<Option<String>> {
+    let found = job_where(client, layout, |s| {
+        s.desired == Desired::Running && s.sink_files().any(|f| f == path)
+    })
+    .await?;
+    Ok(found.map(|s| s.name))
+}
+
+/// The first job whose spec, as read, satisfies `holds`.
+async fn job_where(
+    client: &zkc::Client,
+    layout: &crate::ha::Layout,
+    holds: impl Fn(&JobSpec) -> bool,
+) -> anyhow::Result<Option<JobSpec>> {
     let names = match client.list_children(&layout.jobs()).await {
         Ok(names) => names,
         Err(zkc::Error::NoNode) => return Ok(None),
@@ -470,11 +491,41 @@ async fn job_writing(client: &zkc::Client, layout: &crate::ha::Layout, path: &st
             Err(zkc::Error::NoNode) => None,
             Err(e) => bail!("cannot read job `{name}`: {e}{}", hint(&e)),
         };
-        if spec.is_some_and(|s| s.desired == Desired::Running && s.sink_files().any(|f| f == path)) {
-            return Ok(Some(name));
+        if let Some(spec) = spec.filter(&holds) {
+            return Ok(Some(spec));
         }
     }
     Ok(None)
+}
+
+/// Refuses a deploy from a savepoint while another job carries the same
+/// sinks' progress on (its lineage): two deployments moving one progress
+/// row, or fencing each other's Kafka producer, would lose or duplicate
+/// output. A job of this name is deployed over only once cancelled, and
+/// its tasks are waited for by the leader; another must have stopped.
+async fn refuse_shared_lineage(
+    client: &zkc::Client,
+    layout: &crate::ha::Layout,
+    name: &str,
+    lineage: &Lineage,
+) -> anyhow::Result<()> {
+    let Some(other) = job_where(client, layout, |s| s.name != name && s.lineage() == *lineage).await? else {
+        return Ok(());
+    };
+    let stopped = match client.get_data(&layout.job_status(&other.name)).await {
+        Ok((data, _)) => serde_json::from_slice::<JobStatus>(&data)
+            .is_ok_and(|s| matches!(s.state, JobState::Canceled | JobState::Failed)),
+        Err(_) => false,
+    };
+    if other.desired == Desired::Running || !stopped {
+        bail!(
+            "job `{}` carries this savepoint's sinks on already (it started from the same job's state, so it keeps \
+             the same progress in them): cancel it and wait for it to stop first (`weir cancel {}`)",
+            other.name,
+            other.name
+        );
+    }
+    Ok(())
 }
 
 /// A sink as the supervisors will open it: a file's path made absolute and

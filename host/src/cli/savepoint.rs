@@ -202,13 +202,18 @@ async fn copy_newest(
         let data = match client.get_data(&path).await {
             Ok((data, _)) => data,
             Err(zkc::Error::NoNode) => bail!(
-                "task {task} of job `{name}` has not started yet; take the savepoint once it has checkpointed (`weir jobs {name}`)"
+                "task {task} of job `{name}` has not started yet; take the savepoint once it has checkpointed (`weir jobs`)"
             ),
             Err(e) => bail!("cannot read {path}: {e}{}", hint(&e)),
         };
         let pointer = Pointer::decode(&data)?;
         let Some(newest) = pointer.latest() else {
-            bail!("task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs {name}`)");
+            if let Some(started) = &spec.from_savepoint {
+                return Ok(savepoint::carry_task(from, started, task as usize, to, dir).await?);
+            }
+            bail!(
+                "task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs`)"
+            );
         };
         match savepoint::copy_task(&store, newest, to, dir, task as usize).await {
             Ok(()) => return Ok(newest),

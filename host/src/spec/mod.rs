@@ -162,10 +162,12 @@ impl JobSpec {
         self.sink.file().into_iter().chain(dead_letters)
     }
 
-    /// Its sinks: the output, then the dead letters' if it has one.
-    pub fn sinks(&self) -> Vec<SinkSpec> {
-        std::iter::once(self.sink.clone())
-            .chain(self.on_error.dead_letters().cloned())
+    /// Its sinks as `weir jobs` names them (a password left out): the
+    /// output, then the dead letters' if it has one.
+    pub fn sinks(&self) -> Vec<String> {
+        std::iter::once(&self.sink)
+            .chain(self.on_error.dead_letters())
+            .map(ToString::to_string)
             .collect()
     }
 
