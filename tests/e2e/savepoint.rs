@@ -84,49 +84,21 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     let counter = job_wasm("counter");
     let wasm = counter.to_str().unwrap();
     let template = format!("file:{}", cluster.path("sp-{task}.out").display());
-    assert_refused(
-        &cluster,
-        &[
-            "deploy",
-            wasm,
-            "--name",
-            "sp",
-            "--sink",
-            &template,
-            "--parallelism",
-            "3",
-            "--from-savepoint",
-            &dir,
-        ],
+    let other = format!("file:{}", cluster.path("other-{task}.out").display());
+    let refused = |sink: &str, extra: &[&str], expected: &str| {
+        let mut args = vec!["deploy", wasm, "--name", "sp", "--sink", sink];
+        args.extend_from_slice(extra);
+        assert_refused(&cluster, &args, expected);
+    };
+    refused(
+        &template,
+        &["--parallelism", "3", "--from-savepoint", &dir],
         "has 2 tasks",
     );
-    let other = format!("file:{}", cluster.path("other-{task}.out").display());
-    assert_refused(
-        &cluster,
-        &[
-            "deploy",
-            wasm,
-            "--name",
-            "sp",
-            "--sink",
-            &other,
-            "--from-savepoint",
-            &dir,
-        ],
-        "give it the same --sink",
-    );
-    assert_refused(
-        &cluster,
-        &[
-            "deploy",
-            wasm,
-            "--name",
-            "sp",
-            "--sink",
-            &template,
-            "--from-savepoint",
-            "savepoints/sp/none",
-        ],
+    refused(&other, &["--from-savepoint", &dir], "give it the same --sink");
+    refused(
+        &template,
+        &["--from-savepoint", "savepoints/sp/none"],
         "no savepoint at savepoints/sp/none",
     );
 
