@@ -139,3 +139,48 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
         "no task said it started from {imported}"
     );
 }
+
+#[test]
+fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let files = deploy_counter(&cluster, None);
+    let all: Vec<usize> = (0..TASKS).collect();
+    wait_for_growth(&files, &all, "the first deployment's output");
+    let module = |cluster: &Cluster| {
+        cluster.job("sp").unwrap()["module_sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let counter = module(&cluster);
+
+    // A change of settings: the same module, from a savepoint of itself.
+    let said = cluster.weir_ok(&["configure", "sp", "window=1", "--wait", "30s"]);
+    assert!(said.contains("runs module"), "{said}");
+    wait_for_growth(&files, &all, "the output after configure");
+    assert_each_task_exactly_once(&files);
+
+    // A module that refuses every record fails before its first checkpoint:
+    // the job is rolled back to the counter from the same savepoint.
+    let faulty = job_wasm("faulty");
+    let out = cluster.weir(&[
+        "upgrade",
+        "sp",
+        faulty.to_str().unwrap(),
+        "--config",
+        "reject_every=1",
+        "--wait",
+        "30s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the failing upgrade succeeded");
+    assert!(stderr.contains("rolled back to module"), "{stderr}");
+    assert!(stderr.contains("reject_every"), "the reason is not named: {stderr}");
+    assert_eq!(module(&cluster), counter);
+    wait_for_growth(&files, &all, "the output after the rollback");
+    assert_each_task_exactly_once(&files);
+    let job = cluster.job("sp").unwrap();
+    assert_eq!(job["state"], "RUNNING", "{job}");
+}

@@ -172,22 +172,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             dir.host
         );
     }
-    let size = std::fs::metadata(&args.module)
-        .with_context(|| format!("cannot read {}", args.module.display()))?
-        .len();
-    if size > MAX_MODULE_BYTES {
-        bail!(
-            "{} is {} MiB, over weir's limit of {} MiB for a job module; build it in release mode with `strip = true`",
-            args.module.display(),
-            size >> 20,
-            MAX_MODULE_BYTES >> 20
-        );
-    }
-    let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
-    let runtime = Runtime::for_checks()?;
-    let pre = runtime
-        .check(&bytes)
-        .with_context(|| format!("{} cannot be deployed", args.module.display()))?;
     let limits = Limits {
         memory_bytes: args.memory_limit * 1024 * 1024,
         call_timeout: args.call_timeout,
@@ -198,21 +182,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         network: args.allow_network || !args.network_to.is_empty(),
         network_to: args.network_to,
     };
-    // The granted directories are the supervisors' to have, not this
-    // machine's: the check instantiates without them.
-    let here = Grants {
-        dirs: Vec::new(),
-        ..grants.clone()
-    };
-    match runtime.instantiate_checked(&pre, limits, &here).await {
-        Ok(()) => {}
-        Err(GuestError::MemoryLimit { .. }) => bail!(
-            "{} cannot start within --memory-limit {} MiB: its initial memory is larger; raise --memory-limit",
-            args.module.display(),
-            args.memory_limit
-        ),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot start", args.module.display()))),
-    }
+    let bytes = checked_module(&args.module, limits, &grants).await?;
     let sha256 = sha256_hex(&bytes);
     let storage = args.storage.open()?;
     let savepoint = match &args.from_savepoint {
@@ -304,7 +274,77 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot copy savepoint {dir} into the storage dir"))?;
     }
 
-    let job_path = layout.job(&name);
+    write_spec(&client, &layout, &options, &spec).await?;
+    let mut tasks = match spec.parallelism {
+        1 => String::new(),
+        n => format!(", {n} tasks"),
+    };
+    if let Some(s) = &savepoint {
+        tasks.push_str(&format!(", from savepoint {} (of job `{}`)", s.dir, s.manifest.job));
+    }
+    say!(
+        "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}{tasks}",
+        &sha256[..12],
+        spec.source,
+        spec.sink,
+        humantime::format_duration(spec.checkpoint_interval)
+    )?;
+    if candidates(&client, &layout).await.is_ok_and(|c| c.is_empty()) {
+        say!(
+            "note: no supervisor is running in cluster `{}`; the job starts when one does (`weir supervisor`)",
+            args.cluster.cluster_id
+        )?;
+    }
+    Ok(())
+}
+
+/// The module at `path`, read and checked to be a weir job that starts
+/// within `limits` with `grants`: refused here, with the reason, rather
+/// than failing on every supervisor.
+pub(super) async fn checked_module(path: &Path, limits: Limits, grants: &Grants) -> anyhow::Result<Vec<u8>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > MAX_MODULE_BYTES {
+        bail!(
+            "{} is {} MiB, over weir's limit of {} MiB for a job module; build it in release mode with `strip = true`",
+            path.display(),
+            size >> 20,
+            MAX_MODULE_BYTES >> 20
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let runtime = Runtime::for_checks()?;
+    let pre = runtime
+        .check(&bytes)
+        .with_context(|| format!("{} cannot be deployed", path.display()))?;
+    // The granted directories are the supervisors' to have, not this
+    // machine's: the check instantiates without them.
+    let here = Grants {
+        dirs: Vec::new(),
+        ..grants.clone()
+    };
+    match runtime.instantiate_checked(&pre, limits, &here).await {
+        Ok(()) => Ok(bytes),
+        Err(GuestError::MemoryLimit { .. }) => bail!(
+            "{} cannot start within --memory-limit {} MiB: its initial memory is larger; raise --memory-limit",
+            path.display(),
+            limits.memory_bytes >> 20
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("{} cannot start", path.display()))),
+    }
+}
+
+/// Writes `spec` to ZooKeeper with a CREATED status, over a cancelled job
+/// of its name if there is one.
+pub(super) async fn write_spec(
+    client: &zkc::Client,
+    layout: &crate::ha::Layout,
+    options: &zkc::CreateOptions<'_>,
+    spec: &JobSpec,
+) -> anyhow::Result<()> {
+    let name = &spec.name;
+    let job_path = layout.job(name);
     // A cancelled job of this name is deployed over: its znodes are set,
     // not deleted and made again, so their versions only grow and nothing
     // its last deployment still has in flight can land. (`weir delete`
@@ -335,12 +375,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let mut writer = client.new_multi_writer();
     match cancelled_version {
         None => {
-            writer.add_create(&job_path, &spec_bytes, &options)?;
-            writer.add_create(&layout.job_status(&name), &status, &options)?;
+            writer.add_create(&job_path, &spec_bytes, options)?;
+            writer.add_create(&layout.job_status(name), &status, options)?;
         }
         Some(version) => {
             writer.add_set_data(&job_path, &spec_bytes, Some(version))?;
-            writer.add_set_data(&layout.job_status(&name), &status, None)?;
+            writer.add_set_data(&layout.job_status(name), &status, None)?;
         }
     }
     match writer.commit().await {
@@ -352,26 +392,6 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             bail!("job `{name}` was deployed concurrently by someone else; check `weir jobs`")
         }
         Err(e) => bail!("cannot write job `{name}` to ZooKeeper: {e}{}", hint(&e.clone().into())),
-    }
-    let mut tasks = match spec.parallelism {
-        1 => String::new(),
-        n => format!(", {n} tasks"),
-    };
-    if let Some(s) = &savepoint {
-        tasks.push_str(&format!(", from savepoint {} (of job `{}`)", s.dir, s.manifest.job));
-    }
-    say!(
-        "deployed job `{name}`: module sha256 {}, source {}, sink {}, checkpoint every {}{tasks}",
-        &sha256[..12],
-        spec.source,
-        spec.sink,
-        humantime::format_duration(spec.checkpoint_interval)
-    )?;
-    if candidates(&client, &layout).await.is_ok_and(|c| c.is_empty()) {
-        say!(
-            "note: no supervisor is running in cluster `{}`; the job starts when one does (`weir supervisor`)",
-            args.cluster.cluster_id
-        )?;
     }
     Ok(())
 }

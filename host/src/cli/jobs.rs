@@ -152,7 +152,7 @@ fn job_state(status: Option<&JobStatus>, tasks: &[TaskView]) -> JobState {
     JobState::Created
 }
 
-async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobView> {
+pub(super) async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobView> {
     let spec: JobSpec = read_json(client, &layout.job(name)).await?;
     let status: Option<JobStatus> = read_json(client, &layout.job_status(name)).await;
     let tasks = read_all(spec.shares(), |share| {

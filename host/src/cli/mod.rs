@@ -8,6 +8,7 @@ mod deploy;
 mod jobs;
 mod savepoint;
 mod status;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,11 @@ enum Command {
     Savepoint(savepoint::SavepointArgs),
     /// List a job's savepoints.
     Savepoints(savepoint::SavepointsArgs),
+    /// Replace a running job's module, keeping its state and output
+    /// (savepoint, stop, start the new module from it; rolled back if it fails).
+    Upgrade(upgrade::UpgradeArgs),
+    /// Change a running job's settings, keeping its state: an upgrade to the same module.
+    Configure(upgrade::ConfigureArgs),
 }
 
 /// Where the cluster's coordination lives.
@@ -202,6 +208,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(args).await,
         Command::Savepoint(args) => savepoint::take(args).await,
         Command::Savepoints(args) => savepoint::list(args).await,
+        Command::Upgrade(args) => upgrade::upgrade(args).await,
+        Command::Configure(args) => upgrade::configure(args).await,
     }
 }
 

@@ -1,0 +1,215 @@
+//! `weir upgrade` and `weir configure`: replace a running job's module or
+//! settings and keep its state. The job is cancelled with a savepoint
+//! (where each task stopped) and deployed again from it, so its output
+//! carries on with no gap and no duplicate. Until every task of the new
+//! deployment has committed a checkpoint of its own the change is on
+//! trial: a task that fails first (the module refuses the state, traps,
+//! or refuses a record) rolls the job back to the old module and
+//! settings, from the same savepoint.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use zookeeper_client::{self as zkc, CreateMode};
+
+use super::cancel::{mark_cancelled, wait_stopped};
+use super::deploy::{check_storage_record, checked_module, write_spec};
+use super::jobs::read_job;
+use super::savepoint::{read_spec, take_savepoint};
+use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
+use crate::clock::now_ms;
+use crate::ha::Layout;
+use crate::runtime::Limits;
+use crate::spec::{parse_config_pair, Desired, JobSpec, JobState};
+use crate::storage::{sha256_hex, Storage};
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The running job.
+    name: String,
+    /// Its new component (`.wasm`).
+    module: PathBuf,
+    /// A setting to change or add for the job's `init`, `key=value`; repeat
+    /// for more. The others stay as they were.
+    #[arg(long = "config", value_parser = parse_config_pair)]
+    config: Vec<(String, String)>,
+    #[command(flatten)]
+    trial: Trial,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The running job.
+    name: String,
+    /// Settings to change or add, `key=value`; the others stay as they were.
+    #[arg(required = true, value_parser = parse_config_pair)]
+    settings: Vec<(String, String)>,
+    #[command(flatten)]
+    trial: Trial,
+}
+
+/// How the change is carried out, for both commands.
+#[derive(Debug, Args)]
+struct Trial {
+    /// How long each step may take: the old job stopping, and the new one
+    /// committing its first checkpoints before it is rolled back.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
+    let UpgradeArgs {
+        name,
+        module,
+        config,
+        trial,
+    } = args;
+    replace(&name, Some(module), config, trial).await
+}
+
+pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
+    replace(&args.name, None, args.settings, args.trial).await
+}
+
+/// `settings` over `config`: a key given replaces its value, a new one is added.
+fn merged(config: &[(String, String)], settings: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut merged = config.to_vec();
+    for (key, value) in settings {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => merged.push((key, value)),
+        }
+    }
+    merged
+}
+
+async fn replace(
+    name: &str,
+    module: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+    trial: Trial,
+) -> anyhow::Result<()> {
+    let layout = trial.cluster.layout()?;
+    let client = trial.cluster.connect().await?;
+    let storage = trial.storage.open()?;
+    check_storage_record(&client, &layout, &storage, &trial.cluster.cluster_id, None).await?;
+    let old = read_spec(&client, &layout, name).await?;
+    if old.desired != Desired::Running {
+        bail!("job `{name}` is cancelled; start it from a savepoint with `weir deploy MODULE --name {name} --from-savepoint PATH` (`weir savepoints {name}` lists them)");
+    }
+    let limits = Limits {
+        memory_bytes: old.memory_limit,
+        call_timeout: old.call_timeout,
+    };
+    let module_sha256 = match &module {
+        Some(path) => {
+            let bytes = checked_module(path, limits, &old.grants).await?;
+            let sha256 = sha256_hex(&bytes);
+            storage
+                .put_if_absent(&Storage::module_path(&sha256), bytes.into())
+                .await
+                .context(STORAGE_FIX)?;
+            sha256
+        }
+        None => old.module_sha256.clone(),
+    };
+    let config = merged(&old.config, settings);
+
+    mark_cancelled(&client, &layout, &old).await?;
+    wait_stopped(&client, &layout, name, trial.wait).await?;
+    let (savepoint, manifest) = take_savepoint(&client, &layout, &old, &storage, &storage).await?;
+    say!("job `{name}` stopped at savepoint {savepoint}")?;
+    let from = |module_sha256: String, config: Vec<(String, String)>| JobSpec {
+        uid: format!("{:016x}", rand_u64()),
+        module_sha256,
+        config,
+        from_savepoint: Some(savepoint.clone()),
+        lineage: Some(manifest.lineage.clone()),
+        desired: Desired::Running,
+        created_ms: now_ms(),
+        ..old.clone()
+    };
+    let options = CreateMode::Persistent.with_acls(trial.cluster.zk().acls());
+    let new = from(module_sha256, config);
+    write_spec(&client, &layout, &options, &new).await?;
+    let Err(why) = first_checkpoints(&client, &layout, &new, trial.wait).await else {
+        say!(
+            "job `{name}` runs module {} with its state from savepoint {savepoint}",
+            &new.module_sha256[..12]
+        )?;
+        return Ok(());
+    };
+    mark_cancelled(&client, &layout, &new).await?;
+    wait_stopped(&client, &layout, name, trial.wait).await?;
+    write_spec(
+        &client,
+        &layout,
+        &options,
+        &from(old.module_sha256.clone(), old.config.clone()),
+    )
+    .await?;
+    bail!(
+        "job `{name}` rolled back to module {} and its old settings from savepoint {savepoint}: the new deployment {why}",
+        &old.module_sha256[..12]
+    )
+}
+
+/// Waits until every task of `spec`'s deployment has committed a
+/// checkpoint of its own; why not, if one fails first or `wait` passes.
+async fn first_checkpoints(
+    client: &zkc::Client,
+    layout: &Layout,
+    spec: &JobSpec,
+    wait: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let current = read_spec(client, layout, &spec.name).await.ok();
+        if current
+            .as_ref()
+            .is_some_and(|s| s.uid != spec.uid || s.desired != Desired::Running)
+        {
+            return Err("was cancelled or replaced by someone else meanwhile".into());
+        }
+        if let Some(job) = read_job(client, layout, &spec.name).await {
+            if let Some(task) = job
+                .tasks
+                .iter()
+                .find(|t| t.error.is_some() || t.restarts > 0 || t.state == JobState::Failed)
+            {
+                let error = task.error.as_deref().unwrap_or("no reason given");
+                return Err(format!("failed in task {}: {error}", task.task));
+            }
+            if job
+                .tasks
+                .iter()
+                .all(|t| t.state == JobState::Running && t.last_checkpoint.is_some())
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("did not commit a checkpoint of every task within {wait:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_replace_their_keys_and_add_new_ones_in_order() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let config = vec![pair("window", "100"), pair("mode", "a")];
+        assert_eq!(
+            merged(&config, vec![pair("mode", "b"), pair("extra", "1")]),
+            vec![pair("window", "100"), pair("mode", "b"), pair("extra", "1")]
+        );
+    }
+}
