@@ -202,3 +202,40 @@ fn tables_that_do_not_fit_are_refused_at_deploy_or_fail_the_job_naming_the_colum
     }
     assert_eq!(cluster.job("narrow-dl").unwrap()["state"], "RUNNING");
 }
+
+#[test]
+fn a_job_deployed_from_a_savepoint_carries_the_tables_progress_on() {
+    let pg = Postgres::start();
+    pg.sql(WINDOWS);
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    deploy_windows(&cluster, &pg, "windows", "windows", &[]);
+    let more_than = |seen: usize| {
+        wait_for(
+            &format!("the table to pass {seen} rows"),
+            Duration::from_secs(60),
+            || {
+                let n = rows(&pg);
+                (n > seen).then_some(n)
+            },
+        )
+    };
+    more_than(10);
+
+    let said = cluster.weir_ok(&["cancel", "windows", "--savepoint", "--wait", "30s"]);
+    let savepoint = said
+        .split_whitespace()
+        .find(|w| w.starts_with("savepoints/windows/"))
+        .unwrap_or_else(|| panic!("no savepoint in {said:?}"))
+        .trim_end_matches(':')
+        .to_string();
+    let stopped = rows(&pg);
+    deploy_windows(&cluster, &pg, "windows", "windows", &["--from-savepoint", &savepoint]);
+    more_than(stopped + 10);
+    assert_each_window_once(&windows(&pg), 0);
+    // The new deployment kept the old one's progress row rather than
+    // starting one of its own (and writing the savepoint's rows again).
+    let progress = pg.sql("SELECT job, deployment FROM weir_progress");
+    assert_eq!(progress.len(), 1, "{progress:?}");
+}
