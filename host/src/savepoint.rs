@@ -92,7 +92,8 @@ fn task_store(storage: &Storage, dir: &str, task: usize) -> CheckpointStore {
 }
 
 /// Copies `checkpoint`, read from `from`, into the savepoint at `dir` as
-/// task `task`'s, create-only.
+/// task `task`'s, create-only. Objects an earlier try left there are kept
+/// if they hold the same bytes, so an interrupted import can be run again.
 pub async fn copy_task(
     from: &CheckpointStore,
     checkpoint: CheckpointRef,
@@ -107,7 +108,7 @@ pub async fn copy_task(
     };
     let read = from.read(checkpoint).await.map_err(wrap)?;
     task_store(to, dir, task)
-        .write(&read, std::time::Duration::from_secs(300))
+        .write_again(&read, std::time::Duration::from_secs(300))
         .await
         .map_err(wrap)
 }
@@ -262,6 +263,10 @@ mod tests {
         );
 
         let elsewhere = Storage::open("memory://").unwrap();
+        // An import cut short after a task's objects, before the manifest.
+        copy_task(&from, taken.meta.checkpoint, &elsewhere, &dir, 0)
+            .await
+            .unwrap();
         assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest);
         assert_eq!(read_task(&elsewhere, &dir, 0).await.unwrap().snapshot, read.snapshot);
         assert_eq!(

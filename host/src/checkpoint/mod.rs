@@ -306,12 +306,21 @@ impl CheckpointStore {
     /// (a slow storage dir fails the checkpoint rather than stalling the job).
     /// Create-only: an existing object is never replaced.
     pub async fn write(&self, checkpoint: &Checkpoint, deadline: Duration) -> Result<(), CheckpointError> {
-        tokio::time::timeout(deadline, self.write_objects(checkpoint))
+        tokio::time::timeout(deadline, self.write_objects(checkpoint, false))
             .await
             .map_err(|_| CheckpointError::Timeout { after: deadline })?
     }
 
-    async fn write_objects(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    /// Writes its objects as [`CheckpointStore::write`] does, keeping any
+    /// already there with the same bytes: a copy made again after one cut
+    /// short (a savepoint's), never a commit.
+    pub async fn write_again(&self, checkpoint: &Checkpoint, deadline: Duration) -> Result<(), CheckpointError> {
+        tokio::time::timeout(deadline, self.write_objects(checkpoint, true))
+            .await
+            .map_err(|_| CheckpointError::Timeout { after: deadline })?
+    }
+
+    async fn write_objects(&self, checkpoint: &Checkpoint, same_kept: bool) -> Result<(), CheckpointError> {
         let dir = self.dir(checkpoint.meta.checkpoint);
         let meta = serde_json::to_vec(&checkpoint.meta).expect("meta serializes");
         let dead_letters = (checkpoint.meta.dead_letters_sha256.is_some())
@@ -326,7 +335,9 @@ impl CheckpointStore {
             let path = format!("{dir}/{name}");
             // An earlier attempt of this leader may have left an unnamed
             // checkpoint with this id: its objects are not ours to name.
-            if !self.storage.put_if_absent(&path, bytes).await? {
+            if !self.storage.put_if_absent(&path, bytes.clone()).await?
+                && !(same_kept && self.storage.get(&path).await? == bytes)
+            {
                 return Err(CheckpointError::AlreadyWritten { path });
             }
         }
