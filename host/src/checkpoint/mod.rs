@@ -335,9 +335,9 @@ impl CheckpointStore {
             let path = format!("{dir}/{name}");
             // An earlier attempt of this leader may have left an unnamed
             // checkpoint with this id: its objects are not ours to name.
-            if !self.storage.put_if_absent(&path, bytes.clone()).await?
-                && !(same_kept && self.storage.get(&path).await? == bytes)
-            {
+            let written = self.storage.put_if_absent(&path, bytes.clone()).await?;
+            let kept = !written && same_kept && self.storage.get(&path).await? == bytes;
+            if !written && !kept {
                 return Err(CheckpointError::AlreadyWritten { path });
             }
         }
