@@ -335,6 +335,21 @@ pub(super) async fn checked_module(path: &Path, limits: Limits, grants: &Grants)
     }
 }
 
+/// `spec` as its znode holds it, refused if ZooKeeper cannot hold it.
+pub(super) fn encoded_spec(spec: &JobSpec) -> anyhow::Result<Vec<u8>> {
+    let bytes = serde_json::to_vec(spec)?;
+    if bytes.len() > MAX_SPEC_BYTES {
+        bail!(
+            "job `{}`'s spec is {} bytes, over the {MAX_SPEC_BYTES} ZooKeeper can hold in a znode \
+             (its --config values are {} bytes): give large settings to the job as a file in a --dir instead",
+            spec.name,
+            bytes.len(),
+            spec.config.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        );
+    }
+    Ok(bytes)
+}
+
 /// Writes `spec` to ZooKeeper with a CREATED status, over a cancelled job
 /// of its name if there is one.
 pub(super) async fn write_spec(
@@ -362,15 +377,7 @@ pub(super) async fn write_spec(
     };
 
     let status = JobStatus::created(now_ms());
-    let spec_bytes = serde_json::to_vec(&spec)?;
-    if spec_bytes.len() > MAX_SPEC_BYTES {
-        bail!(
-            "job `{name}`'s spec is {} bytes, over the {MAX_SPEC_BYTES} ZooKeeper can hold in a znode \
-             (its --config values are {} bytes): give large settings to the job as a file in a --dir instead",
-            spec_bytes.len(),
-            spec.config.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        );
-    }
+    let spec_bytes = encoded_spec(spec)?;
     let status = serde_json::to_vec(&status)?;
     let mut writer = client.new_multi_writer();
     match cancelled_version {
@@ -523,7 +530,7 @@ async fn job_where(
 /// row, or fencing each other's Kafka producer, would lose or duplicate
 /// output. A job of this name is deployed over only once cancelled, and
 /// its tasks are waited for by the leader; another must have stopped.
-async fn refuse_shared_lineage(
+pub(super) async fn refuse_shared_lineage(
     client: &zkc::Client,
     layout: &crate::ha::Layout,
     name: &str,

@@ -15,14 +15,14 @@ use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
 use super::cancel::{mark_cancelled, wait_stopped};
-use super::deploy::{check_storage_record, checked_module, write_spec};
+use super::deploy::{check_storage_record, checked_module, encoded_spec, refuse_shared_lineage, write_spec};
 use super::jobs::read_job;
 use super::savepoint::{read_spec, take_savepoint};
 use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::clock::now_ms;
-use crate::ha::Layout;
+use crate::ha::{candidates, Layout};
 use crate::runtime::Limits;
-use crate::spec::{parse_config_pair, Desired, JobSpec, JobState};
+use crate::spec::{parse_config_pair, Desired, JobSpec, JobState, SinkSpec};
 use crate::storage::{sha256_hex, Storage};
 
 #[derive(Debug, Args)]
@@ -95,6 +95,9 @@ async fn replace(
     settings: Vec<(String, String)>,
     trial: Trial,
 ) -> anyhow::Result<()> {
+    if trial.wait.is_zero() {
+        bail!("--wait 0: an upgrade waits for the job to stop and for the new module's first checkpoints; give it a time, e.g. 60s");
+    }
     let layout = trial.cluster.layout()?;
     let client = trial.cluster.connect().await?;
     let storage = trial.storage.open()?;
@@ -120,83 +123,148 @@ async fn replace(
         None => old.module_sha256.clone(),
     };
     let config = merged(&old.config, settings);
-
-    mark_cancelled(&client, &layout, &old).await?;
-    wait_stopped(&client, &layout, name, trial.wait).await?;
-    let (savepoint, manifest) = take_savepoint(&client, &layout, &old, &storage, &storage).await?;
-    say!("job `{name}` stopped at savepoint {savepoint}")?;
-    let from = |module_sha256: String, config: Vec<(String, String)>| JobSpec {
+    let lineage = old.lineage();
+    let from = |module_sha256: String, config: Vec<(String, String)>, savepoint: &str| JobSpec {
         uid: format!("{:016x}", rand_u64()),
         module_sha256,
         config,
-        from_savepoint: Some(savepoint.clone()),
-        lineage: Some(manifest.lineage.clone()),
+        from_savepoint: Some(savepoint.to_string()),
+        lineage: Some(lineage.clone()),
         desired: Desired::Running,
         created_ms: now_ms(),
         ..old.clone()
     };
-    let options = CreateMode::Persistent.with_acls(trial.cluster.zk().acls());
-    let new = from(module_sha256, config);
-    write_spec(&client, &layout, &options, &new).await?;
-    let Err(why) = first_checkpoints(&client, &layout, &new, trial.wait).await else {
-        say!(
-            "job `{name}` runs module {} with its state from savepoint {savepoint}",
-            &new.module_sha256[..12]
-        )?;
-        return Ok(());
+    // Everything that can be refused is, before the job stops.
+    let placeholder = crate::savepoint::dir(name, &crate::savepoint::new_id(now_ms(), 0));
+    encoded_spec(&from(module_sha256.clone(), config.clone(), &placeholder))?;
+    if candidates(&client, &layout).await?.is_empty() {
+        bail!(
+            "no supervisor is running in cluster `{}`: an upgrade needs one to stop the job and start the new module",
+            trial.cluster.cluster_id
+        );
+    }
+    if let Some(task) = read_job(&client, &layout, name)
+        .await
+        .and_then(|job| job.tasks.into_iter().find(|t| t.last_checkpoint.is_none()))
+        .filter(|_| old.from_savepoint.is_none())
+    {
+        bail!("task {} of job `{name}` has no checkpoint yet, so there is no state to carry over: upgrade it once it has one (`weir jobs`)", task.task);
+    }
+
+    mark_cancelled(&client, &layout, &old).await?;
+    let stopped = async {
+        wait_stopped(&client, &layout, name, trial.wait).await?;
+        take_savepoint(&client, &layout, &old, &storage, &storage).await
     };
-    mark_cancelled(&client, &layout, &new).await?;
-    wait_stopped(&client, &layout, name, trial.wait).await?;
-    write_spec(
-        &client,
-        &layout,
-        &options,
-        &from(old.module_sha256.clone(), old.config.clone()),
-    )
-    .await?;
+    let (savepoint, _) = stopped.await.with_context(|| {
+        format!("the upgrade of job `{name}` stopped with the job cancelled; once `weir jobs` shows it CANCELED, `weir cancel {name} --savepoint` makes its savepoint and `weir deploy` with --from-savepoint starts it again")
+    })?;
+    say!("job `{name}` stopped at savepoint {savepoint}")?;
+    let recover = format!(
+        "job `{name}` may be left cancelled: start it again from savepoint {savepoint} with `weir deploy MODULE --name {name} --from-savepoint {savepoint}` and the flags it had"
+    );
+    let options = CreateMode::Persistent.with_acls(trial.cluster.zk().acls());
+    let new = from(module_sha256, config, &savepoint);
+    refuse_shared_lineage(&client, &layout, name, &lineage)
+        .await
+        .context(recover.clone())?;
+    write_spec(&client, &layout, &options, &new)
+        .await
+        .context(recover.clone())?;
+    // The trial waits for the first checkpoints, one interval after the start.
+    let why = match first_checkpoints(&client, &layout, &new, trial.wait + 2 * new.checkpoint_interval).await {
+        TrialEnd::Committed => {
+            say!(
+                "job `{name}` runs module {} with its state from savepoint {savepoint}",
+                &new.module_sha256[..12]
+            )?;
+            return Ok(());
+        }
+        TrialEnd::Replaced => bail!("job `{name}` was cancelled or deployed again by someone else while its upgrade was on trial; savepoint {savepoint} holds where the old module stopped"),
+        TrialEnd::Failed { why, published: true } if !rewinds(&new) => bail!(
+            "the upgrade of job `{name}` failed ({why}) after a task had published output to its sink, which cannot be cut back \
+             (a table or topic keeps what it holds), so it is not rolled back: the new module keeps running as its --restart says; \
+             fix it and upgrade again"
+        ),
+        TrialEnd::Failed { why, .. } => why,
+    };
+    let rollback = async {
+        mark_cancelled(&client, &layout, &new).await?;
+        wait_stopped(&client, &layout, name, trial.wait).await?;
+        refuse_shared_lineage(&client, &layout, name, &lineage).await?;
+        let back = from(old.module_sha256.clone(), old.config.clone(), &savepoint);
+        write_spec(&client, &layout, &options, &back).await
+    };
+    rollback
+        .await
+        .with_context(|| format!("the new deployment {why}, and rolling it back failed; {recover}"))?;
     bail!(
         "job `{name}` rolled back to module {} and its old settings from savepoint {savepoint}: the new deployment {why}",
         &old.module_sha256[..12]
     )
 }
 
+/// Whether every sink of the job can be cut back to a savepoint's
+/// position: a file can; a table or a topic keeps what it was given.
+fn rewinds(spec: &JobSpec) -> bool {
+    let rewinds = |sink: &SinkSpec| matches!(sink, SinkSpec::File { .. } | SinkSpec::Stdout);
+    rewinds(&spec.sink) && spec.on_error.dead_letters().is_none_or(rewinds)
+}
+
+/// How a new deployment's trial ended.
+enum TrialEnd {
+    /// Every task committed a checkpoint of its own.
+    Committed,
+    /// A task failed first, or the wait ran out; `published` if a task had
+    /// committed (and so published) a checkpoint by then.
+    Failed { why: String, published: bool },
+    /// Someone else cancelled or replaced it meanwhile.
+    Replaced,
+}
+
 /// Waits until every task of `spec`'s deployment has committed a
-/// checkpoint of its own; why not, if one fails first or `wait` passes.
-async fn first_checkpoints(
-    client: &zkc::Client,
-    layout: &Layout,
-    spec: &JobSpec,
-    wait: Duration,
-) -> Result<(), String> {
+/// checkpoint of its own, one fails first, or `wait` passes.
+async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec, wait: Duration) -> TrialEnd {
     let deadline = Instant::now() + wait;
+    let mut published = false;
     while Instant::now() < deadline {
         let current = read_spec(client, layout, &spec.name).await.ok();
         if current
             .as_ref()
             .is_some_and(|s| s.uid != spec.uid || s.desired != Desired::Running)
         {
-            return Err("was cancelled or replaced by someone else meanwhile".into());
+            return TrialEnd::Replaced;
         }
         if let Some(job) = read_job(client, layout, &spec.name).await {
-            if let Some(task) = job
-                .tasks
-                .iter()
-                .find(|t| t.error.is_some() || t.restarts > 0 || t.state == JobState::Failed)
-            {
-                let error = task.error.as_deref().unwrap_or("no reason given");
-                return Err(format!("failed in task {}: {error}", task.task));
+            published |= job.tasks.iter().any(|t| t.last_checkpoint.is_some());
+            if job.state == JobState::Failed {
+                let why = job.error.unwrap_or_else(|| "no reason given".into());
+                return TrialEnd::Failed {
+                    why: format!("failed: {why}"),
+                    published,
+                };
+            }
+            if let Some(task) = job.tasks.iter().find(|t| t.error.is_some() || t.restarts > 0) {
+                let error = task.error.as_deref().unwrap_or("see the supervisors' logs");
+                return TrialEnd::Failed {
+                    why: format!("failed in task {}: {error}", task.task),
+                    published,
+                };
             }
             if job
                 .tasks
                 .iter()
                 .all(|t| t.state == JobState::Running && t.last_checkpoint.is_some())
             {
-                return Ok(());
+                return TrialEnd::Committed;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("did not commit a checkpoint of every task within {wait:?}"))
+    TrialEnd::Failed {
+        why: format!("did not commit a checkpoint of every task within {wait:?}"),
+        published,
+    }
 }
 
 #[cfg(test)]
