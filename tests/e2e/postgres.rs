@@ -223,13 +223,7 @@ fn a_job_deployed_from_a_savepoint_carries_the_tables_progress_on() {
     };
     more_than(10);
 
-    let said = cluster.weir_ok(&["cancel", "windows", "--savepoint", "--wait", "30s"]);
-    let savepoint = said
-        .split_whitespace()
-        .find(|w| w.starts_with("savepoints/windows/"))
-        .unwrap_or_else(|| panic!("no savepoint in {said:?}"))
-        .trim_end_matches(':')
-        .to_string();
+    let savepoint = crate::savepoint::cancel_with_savepoint(&cluster, "windows");
     let stopped = rows(&pg);
     deploy_windows(&cluster, &pg, "windows", "windows", &["--from-savepoint", &savepoint]);
     more_than(stopped + 10);

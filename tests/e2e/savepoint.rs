@@ -12,6 +12,7 @@ use crate::harness::{job_wasm, read_lines, Cluster};
 use crate::scale::{assert_each_task_exactly_once, wait_for_growth};
 
 const TASKS: usize = 2;
+const ALL: [usize; TASKS] = [0, 1];
 
 /// The counter with a window of one as `TASKS` tasks writing `sp-<i>.out`,
 /// from `savepoint` if given; returns the files.
@@ -35,18 +36,34 @@ fn deploy_counter(cluster: &Cluster, savepoint: Option<&str>) -> Vec<PathBuf> {
     (0..TASKS).map(|i| cluster.path(&format!("sp-{i}.out"))).collect()
 }
 
+/// Two supervisors running the counter of `deploy_counter`, its output
+/// under way; returns them and the files.
+fn running_counter() -> (Cluster, Vec<PathBuf>) {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let files = deploy_counter(&cluster, None);
+    wait_for_growth(&files, &ALL, "the first deployment's output");
+    (cluster, files)
+}
+
+/// `weir cancel NAME --savepoint`; returns the savepoint's path it printed.
+pub fn cancel_with_savepoint(cluster: &Cluster, name: &str) -> String {
+    let said = cluster.weir_ok(&["cancel", name, "--savepoint", "--wait", "30s"]);
+    said.split_whitespace()
+        .find(|w| w.starts_with(&format!("savepoints/{name}/")))
+        .unwrap_or_else(|| panic!("no savepoint in {said:?}"))
+        .trim_end_matches(':')
+        .to_string()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]
 fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
-    let mut cluster = Cluster::new();
-    cluster.start_supervisor();
-    cluster.start_supervisor();
-    let files = deploy_counter(&cluster, None);
-    let all: Vec<usize> = (0..TASKS).collect();
-    wait_for_growth(&files, &all, "the first deployment's output");
+    let (mut cluster, files) = running_counter();
 
     // A savepoint of the running job, kept in another storage dir.
     let elsewhere = cluster.path("elsewhere");
@@ -58,13 +75,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     assert!(elsewhere.join(&kept[to.len() + 1..]).join("savepoint.json").is_file());
 
     // Cancelled with a savepoint: where each task stopped.
-    let said = cluster.weir_ok(&["cancel", "sp", "--savepoint", "--wait", "30s"]);
-    let dir = said
-        .split_whitespace()
-        .find(|w| w.starts_with("savepoints/sp/"))
-        .unwrap_or_else(|| panic!("no savepoint in {said:?}"))
-        .trim_end_matches(':')
-        .to_string();
+    let dir = cancel_with_savepoint(&cluster, "sp");
     let stopped: Vec<usize> = files.iter().map(|f| read_lines(f).len()).collect();
     let listed = json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"]));
     let paths: Vec<&str> = listed
@@ -104,7 +115,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
 
     // Deployed again from it: the output carries on where it stopped.
     deploy_counter(&cluster, Some(&dir));
-    wait_for_growth(&files, &all, "the output from the savepoint");
+    wait_for_growth(&files, &ALL, "the output from the savepoint");
     assert_each_task_exactly_once(&files);
     let job = cluster.job("sp").unwrap();
     assert!(job["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "RUNNING"));
@@ -113,7 +124,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     let leader = cluster.leader_pid();
     cluster.signal(leader, "KILL");
     cluster.start_supervisor();
-    wait_for_growth(&files, &all, "the output after the leader's kill");
+    wait_for_growth(&files, &ALL, "the output after the leader's kill");
     assert_each_task_exactly_once(&files);
     for (file, at_stop) in files.iter().zip(&stopped) {
         assert!(read_lines(file).len() > at_stop + 20, "{file:?} did not carry on");
@@ -131,7 +142,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
             .len(),
         2
     );
-    wait_for_growth(&files, &all, "the output from the savepoint kept elsewhere");
+    wait_for_growth(&files, &ALL, "the output from the savepoint kept elsewhere");
     assert_each_task_exactly_once(&files);
     let imported = &kept[to.len() + 1..];
     assert!(
@@ -142,12 +153,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
 
 #[test]
 fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
-    let mut cluster = Cluster::new();
-    cluster.start_supervisor();
-    cluster.start_supervisor();
-    let files = deploy_counter(&cluster, None);
-    let all: Vec<usize> = (0..TASKS).collect();
-    wait_for_growth(&files, &all, "the first deployment's output");
+    let (cluster, files) = running_counter();
     let module = |cluster: &Cluster| {
         cluster.job("sp").unwrap()["module_sha256"]
             .as_str()
@@ -159,7 +165,7 @@ fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
     // A change of settings: the same module, from a savepoint of itself.
     let said = cluster.weir_ok(&["configure", "sp", "window=1", "--wait", "30s"]);
     assert!(said.contains("runs module"), "{said}");
-    wait_for_growth(&files, &all, "the output after configure");
+    wait_for_growth(&files, &ALL, "the output after configure");
     assert_each_task_exactly_once(&files);
 
     // A module that refuses every record fails before its first checkpoint:
@@ -180,7 +186,7 @@ fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
     // Either it cannot read the counter's state or it refuses the first record.
     assert!(stderr.contains("failed in task"), "the reason is not named: {stderr}");
     assert_eq!(module(&cluster), counter);
-    wait_for_growth(&files, &all, "the output after the rollback");
+    wait_for_growth(&files, &ALL, "the output after the rollback");
     assert_each_task_exactly_once(&files);
     let job = cluster.job("sp").unwrap();
     assert_eq!(job["state"], "RUNNING", "{job}");
