@@ -75,6 +75,16 @@ fn bad_modules_and_flags_are_refused_with_one_clear_line() {
     );
     assert_refused(
         &cluster,
+        &["configure", "a", "k=1", "k=2"],
+        "setting k=... is given twice",
+    );
+    assert_refused(
+        &cluster,
+        &["upgrade", "a", counter.to_str().unwrap(), "--wait", "0s"],
+        "--wait 0",
+    );
+    assert_refused(
+        &cluster,
         &["deploy", core.to_str().unwrap(), "--name", "a"],
         "core WebAssembly module, not a component",
     );

@@ -481,7 +481,7 @@ pub async fn check_storage_record(
 }
 
 /// Refuses settings that name a key twice: which would win is anyone's guess.
-fn refuse_duplicates(flag: &str, pairs: &[(String, String)]) -> anyhow::Result<()> {
+pub(super) fn refuse_duplicates(flag: &str, pairs: &[(String, String)]) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for (key, _) in pairs {
         if !seen.insert(key) {

@@ -15,7 +15,9 @@ use clap::Args;
 use zookeeper_client::{self as zkc, CreateMode};
 
 use super::cancel::{mark_cancelled, wait_stopped};
-use super::deploy::{check_storage_record, checked_module, encoded_spec, refuse_shared_lineage, write_spec};
+use super::deploy::{
+    check_storage_record, checked_module, encoded_spec, refuse_duplicates, refuse_shared_lineage, write_spec,
+};
 use super::jobs::read_job;
 use super::savepoint::{read_spec, take_savepoint};
 use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
@@ -70,10 +72,12 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
         config,
         trial,
     } = args;
+    refuse_duplicates("--config", &config)?;
     replace(&name, Some(module), config, trial).await
 }
 
 pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
+    refuse_duplicates("setting", &args.settings)?;
     replace(&args.name, None, args.settings, args.trial).await
 }
 
