@@ -18,14 +18,11 @@ use crate::savepoint::{self, Manifest, SavepointError};
 use crate::spec::{JobSpec, Share};
 use crate::storage::{Storage, StorageError};
 
+/// What `weir savepoints` takes, and `weir savepoint` with `--to`.
 #[derive(Debug, Args)]
-pub struct SavepointArgs {
-    /// The job (running, or cancelled with its checkpoints kept).
+pub struct SavepointsArgs {
+    /// The job (for a savepoint: running, or cancelled with its checkpoints kept).
     name: String,
-    /// Keep it in another storage dir (`file:///path`, `s3://bucket/prefix`)
-    /// rather than the cluster's; deploy from it with the URL it prints.
-    #[arg(long)]
-    to: Option<String>,
     /// `table` or `json`.
     #[arg(long, value_enum, default_value = "table")]
     output: OutputFormat,
@@ -36,16 +33,13 @@ pub struct SavepointArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SavepointsArgs {
-    /// The job whose savepoints to list.
-    name: String,
-    /// `table` or `json`.
-    #[arg(long, value_enum, default_value = "table")]
-    output: OutputFormat,
+pub struct SavepointArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    storage: StorageArgs,
+    job: SavepointsArgs,
+    /// Keep it in another storage dir (`file:///path`, `s3://bucket/prefix`)
+    /// rather than the cluster's; deploy from it with the URL it prints.
+    #[arg(long)]
+    to: Option<String>,
 }
 
 /// A savepoint as `--output json` shows it: its manifest and where it is.
@@ -62,11 +56,12 @@ struct SavepointView<'a> {
 const COPY_TRIES: usize = 5;
 
 pub async fn take(args: SavepointArgs) -> anyhow::Result<()> {
-    let layout = args.cluster.layout()?;
-    let client = args.cluster.connect().await?;
-    let spec = read_spec(&client, &layout, &args.name).await?;
-    let storage = args.storage.open()?;
-    check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
+    let job = &args.job;
+    let layout = job.cluster.layout()?;
+    let client = job.cluster.connect().await?;
+    let spec = read_spec(&client, &layout, &job.name).await?;
+    let storage = job.storage.open()?;
+    check_storage_record(&client, &layout, &storage, &job.cluster.cluster_id, None).await?;
     let to = match &args.to {
         Some(url) => Storage::open(url).with_context(|| format!("--to {url}"))?,
         None => storage.clone(),
@@ -76,7 +71,7 @@ pub async fn take(args: SavepointArgs) -> anyhow::Result<()> {
         Some(_) => format!("{}/{dir}", to.canonical_url()),
         None => dir,
     };
-    match args.output {
+    match job.output {
         OutputFormat::Json => say!(
             "{}",
             serde_json::to_string_pretty(&SavepointView {
