@@ -9,6 +9,7 @@ use core::any::Any;
 use core::cell::{Cell, RefCell};
 
 use crate::bindings::weir::job::types::{Batch, Output, Rejection, Texts};
+use crate::state;
 use crate::timers::Timers;
 use crate::{Context, Error, Job, Record};
 
@@ -26,30 +27,6 @@ thread_local! {
 pub(crate) struct Instance<'a> {
     pub last_watermark: &'a mut Option<i64>,
     pub timers: &'a mut Timers,
-}
-
-/// A snapshot: the job's state, its pending timers, and the newest
-/// watermark it was given (so a restored job neither hears it again nor
-/// judges its first records against none).
-#[derive(serde::Serialize)]
-struct SnapshotRef<'a, J> {
-    job: &'a J,
-    timers: &'a Timers,
-    watermark: Option<i64>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(bound(deserialize = "J: serde::de::DeserializeOwned"))]
-struct Snapshot<J> {
-    job: J,
-    timers: Timers,
-    watermark: Option<i64>,
-}
-
-/// What a snapshot restores besides the job.
-pub(crate) struct Restored {
-    pub timers: Timers,
-    pub watermark: Option<i64>,
 }
 
 fn with_job<J: Job, R>(f: impl FnOnce(&mut J) -> R) -> R {
@@ -78,29 +55,15 @@ pub fn process<J: Job>(input: Batch, watermark: Option<i64>) -> Output {
 }
 
 pub fn snapshot<J: Job>() -> Vec<u8> {
-    TIMERS.with_borrow(|timers| with_job::<J, _>(|job| encode(job, timers, WATERMARK.get())))
+    TIMERS.with_borrow(|timers| with_job::<J, _>(|job| state::encode(job, timers, WATERMARK.get())))
 }
 
 pub fn restore<J: Job>(state: Vec<u8>) -> Result<(), String> {
-    let (restored, sdk) = decode::<J>(&state)?;
+    let (restored, sdk) = state::decode::<J>(&state)?;
     with_job::<J, _>(|job| *job = restored);
     TIMERS.set(sdk.timers);
     WATERMARK.set(sdk.watermark);
     Ok(())
-}
-
-pub(crate) fn encode<J: Job>(job: &J, timers: &Timers, watermark: Option<i64>) -> Vec<u8> {
-    postcard::to_allocvec(&SnapshotRef { job, timers, watermark }).expect("job state must serialize")
-}
-
-pub(crate) fn decode<J: Job>(state: &[u8]) -> Result<(J, Restored), String> {
-    let snapshot: Snapshot<J> =
-        postcard::from_bytes(state).map_err(|e| alloc::format!("cannot decode snapshot: {e}"))?;
-    let restored = Restored {
-        timers: snapshot.timers,
-        watermark: snapshot.watermark,
-    };
-    Ok((snapshot.job, restored))
 }
 
 /// Runs one batch through `job`, record by record, collecting what it

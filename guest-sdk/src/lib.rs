@@ -3,7 +3,7 @@
 //! A job is a plain struct that derives `Serialize`/`Deserialize` and
 //! implements [`Job`]; the struct *is* the job's state. [`export_job!`] turns it
 //! into a component of the `weir:job/job` world: the SDK encodes snapshots,
-//! unrolls the host's batches into one [`Job::process`] call per [`Record`],
+//! versions them for migration ([`Job::STATE_VERSION`]), unrolls the host's batches into one [`Job::process`] call per [`Record`],
 //! tells the job of watermarks ([`Job::on_watermark`]) and timers
 //! ([`Job::on_timer`]), and provides [`CountWindow`], [`TumblingWindow`] and
 //! keyed [`EventTimeWindows`]. [`testing`] runs a job natively, in plain
@@ -32,6 +32,7 @@ mod error;
 #[doc(hidden)]
 pub mod glue;
 mod record;
+mod state;
 pub mod testing;
 mod timers;
 mod windows;
@@ -42,6 +43,7 @@ pub use emit::Context;
 pub use error::Error;
 pub use record::{Record, Value};
 pub use serde;
+pub use state::StoredState;
 pub use timers::Timer;
 pub use windows::{Assigner, CountWindow, EventTimeWindows, Fired, Late, SessionWindows, TumblingWindow};
 
@@ -79,6 +81,25 @@ pub fn config_value<T: core::str::FromStr>(config: &Config, key: &str) -> Result
 
 /// A stream job: its fields are its state, snapshotted at every checkpoint.
 pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'static {
+    /// The version of the state's type. A snapshot records it, so that a
+    /// newer module restoring it (`weir upgrade`, `weir deploy
+    /// --from-savepoint`) knows what it reads. Fields are stored by name:
+    /// adding one with `#[serde(default)]`, or removing one, needs no new
+    /// version. Raise it when old state cannot be read as the new type (a
+    /// field renamed or its type changed), and convert in [`Job::migrate`].
+    /// A module refuses state of a version newer than its own.
+    const STATE_VERSION: u32 = 1;
+
+    /// Builds the job's state from state an older version stored
+    /// (`from_version` < [`Job::STATE_VERSION`]), typically by decoding the
+    /// old type (kept in the job's code) and converting it. By default, it
+    /// reads the old state as the current type. An error refuses the
+    /// state: the restore fails, and `weir upgrade` rolls back.
+    fn migrate(from_version: u32, state: StoredState<'_>) -> Result<Self, String> {
+        let _ = from_version;
+        state.decode()
+    }
+
     /// Applies the deploy-time settings. Runs before the first record, and
     /// again after a restore, so it must configure without clearing state.
     fn init(&mut self, _config: &Config) -> Result<(), String> {

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use crate::bindings::weir::job::types::{Batch, Header, Records, Rejection, Texts};
 use crate::timers::Timers;
-use crate::{glue, Job, Record, Value};
+use crate::{glue, state, Job, Record, Value};
 
 std::thread_local! {
     /// The processing time a harness on this thread set, if one did.
@@ -50,8 +50,11 @@ impl<J: Job> Harness<J> {
 
     /// The job configured with `config`, as `--config key=value` gives it.
     pub fn with_config(config: &[(&str, &str)]) -> Result<Harness<J>, String> {
+        Harness::with_job(J::default(), config)
+    }
+
+    fn with_job(mut job: J, config: &[(&str, &str)]) -> Result<Harness<J>, String> {
         let config: Vec<(String, String)> = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut job = J::default();
         job.init(&config)?;
         Ok(Harness {
             job,
@@ -118,13 +121,23 @@ impl<J: Job> Harness<J> {
     /// Snapshots the job and replaces it with a fresh instance restored from
     /// the snapshot and configured again, as a supervisor does on failover.
     pub fn snapshot_and_restore(&mut self) -> Result<(), String> {
-        let snapshot = glue::encode(&self.job, &self.timers, self.last_watermark);
-        let (mut restored, sdk) = glue::decode::<J>(&snapshot)?;
-        restored.init(&self.config)?;
-        self.job = restored;
-        self.timers = sdk.timers;
-        self.last_watermark = sdk.watermark;
+        let config: Vec<(&str, &str)> = self.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        *self = self.upgrade(&config)?;
         Ok(())
+    }
+
+    /// Snapshots the job and restores the snapshot into a new version of
+    /// it, `N`, configured with `config`, as `weir upgrade` does: a test
+    /// that [`Job::migrate`] reads the old state, or that `N` refuses it.
+    pub fn upgrade<N: Job>(&self, config: &[(&str, &str)]) -> Result<Harness<N>, String> {
+        let snapshot = state::encode(&self.job, &self.timers, self.last_watermark);
+        let (job, sdk) = state::decode::<N>(&snapshot)?;
+        let mut upgraded = Harness::<N>::with_job(job, config)?;
+        upgraded.timers = sdk.timers;
+        upgraded.last_watermark = sdk.watermark;
+        upgraded.watermark = self.watermark;
+        upgraded.wake_at = upgraded.timers.wake_at();
+        Ok(upgraded)
     }
 
     /// The job's state.

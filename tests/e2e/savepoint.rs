@@ -152,7 +152,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
 }
 
 #[test]
-fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
+fn upgrades_keep_and_migrate_the_state_and_failing_ones_roll_back_exactly_once() {
     let (cluster, files) = running_counter();
     let module = |cluster: &Cluster| {
         cluster.job("sp").unwrap()["module_sha256"]
@@ -165,11 +165,22 @@ fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
     // A change of settings: the same module, from a savepoint of itself.
     let said = cluster.weir_ok(&["configure", "sp", "window=1", "--wait", "30s"]);
     assert!(said.contains("runs module"), "{said}");
+    assert_eq!(module(&cluster), counter, "configure changed the module");
     wait_for_growth(&files, &ALL, "the output after configure");
     assert_each_task_exactly_once(&files);
 
+    // A new version of the state: a field renamed through a migration, one
+    // added with a default.
+    let v2 = job_wasm("counter_v2");
+    let said = cluster.weir_ok(&["upgrade", "sp", v2.to_str().unwrap(), "--wait", "30s"]);
+    assert!(said.contains("runs module"), "{said}");
+    let counter_v2 = module(&cluster);
+    assert_ne!(counter_v2, counter);
+    wait_for_growth(&files, &ALL, "the output after the upgrade to state version 2");
+    assert_each_task_exactly_once(&files);
+
     // A module that refuses every record fails before its first checkpoint:
-    // the job is rolled back to the counter from the same savepoint.
+    // the job is rolled back to version 2 from the same savepoint.
     let faulty = job_wasm("faulty");
     let out = cluster.weir(&[
         "upgrade",
@@ -185,8 +196,22 @@ fn an_upgrade_keeps_the_state_and_a_failing_one_rolls_back_exactly_once() {
     assert!(stderr.contains("rolled back to module"), "{stderr}");
     // Either it cannot read the counter's state or it refuses the first record.
     assert!(stderr.contains("failed in task"), "the reason is not named: {stderr}");
-    assert_eq!(module(&cluster), counter);
+    assert_eq!(module(&cluster), counter_v2);
     wait_for_growth(&files, &ALL, "the output after the rollback");
+    assert_each_task_exactly_once(&files);
+
+    // The first version refuses the second's state: rolled back again.
+    let v1 = job_wasm("counter");
+    let out = cluster.weir(&["upgrade", "sp", v1.to_str().unwrap(), "--wait", "30s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the downgrade succeeded");
+    assert!(stderr.contains("rolled back to module"), "{stderr}");
+    assert!(
+        stderr.contains("newer than this module's 1"),
+        "the refusal is not named: {stderr}"
+    );
+    assert_eq!(module(&cluster), counter_v2);
+    wait_for_growth(&files, &ALL, "the output after the refused downgrade");
     assert_each_task_exactly_once(&files);
     let job = cluster.job("sp").unwrap();
     assert_eq!(job["state"], "RUNNING", "{job}");

@@ -20,7 +20,7 @@ pub enum ModuleError {
     #[error("the component imports what weir does not grant (jobs get logging, the clock and WASI 0.2, reaching only what their deploy grants)")]
     Imports(#[source] Cause),
     /// A component of another world.
-    #[error("the component is not a weir job of this version (world `weir:job/job@0.2.0`: build it against weir-guest 0.2 and export it with `weir_guest::export_job!`)")]
+    #[error("the component is not a weir job of this version (world `weir:job/job@0.2.0`: build it against weir-guest 0.4 and export it with `weir_guest::export_job!`)")]
     WrongWorld(#[source] Cause),
     /// The bytes do not match the digest they were stored under.
     #[error("module digest mismatch: expected sha256 {expected}, got {actual}; the storage dir's copy is damaged, deploy the job again")]

@@ -30,6 +30,9 @@ struct Faulty {
     probe_dir: Option<String>,
     #[serde(skip)]
     block_on: Option<String>,
+    /// A default, so that the faulty job takes any job's state: an upgrade
+    /// to it gets as far as its first records.
+    #[serde(default)]
     probed: bool,
 }
 
