@@ -26,11 +26,23 @@ struct PartitionLabel {
     partition: u32,
 }
 
+/// The labels of a per-task series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskLabel {
+    job: String,
+    task: u32,
+}
+
 /// One job's counters and gauges.
 #[derive(Debug, Clone)]
 pub struct JobMetrics {
     job: String,
     source_lag: Family<PartitionLabel, Gauge>,
+    records_in: Family<TaskLabel, Counter>,
+    records_out: Family<TaskLabel, Counter>,
+    /// When the newest checkpoint committed (ms since the Unix epoch; 0
+    /// before the first): the time since is how stale a restore would be.
+    pub last_checkpoint_committed_ms: Gauge,
     /// Checkpoints whose pointer was committed.
     pub checkpoints_committed: Counter,
     /// Checkpoints that failed (storage dir unwritable, slow, ...).
@@ -68,6 +80,9 @@ pub struct Metrics {
     records_rejected: Family<JobLabel, Counter>,
     records_late: Family<JobLabel, Counter>,
     source_lag: Family<PartitionLabel, Gauge>,
+    records_in: Family<TaskLabel, Counter>,
+    records_out: Family<TaskLabel, Counter>,
+    last_checkpoint_committed_ms: Family<JobLabel, Gauge>,
     last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
     last_publish_duration_ms: Family<JobLabel, Gauge>,
@@ -96,6 +111,9 @@ impl Default for Metrics {
             records_rejected: Family::default(),
             records_late: Family::default(),
             source_lag: Family::default(),
+            records_in: Family::default(),
+            records_out: Family::default(),
+            last_checkpoint_committed_ms: Family::default(),
             last_checkpoint_duration_ms: Family::default(),
             last_checkpoint_bytes: Family::default(),
             last_publish_duration_ms: Family::default(),
@@ -160,6 +178,21 @@ impl Default for Metrics {
             metrics.source_lag.clone(),
         );
         registry.register(
+            "weir_records_in",
+            "Records a task read from its source, counted when their checkpoint commits",
+            metrics.records_in.clone(),
+        );
+        registry.register(
+            "weir_records_out",
+            "Records a task's job emitted, counted when their checkpoint commits",
+            metrics.records_out.clone(),
+        );
+        registry.register(
+            "weir_last_checkpoint_committed_ms",
+            "When the newest checkpoint committed, ms since the Unix epoch (0: none yet)",
+            metrics.last_checkpoint_committed_ms.clone(),
+        );
+        registry.register(
             "weir_last_checkpoint_duration_ms",
             "Barrier to output published, for the newest committed checkpoint",
             metrics.last_checkpoint_duration_ms.clone(),
@@ -195,6 +228,16 @@ impl JobMetrics {
             self.source_lag.get_or_create(&label).set(*records);
         }
     }
+
+    /// Counts the records of a committed checkpoint of `task`.
+    pub fn count_records(&self, task: u32, records_in: u64, records_out: u64) {
+        let label = TaskLabel {
+            job: self.job.clone(),
+            task,
+        };
+        self.records_in.get_or_create(&label).inc_by(records_in);
+        self.records_out.get_or_create(&label).inc_by(records_out);
+    }
 }
 
 impl Metrics {
@@ -207,6 +250,9 @@ impl Metrics {
                 Arc::new(JobMetrics {
                     job: job.to_string(),
                     source_lag: self.source_lag.clone(),
+                    records_in: self.records_in.clone(),
+                    records_out: self.records_out.clone(),
+                    last_checkpoint_committed_ms: self.last_checkpoint_committed_ms.get_or_create(&label).clone(),
                     checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
                     checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
                     restarts: self.restarts.get_or_create(&label).clone(),
@@ -241,6 +287,8 @@ mod tests {
         metrics.leader_epoch.set(3);
         metrics.job("counter").last_checkpoint_duration_ms.set(12);
         metrics.job("counter").set_source_lag(&BTreeMap::from([(2, 40)]));
+        metrics.job("counter").count_records(1, 500, 5);
+        metrics.job("counter").count_records(1, 100, 1);
         let text = metrics.render();
         for line in [
             "weir_leader 1\n",
@@ -250,6 +298,8 @@ mod tests {
             "# TYPE weir_last_checkpoint_duration_ms gauge\n",
             "weir_last_checkpoint_duration_ms{job=\"counter\"} 12\n",
             "weir_source_lag_records{job=\"counter\",partition=\"2\"} 40\n",
+            "weir_records_in_total{job=\"counter\",task=\"1\"} 600\n",
+            "weir_records_out_total{job=\"counter\",task=\"1\"} 6\n",
             "# EOF\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from {text}");

@@ -408,18 +408,23 @@ impl Drop for Cluster {
     }
 }
 
-/// One value from a `/metrics` text, for reading several from one scrape.
 /// The `/metrics` served at `address`.
 pub fn metrics_at(address: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    http_get(address, "/metrics")
+}
+
+/// The whole response (status line, headers, body) to a GET of `path`.
+pub fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect to {address}: {e}"));
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
 }
 
+/// One value from a `/metrics` text, for reading several from one scrape.
 pub fn metric_in(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

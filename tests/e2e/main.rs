@@ -15,6 +15,7 @@ mod bench_connectors;
 mod bench_scale;
 mod chaos;
 mod cli;
+mod dashboard;
 mod deploy;
 mod ensemble;
 mod failover;

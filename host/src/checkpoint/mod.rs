@@ -28,7 +28,7 @@ pub const RETAINED: usize = 3;
 pub struct CheckpointRef {
     /// Sequence number, increasing across leaders.
     pub id: u64,
-    /// Epoch of the leader that wrote it.
+    /// The generation of the task's assignment that wrote it.
     pub epoch: u64,
     /// When its barrier was taken (ms since the Unix epoch).
     pub created_ms: u64,

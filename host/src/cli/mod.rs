@@ -18,6 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::coord::zookeeper::{self, ZkSettings, ZooKeeper};
 use crate::ha::{Layout, SupervisorInfo};
+use crate::history::History;
+use crate::http::{ClusterReader, HttpState};
 use crate::job::WasmExecutor;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -187,7 +189,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let storage = args.storage.open().context(STORAGE_FIX)?;
             storage.probe().await.context(STORAGE_FIX)?;
             let metrics = Arc::new(Metrics::default());
-            tokio::spawn(crate::http::serve(http, metrics.clone()));
+            let history = Arc::new(History::default());
+            let cluster = ClusterReader::new(
+                args.cluster.zk(),
+                layout.clone(),
+                args.cluster.cluster_id.clone(),
+                storage.clone(),
+            );
+            let served = HttpState {
+                metrics: metrics.clone(),
+                history: history.clone(),
+                cluster,
+            };
+            tokio::spawn(crate::http::serve(http, served));
             let settings = SupervisorSettings {
                 connector: Arc::new(ZooKeeper::new(args.cluster.zk())),
                 layout,
@@ -195,6 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 storage,
                 info,
                 metrics,
+                history,
                 group_commit: args.group_commit,
             };
             supervisor::run(settings, supervisor::shutdown_signal()).await

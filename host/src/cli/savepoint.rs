@@ -5,7 +5,6 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::Serialize;
 use zookeeper_client as zkc;
 
 use super::deploy::check_storage_record;
@@ -17,6 +16,7 @@ use crate::ha::Layout;
 use crate::savepoint::{self, Manifest, SavepointError};
 use crate::spec::{JobSpec, Share};
 use crate::storage::{Storage, StorageError};
+use crate::views::SavepointView;
 
 /// What `weir savepoints` takes, and `weir savepoint` with `--to`.
 #[derive(Debug, Args)]
@@ -40,15 +40,6 @@ pub struct SavepointArgs {
     /// rather than the cluster's; deploy from it with the URL it prints.
     #[arg(long)]
     to: Option<String>,
-}
-
-/// A savepoint as `--output json` shows it: its manifest and where it is.
-#[derive(Serialize)]
-struct SavepointView<'a> {
-    /// What to give `weir deploy --from-savepoint`.
-    path: String,
-    #[serde(flatten)]
-    manifest: &'a Manifest,
 }
 
 /// How often a task's newest checkpoint may be retired under the copy
@@ -76,7 +67,7 @@ pub async fn take(args: SavepointArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::to_string_pretty(&SavepointView {
                 path,
-                manifest: &manifest
+                manifest: manifest.clone()
             })?
         )?,
         OutputFormat::Table => say!(
@@ -99,7 +90,7 @@ pub async fn list(args: SavepointsArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(path, manifest)| SavepointView {
                     path: path.clone(),
-                    manifest,
+                    manifest: manifest.clone(),
                 })
                 .collect();
             say!("{}", serde_json::to_string_pretty(&views)?)?;

@@ -18,7 +18,6 @@ use super::cancel::{mark_cancelled, wait_stopped};
 use super::deploy::{
     check_storage_record, checked_module, encoded_spec, refuse_duplicates, refuse_shared_lineage, write_spec,
 };
-use super::jobs::read_job;
 use super::savepoint::{read_spec, take_savepoint};
 use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
 use crate::clock::now_ms;
@@ -26,6 +25,7 @@ use crate::ha::{candidates, Layout};
 use crate::runtime::Limits;
 use crate::spec::{parse_config_pair, Desired, JobSpec, JobState, SinkSpec};
 use crate::storage::{sha256_hex, Storage};
+use crate::views::read_job;
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::error::AttemptError;
-use super::runner::Barrier;
+use super::runner::{Barrier, RecordCounts};
 use super::{Task, WorkerContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::{
-    upload_deadline, Checkpoint, CheckpointMeta, CheckpointStore, EventTimes, Pointer, SinkPositions, SourcePosition,
-    StagedOutput,
+    upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes, Pointer, SinkPositions,
+    SourcePosition, StagedOutput,
 };
+use crate::clock::now_ms;
 use crate::connectors::kafka::GroupOffsets;
 use crate::connectors::Outputs;
+use crate::history::CheckpointRecord;
 use crate::metrics::JobMetrics;
 use crate::spec::SourceSpec;
 use crate::storage::sha256_hex_of;
@@ -60,10 +62,9 @@ pub struct Committer<'a> {
     staged: Vec<u8>,
     /// Dead letters staged since the last published checkpoint.
     staged_dead_letters: Vec<u8>,
-    /// Records refused and routed away, and records late, in the barriers
-    /// staged: counted in the metrics once they commit.
-    rejected: u64,
-    late: u64,
+    /// What records went through in the barriers staged: counted in the
+    /// metrics once they commit.
+    counts: RecordCounts,
     /// The snapshot, source offset and event times of the barrier being
     /// committed.
     barrier: Option<(Bytes, SourcePosition, EventTimes)>,
@@ -81,6 +82,8 @@ pub struct Committer<'a> {
     barrier_taken: Instant,
     /// Bytes the checkpoint being committed writes, another metric.
     checkpoint_bytes: u64,
+    /// The checkpoint being committed, for its line in the history.
+    uploaded: Option<CheckpointRef>,
     sink: Outputs,
     /// How long one checkpoint may take to reach the storage dir.
     upload_deadline: std::time::Duration,
@@ -114,8 +117,7 @@ impl<'a> Committer<'a> {
             ),
             staged: Vec::new(),
             staged_dead_letters: Vec::new(),
-            rejected: 0,
-            late: 0,
+            counts: RecordCounts::default(),
             barrier: None,
             uploaded_source: Default::default(),
             source_lag: BTreeMap::new(),
@@ -123,6 +125,7 @@ impl<'a> Committer<'a> {
             uploaded_output: StagedOutput::default(),
             barrier_taken: Instant::now(),
             checkpoint_bytes: 0,
+            uploaded: None,
             sink,
             upload_deadline: upload_deadline(spec.checkpoint_interval),
         }
@@ -134,8 +137,7 @@ impl<'a> Committer<'a> {
     pub async fn commit(&mut self, barrier: Barrier) -> Result<(), AttemptError> {
         self.staged.extend_from_slice(&barrier.output);
         self.staged_dead_letters.extend_from_slice(&barrier.dead_letters);
-        self.rejected += barrier.rejected;
-        self.late += barrier.late;
+        self.counts += barrier.counts;
         self.barrier = Some((
             Bytes::from(barrier.snapshot),
             barrier.source_position,
@@ -201,6 +203,7 @@ impl<'a> Committer<'a> {
                 };
                 let output_len = checkpoint.output.len();
                 self.checkpoint_bytes = checkpoint.snapshot.len() as u64 + output_len.main + output_len.dead_letters;
+                self.uploaded = Some(checkpoint.meta.checkpoint);
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
                     Ok(()) => CommitEvent::Uploaded,
                     Err(e) => {
@@ -208,6 +211,14 @@ impl<'a> Committer<'a> {
                             job = %self.job,
                             checkpoint = checkpoint.meta.checkpoint.id,
                             "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
+                        );
+                        record(
+                            self.ctx,
+                            self.task,
+                            self.uploaded.take(),
+                            self.barrier_taken,
+                            self.checkpoint_bytes,
+                            Some(e.to_string()),
                         );
                         CommitEvent::UploadFailed
                     }
@@ -262,8 +273,20 @@ impl<'a> Committer<'a> {
                     .last_publish_duration_ms
                     .set(started.elapsed().as_millis() as i64);
                 self.metrics.checkpoints_committed.inc();
-                self.metrics.records_rejected.inc_by(std::mem::take(&mut self.rejected));
-                self.metrics.records_late.inc_by(std::mem::take(&mut self.late));
+                record(
+                    self.ctx,
+                    self.task,
+                    self.uploaded.take(),
+                    self.barrier_taken,
+                    self.checkpoint_bytes,
+                    None,
+                );
+                let counts = std::mem::take(&mut self.counts);
+                self.metrics.records_rejected.inc_by(counts.rejected);
+                self.metrics.records_late.inc_by(counts.late);
+                self.metrics
+                    .count_records(self.task.share.index, counts.records_in, counts.records_out);
+                self.metrics.last_checkpoint_committed_ms.set(now_ms() as i64);
                 let (position, lag) = std::mem::take(&mut self.uploaded_source);
                 self.metrics.set_source_lag(&lag);
                 if let Some(group) = &self.group {
@@ -305,4 +328,30 @@ fn group_offsets(source: &SourceSpec) -> Option<GroupOffsets> {
     GroupOffsets::new(brokers, topic, group)
         .inspect_err(|e| tracing::warn!("the checkpoints' offsets will not reach the consumer group: {e}"))
         .ok()
+}
+
+/// Puts a checkpoint that committed (no error) or failed in the
+/// supervisor's history.
+fn record(
+    ctx: &WorkerContext,
+    task: &Task,
+    checkpoint: Option<CheckpointRef>,
+    barrier_taken: Instant,
+    bytes: u64,
+    error: Option<String>,
+) {
+    let Some(checkpoint) = checkpoint else {
+        return;
+    };
+    let record = CheckpointRecord {
+        task: task.share.index,
+        id: checkpoint.id,
+        epoch: checkpoint.epoch,
+        started_ms: checkpoint.created_ms,
+        duration_ms: barrier_taken.elapsed().as_millis() as u64,
+        bytes,
+        result: if error.is_none() { "committed" } else { "failed" },
+        error,
+    };
+    ctx.history.checkpoint(&task.spec.name, record);
 }

@@ -26,9 +26,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::now_ms;
 use crate::connectors::SinkOwner;
 use crate::coord::{FenceError, FencedOp, Session};
 use crate::ha::Layout;
+use crate::history::{AttemptEnd, History};
 use crate::metrics::Metrics;
 use crate::spec::{JobSpec, JobState, JobStatus, Share};
 use crate::storage::Storage;
@@ -64,6 +66,8 @@ pub struct WorkerContext {
     pub supervisor_id: String,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The tasks' recent checkpoints and attempts, for the REST API.
+    pub history: Arc<History>,
     /// Writes the tasks' checkpoint pointers in batches, if it is on.
     pub group_commit: Option<GroupCommit>,
 }
@@ -211,16 +215,37 @@ pub async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, m
     let spec = &task.spec;
     let label = task.label();
     let mut streak = 0;
+    let index = task.share.index;
+    let ended = |end: AttemptEnd, error: Option<String>| {
+        ctx.history.attempt_ended(&spec.name, index, now_ms(), end, error);
+    };
     loop {
         let started = Instant::now();
+        ctx.history
+            .attempt_started(&spec.name, index, &ctx.supervisor_id, now_ms());
         let error = match attempt::run(&ctx, &task, restarts, control.clone()).await {
-            Ok(end) => return end,
-            Err(AttemptError::Deposed) => return JobEnd::Deposed,
+            Ok(end) => {
+                ended(
+                    match end {
+                        JobEnd::Finished => AttemptEnd::Finished,
+                        JobEnd::Deposed => AttemptEnd::Deposed,
+                        JobEnd::Stopped | JobEnd::Failed => AttemptEnd::Stopped,
+                    },
+                    None,
+                );
+                return end;
+            }
+            Err(AttemptError::Deposed) => {
+                ended(AttemptEnd::Deposed, None);
+                return JobEnd::Deposed;
+            }
             Err(AttemptError::Superseded) => {
+                ended(AttemptEnd::Stopped, None);
                 tracing::info!(job = %label, "the job was cancelled or deployed again, or the task given to another worker: it stops here");
                 return JobEnd::Stopped;
             }
             Err(AttemptError::Interrupted(error)) => {
+                ended(AttemptEnd::Interrupted, Some(format!("{error:#}")));
                 tracing::warn!(
                     job = %label,
                     "attempt interrupted, ZooKeeper did not answer: {error:#}; resuming from the last \
@@ -231,7 +256,11 @@ pub async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, m
                 }
                 continue;
             }
-            Err(AttemptError::Failed(error)) => format!("{error:#}"),
+            Err(AttemptError::Failed(error)) => {
+                let error = format!("{error:#}");
+                ended(AttemptEnd::Failed, Some(error.clone()));
+                error
+            }
         };
         streak = if started.elapsed() >= HEALTHY_RUN {
             1

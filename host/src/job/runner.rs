@@ -39,12 +39,8 @@ pub struct Barrier {
     pub output: Vec<u8>,
     /// Dead letters produced since the previous barrier.
     pub dead_letters: Vec<u8>,
-    /// Records the job refused that its `--on-error` skipped or sent to the
-    /// dead-letter sink since the previous barrier.
-    pub rejected: u64,
-    /// Records that came late since the previous barrier (dropped, or sent
-    /// to the dead-letter sink).
-    pub late: u64,
+    /// What records went through since the previous barrier.
+    pub counts: RecordCounts,
     /// When the barrier was taken (ms since the Unix epoch), as the
     /// checkpoint records it.
     pub created_ms: u64,
@@ -130,6 +126,8 @@ pub async fn run(
         if batch_len(&batch) > 0 || woken || current > given {
             given = current;
             let out = instance.process(&batch, current).await?;
+            staged.counts.records_in += batch_len(&batch) as u64;
+            staged.counts.records_out += batch_len(&out.batch) as u64;
             // A job that asks to be woken now, again and again, is woken
             // at most every WAKE_MIN: never a busy loop.
             let soonest = crate::clock::now_ms() + WAKE_MIN.as_millis() as u64;
@@ -168,6 +166,30 @@ fn instant_of(at_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(at_ms.saturating_sub(crate::clock::now_ms()))
 }
 
+/// How many records went through a task, counted in the metrics once
+/// the checkpoint they are part of commits (so a replay is not counted twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// Records read from the source.
+    pub records_in: u64,
+    /// Records the job emitted.
+    pub records_out: u64,
+    /// Records the job refused that its `--on-error` skipped or sent to
+    /// the dead-letter sink.
+    pub rejected: u64,
+    /// Records that came late (dropped, or sent to the dead-letter sink).
+    pub late: u64,
+}
+
+impl std::ops::AddAssign for RecordCounts {
+    fn add_assign(&mut self, other: RecordCounts) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.rejected += other.rejected;
+        self.late += other.late;
+    }
+}
+
 /// What the loop takes from the job's spec.
 pub struct Settings<'a> {
     /// Time between two barriers.
@@ -195,8 +217,7 @@ struct Staged {
     formats: Formats,
     output: Vec<u8>,
     dead_letters: Vec<u8>,
-    rejected: u64,
-    late: u64,
+    counts: RecordCounts,
 }
 
 impl Staged {
@@ -205,8 +226,7 @@ impl Staged {
             formats,
             output: Vec::new(),
             dead_letters: Vec::new(),
-            rejected: 0,
-            late: 0,
+            counts: RecordCounts::default(),
         }
     }
 
@@ -239,8 +259,8 @@ impl Staged {
                 first.reason
             );
         }
-        self.late += late;
-        self.rejected += refused;
+        self.counts.late += late;
+        self.counts.rejected += refused;
         match on_error {
             OnError::DeadLetter { .. } => {
                 for rejection in rejected {
@@ -298,7 +318,7 @@ impl Staged {
                 }
             }
         }
-        self.rejected += unfit.len() as u64;
+        self.counts.rejected += unfit.len() as u64;
         Ok(())
     }
 }
@@ -321,8 +341,7 @@ async fn barrier(
         event_times: watermark.map(Watermark::event_times).unwrap_or_default(),
         output: staged.output,
         dead_letters: staged.dead_letters,
-        rejected: staged.rejected,
-        late: staged.late,
+        counts: staged.counts,
         created_ms,
         taken,
     };

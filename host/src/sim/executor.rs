@@ -229,8 +229,7 @@ impl SimLoop {
             event_times: Default::default(),
             output,
             dead_letters,
-            rejected: 0,
-            late: 0,
+            counts: Default::default(),
             created_ms: 0,
             taken: tokio::time::Instant::now(),
         }

@@ -191,6 +191,7 @@ impl Sim {
                 ..SupervisorInfo::default()
             },
             metrics: Arc::new(Metrics::default()),
+            history: Arc::default(),
             // Half the nodes batch their pointers, half write each alone.
             group_commit: Duration::from_millis(if node % 2 == 0 { 10 } else { 0 }),
         };

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::coord::{Connector, SessionState};
 use crate::ha::{self, Layout, StorageRecordError, SupervisorInfo};
+use crate::history::History;
 use crate::job::{Executor, GroupCommit, WorkerContext};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -41,6 +42,8 @@ pub struct SupervisorSettings {
     pub info: SupervisorInfo,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The tasks' recent checkpoints and attempts, for the REST API.
+    pub history: Arc<History>,
     /// How long a task's checkpoint pointer waits for others to share its
     /// ZooKeeper write; zero writes each alone.
     pub group_commit: Duration,
@@ -86,6 +89,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         executor,
         info,
         metrics,
+        history,
         group_commit,
     } = settings;
     tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), "supervisor starting");
@@ -184,6 +188,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             executor: executor.clone(),
             supervisor_id: info.id.clone(),
             metrics: metrics.clone(),
+            history: history.clone(),
         });
         let end = session::run(ctx, &info, &mut events, &mut shutdown).await;
         metrics.zookeeper_connected.set(0);
