@@ -282,3 +282,70 @@ fn healthz_says_whether_the_supervisor_reaches_zookeeper() {
         healthy("GET /healthz HTTP/1.1"),
     );
 }
+
+#[test]
+fn a_config_file_gives_settings_that_env_vars_and_flags_override() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.leader_pid_after(None);
+    let file = cluster.path("weir.toml");
+    std::fs::write(
+        &file,
+        format!("zookeeper = \"{}\"\ncluster-id = \"test\"\n", cluster.zk.connect),
+    )
+    .unwrap();
+    // `weir status` of the cluster the settings name: `test` has a leader.
+    let status = |args: &[&str], env: &[(&str, &str)]| -> serde_json::Value {
+        let out = Command::new(weir_bin())
+            .args(["status", "--output", "json"])
+            .args(args)
+            .env_remove("WEIR_ZOOKEEPER")
+            .env_remove("WEIR_CLUSTER_ID")
+            .env_remove("WEIR_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let file = file.to_str().unwrap();
+    let from_file = status(&[], &[("WEIR_CONFIG", file)]);
+    assert_eq!(from_file["cluster_id"], "test", "the file is not read");
+    assert!(from_file["leader"].is_object(), "{from_file}");
+    let from_env = status(&["--config-file", file], &[("WEIR_CLUSTER_ID", "other")]);
+    assert_eq!(from_env["cluster_id"], "other", "the file beat the env var");
+    assert!(from_env["leader"].is_null(), "{from_env}");
+    let from_flag = status(
+        &["--cluster-id", "test", "--config-file", file],
+        &[("WEIR_CLUSTER_ID", "other")],
+    );
+    assert_eq!(from_flag["cluster_id"], "test", "the env var beat the flag");
+
+    std::fs::write(cluster.path("bad.toml"), "zookeper = \"x\"\n").unwrap();
+    let out = Command::new(weir_bin())
+        .args(["jobs", "--config-file"])
+        .arg(cluster.path("bad.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`zookeper` is not a setting"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, mark) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef weir"),
+        ("fish", "complete -c weir"),
+    ] {
+        let out = Command::new(weir_bin()).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains(mark), "{shell}: {script}");
+        assert!(
+            script.contains("savepoint") && script.contains("config-file"),
+            "{shell}"
+        );
+    }
+}

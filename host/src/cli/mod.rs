@@ -3,6 +3,7 @@
 
 mod balance;
 mod cancel;
+mod config_file;
 mod delete;
 mod deploy;
 mod jobs;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::coord::zookeeper::{self, ZkSettings, ZooKeeper};
 use crate::ha::{Layout, SupervisorInfo};
@@ -63,6 +64,29 @@ enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Change a running job's settings, keeping its state: an upgrade to the same module.
     Configure(upgrade::ConfigureArgs),
+    /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The command line's grammar: every command and flag, and `--config-file`.
+fn command() -> clap::Command {
+    Cli::command().arg(config_file::flag())
+}
+
+impl Cli {
+    /// Parses `args` (the program's name first), with the settings of the
+    /// config file they or `WEIR_CONFIG` name as the flags' defaults.
+    pub fn parse_with_config_file(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+        let command = match config_file::named(&args) {
+            Some(path) => config_file::apply(command(), path)
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?,
+            None => command(),
+        };
+        Cli::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
 }
 
 /// Where the cluster's coordination lives.
@@ -225,6 +249,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Savepoints(args) => savepoint::list(args).await,
         Command::Upgrade(args) => upgrade::upgrade(args).await,
         Command::Configure(args) => upgrade::configure(args).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "weir", &mut script);
+            say!("{}", String::from_utf8_lossy(&script).trim_end())?;
+            Ok(())
+        }
     }
 }
 
