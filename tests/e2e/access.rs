@@ -1,11 +1,15 @@
 //! Access: with digest authentication on, every znode weir creates is
-//! closed to sessions without the cluster's credentials; a guest reaches
-//! no environment, file or socket its spec does not grant.
+//! closed to sessions without the cluster's credentials; over mutual TLS
+//! to ZooKeeper, a client without the certificate gets nowhere; a guest
+//! reaches no environment, file or socket its spec does not grant.
 
 use std::time::Duration;
 
 use crate::deploy::assert_refused;
-use crate::harness::{job_wasm, read_lines, wait_for, wait_for_lines, Cluster};
+use crate::harness::{
+    assert_counter_sequence, job_wasm, read_lines, wait_for, wait_for_lines, weir_bin, Cluster, SESSION_TIMEOUT,
+};
+use crate::zookeeper::ZooKeeper;
 
 #[test]
 fn digest_auth_closes_every_znode_to_other_credentials() {
@@ -33,6 +37,51 @@ fn digest_auth_closes_every_znode_to_other_credentials() {
 
     let malformed = cluster.weir(&["jobs", "--zk-auth", "no-colon"]);
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("--zk-auth must be `user:password`"));
+}
+
+#[test]
+fn a_cluster_over_mutual_tls_to_zookeeper_fails_over_and_clients_without_the_certificate_get_nowhere() {
+    let zk = ZooKeeper::start_tls();
+    let tls = zk.tls.clone().expect("a TLS server");
+    let mut cluster = Cluster::with(zk, SESSION_TIMEOUT);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    cluster.set_env("WEIR_ZK_TLS_CA", &path(&tls.ca));
+    cluster.set_env("WEIR_ZK_TLS_CERT", &path(&tls.cert));
+    cluster.set_env("WEIR_ZK_TLS_KEY", &path(&tls.key));
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "sealed", &[]);
+    let before = wait_for_lines(&out, 0, 5);
+    let leader = cluster.leader_pid_after(None);
+    cluster.signal(leader, "KILL");
+    cluster.leader_pid_after(Some(leader));
+    wait_for_lines(&out, before, 5);
+    assert_counter_sequence(&read_lines(&out));
+
+    // Without the client certificate, and in plaintext, the TLS port lets nothing through.
+    let attempt = |tls_env: &[(&str, String)]| {
+        let out = std::process::Command::new(weir_bin())
+            .args(["jobs", "--connect-timeout", "2s", "--zookeeper", &cluster.zk.connect])
+            .env_remove("WEIR_ZK_TLS_CA")
+            .env_remove("WEIR_ZK_TLS_CERT")
+            .env_remove("WEIR_ZK_TLS_KEY")
+            .envs(tls_env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "weir jobs got through with {tls_env:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let no_certificate = attempt(&[("WEIR_ZK_TLS_CA", path(&tls.ca))]);
+    assert!(no_certificate.contains("secureClientPort"), "{no_certificate}");
+    let plaintext = attempt(&[]);
+    assert!(plaintext.contains("cannot reach ZooKeeper"), "{plaintext}");
+    let no_ca = attempt(&[
+        ("WEIR_ZK_TLS_CERT", path(&tls.cert)),
+        ("WEIR_ZK_TLS_KEY", path(&tls.key)),
+    ]);
+    assert!(no_ca.contains("--zk-tls-cert needs --zk-tls-ca"), "{no_ca}");
+    let not_pem = attempt(&[("WEIR_ZK_TLS_CA", path(&cluster.path("storage")))]);
+    assert!(not_pem.contains("cannot read --zk-tls-ca"), "{not_pem}");
 }
 
 #[test]

@@ -32,7 +32,11 @@ impl Node {
             .unwrap();
         let process = Command::new("java")
             .args(["-Xmx128m", "-XX:+UseSerialGC", "-cp"])
-            .arg(format!("{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar"))
+            // Debian's classpath for ZooKeeper lacks Netty's codec, which
+            // its TLS (the Netty connection factory) needs.
+            .arg(format!(
+                "{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar:/usr/share/java/netty-codec.jar"
+            ))
             .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
             .arg(format!("org.apache.zookeeper.server.{}", self.main_class))
             .arg(&self.config)
@@ -72,9 +76,150 @@ impl Node {
 /// A ZooKeeper server or ensemble. Every process is killed on drop.
 pub struct ZooKeeper {
     nodes: Vec<Node>,
-    /// The connect string for clients: every node's `127.0.0.1:PORT`.
+    /// The connect string for clients: every node's `127.0.0.1:PORT` (its
+    /// TLS port, for [`ZooKeeper::start_tls`]).
     pub connect: String,
+    /// What a client needs for [`ZooKeeper::start_tls`]'s server.
+    pub tls: Option<TlsFiles>,
     _dir: TempDir,
+}
+
+/// PEM files for a server that wants mutual TLS: the CA that signed its
+/// certificate and the client's, and the client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA's certificate.
+    pub ca: PathBuf,
+    /// A client certificate the CA signed.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// Runs a certificate tool, which must succeed.
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (Debian's openssl, and keytool from ZooKeeper's Java): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client
+/// certificate in `dir`, and the server's PKCS12 key and trust stores
+/// (password `secret`).
+fn make_certificates(dir: &Path) -> TlsFiles {
+    let req = |name: &str, cn: &str| {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+            dir,
+        )
+    };
+    let sign = |name: &str, extensions: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+            dir,
+        )
+    };
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=weir-test-ca",
+        ],
+        dir,
+    );
+    req("server", "127.0.0.1");
+    sign("server", "subjectAltName=IP:127.0.0.1\n");
+    req("client", "weir");
+    sign("client", "extendedKeyUsage=clientAuth\n");
+    run(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "server.pem",
+            "-inkey",
+            "server.key",
+            "-out",
+            "server.p12",
+            "-passout",
+            "pass:secret",
+            "-name",
+            "server",
+        ],
+        dir,
+    );
+    run(
+        "keytool",
+        &[
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "ca",
+            "-file",
+            "ca.pem",
+            "-keystore",
+            "trust.p12",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "secret",
+        ],
+        dir,
+    );
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("client.pem"),
+        key: dir.join("client.key"),
+    }
 }
 
 fn assert_installed() {
@@ -91,21 +236,29 @@ impl ZooKeeper {
     /// Starts a standalone server and waits until it serves. Panics (never
     /// skips) when ZooKeeper is not installed.
     pub fn start() -> ZooKeeper {
-        ZooKeeper::launch(1, "127.0.0.1")
+        ZooKeeper::launch(1, "127.0.0.1", false)
     }
 
     /// Like [`ZooKeeper::start`], serving clients on `host`'s address
     /// instead of loopback (one a network namespace reaches, say).
     pub fn start_at(host: &str) -> ZooKeeper {
-        ZooKeeper::launch(1, host)
+        ZooKeeper::launch(1, host, false)
     }
 
     /// Starts an ensemble of `size` servers and waits until all serve.
     pub fn ensemble(size: usize) -> ZooKeeper {
-        ZooKeeper::launch(size, "127.0.0.1")
+        ZooKeeper::launch(size, "127.0.0.1", false)
     }
 
-    fn launch(size: usize, host: &str) -> ZooKeeper {
+    /// A standalone server whose clients connect over TLS and must
+    /// present a certificate its CA signed (`ssl.clientAuth=need`).
+    /// [`ZooKeeper::connect`] is its TLS port; the plaintext one serves
+    /// only the harness's readiness checks.
+    pub fn start_tls() -> ZooKeeper {
+        ZooKeeper::launch(1, "127.0.0.1", true)
+    }
+
+    fn launch(size: usize, host: &str, tls: bool) -> ZooKeeper {
         assert_installed();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
@@ -143,10 +296,28 @@ impl ZooKeeper {
                 }
             })
             .collect();
-        let connect = nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
+        let mut connect = nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
+        let tls = tls.then(|| {
+            let files = make_certificates(dir.path());
+            let secure = free_port();
+            let stores = dir.path().display();
+            let settings = format!(
+                "secureClientPort={secure}\nsecureClientPortAddress={host}\n\
+                 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                 ssl.keyStore.location={stores}/server.p12\nssl.keyStore.password=secret\nssl.keyStore.type=PKCS12\n\
+                 ssl.trustStore.location={stores}/trust.p12\nssl.trustStore.password=secret\nssl.trustStore.type=PKCS12\n\
+                 ssl.clientAuth=need\n"
+            );
+            let config = &nodes[0].config;
+            let plain = std::fs::read_to_string(config).unwrap();
+            std::fs::write(config, plain + &settings).unwrap();
+            connect = format!("{host}:{secure}");
+            files
+        });
         let mut zk = ZooKeeper {
             nodes,
             connect,
+            tls,
             _dir: dir,
         };
         for n in 0..size {

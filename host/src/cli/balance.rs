@@ -52,7 +52,7 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<()> {
             }
         );
     }
-    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
+    let options = CreateMode::Persistent.with_acls(args.cluster.zk()?.acls());
     if let Err(e) = client.mkdir(&layout.drains(), &options).await {
         bail!("cannot create {}: {e}{}", layout.drains(), hint(&e));
     }
@@ -68,7 +68,7 @@ pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
     let path = layout.rebalance();
-    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
+    let options = CreateMode::Persistent.with_acls(args.cluster.zk()?.acls());
     // Each write changes the node's version, which is what the leader watches for.
     match client.set_data(&path, b"", None).await {
         Ok(_) => {}

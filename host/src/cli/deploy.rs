@@ -239,7 +239,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let layout = args.cluster.layout()?;
     let client = args.cluster.connect().await?;
 
-    let options = CreateMode::Persistent.with_acls(args.cluster.zk().acls());
+    let options = CreateMode::Persistent.with_acls(args.cluster.zk()?.acls());
     if let Err(e) = client.mkdir(layout.base(), &options).await {
         bail!("cannot create {}: {e}{}", layout.base(), hint(&e));
     }

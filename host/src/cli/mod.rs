@@ -11,6 +11,7 @@ mod savepoint;
 mod status;
 mod upgrade;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,18 +109,59 @@ pub struct ClusterArgs {
     /// creates is then readable and writable only with the same credentials.
     #[arg(long, env = "WEIR_ZK_AUTH", hide_env_values = true)]
     zk_auth: Option<String>,
+    /// PEM file of the CA whose certificates the ZooKeeper servers present:
+    /// connects over TLS (to the servers' secureClientPort).
+    #[arg(long, env = "WEIR_ZK_TLS_CA", value_name = "PEM")]
+    zk_tls_ca: Option<PathBuf>,
+    /// PEM certificate this client presents to ZooKeeper (mutual TLS; with --zk-tls-key).
+    #[arg(long, env = "WEIR_ZK_TLS_CERT", value_name = "PEM", requires = "zk_tls_key")]
+    zk_tls_cert: Option<PathBuf>,
+    /// PEM private key of --zk-tls-cert.
+    #[arg(long, env = "WEIR_ZK_TLS_KEY", value_name = "PEM", requires = "zk_tls_cert")]
+    zk_tls_key: Option<PathBuf>,
     /// How long to wait for ZooKeeper to answer before giving up.
     #[arg(long, env = "WEIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
 }
 
 impl ClusterArgs {
-    fn zk(&self) -> ZkSettings {
-        ZkSettings {
+    fn zk(&self) -> anyhow::Result<ZkSettings> {
+        Ok(ZkSettings {
             connect: self.zookeeper.clone(),
             session_timeout: self.session_timeout,
             auth: self.zk_auth.clone(),
+            tls: self.zk_tls()?,
+        })
+    }
+
+    /// What the `--zk-tls-*` files say, read and checked here so that a
+    /// bad one is one line naming it, not a handshake that never ends.
+    fn zk_tls(&self) -> anyhow::Result<Option<zookeeper_client::TlsOptions>> {
+        let Some(ca) = &self.zk_tls_ca else {
+            anyhow::ensure!(
+                self.zk_tls_cert.is_none(),
+                "--zk-tls-cert needs --zk-tls-ca, the CA of the ZooKeeper servers' certificates"
+            );
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        let mut tls = zookeeper_client::TlsOptions::new()
+            .with_pem_ca(&read("--zk-tls-ca", ca)?)
+            .map_err(|e| anyhow::anyhow!("--zk-tls-ca {}: {e} (expected PEM certificates)", ca.display()))?;
+        if let (Some(cert), Some(key)) = (&self.zk_tls_cert, &self.zk_tls_key) {
+            tls = tls
+                .with_pem_identity(&read("--zk-tls-cert", cert)?, &read("--zk-tls-key", key)?)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--zk-tls-cert {} with --zk-tls-key {}: {e} (expected a PEM certificate and its PEM private key)",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
         }
+        Ok(Some(tls))
     }
 
     fn layout(&self) -> anyhow::Result<Layout> {
@@ -142,7 +184,7 @@ impl ClusterArgs {
 
     /// Opens a session for a one-shot command.
     async fn connect(&self) -> anyhow::Result<zookeeper_client::Client> {
-        Ok(zookeeper::connect(&self.zk(), self.connect_timeout, "--connect-timeout").await?)
+        Ok(zookeeper::connect(&self.zk()?, self.connect_timeout, "--connect-timeout").await?)
     }
 }
 
@@ -215,7 +257,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let metrics = Arc::new(Metrics::default());
             let history = Arc::new(History::default());
             let cluster = ClusterReader::new(
-                args.cluster.zk(),
+                args.cluster.zk()?,
                 layout.clone(),
                 args.cluster.cluster_id.clone(),
                 storage.clone(),
@@ -227,7 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio::spawn(crate::http::serve(http, served));
             let settings = SupervisorSettings {
-                connector: Arc::new(ZooKeeper::new(args.cluster.zk())),
+                connector: Arc::new(ZooKeeper::new(args.cluster.zk()?)),
                 layout,
                 executor: Arc::new(WasmExecutor::new(storage.clone(), Runtime::new()?)),
                 storage,

@@ -167,7 +167,7 @@ async fn replace(
     let recover = format!(
         "job `{name}` may be left cancelled: start it again from savepoint {savepoint} with `weir deploy MODULE --name {name} --from-savepoint {savepoint}` and the flags it had"
     );
-    let options = CreateMode::Persistent.with_acls(trial.cluster.zk().acls());
+    let options = CreateMode::Persistent.with_acls(trial.cluster.zk()?.acls());
     let new = from(module_sha256, config, &savepoint);
     refuse_shared_lineage(&client, &layout, name, &lineage)
         .await

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use zookeeper_client::{self as zkc, AddWatchMode, CheckWriteError, CreateMode, EventType, LockOptions, LockPrefix};
 
@@ -20,6 +21,9 @@ pub struct ZkSettings {
     /// `user:password` for digest authentication. When set, every znode weir
     /// creates is readable and writable only by sessions with the same credentials.
     pub auth: Option<String>,
+    /// TLS to every server (the CA to trust and, for mutual TLS, this
+    /// client's certificate); `None` for plaintext.
+    pub tls: Option<zkc::TlsOptions>,
 }
 
 impl ZkSettings {
@@ -48,7 +52,8 @@ pub fn hint(error: &zkc::Error) -> &'static str {
 pub enum ZkError {
     /// No server answered within the deadline.
     #[error(
-        "cannot reach ZooKeeper at {connect} within {timeout:?} ({what}): is it running? (set --zookeeper or WEIR_ZOOKEEPER)"
+        "cannot reach ZooKeeper at {connect} within {timeout:?} ({what}): is it running? (set --zookeeper or WEIR_ZOOKEEPER){}",
+        if *tls { "; with --zk-tls-ca, check that these are the servers' secureClientPort and that they accept the certificates" } else { "" }
     )]
     Unreachable {
         /// The connect string tried.
@@ -57,6 +62,9 @@ pub enum ZkError {
         timeout: Duration,
         /// Which setting bounded the wait.
         what: &'static str,
+        /// Whether it was tried over TLS, where a refused handshake looks
+        /// like a server that does not answer.
+        tls: bool,
     },
     /// The connect string does not parse.
     #[error("bad ZooKeeper connect string `{connect}`: {source} (expected host:port[,host:port...])")]
@@ -109,6 +117,7 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static s
         connect: settings.connect.clone(),
         timeout: deadline,
         what,
+        tls: settings.tls.is_some(),
     };
     let give_up = Instant::now() + deadline;
     loop {
@@ -117,7 +126,14 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static s
         if let Some(auth) = &settings.auth {
             connector = connector.with_auth("digest", auth.as_bytes());
         }
-        match tokio::time::timeout(left, connector.connect(&settings.connect)).await {
+        let connecting = match &settings.tls {
+            Some(tls) => connector
+                .with_tls(tls.clone())
+                .secure_connect(&settings.connect)
+                .boxed(),
+            None => connector.connect(&settings.connect).boxed(),
+        };
+        match tokio::time::timeout(left, connecting).await {
             Err(_) => return Err(unreachable()),
             Ok(Err(zkc::Error::Timeout | zkc::Error::NoHosts | zkc::Error::ConnectionLoss)) => {
                 if Instant::now() + CONNECT_RETRY >= give_up {
