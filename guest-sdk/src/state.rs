@@ -6,8 +6,9 @@
 //!
 //! Layout: [`MAGIC`], the state version (u32 LE), the length of the SDK's
 //! part (u32 LE), the SDK's part (timers and watermark), the job's part.
-//! A snapshot without the magic was written by weir-guest 0.3 (postcard)
-//! and is read as the job's current type.
+//! A snapshot without the magic was written by weir-guest 0.3 (postcard,
+//! which stores no names, so a changed type would be misread): it is read
+//! as version 1, into a module still at version 1, as the type it was.
 
 use alloc::format;
 use alloc::string::String;
@@ -43,7 +44,7 @@ impl StoredState<'_> {
 }
 
 /// What the SDK keeps beside the job's own state.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub(crate) struct Sdk {
     pub timers: Timers,
     /// The newest watermark the job was given (so a restored job neither
@@ -106,8 +107,18 @@ pub(crate) fn decode<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
     Ok((job, sdk))
 }
 
-/// A snapshot of weir-guest 0.3: postcard, no version.
+/// A snapshot of weir-guest 0.3: postcard, no version. Only a module at
+/// version 1 reads it, and all of it must be the state: postcard cannot
+/// tell a changed type, so a migration from it would read garbage.
 fn decode_legacy<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
+    if J::STATE_VERSION != 1 {
+        return Err(format!(
+            "the state was written by weir-guest 0.3, which this module (state version {}) cannot \
+             migrate: deploy the old job built with weir-guest 0.4 and its old state type, take a \
+             savepoint, then upgrade from that",
+            J::STATE_VERSION
+        ));
+    }
     #[derive(Deserialize)]
     #[serde(bound(deserialize = "J: DeserializeOwned"))]
     struct Legacy<J> {
@@ -115,8 +126,14 @@ fn decode_legacy<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
         timers: Timers,
         watermark: Option<i64>,
     }
-    let legacy: Legacy<J> =
-        postcard::from_bytes(snapshot).map_err(|e| format!("cannot decode snapshot (weir-guest 0.3): {e}"))?;
+    let (legacy, rest): (Legacy<J>, _) =
+        postcard::take_from_bytes(snapshot).map_err(|e| format!("cannot decode snapshot (weir-guest 0.3): {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "cannot decode snapshot (weir-guest 0.3): {} bytes left over, so the state's type changed since",
+            rest.len()
+        ));
+    }
     let sdk = Sdk {
         timers: legacy.timers,
         watermark: legacy.watermark,
@@ -317,10 +334,17 @@ mod tests {
             timers: Default::default(),
             watermark: Some(7),
         };
-        let (restored, sdk) = super::decode::<V1>(&postcard::to_allocvec(&legacy).unwrap()).unwrap();
+        let snapshot = postcard::to_allocvec(&legacy).unwrap();
+        let (restored, sdk) = super::decode::<V1>(&snapshot).unwrap();
         assert_eq!(restored.window.len(), 1);
         assert_eq!(restored.signs[&false], 1);
         assert_eq!(sdk.watermark, Some(7));
+        let refused = super::decode::<Renamed>(&snapshot).map(drop).unwrap_err();
+        assert!(refused.contains("written by weir-guest 0.3"), "{refused}");
+        let mut longer = snapshot.clone();
+        longer.push(0);
+        let refused = super::decode::<V1>(&longer).map(drop).unwrap_err();
+        assert!(refused.contains("left over"), "{refused}");
     }
 
     #[test]

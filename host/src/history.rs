@@ -45,11 +45,13 @@ pub enum AttemptEnd {
     Failed,
     /// ZooKeeper stopped answering; it resumed from its last checkpoint.
     Interrupted,
-    /// It was cancelled, handed off, or its job deployed again.
+    /// It was cancelled, or its job deployed again, or its task given to
+    /// another worker without a final checkpoint.
     Stopped,
     /// This supervisor lost its lead or its worker node.
     Deposed,
-    /// Its source ended and its output was published.
+    /// It took a final checkpoint and published it, as it does when
+    /// handed off to another worker or when its supervisor shuts down.
     Finished,
 }
 
@@ -83,10 +85,12 @@ pub struct History {
     jobs: Mutex<BTreeMap<String, JobHistory>>,
 }
 
-/// Appends to a bounded queue, dropping the oldest.
-fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, kept: usize) {
-    if queue.len() == kept {
-        queue.pop_front();
+/// Appends to a bounded queue, dropping the oldest item `done` says is
+/// done (an attempt still running stays), else the oldest.
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, kept: usize, done: impl Fn(&T) -> bool) {
+    if queue.len() >= kept {
+        let oldest = queue.iter().position(done).unwrap_or(0);
+        queue.remove(oldest);
     }
     queue.push_back(item);
 }
@@ -99,7 +103,9 @@ impl History {
 
     /// Records a checkpoint that committed or failed.
     pub fn checkpoint(&self, job: &str, record: CheckpointRecord) {
-        self.with_job(job, |h| push_bounded(&mut h.checkpoints, record, CHECKPOINTS_KEPT));
+        self.with_job(job, |h| {
+            push_bounded(&mut h.checkpoints, record, CHECKPOINTS_KEPT, |_| true)
+        });
     }
 
     /// Records that an attempt of `task` started now.
@@ -112,7 +118,11 @@ impl History {
             end: None,
             error: None,
         };
-        self.with_job(job, |h| push_bounded(&mut h.attempts, record, ATTEMPTS_KEPT));
+        self.with_job(job, |h| {
+            push_bounded(&mut h.attempts, record, ATTEMPTS_KEPT, |a: &AttemptRecord| {
+                a.ended_ms.is_some()
+            })
+        });
     }
 
     /// Records how the running attempt of `task` ended.
@@ -193,5 +203,16 @@ mod tests {
         assert_eq!((attempts[1].task, attempts[1].ended_ms), (1, None));
         assert_eq!(attempts[2].end, Some(AttemptEnd::Failed));
         assert_eq!(attempts[2].error.as_deref(), Some("trap"));
+        // A task failing over and over does not push out another's running attempt.
+        for at in 0..ATTEMPTS_KEPT as u64 * 2 {
+            history.attempt_started("a", 0, "s1", 100 + at);
+            history.attempt_ended("a", 0, 100 + at, AttemptEnd::Failed, None);
+        }
+        let attempts = history.attempts("a");
+        assert_eq!(attempts.len(), ATTEMPTS_KEPT);
+        assert!(
+            attempts.iter().any(|a| a.task == 1 && a.ended_ms.is_none()),
+            "{attempts:?}"
+        );
     }
 }

@@ -224,27 +224,38 @@ pub struct CheckpointView {
     pub age_ms: u64,
 }
 
-/// A node's JSON content, `None` if it is missing or unreadable.
-async fn read_json<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> Option<T> {
-    let (data, _) = client.get_data(path).await.ok()?;
-    serde_json::from_slice(&data).ok()
+/// A node's content, `None` if it is missing; an error only when
+/// ZooKeeper did not answer (or refused), never for a node that is gone.
+async fn read_node(client: &Client, path: &str) -> Result<Option<Vec<u8>>, ZkError> {
+    match client.get_data(path).await {
+        Ok((data, _)) => Ok(Some(data)),
+        Err(zkc::Error::NoNode) => Ok(None),
+        Err(e) => Err(ZkError::op(format!("read {path}"), e)),
+    }
 }
 
-async fn read_task(client: &Client, layout: &Layout, spec: &JobSpec, task: u32) -> TaskView {
+/// A node's JSON content, `None` if it is missing or not what it should be.
+async fn read_json<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> Result<Option<T>, ZkError> {
+    Ok(read_node(client, path)
+        .await?
+        .and_then(|data| serde_json::from_slice(&data).ok()))
+}
+
+async fn read_task(client: &Client, layout: &Layout, spec: &JobSpec, task: u32) -> Result<TaskView, ZkError> {
     let name = &spec.name;
     let assignment = read_json::<Assignment>(client, &layout.task(name, task))
-        .await
+        .await?
         .filter(|a| a.uid == spec.uid);
     let status = match &assignment {
-        Some(_) => read_json::<JobStatus>(client, &layout.task_status(name, task)).await,
+        Some(_) => read_json::<JobStatus>(client, &layout.task_status(name, task)).await?,
         None => None,
     };
-    let pointer = match client.get_data(&layout.task_checkpoint(name, task)).await {
-        Ok((data, _)) if assignment.is_some() => Pointer::decode(&data).unwrap_or_default(),
+    let pointer = match read_node(client, &layout.task_checkpoint(name, task)).await? {
+        Some(data) if assignment.is_some() => Pointer::decode(&data).unwrap_or_default(),
         _ => Pointer::default(),
     };
     let now = now_ms();
-    TaskView {
+    Ok(TaskView {
         task,
         state: status.as_ref().map_or(JobState::Created, |s| s.state),
         worker: assignment.as_ref().map(|a| a.supervisor.clone()),
@@ -256,7 +267,7 @@ async fn read_task(client: &Client, layout: &Layout, spec: &JobSpec, task: u32) 
             epoch: c.epoch,
             age_ms: now.saturating_sub(c.created_ms),
         }),
-    }
+    })
 }
 
 /// A job's state from its own status and its tasks'.
@@ -273,19 +284,25 @@ fn job_state(status: Option<&JobStatus>, tasks: &[TaskView]) -> JobState {
     JobState::Created
 }
 
-pub async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<JobView> {
-    let spec: JobSpec = read_json(client, &layout.job(name)).await?;
-    let status: Option<JobStatus> = read_json(client, &layout.job_status(name)).await;
+/// A job, `None` if there is none of that name; an error when ZooKeeper
+/// did not answer a read, so that "no job" always means no job.
+pub async fn read_job(client: &Client, layout: &Layout, name: &str) -> Result<Option<JobView>, ZkError> {
+    let Some(spec) = read_json::<JobSpec>(client, &layout.job(name)).await? else {
+        return Ok(None);
+    };
+    let status: Option<JobStatus> = read_json(client, &layout.job_status(name)).await?;
     let tasks = read_all(spec.shares(), |share| {
         read_task(client, layout, &spec, share.index).boxed()
     })
-    .await;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     let first = tasks.first();
     let error = status
         .as_ref()
         .and_then(|s| s.error.clone())
         .or_else(|| tasks.iter().find_map(|t| t.error.clone()));
-    Some(JobView {
+    Ok(Some(JobView {
         name: spec.name.clone(),
         state: job_state(status.as_ref(), &tasks),
         desired: spec.desired,
@@ -309,7 +326,7 @@ pub async fn read_job(client: &Client, layout: &Layout, name: &str) -> Option<Jo
             network: spec.grants.network,
             network_to: spec.grants.network_to,
         },
-    })
+    }))
 }
 
 /// Every job, by name.
@@ -322,7 +339,7 @@ pub async fn read_jobs(client: &Client, layout: &Layout) -> Result<Vec<JobView>,
     names.sort();
     let mut views = Vec::with_capacity(names.len());
     for name in &names {
-        if let Some(view) = read_job(client, layout, name).await {
+        if let Some(view) = read_job(client, layout, name).await? {
             views.push(view);
         }
     }

@@ -80,8 +80,19 @@ fn a_cluster_over_mutual_tls_to_zookeeper_fails_over_and_clients_without_the_cer
         ("WEIR_ZK_TLS_KEY", path(&tls.key)),
     ]);
     assert!(no_ca.contains("--zk-tls-cert needs --zk-tls-ca"), "{no_ca}");
-    let not_pem = attempt(&[("WEIR_ZK_TLS_CA", path(&cluster.path("storage")))]);
-    assert!(not_pem.contains("cannot read --zk-tls-ca"), "{not_pem}");
+    let unreadable = attempt(&[("WEIR_ZK_TLS_CA", path(&cluster.path("storage")))]);
+    assert!(
+        unreadable.contains("--zk-tls-ca") && unreadable.contains("cannot read"),
+        "{unreadable}"
+    );
+    let swapped = attempt(&[
+        ("WEIR_ZK_TLS_CA", path(&tls.ca)),
+        ("WEIR_ZK_TLS_CERT", path(&tls.key)),
+        ("WEIR_ZK_TLS_KEY", path(&tls.key)),
+    ]);
+    assert!(swapped.contains("holds no PEM certificate"), "{swapped}");
+    let half = attempt(&[("WEIR_ZK_TLS_CA", path(&tls.ca)), ("WEIR_ZK_TLS_CERT", path(&tls.cert))]);
+    assert!(half.contains("go together"), "{half}");
 }
 
 #[test]

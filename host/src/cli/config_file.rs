@@ -1,7 +1,11 @@
-//! `weir.toml`: any setting a flag takes, read from the file that
-//! `--config-file` or `WEIR_CONFIG` names. Keys are the flags' long names
-//! (`zookeeper`, `storage-dir`, `session-timeout`, ...), each applying to
-//! every command that takes that flag. The file's values become clap's
+//! `weir.toml`: the settings, the flags that also have an environment
+//! variable (the cluster's, the storage dir's, the supervisor's), read
+//! from the file that `--config-file` or `WEIR_CONFIG` names. Keys are the
+//! flags' long names (`zookeeper`, `storage-dir`, `session-timeout`, ...),
+//! each applying to every command that takes that flag. What one command
+//! is told (a deploy's `--config`, `--env`, a switch such as
+//! `--allow-network`) has no env var and no place in the file: as a
+//! default for every such command it would change jobs nobody named. The file's values become clap's
 //! defaults, and clap reads a flag before its env var and the env var
 //! before a default: flag > env > file > built-in default.
 
@@ -105,7 +109,8 @@ pub fn apply(command: Command, path: PathBuf) -> Result<Command, ConfigFileError
             .collect();
         if takers.is_empty() {
             return Err(bad(format!(
-                "`{key}` is not a setting: keys are the long flag names, such as zookeeper, cluster-id, storage-dir"
+                "`{key}` is not a setting: keys are the long names of the flags that have an env var, such as \
+                 zookeeper, cluster-id, storage-dir (see --help)"
             )));
         }
         for name in takers {
@@ -113,7 +118,7 @@ pub fn apply(command: Command, path: PathBuf) -> Result<Command, ConfigFileError
             command = command.mut_subcommand(name, |sub| {
                 let id = sub
                     .get_arguments()
-                    .find(|a| a.get_long() == Some(key.as_str()))
+                    .find(|a| a.get_long() == Some(key.as_str()) && a.get_env().is_some())
                     .map(|a| a.get_id().clone())
                     .expect("found above");
                 sub.mut_arg(id, |arg| arg.default_values(values))
@@ -123,9 +128,11 @@ pub fn apply(command: Command, path: PathBuf) -> Result<Command, ConfigFileError
     Ok(command)
 }
 
-/// Whether `command` has the flag `--key`.
+/// Whether `command` has the setting `--key`: a flag with an env var.
 fn takes(command: &Command, key: &str) -> bool {
-    command.get_arguments().any(|a| a.get_long() == Some(key))
+    command
+        .get_arguments()
+        .any(|a| a.get_long() == Some(key) && a.get_env().is_some())
 }
 
 /// A TOML value as a flag would be given it.
@@ -182,14 +189,26 @@ mod tests {
 
     #[test]
     fn a_key_applies_to_every_command_with_that_flag() {
-        let text = "zk-root = \"/elsewhere\"\nallow-network = true\nenv = [\"A=1\", \"B=2\"]\n";
+        let text = "zk-root = \"/elsewhere\"\nstorage-dir = \"file:///srv/weir\"\n";
         assert!(parsed(text, &["jobs"]).unwrap().contains("\"/elsewhere\""));
         let deploy = parsed(text, &["deploy", "m.wasm"]).unwrap();
         assert!(
-            deploy.contains("\"/elsewhere\"") && deploy.contains("allow_network: true"),
+            deploy.contains("\"/elsewhere\"") && deploy.contains("file:///srv/weir"),
             "{deploy}"
         );
-        assert!(deploy.contains("\"A\"") && deploy.contains("\"B\""), "{deploy}");
+    }
+
+    #[test]
+    fn what_one_command_is_told_has_no_place_in_the_file() {
+        for key in [
+            "config = [\"window=5\"]",
+            "env = [\"A=1\"]",
+            "allow-network = true",
+            "savepoint = true",
+        ] {
+            let err = parsed(&format!("{key}\n"), &["jobs"]).unwrap_err();
+            assert!(err.contains("is not a setting"), "{key}: {err}");
+        }
     }
 
     #[test]

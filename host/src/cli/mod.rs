@@ -11,7 +11,6 @@ mod savepoint;
 mod status;
 mod upgrade;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,14 +110,14 @@ pub struct ClusterArgs {
     zk_auth: Option<String>,
     /// PEM file of the CA whose certificates the ZooKeeper servers present:
     /// connects over TLS (to the servers' secureClientPort).
-    #[arg(long, env = "WEIR_ZK_TLS_CA", value_name = "PEM")]
-    zk_tls_ca: Option<PathBuf>,
+    #[arg(long, env = "WEIR_ZK_TLS_CA", value_name = "PEM", value_parser = Pem::certificates)]
+    zk_tls_ca: Option<Pem>,
     /// PEM certificate this client presents to ZooKeeper (mutual TLS; with --zk-tls-key).
-    #[arg(long, env = "WEIR_ZK_TLS_CERT", value_name = "PEM", requires = "zk_tls_key")]
-    zk_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "WEIR_ZK_TLS_CERT", value_name = "PEM", value_parser = Pem::certificates)]
+    zk_tls_cert: Option<Pem>,
     /// PEM private key of --zk-tls-cert.
-    #[arg(long, env = "WEIR_ZK_TLS_KEY", value_name = "PEM", requires = "zk_tls_cert")]
-    zk_tls_key: Option<PathBuf>,
+    #[arg(long, env = "WEIR_ZK_TLS_KEY", value_name = "PEM", value_parser = Pem::private_key)]
+    zk_tls_key: Option<Pem>,
     /// How long to wait for ZooKeeper to answer before giving up.
     #[arg(long, env = "WEIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -134,32 +133,33 @@ impl ClusterArgs {
         })
     }
 
-    /// What the `--zk-tls-*` files say, read and checked here so that a
-    /// bad one is one line naming it, not a handshake that never ends.
+    /// What the `--zk-tls-*` files say, checked here so that a bad one is
+    /// one line naming it, not a handshake that never ends. (The files
+    /// themselves were read as the command line was parsed.)
     fn zk_tls(&self) -> anyhow::Result<Option<zookeeper_client::TlsOptions>> {
+        let identity = match (&self.zk_tls_cert, &self.zk_tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("--zk-tls-cert and --zk-tls-key go together: give both, or neither"),
+        };
         let Some(ca) = &self.zk_tls_ca else {
             anyhow::ensure!(
-                self.zk_tls_cert.is_none(),
+                identity.is_none(),
                 "--zk-tls-cert needs --zk-tls-ca, the CA of the ZooKeeper servers' certificates"
             );
             return Ok(None);
         };
-        let read = |flag: &str, path: &PathBuf| {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {flag} {}", path.display()))
-        };
         let mut tls = zookeeper_client::TlsOptions::new()
-            .with_pem_ca(&read("--zk-tls-ca", ca)?)
-            .map_err(|e| anyhow::anyhow!("--zk-tls-ca {}: {e} (expected PEM certificates)", ca.display()))?;
-        if let (Some(cert), Some(key)) = (&self.zk_tls_cert, &self.zk_tls_key) {
-            tls = tls
-                .with_pem_identity(&read("--zk-tls-cert", cert)?, &read("--zk-tls-key", key)?)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "--zk-tls-cert {} with --zk-tls-key {}: {e} (expected a PEM certificate and its PEM private key)",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
+            .with_pem_ca(&ca.text)
+            .map_err(|e| anyhow::anyhow!("--zk-tls-ca {}: {e} (expected PEM certificates)", ca.path))?;
+        if let Some((cert, key)) = identity {
+            tls = tls.with_pem_identity(&cert.text, &key.text).map_err(|e| {
+                anyhow::anyhow!(
+                    "--zk-tls-cert {} with --zk-tls-key {}: {e} (expected a PEM certificate and its PEM private key)",
+                    cert.path,
+                    key.path
+                )
+            })?;
         }
         Ok(Some(tls))
     }
@@ -185,6 +185,35 @@ impl ClusterArgs {
     /// Opens a session for a one-shot command.
     async fn connect(&self) -> anyhow::Result<zookeeper_client::Client> {
         Ok(zookeeper::connect(&self.zk()?, self.connect_timeout, "--connect-timeout").await?)
+    }
+}
+
+/// A PEM file, read as the command line is parsed (before any async
+/// thread runs), and checked to hold what its flag wants.
+#[derive(Debug, Clone)]
+struct Pem {
+    path: String,
+    text: String,
+}
+
+impl Pem {
+    fn read(path: &str, wanted: &str, what: &str) -> Result<Pem, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        if !text.contains(wanted) {
+            return Err(format!("{path} holds no {what} (no `{wanted}` line)"));
+        }
+        Ok(Pem {
+            path: path.to_string(),
+            text,
+        })
+    }
+
+    fn certificates(path: &str) -> Result<Pem, String> {
+        Pem::read(path, "-----BEGIN CERTIFICATE-----", "PEM certificate")
+    }
+
+    fn private_key(path: &str) -> Result<Pem, String> {
+        Pem::read(path, "PRIVATE KEY-----", "PEM private key")
     }
 }
 

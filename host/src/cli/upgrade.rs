@@ -148,7 +148,7 @@ async fn replace(
         );
     }
     if let Some(task) = read_job(&client, &layout, name)
-        .await
+        .await?
         .and_then(|job| job.tasks.into_iter().find(|t| t.last_checkpoint.is_none()))
         .filter(|_| old.from_savepoint.is_none())
     {
@@ -239,7 +239,7 @@ async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec
         {
             return TrialEnd::Replaced;
         }
-        if let Some(job) = read_job(client, layout, &spec.name).await {
+        if let Ok(Some(job)) = read_job(client, layout, &spec.name).await {
             published |= job.tasks.iter().any(|t| t.last_checkpoint.is_some());
             if job.state == JobState::Failed {
                 let why = job.error.unwrap_or_else(|| "no reason given".into());

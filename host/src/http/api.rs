@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +21,7 @@ use serde::Serialize;
 use zookeeper_client as zkc;
 
 use super::HttpState;
-use crate::coord::zookeeper::{self, ZkError, ZkSettings};
+use crate::coord::zookeeper::{self, ZkSettings};
 use crate::ha::Layout;
 use crate::savepoint;
 use crate::spec::validate_job_name;
@@ -27,7 +29,17 @@ use crate::storage::Storage;
 use crate::views::{self, SavepointView};
 
 /// How long the API waits for ZooKeeper to answer a connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a failed connect the API answers 503 without trying
+/// again, so a dashboard polling an unreachable ensemble is told at once.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The API's session, or why the last try to open one failed, and when.
+#[derive(Default)]
+struct Session {
+    client: Option<zkc::Client>,
+    failed: Option<(Instant, String)>,
+}
 
 /// Reads the cluster for the API: the ZooKeeper settings and storage dir
 /// the supervisor runs with, and the API's session once open.
@@ -36,7 +48,7 @@ pub struct ClusterReader {
     layout: Layout,
     cluster_id: String,
     storage: Storage,
-    client: tokio::sync::Mutex<Option<zkc::Client>>,
+    session: tokio::sync::Mutex<Session>,
 }
 
 impl ClusterReader {
@@ -47,19 +59,34 @@ impl ClusterReader {
             layout,
             cluster_id,
             storage,
-            client: tokio::sync::Mutex::new(None),
+            session: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The API's session: the open one, or a new one if it has ended.
-    async fn client(&self) -> Result<zkc::Client, ZkError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.state().is_terminated()) {
+    /// The API's session: the open one, or a new one if it has ended
+    /// (unless the last try failed under [`RETRY_AFTER`] ago).
+    async fn client(&self) -> Result<zkc::Client, String> {
+        let mut session = self.session.lock().await;
+        if let Some(client) = session.client.as_ref().filter(|c| !c.state().is_terminated()) {
             return Ok(client.clone());
         }
-        let client = zookeeper::connect(&self.zk, CONNECT_TIMEOUT, "the REST API's connect timeout").await?;
-        *slot = Some(client.clone());
-        Ok(client)
+        if let Some((_, why)) = session.failed.as_ref().filter(|(at, _)| at.elapsed() < RETRY_AFTER) {
+            return Err(why.clone());
+        }
+        match zookeeper::connect(&self.zk, CONNECT_TIMEOUT, "the REST API's connect timeout").await {
+            Ok(client) => {
+                *session = Session {
+                    client: Some(client.clone()),
+                    failed: None,
+                };
+                Ok(client)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                session.failed = Some((Instant::now(), why.clone()));
+                Err(why)
+            }
+        }
     }
 }
 
@@ -98,7 +125,7 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 /// ZooKeeper did not answer: 503, since the next try may work.
-fn unavailable(e: ZkError) -> Response {
+fn unavailable(e: impl std::fmt::Display) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
@@ -126,11 +153,11 @@ async fn not_found() -> Response {
 
 async fn cluster(State(state): State<Arc<HttpState>>) -> Response {
     let reader = &state.cluster;
-    let read = async {
-        let client = reader.client().await?;
-        views::read_cluster(&client, &reader.layout, &reader.cluster_id).await
+    let client = match reader.client().await {
+        Ok(client) => client,
+        Err(e) => return unavailable(e),
     };
-    match read.await {
+    match views::read_cluster(&client, &reader.layout, &reader.cluster_id).await {
         Ok(view) => json(StatusCode::OK, &view),
         Err(e) => unavailable(e),
     }
@@ -138,11 +165,11 @@ async fn cluster(State(state): State<Arc<HttpState>>) -> Response {
 
 async fn jobs(State(state): State<Arc<HttpState>>) -> Response {
     let reader = &state.cluster;
-    let read = async {
-        let client = reader.client().await?;
-        views::read_jobs(&client, &reader.layout).await
+    let client = match reader.client().await {
+        Ok(client) => client,
+        Err(e) => return unavailable(e),
     };
-    match read.await {
+    match views::read_jobs(&client, &reader.layout).await {
         Ok(views) => json(StatusCode::OK, &views),
         Err(e) => unavailable(e),
     }
@@ -158,8 +185,9 @@ async fn job(State(state): State<Arc<HttpState>>, Path(name): Path<String>) -> R
         Err(e) => return unavailable(e),
     };
     match views::read_job(&client, &reader.layout, &name).await {
-        Some(view) => json(StatusCode::OK, &view),
-        None => no_job(&name),
+        Ok(Some(view)) => json(StatusCode::OK, &view),
+        Ok(None) => no_job(&name),
+        Err(e) => unavailable(e),
     }
 }
 

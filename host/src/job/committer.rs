@@ -236,6 +236,15 @@ impl<'a> Committer<'a> {
                     Ok(version) => Ok(Some(CommitEvent::PointerWritten { version })),
                     Err(e) => {
                         self.state.step(CommitEvent::PointerRefused);
+                        let why = format!("its pointer was not written: {e}");
+                        record(
+                            self.ctx,
+                            self.task,
+                            self.uploaded.take(),
+                            self.barrier_taken,
+                            self.checkpoint_bytes,
+                            Some(why),
+                        );
                         Err(e)
                     }
                 }
@@ -259,6 +268,15 @@ impl<'a> Committer<'a> {
                 };
                 if let Err(e) = published {
                     self.state.step(CommitEvent::PublishFailed);
+                    let why = format!("its output was not published: {e}");
+                    record(
+                        self.ctx,
+                        self.task,
+                        self.uploaded.take(),
+                        self.barrier_taken,
+                        self.checkpoint_bytes,
+                        Some(why),
+                    );
                     return Err(AttemptError::Failed(anyhow::Error::new(e).context(format!(
                         "publishing at sink byte {} (dead letters: {})",
                         at.main, at.dead_letters

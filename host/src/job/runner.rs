@@ -137,6 +137,8 @@ pub async fn run(
             staged.refused(&batch, &out.rejected, on_error, &position)?;
             if let Some(table) = table {
                 let unfit = table.take_unfit(&mut staged.output, from);
+                // Refused by the table: counted as rejected, not as out.
+                staged.counts.records_out -= unfit.len() as u64;
                 staged.unfit(unfit, on_error)?;
             }
         }
