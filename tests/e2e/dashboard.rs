@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{http_get, installed, job_wasm, metric_in, wait_for, Cluster};
+use crate::harness::{http_get, installed, metric_in, wait_for, Cluster};
 
 /// A GET's status code and JSON body.
 fn get_json(address: &str, path: &str) -> (u16, Value) {
@@ -66,22 +66,8 @@ fn page_leader(address: &str, profile: &Path) -> (String, String) {
 fn the_api_and_the_dashboard_show_the_cluster_and_follow_a_leader_failover() {
     let mut cluster = Cluster::with_session_timeout("2s");
     let pids = [cluster.start_supervisor(), cluster.start_supervisor()];
-    let wasm = job_wasm("counter");
     let sink = format!("file:{}", cluster.path("shown-{task}.out").display());
-    cluster.weir_ok(&[
-        "deploy",
-        wasm.to_str().unwrap(),
-        "--name",
-        "shown",
-        "--sink",
-        &sink,
-        "--source",
-        "sequence:rate=5000",
-        "--checkpoint-interval",
-        "200ms",
-        "--parallelism",
-        "2",
-    ]);
+    cluster.deploy("counter", "shown", &["--parallelism", "2", "--sink", &sink]);
     let leader = cluster.leader_pid_after(None);
     let follower = *pids.iter().find(|p| **p != leader).unwrap();
     let addresses: Vec<String> = pids.iter().map(|pid| cluster.http_address(*pid)).collect();

@@ -83,7 +83,7 @@ pub struct Committer<'a> {
     /// Bytes the checkpoint being committed writes, another metric.
     checkpoint_bytes: u64,
     /// The checkpoint being committed, for its line in the history.
-    uploaded: Option<CheckpointRef>,
+    uploaded: Option<Uploaded>,
     sink: Outputs,
     /// How long one checkpoint may take to reach the storage dir.
     upload_deadline: std::time::Duration,
@@ -203,7 +203,11 @@ impl<'a> Committer<'a> {
                 };
                 let output_len = checkpoint.output.len();
                 self.checkpoint_bytes = checkpoint.snapshot.len() as u64 + output_len.main + output_len.dead_letters;
-                self.uploaded = Some(checkpoint.meta.checkpoint);
+                self.uploaded = Some(Uploaded {
+                    checkpoint: checkpoint.meta.checkpoint,
+                    barrier_taken: self.barrier_taken,
+                    bytes: self.checkpoint_bytes,
+                });
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
                     Ok(()) => CommitEvent::Uploaded,
                     Err(e) => {
@@ -212,14 +216,7 @@ impl<'a> Committer<'a> {
                             checkpoint = checkpoint.meta.checkpoint.id,
                             "checkpoint failed, the job keeps running and the next checkpoint carries its output: {e}"
                         );
-                        record(
-                            self.ctx,
-                            self.task,
-                            self.uploaded.take(),
-                            self.barrier_taken,
-                            self.checkpoint_bytes,
-                            Some(e.to_string()),
-                        );
+                        record(self.ctx, self.task, self.uploaded.take(), Some(e.to_string()));
                         CommitEvent::UploadFailed
                     }
                 }))
@@ -237,14 +234,7 @@ impl<'a> Committer<'a> {
                     Err(e) => {
                         self.state.step(CommitEvent::PointerRefused);
                         let why = format!("its pointer was not written: {e}");
-                        record(
-                            self.ctx,
-                            self.task,
-                            self.uploaded.take(),
-                            self.barrier_taken,
-                            self.checkpoint_bytes,
-                            Some(why),
-                        );
+                        record(self.ctx, self.task, self.uploaded.take(), Some(why));
                         Err(e)
                     }
                 }
@@ -269,14 +259,7 @@ impl<'a> Committer<'a> {
                 if let Err(e) = published {
                     self.state.step(CommitEvent::PublishFailed);
                     let why = format!("its output was not published: {e}");
-                    record(
-                        self.ctx,
-                        self.task,
-                        self.uploaded.take(),
-                        self.barrier_taken,
-                        self.checkpoint_bytes,
-                        Some(why),
-                    );
+                    record(self.ctx, self.task, self.uploaded.take(), Some(why));
                     return Err(AttemptError::Failed(anyhow::Error::new(e).context(format!(
                         "publishing at sink byte {} (dead letters: {})",
                         at.main, at.dead_letters
@@ -291,14 +274,7 @@ impl<'a> Committer<'a> {
                     .last_publish_duration_ms
                     .set(started.elapsed().as_millis() as i64);
                 self.metrics.checkpoints_committed.inc();
-                record(
-                    self.ctx,
-                    self.task,
-                    self.uploaded.take(),
-                    self.barrier_taken,
-                    self.checkpoint_bytes,
-                    None,
-                );
+                record(self.ctx, self.task, self.uploaded.take(), None);
                 let counts = std::mem::take(&mut self.counts);
                 self.metrics.records_rejected.inc_by(counts.rejected);
                 self.metrics.records_late.inc_by(counts.late);
@@ -348,17 +324,22 @@ fn group_offsets(source: &SourceSpec) -> Option<GroupOffsets> {
         .ok()
 }
 
-/// Puts a checkpoint that committed (no error) or failed in the
-/// supervisor's history.
-fn record(
-    ctx: &WorkerContext,
-    task: &Task,
-    checkpoint: Option<CheckpointRef>,
+/// The checkpoint being committed, as its line in the history needs it.
+struct Uploaded {
+    checkpoint: CheckpointRef,
     barrier_taken: Instant,
     bytes: u64,
-    error: Option<String>,
-) {
-    let Some(checkpoint) = checkpoint else {
+}
+
+/// Puts a checkpoint that committed (no error) or failed in the
+/// supervisor's history.
+fn record(ctx: &WorkerContext, task: &Task, uploaded: Option<Uploaded>, error: Option<String>) {
+    let Some(Uploaded {
+        checkpoint,
+        barrier_taken,
+        bytes,
+    }) = uploaded
+    else {
         return;
     };
     let record = CheckpointRecord {
