@@ -132,7 +132,7 @@ impl Context {
             match core::mem::replace(&mut self.packed, Packed::Empty) {
                 Packed::Ints(ints) => ints.into_iter().for_each(|n| records.push(Record::from_int(n))),
                 Packed::Texts(texts) => {
-                    crate::glue::unpack(&texts).for_each(|text| records.push(Record::from_bytes(text)))
+                    crate::instance::unpack(&texts).for_each(|text| records.push(Record::from_bytes(text)))
                 }
                 Packed::Empty | Packed::Records(_) => {}
             }

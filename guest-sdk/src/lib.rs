@@ -31,6 +31,7 @@ mod emit;
 mod error;
 #[doc(hidden)]
 pub mod glue;
+mod instance;
 mod record;
 mod state;
 pub mod testing;
@@ -89,6 +90,19 @@ pub trait Job: Default + serde::Serialize + serde::de::DeserializeOwned + 'stati
     /// field renamed or its type changed), and convert in [`Job::migrate`].
     /// A module refuses state of a version newer than its own.
     const STATE_VERSION: u32 = 1;
+
+    /// Whether the job keeps one instance of its state per source
+    /// partition, rather than one per task. Each record goes to the
+    /// instance of its partition (`Record::partition`; records without one
+    /// to partition 0's), with its own timers; watermarks go to every
+    /// instance. The state of a partition then moves with it, so `weir
+    /// rescale` can regroup a Kafka topic's partitions over another number
+    /// of tasks and keep each one's state: Kafka Streams keeps its stores
+    /// per partition for the same reason. Turn it on for state kept per
+    /// key (a key stays in its partition); leave it off for a total over
+    /// every record a task reads, which would become one per partition.
+    /// Changing it makes old state unreadable: the restore refuses it.
+    const PARTITIONED_STATE: bool = false;
 
     /// Builds the job's state from state an older version stored
     /// (`from_version` < [`Job::STATE_VERSION`]), typically by decoding the
@@ -341,7 +355,7 @@ mod tests {
             data: b"x".to_vec(),
             ends: vec![5],
         };
-        assert_eq!(glue::unpack(&bad).collect::<Vec<_>>(), vec![&b""[..]]);
+        assert_eq!(instance::unpack(&bad).collect::<Vec<_>>(), vec![&b""[..]]);
         let records = bindings::weir::job::types::Records {
             data: b"x".to_vec(),
             ends: vec![9, 1],

@@ -9,6 +9,13 @@
 //! A snapshot without the magic was written by weir-guest 0.3 (postcard,
 //! which stores no names, so a changed type would be misread): it is read
 //! as version 1, into a module still at version 1, as the type it was.
+//!
+//! A job with [`crate::Job::PARTITIONED_STATE`] stores one such snapshot
+//! per source partition, behind [`PARTITIONS_MAGIC`] and the number of
+//! sections (u32 LE): each section is the partition (u32 LE), its length
+//! (u32 LE) and its snapshot. The
+//! supervisor reads this framing (and nothing inside a section) to regroup
+//! partitions over another number of tasks on `weir rescale`.
 
 use alloc::format;
 use alloc::string::String;
@@ -23,6 +30,8 @@ use crate::Job;
 /// The start of every snapshot this SDK writes; `s1` is the layout's version.
 const MAGIC: &[u8; 8] = b"\0weir-s1";
 const HEADER: usize = MAGIC.len() + 8;
+/// The start of a snapshot kept per partition; `p1` is the layout's version.
+const PARTITIONS_MAGIC: &[u8; 8] = b"\0weir-p1";
 
 /// The state an older version of the job stored, as [`Job::migrate`] gets it.
 pub struct StoredState<'a> {
@@ -70,7 +79,66 @@ pub(crate) fn encode<J: Job>(job: &J, timers: &Timers, watermark: Option<i64>) -
     out
 }
 
+/// A snapshot of each partition's state, in partition order.
+pub(crate) fn encode_partitions(sections: impl ExactSizeIterator<Item = (u32, Vec<u8>)>) -> Vec<u8> {
+    let mut out = PARTITIONS_MAGIC.to_vec();
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (partition, section) in sections {
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&(section.len() as u32).to_le_bytes());
+        out.extend_from_slice(&section);
+    }
+    out
+}
+
+/// The sections of a snapshot kept per partition.
+pub(crate) fn decode_partitions(snapshot: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
+    let Some(rest) = snapshot.strip_prefix(PARTITIONS_MAGIC) else {
+        return Err(
+            "the state was kept per task, and this module keeps it per source partition \
+                    (Job::PARTITIONED_STATE), so it cannot tell whose it is: deploy this module without \
+                    --from-savepoint, or keep PARTITIONED_STATE off"
+                .into(),
+        );
+    };
+    let Some((count, mut rest)) = rest.split_first_chunk::<4>() else {
+        return Err("cannot decode snapshot: it ends inside its header".into());
+    };
+    let count = u32::from_le_bytes(*count);
+    let mut sections = Vec::new();
+    for _ in 0..count {
+        let word = |at: usize| {
+            rest.get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let (Some(partition), Some(len)) = (word(0), word(4)) else {
+            return Err("cannot decode snapshot: it ends inside a partition's header".into());
+        };
+        let Some((section, after)) = rest[8..].split_at_checked(len as usize) else {
+            return Err(format!(
+                "cannot decode snapshot: partition {partition}'s state ({len} bytes) runs past its end"
+            ));
+        };
+        sections.push((partition, section));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "cannot decode snapshot: {} bytes after its last partition",
+            rest.len()
+        ));
+    }
+    Ok(sections)
+}
+
 pub(crate) fn decode<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
+    if snapshot.starts_with(PARTITIONS_MAGIC) {
+        return Err(
+            "the state was kept per source partition (by a module with Job::PARTITIONED_STATE), and \
+                    this module keeps one per task: set PARTITIONED_STATE = true in its Job"
+                .into(),
+        );
+    }
     let Some(rest) = snapshot.strip_prefix(MAGIC) else {
         return decode_legacy(snapshot);
     };

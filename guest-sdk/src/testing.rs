@@ -16,8 +16,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::bindings::weir::job::types::{Batch, Header, Records, Rejection, Texts};
-use crate::timers::Timers;
-use crate::{glue, state, Job, Record, Value};
+use crate::instance::{unpack, Instance};
+use crate::{Job, Record, Value};
 
 std::thread_local! {
     /// The processing time a harness on this thread set, if one did.
@@ -32,12 +32,9 @@ pub(crate) fn now() -> Option<u64> {
 
 /// A job under test, with the settings it was configured with.
 pub struct Harness<J: Job> {
-    job: J,
+    pub(crate) instance: Instance<J>,
     config: Vec<(String, String)>,
     watermark: Option<i64>,
-    /// The newest watermark passed to the job, as a supervisor keeps it.
-    last_watermark: Option<i64>,
-    timers: Timers,
     /// When the job last asked to be woken.
     wake_at: Option<u64>,
 }
@@ -50,18 +47,16 @@ impl<J: Job> Harness<J> {
 
     /// The job configured with `config`, as `--config key=value` gives it.
     pub fn with_config(config: &[(&str, &str)]) -> Result<Harness<J>, String> {
-        Harness::with_job(J::default(), config)
+        Harness::with_instance(Instance::default(), config)
     }
 
-    fn with_job(mut job: J, config: &[(&str, &str)]) -> Result<Harness<J>, String> {
+    fn with_instance(mut instance: Instance<J>, config: &[(&str, &str)]) -> Result<Harness<J>, String> {
         let config: Vec<(String, String)> = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        job.init(&config)?;
+        instance.init(&config)?;
         Ok(Harness {
-            job,
+            instance,
             config,
             watermark: None,
-            last_watermark: None,
-            timers: Timers::default(),
             wake_at: None,
         })
     }
@@ -103,11 +98,7 @@ impl<J: Job> Harness<J> {
 
     /// Runs one batch of `inputs` through the job.
     pub fn process(&mut self, inputs: &[Input]) -> Output {
-        let sdk = glue::Instance {
-            last_watermark: &mut self.last_watermark,
-            timers: &mut self.timers,
-        };
-        let out = glue::process_batch(&mut self.job, &batch(inputs), self.watermark, sdk);
+        let out = self.instance.process_batch(&batch(inputs), self.watermark);
         self.wake_at = out.wake_at;
         let (late, rejected) = out.rejected.into_iter().partition::<Vec<_>, _>(|r| r.late);
         let by_index = |r: Vec<Rejection>| r.into_iter().map(|r| (r.index as usize, r.reason)).collect();
@@ -130,19 +121,33 @@ impl<J: Job> Harness<J> {
     /// it, `N`, configured with `config`, as `weir upgrade` does: a test
     /// that [`Job::migrate`] reads the old state, or that `N` refuses it.
     pub fn upgrade<N: Job>(&self, config: &[(&str, &str)]) -> Result<Harness<N>, String> {
-        let snapshot = state::encode(&self.job, &self.timers, self.last_watermark);
-        let (job, sdk) = state::decode::<N>(&snapshot)?;
-        let mut upgraded = Harness::<N>::with_job(job, config)?;
-        upgraded.timers = sdk.timers;
-        upgraded.last_watermark = sdk.watermark;
+        let restored = Instance::<N>::restore(&self.instance.snapshot())?;
+        let mut upgraded = Harness::<N>::with_instance(restored, config)?;
         upgraded.watermark = self.watermark;
-        upgraded.wake_at = upgraded.timers.wake_at();
+        upgraded.wake_at = upgraded
+            .instance
+            .slots()
+            .values()
+            .filter_map(|s| s.timers.wake_at())
+            .min();
         Ok(upgraded)
     }
 
-    /// The job's state.
+    /// The job's state: its one instance, or, with
+    /// [`Job::PARTITIONED_STATE`], the instance of the lowest partition
+    /// seen (see [`Harness::partition`]); a partitioned job that has seen
+    /// no record has none, and this panics.
     pub fn job(&self) -> &J {
-        &self.job
+        let first = self.instance.slots().values().next();
+        &first
+            .expect("a job with PARTITIONED_STATE has no state before its first record")
+            .job
+    }
+
+    /// With [`Job::PARTITIONED_STATE`], the state of the instance that
+    /// keeps `partition`'s records, once one came.
+    pub fn partition(&self, partition: u32) -> Option<&J> {
+        self.instance.slots().get(&partition).map(|slot| &slot.job)
     }
 }
 
@@ -349,7 +354,7 @@ fn emitted(batch: &Batch) -> Vec<Emitted> {
     };
     match batch {
         Batch::Ints(ints) => ints.iter().map(|n| plain(alloc::format!("{n}").into_bytes())).collect(),
-        Batch::Texts(texts) => glue::unpack(texts).map(|t| plain(t.to_vec())).collect(),
+        Batch::Texts(texts) => unpack(texts).map(|t| plain(t.to_vec())).collect(),
         Batch::Records(records) => (0..records.len())
             .map(|i| {
                 let r = records.get(i);

@@ -51,6 +51,11 @@ impl Timers {
         due
     }
 
+    /// Keeps the timers the job set through `ctx` since the last take.
+    pub(crate) fn take(&mut self, ctx: &mut crate::Context) {
+        ctx.timers.drain(..).for_each(|t| self.set(t));
+    }
+
     /// The earliest processing-time timer: when the host must wake the job.
     pub(crate) fn wake_at(&self) -> Option<u64> {
         self.processing.first().copied()
