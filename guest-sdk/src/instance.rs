@@ -102,6 +102,8 @@ impl<J: Job> Instance<J> {
             Batch::Records(records) if J::PARTITIONED_STATE => {
                 self.process_by_partition(records, &mut ctx, &mut rejected)
             }
+            // No records (time passing): no partition's instance to make.
+            _ if J::PARTITIONED_STATE && batch_len(input) == 0 => {}
             _ => match self.slot(0) {
                 Ok(slot) => {
                     process_all(&mut slot.job, input, &mut ctx, &mut rejected);
@@ -369,6 +371,10 @@ mod tests {
             .map(|(p, s)| (p, s.to_vec()))
             .collect();
         sections.sort_by_key(|(p, _)| *p);
+        // Time passing with no records makes no instance.
+        let mut idle = Harness::<PerKey>::new().unwrap();
+        idle.advance_watermark(5);
+        assert!(idle.partition(0).is_none());
         let merged = Instance::<PerKey>::restore(&state::encode_partitions(sections.clone().into_iter())).unwrap();
         assert_eq!(merged.last_watermark, Some(500));
         assert_eq!(merged.slots.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);

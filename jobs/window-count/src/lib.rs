@@ -24,10 +24,6 @@ struct Keyed<'a> {
 }
 
 impl Job for WindowCount {
-    // Counts are per key, and a key stays in its partition: `weir rescale`
-    // can regroup them.
-    const PARTITIONED_STATE: bool = true;
-
     fn init(&mut self, config: &Config) -> Result<(), String> {
         self.window_ms = config_value(config, "window_ms")?.unwrap_or(1000);
         Ok(())

@@ -12,10 +12,6 @@ struct WordCount {
 }
 
 impl Job for WordCount {
-    // Counts are per key, and a key stays in its partition: `weir rescale`
-    // can regroup them.
-    const PARTITIONED_STATE: bool = true;
-
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let line = record.text()?;
         for word in line.split_whitespace() {
