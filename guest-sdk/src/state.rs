@@ -107,14 +107,10 @@ pub(crate) fn decode_partitions(snapshot: &[u8]) -> Result<Vec<(u32, &[u8])>, St
     let count = u32::from_le_bytes(*count);
     let mut sections = Vec::new();
     for _ in 0..count {
-        let word = |at: usize| {
-            rest.get(at..at + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-        };
-        let (Some(partition), Some(len)) = (word(0), word(4)) else {
+        let Some((partition, len, body)) = two_words(rest) else {
             return Err("cannot decode snapshot: it ends inside a partition's header".into());
         };
-        let Some((section, after)) = rest[8..].split_at_checked(len as usize) else {
+        let Some((section, after)) = body.split_at_checked(len as usize) else {
             return Err(format!(
                 "cannot decode snapshot: partition {partition}'s state ({len} bytes) runs past its end"
             ));
@@ -131,6 +127,13 @@ pub(crate) fn decode_partitions(snapshot: &[u8]) -> Result<Vec<(u32, &[u8])>, St
     Ok(sections)
 }
 
+/// The two u32 LE words a header starts with, and what follows them.
+fn two_words(bytes: &[u8]) -> Option<(u32, u32, &[u8])> {
+    let (first, rest) = bytes.split_first_chunk::<4>()?;
+    let (second, rest) = rest.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*first), u32::from_le_bytes(*second), rest))
+}
+
 pub(crate) fn decode<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
     if snapshot.starts_with(PARTITIONS_MAGIC) {
         return Err(
@@ -142,14 +145,10 @@ pub(crate) fn decode<J: Job>(snapshot: &[u8]) -> Result<(J, Sdk), String> {
     let Some(rest) = snapshot.strip_prefix(MAGIC) else {
         return decode_legacy(snapshot);
     };
-    let word = |at: usize| {
-        rest.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
-    let (Some(version), Some(sdk_len)) = (word(0), word(4)) else {
+    let Some((version, sdk_len, body)) = two_words(rest) else {
         return Err("cannot decode snapshot: it ends inside its header".into());
     };
-    let Some((sdk, job)) = rest[8..].split_at_checked(sdk_len as usize) else {
+    let Some((sdk, job)) = body.split_at_checked(sdk_len as usize) else {
         return Err(format!(
             "cannot decode snapshot: its SDK part ({sdk_len} bytes) runs past its end"
         ));
