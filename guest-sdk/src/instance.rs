@@ -85,6 +85,11 @@ impl<J: Job> Instance<J> {
         Ok(self.slots.get_mut(&partition).expect("just made"))
     }
 
+    /// When the host must wake the job: its earliest processing-time timer.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.slots.values().filter_map(|s| s.timers.wake_at()).min()
+    }
+
     /// The instances, by partition.
     pub fn slots(&self) -> &BTreeMap<u32, Slot<J>> {
         &self.slots
@@ -134,7 +139,7 @@ impl<J: Job> Instance<J> {
             slot.timers.take(&mut ctx);
         }
         Output {
-            wake_at: self.slots.values().filter_map(|s| s.timers.wake_at()).min(),
+            wake_at: self.wake_at(),
             batch: ctx.finish(),
             rejected,
         }
