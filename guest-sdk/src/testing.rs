@@ -124,12 +124,7 @@ impl<J: Job> Harness<J> {
         let restored = Instance::<N>::restore(&self.instance.snapshot())?;
         let mut upgraded = Harness::<N>::with_instance(restored, config)?;
         upgraded.watermark = self.watermark;
-        upgraded.wake_at = upgraded
-            .instance
-            .slots()
-            .values()
-            .filter_map(|s| s.timers.wake_at())
-            .min();
+        upgraded.wake_at = upgraded.instance.wake_at();
         Ok(upgraded)
     }
 
