@@ -15,6 +15,7 @@ pub(crate) mod history;
 pub(crate) mod http;
 pub mod job;
 pub(crate) mod metrics;
+pub(crate) mod regroup;
 pub mod runtime;
 pub(crate) mod savepoint;
 #[cfg(test)]

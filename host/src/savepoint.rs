@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointRef, CheckpointStore};
-use crate::spec::Lineage;
+use crate::regroup::{self, TaskStart};
+use crate::spec::{Lineage, Share};
 use crate::storage::{Storage, StorageError};
 
 /// Where savepoints live in a storage dir.
@@ -70,6 +71,19 @@ pub enum SavepointError {
         /// Why.
         source: CheckpointError,
     },
+    /// A task of a job started from it with another task count has no
+    /// checkpoint of its own yet: its start is spread over the savepoint's
+    /// tasks, and copying one of them would lose the others' part.
+    #[error(
+        "task {task} has not checkpointed since the job was regrouped from savepoint {dir}; \
+         take the savepoint once it has (`weir jobs`), or deploy again from {dir} with the same --parallelism"
+    )]
+    Regrouped {
+        /// The savepoint the job started from.
+        dir: String,
+        /// Which task.
+        task: usize,
+    },
     /// The storage dir failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -113,18 +127,26 @@ pub async fn copy_task(
         .map_err(wrap)
 }
 
-/// Copies task `task`'s checkpoint in the savepoint at `savepoint` into
+/// Copies task `share`'s checkpoint in the savepoint at `savepoint` into
 /// the savepoint at `dir`: for a task of a job started from a savepoint
 /// that stopped before a checkpoint of its own, where it stands is where
-/// it started. Returns the checkpoint.
+/// it started (unless the job was started with another task count).
+/// Returns the checkpoint.
 pub async fn carry_task(
     from: &Storage,
     savepoint: &str,
-    task: usize,
+    share: Share,
     to: &Storage,
     dir: &str,
 ) -> Result<CheckpointRef, SavepointError> {
     let manifest = manifest(from, savepoint).await?;
+    let task = share.index as usize;
+    if manifest.tasks.len() != share.of as usize {
+        return Err(SavepointError::Regrouped {
+            dir: savepoint.to_string(),
+            task,
+        });
+    }
     let Some(checkpoint) = manifest.tasks.get(task).copied() else {
         return Err(SavepointError::Corrupt {
             dir: savepoint.to_string(),
@@ -160,9 +182,37 @@ pub async fn manifest(storage: &Storage, dir: &str) -> Result<Manifest, Savepoin
     })
 }
 
-/// Task `task`'s checkpoint in the savepoint at `dir`, read and verified.
-pub async fn read_task(storage: &Storage, dir: &str, task: usize) -> Result<Checkpoint, SavepointError> {
+/// Where task `share` of a job started from the savepoint at `dir`
+/// starts: its task's checkpoint, or, when the savepoint has another
+/// number of tasks, the old tasks' checkpoints regrouped.
+pub async fn read_start(storage: &Storage, dir: &str, share: Share) -> Result<TaskStart, SavepointError> {
     let manifest = manifest(storage, dir).await?;
+    let old_tasks = manifest.tasks.len() as u32;
+    if old_tasks == share.of {
+        return Ok(TaskStart::whole(
+            read_checkpoint(storage, dir, &manifest, share.index as usize).await?,
+        ));
+    }
+    let mut old = Vec::new();
+    for task in regroup::sources(old_tasks, share) {
+        old.push((task, read_checkpoint(storage, dir, &manifest, task as usize).await?));
+    }
+    regroup::regroup(share, old).map_err(|reason| SavepointError::Corrupt {
+        dir: dir.to_string(),
+        reason: format!(
+            "its tasks cannot be regrouped into {} for task {}: {reason}",
+            share.of, share.index
+        ),
+    })
+}
+
+/// Task `task`'s checkpoint in the savepoint at `dir` with `manifest`, read and verified.
+async fn read_checkpoint(
+    storage: &Storage,
+    dir: &str,
+    manifest: &Manifest,
+    task: usize,
+) -> Result<Checkpoint, SavepointError> {
     let Some(checkpoint) = manifest.tasks.get(task) else {
         return Err(SavepointError::Corrupt {
             dir: dir.to_string(),
@@ -242,20 +292,23 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            read_task(&storage, &dir, 0).await,
+            read_start(&storage, &dir, Share::WHOLE).await,
             Err(SavepointError::Missing { .. })
         ));
         assert!(list(&storage, "j").await.unwrap().is_empty());
 
         let manifest = manifest_of(vec![taken.meta.checkpoint]);
         finish(&storage, &dir, &manifest).await.unwrap();
-        let read = read_task(&storage, &dir, 0).await.unwrap();
+        let read = read_start(&storage, &dir, Share::WHOLE).await.unwrap().checkpoint;
         assert_eq!((&read.meta, &read.snapshot), (&taken.meta, &taken.snapshot));
         assert_eq!(
             list(&storage, "j").await.unwrap(),
             vec![(dir.clone(), manifest.clone())]
         );
-        let err = read_task(&storage, &dir, 1).await.unwrap_err().to_string();
+        let err = carry_task(&storage, &dir, Share { index: 1, of: 1 }, &storage, "elsewhere")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("it has 1 tasks, not a task 1"), "{err}");
         assert!(
             finish(&storage, &dir, &manifest).await.is_err(),
@@ -268,7 +321,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest);
-        assert_eq!(read_task(&elsewhere, &dir, 0).await.unwrap().snapshot, read.snapshot);
+        assert_eq!(
+            read_start(&elsewhere, &dir, Share::WHOLE)
+                .await
+                .unwrap()
+                .checkpoint
+                .snapshot,
+            read.snapshot
+        );
         assert_eq!(
             import(&storage, &elsewhere, &dir).await.unwrap(),
             manifest,

@@ -195,7 +195,7 @@ async fn copy_newest(
         let pointer = Pointer::decode(&data)?;
         let Some(newest) = pointer.latest() else {
             if let Some(started) = &spec.from_savepoint {
-                return Ok(savepoint::carry_task(from, started, task as usize, to, dir).await?);
+                return Ok(savepoint::carry_task(from, started, share, to, dir).await?);
             }
             bail!(
                 "task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs`)"

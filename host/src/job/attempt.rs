@@ -13,6 +13,7 @@ use crate::checkpoint::SinkPositions;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
 use crate::connectors::Outputs;
 use crate::coord::FencedOp;
+use crate::regroup::TaskStart;
 use crate::spec::JobState;
 use crate::storage::StorageError;
 
@@ -39,16 +40,8 @@ pub async fn run(
     // a stop takes effect meanwhile (nothing has run, nothing to commit),
     // once a sink write the restore began (cutting the sink back) is done,
     // so that it cannot land on a successor's output.
-    let owner = |suffix: &str| task.sink_owner(suffix);
     let index = task.share.index;
-    let dead_letters = spec
-        .on_error
-        .dead_letters()
-        .map(|s| ctx.executor.open_sink(&s.for_task(index), owner("/dead-letters")));
-    let mut sink = Outputs::new(
-        ctx.executor.open_sink(&spec.sink.for_task(index), owner("")),
-        dead_letters,
-    );
+    let mut sink = outputs_of(ctx, task, index);
     let mut stop_early = control.clone();
     let started = tokio::select! {
         biased;
@@ -146,6 +139,20 @@ pub async fn run(
     }
 }
 
+/// The outputs (sink and dead letters) of task `index` of `task`'s job.
+fn outputs_of(ctx: &WorkerContext, task: &Task, index: u32) -> Outputs {
+    let spec = &task.spec;
+    let dead_letters = spec.on_error.dead_letters().map(|s| {
+        ctx.executor
+            .open_sink(&s.for_task(index), task.sink_owner(index, "/dead-letters"))
+    });
+    Outputs::new(
+        ctx.executor
+            .open_sink(&spec.sink.for_task(index), task.sink_owner(index, "")),
+        dead_letters,
+    )
+}
+
 /// An attempt restored and loaded, not yet running.
 struct Started {
     pointer: Pointer,
@@ -172,7 +179,7 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
     let pointer = Pointer::decode(&data).map_err(failed)?;
     let checkpoints = CheckpointStore::new(ctx.storage.clone(), &spec.name, &task.deployment());
     let (restored_at, restored) = match restore_point(&checkpoints, &pointer, name).await? {
-        Some((index, checkpoint)) => (index, Some(checkpoint)),
+        Some((index, checkpoint)) => (index, Some(TaskStart::whole(checkpoint))),
         None => (0, from_savepoint(ctx, task).await?),
     };
 
@@ -185,15 +192,31 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
         version,
     };
     ctx.write_task(task, &[confirm]).await?;
+    // Old tasks a rescale left no room for: their last output lands
+    // before this task's first checkpoint, after which no restore
+    // brings it back.
+    for orphan in restored.iter().flat_map(|r| &r.orphans) {
+        outputs_of(ctx, task, orphan.task)
+            .recover(orphan.positions, orphan.output.clone())
+            .await
+            .map_err(|e| {
+                failed(anyhow::Error::new(e).context(format!("publishing old task {}'s last output", orphan.task)))
+            })?;
+    }
     let position = match &restored {
-        Some(c) => {
+        Some(TaskStart {
+            checkpoint: c,
+            carries_sink: true,
+            ..
+        }) => {
             sink.recover(c.meta.sink_positions(), c.output.clone())
                 .await
                 .map_err(failed)?;
             c.meta.sink_positions() + c.output.len()
         }
-        None => sink.initial_position().await.map_err(failed)?,
+        _ => sink.initial_position().await.map_err(failed)?,
     };
+    let restored = restored.map(|r| r.checkpoint);
     let table = sink.table_shape();
     let batch_loop = ctx.executor.load(spec, task.share, restored.as_ref(), table).await?;
 
@@ -217,15 +240,16 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
     })
 }
 
-/// The savepoint's checkpoint of this task, for a job deployed from one
-/// whose task has no checkpoint of its own yet. One that cannot be read
-/// fails the attempt: starting from nothing would replay the whole source
-/// into a sink that already holds its output.
-async fn from_savepoint(ctx: &WorkerContext, task: &Task) -> Result<Option<Checkpoint>, AttemptError> {
+/// Where the savepoint starts this task, for a job deployed from one
+/// whose task has no checkpoint of its own yet (regrouped if the job has
+/// another task count). One that cannot be read fails the attempt:
+/// starting from nothing would replay the whole source into a sink that
+/// already holds its output.
+async fn from_savepoint(ctx: &WorkerContext, task: &Task) -> Result<Option<TaskStart>, AttemptError> {
     let Some(dir) = &task.spec.from_savepoint else {
         return Ok(None);
     };
-    let checkpoint = crate::savepoint::read_task(&ctx.storage, dir, task.share.index as usize)
+    let checkpoint = crate::savepoint::read_start(&ctx.storage, dir, task.share)
         .await
         .map_err(|e| failed(anyhow::Error::new(e)))?;
     tracing::info!(job = task.label(), savepoint = %dir, "starting from the savepoint");

@@ -107,14 +107,14 @@ impl Task {
         format!("{}/{}", self.spec.uid, self.share.index)
     }
 
-    /// Whose progress its sinks keep (`suffix` tells the job's outputs
-    /// apart): its own deployment's, or, started from a savepoint, the one
-    /// the savepoint came from, task for task.
-    pub fn sink_owner(&self, suffix: &str) -> SinkOwner {
+    /// Whose progress the sinks of task `index` of this job keep (`suffix`
+    /// tells the job's outputs apart): its own deployment's, or, started
+    /// from a savepoint, the one the savepoint came from, task for task.
+    pub fn sink_owner(&self, index: u32, suffix: &str) -> SinkOwner {
         let lineage = self.spec.lineage();
         SinkOwner {
             job: lineage.job,
-            deployment: format!("{}/{}{suffix}", lineage.uid, self.share.index),
+            deployment: format!("{}/{index}{suffix}", lineage.uid),
         }
     }
 }
