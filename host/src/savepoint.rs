@@ -206,6 +206,14 @@ pub async fn read_start(storage: &Storage, dir: &str, share: Share) -> Result<Ta
     })
 }
 
+/// Whether the state in the savepoint at `dir` is kept per source
+/// partition, so that it can follow its partitions to another task count.
+pub async fn is_regroupable(storage: &Storage, dir: &str) -> Result<bool, SavepointError> {
+    let manifest = manifest(storage, dir).await?;
+    let first = read_checkpoint(storage, dir, &manifest, 0).await?;
+    Ok(regroup::is_partitioned(&first.snapshot))
+}
+
 /// Task `task`'s checkpoint in the savepoint at `dir` with `manifest`, read and verified.
 async fn read_checkpoint(
     storage: &Storage,

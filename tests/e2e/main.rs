@@ -24,6 +24,7 @@ mod kafka;
 mod partition;
 mod pipeline;
 mod postgres;
+mod rescale;
 mod savepoint;
 mod scale;
 mod storage;

@@ -104,7 +104,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     refused(
         &template,
         &["--parallelism", "3", "--from-savepoint", &dir],
-        "has 2 tasks",
+        "has 2 tasks, and only a Kafka topic's partitions can be regrouped",
     );
     refused(&other, &["--from-savepoint", &dir], "give it the same --sink");
     refused(

@@ -190,14 +190,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         None => None,
     };
     let parallelism = match (&savepoint, args.parallelism) {
-        (Some(s), Some(n)) if n as usize != s.manifest.tasks.len() => bail!(
-            "--parallelism {n}: savepoint {} has {} tasks, and each restores into its own; deploy it with --parallelism {}",
-            s.dir,
-            s.manifest.tasks.len(),
-            s.manifest.tasks.len()
-        ),
-        (Some(s), _) => s.manifest.tasks.len() as u32,
-        (None, n) => n.unwrap_or(1),
+        (Some(s), None) => s.manifest.tasks.len() as u32,
+        (_, n) => n.unwrap_or(1),
     };
     let spec = JobSpec {
         name: name.clone(),
@@ -220,6 +214,28 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         created_ms: now_ms(),
     };
     spec.check_parallelism()?;
+    if let Some(s) = savepoint
+        .as_ref()
+        .filter(|s| s.manifest.tasks.len() != spec.parallelism as usize)
+    {
+        let tasks = s.manifest.tasks.len();
+        let why = match check_regroup(&spec) {
+            Err(why) => Some(why),
+            Ok(()) => {
+                let partitioned = crate::savepoint::is_regroupable(s.elsewhere.as_ref().unwrap_or(&storage), &s.dir)
+                    .await
+                    .with_context(|| format!("--from-savepoint {}", s.dir))?;
+                (!partitioned).then_some(STATE_PER_TASK)
+            }
+        };
+        if let Some(why) = why {
+            bail!(
+                "--parallelism {}: savepoint {} has {tasks} tasks, and {why}; give it --parallelism {tasks}",
+                spec.parallelism,
+                s.dir
+            );
+        }
+    }
     if let Some(s) = savepoint.as_ref().filter(|s| s.manifest.sinks != spec.sinks()) {
         bail!(
             "--from-savepoint {}: its positions are in the sinks of job `{}` ({}), and a job started from it carries \
@@ -402,6 +418,19 @@ pub(super) async fn write_spec(
     }
     Ok(())
 }
+
+/// Why `spec`'s source cannot be regrouped over another task count, if
+/// it cannot: a Kafka topic's partitions can, over any count.
+pub(super) fn check_regroup(spec: &JobSpec) -> Result<(), &'static str> {
+    match spec.source {
+        SourceSpec::Kafka { .. } => Ok(()),
+        _ => Err("only a Kafka topic's partitions can be regrouped over another number of tasks"),
+    }
+}
+
+/// Why state that is kept per task cannot be regrouped.
+pub(super) const STATE_PER_TASK: &str = "its state is kept per task, not per source partition, so it cannot follow \
+     its partitions (a job keeps it per partition when its Job impl sets `const PARTITIONED_STATE: bool = true`)";
 
 /// The savepoint a deploy starts from.
 struct SavepointSource {

@@ -64,6 +64,8 @@ enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Change a running job's settings, keeping its state: an upgrade to the same module.
     Configure(upgrade::ConfigureArgs),
+    /// Run a job in another number of tasks, its state following its Kafka partitions.
+    Rescale(upgrade::RescaleArgs),
     /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -320,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Savepoints(args) => savepoint::list(args).await,
         Command::Upgrade(args) => upgrade::upgrade(args).await,
         Command::Configure(args) => upgrade::configure(args).await,
+        Command::Rescale(args) => upgrade::rescale(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command(), "weir", &mut script);

@@ -1,11 +1,12 @@
-//! `weir upgrade` and `weir configure`: replace a running job's module or
-//! settings and keep its state. The job is cancelled with a savepoint
+//! `weir upgrade`, `weir configure` and `weir rescale`: replace a running
+//! job's module, settings or task count and keep its state. The job is cancelled with a savepoint
 //! (where each task stopped) and deployed again from it, so its output
 //! carries on with no gap and no duplicate. Until every task of the new
 //! deployment has committed a checkpoint of its own the change is on
 //! trial: a task that fails first (the module refuses the state, traps,
 //! or refuses a record) rolls the job back to the old module and
-//! settings, from the same savepoint.
+//! settings, from the same savepoint. A rescale regroups the savepoint's
+//! tasks (see `regroup`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,15 +17,18 @@ use zookeeper_client::{self as zkc, CreateMode};
 
 use super::cancel::{mark_cancelled, wait_stopped};
 use super::deploy::{
-    check_storage_record, checked_module, encoded_spec, refuse_duplicates, refuse_shared_lineage, write_spec,
+    check_regroup, check_storage_record, checked_module, encoded_spec, refuse_duplicates, refuse_shared_lineage,
+    write_spec, STATE_PER_TASK,
 };
 use super::savepoint::{read_spec, take_savepoint};
 use super::{rand_u64, say, ClusterArgs, StorageArgs, STORAGE_FIX};
+use crate::checkpoint::{CheckpointError, CheckpointStore, Pointer};
 use crate::clock::now_ms;
+use crate::coord::zookeeper::hint;
 use crate::ha::{candidates, Layout};
 use crate::runtime::Limits;
 use crate::spec::{parse_config_pair, Desired, JobSpec, JobState, SinkSpec};
-use crate::storage::{sha256_hex, Storage};
+use crate::storage::{sha256_hex, Storage, StorageError};
 use crate::views::read_job;
 
 #[derive(Debug, Args)]
@@ -52,7 +56,28 @@ pub struct ConfigureArgs {
     trial: Trial,
 }
 
-/// How the change is carried out, for both commands.
+#[derive(Debug, Args)]
+pub struct RescaleArgs {
+    /// The running job: it must read a Kafka topic and keep its state per
+    /// partition (`PARTITIONED_STATE` in its Job impl).
+    name: String,
+    /// How many tasks it runs from now on.
+    tasks: u32,
+    #[command(flatten)]
+    trial: Trial,
+}
+
+/// What a replacement changes.
+struct Change {
+    /// A new module, or the same.
+    module: Option<PathBuf>,
+    /// Settings changed or added.
+    settings: Vec<(String, String)>,
+    /// A new task count, or the same.
+    tasks: Option<u32>,
+}
+
+/// How the change is carried out, for every command.
 #[derive(Debug, Args)]
 struct Trial {
     /// How long each step may take: the old job stopping, and the new one
@@ -73,12 +98,31 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
         trial,
     } = args;
     refuse_duplicates("--config", &config)?;
-    replace(&name, Some(module), config, trial).await
+    let change = Change {
+        module: Some(module),
+        settings: config,
+        tasks: None,
+    };
+    replace(&name, change, trial).await
 }
 
 pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
     refuse_duplicates("setting", &args.settings)?;
-    replace(&args.name, None, args.settings, args.trial).await
+    let change = Change {
+        module: None,
+        settings: args.settings,
+        tasks: None,
+    };
+    replace(&args.name, change, args.trial).await
+}
+
+pub async fn rescale(args: RescaleArgs) -> anyhow::Result<()> {
+    let change = Change {
+        module: None,
+        settings: Vec::new(),
+        tasks: Some(args.tasks),
+    };
+    replace(&args.name, change, args.trial).await
 }
 
 /// `settings` over `config`: a key given replaces its value, a new one is added.
@@ -93,12 +137,12 @@ fn merged(config: &[(String, String)], settings: Vec<(String, String)>) -> Vec<(
     merged
 }
 
-async fn replace(
-    name: &str,
-    module: Option<PathBuf>,
-    settings: Vec<(String, String)>,
-    trial: Trial,
-) -> anyhow::Result<()> {
+async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()> {
+    let Change {
+        module,
+        settings,
+        tasks,
+    } = change;
     if trial.wait.is_zero() {
         bail!("--wait 0: an upgrade waits for the job to stop and for the new module's first checkpoints; give it a time, e.g. 60s");
     }
@@ -127,11 +171,13 @@ async fn replace(
         None => old.module_sha256.clone(),
     };
     let config = merged(&old.config, settings);
+    let parallelism = tasks.unwrap_or(old.parallelism);
     let lineage = old.lineage();
-    let from = |module_sha256: String, config: Vec<(String, String)>, savepoint: &str| JobSpec {
+    let from = |module_sha256: String, config: Vec<(String, String)>, parallelism: u32, savepoint: &str| JobSpec {
         uid: format!("{:016x}", rand_u64()),
         module_sha256,
         config,
+        parallelism,
         from_savepoint: Some(savepoint.to_string()),
         lineage: Some(lineage.clone()),
         desired: Desired::Running,
@@ -140,17 +186,36 @@ async fn replace(
     };
     // Everything that can be refused is, before the job stops.
     let placeholder = crate::savepoint::dir(name, &crate::savepoint::new_id(now_ms(), 0));
-    encoded_spec(&from(module_sha256.clone(), config.clone(), &placeholder))?;
+    let planned = from(module_sha256.clone(), config.clone(), parallelism, &placeholder);
+    encoded_spec(&planned)?;
+    if parallelism != old.parallelism {
+        planned.check_parallelism()?;
+        if let Err(why) = check_regroup(&planned) {
+            bail!("job `{name}` cannot be rescaled: {why}");
+        }
+        if !state_is_partitioned(&client, &layout, &storage, &old).await? {
+            bail!("job `{name}` cannot be rescaled: {STATE_PER_TASK}");
+        }
+    } else if tasks.is_some() {
+        bail!("job `{name}` runs {parallelism} tasks already");
+    }
     if candidates(&client, &layout).await?.is_empty() {
         bail!(
             "no supervisor is running in cluster `{}`: an upgrade needs one to stop the job and start the new module",
             trial.cluster.cluster_id
         );
     }
+    // A task that has not checkpointed since the job started from a
+    // savepoint stands where that savepoint put it, unless that was a
+    // regrouping: then its start is spread over the savepoint's tasks.
+    let started_whole = match &old.from_savepoint {
+        Some(dir) => crate::savepoint::manifest(&storage, dir).await?.tasks.len() == old.parallelism as usize,
+        None => false,
+    };
     if let Some(task) = read_job(&client, &layout, name)
         .await?
         .and_then(|job| job.tasks.into_iter().find(|t| t.last_checkpoint.is_none()))
-        .filter(|_| old.from_savepoint.is_none())
+        .filter(|_| !started_whole)
     {
         bail!("task {} of job `{name}` has no checkpoint yet, so there is no state to carry over: upgrade it once it has one (`weir jobs`)", task.task);
     }
@@ -168,7 +233,7 @@ async fn replace(
         "job `{name}` may be left cancelled: start it again from savepoint {savepoint} with `weir deploy MODULE --name {name} --from-savepoint {savepoint}` and the flags it had"
     );
     let options = CreateMode::Persistent.with_acls(trial.cluster.zk()?.acls());
-    let new = from(module_sha256, config, &savepoint);
+    let new = from(module_sha256, config, parallelism, &savepoint);
     refuse_shared_lineage(&client, &layout, name, &lineage)
         .await
         .context(recover.clone())?;
@@ -179,8 +244,9 @@ async fn replace(
     let why = match first_checkpoints(&client, &layout, &new, trial.wait + 2 * new.checkpoint_interval).await {
         TrialEnd::Committed => {
             say!(
-                "job `{name}` runs module {} with its state from savepoint {savepoint}",
-                &new.module_sha256[..12]
+                "job `{name}` runs module {} in {} with its state from savepoint {savepoint}",
+                &new.module_sha256[..12],
+                plural(new.parallelism, "task")
             )?;
             return Ok(());
         }
@@ -190,22 +256,79 @@ async fn replace(
              (a table or topic keeps what it holds), so it is not rolled back: the new module keeps running as its --restart says; \
              fix it and upgrade again"
         ),
+        TrialEnd::Failed { why, published: true } if new.parallelism > old.parallelism => bail!(
+            "the rescale of job `{name}` failed ({why}) after a task had published output to a file of its own, which the old \
+             {} would write again, so it is not rolled back: the new deployment keeps running as its --restart says",
+            plural(old.parallelism, "task")
+        ),
         TrialEnd::Failed { why, .. } => why,
     };
     let rollback = async {
         mark_cancelled(&client, &layout, &new).await?;
         wait_stopped(&client, &layout, name, trial.wait).await?;
         refuse_shared_lineage(&client, &layout, name, &lineage).await?;
-        let back = from(old.module_sha256.clone(), old.config.clone(), &savepoint);
+        let back = from(
+            old.module_sha256.clone(),
+            old.config.clone(),
+            old.parallelism,
+            &savepoint,
+        );
         write_spec(&client, &layout, &options, &back).await
     };
     rollback
         .await
         .with_context(|| format!("the new deployment {why}, and rolling it back failed; {recover}"))?;
     bail!(
-        "job `{name}` rolled back to module {} and its old settings from savepoint {savepoint}: the new deployment {why}",
-        &old.module_sha256[..12]
+        "job `{name}` rolled back to module {}, its old settings and {} from savepoint {savepoint}: the new deployment {why}",
+        &old.module_sha256[..12],
+        plural(old.parallelism, "task")
     )
+}
+
+/// `1 task`, `3 tasks`.
+fn plural(n: u32, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// Whether the job of `spec` keeps its state per source partition, as its
+/// task 0's newest checkpoint (or the savepoint it started from) holds it.
+async fn state_is_partitioned(
+    client: &zkc::Client,
+    layout: &Layout,
+    storage: &Storage,
+    spec: &JobSpec,
+) -> anyhow::Result<bool> {
+    let name = &spec.name;
+    let path = layout.task_checkpoint(name, 0);
+    let store = CheckpointStore::new(storage.clone(), name, &format!("{}/0", spec.uid));
+    // Retention deletes what falls out of the pointer, maybe under the read.
+    for _ in 0..3 {
+        let data = match client.get_data(&path).await {
+            Ok((data, _)) => data,
+            Err(zkc::Error::NoNode) => {
+                bail!("job `{name}` has not started yet; rescale it once it has checkpointed (`weir jobs`)")
+            }
+            Err(e) => bail!("cannot read {path}: {e}{}", hint(&e)),
+        };
+        let Some(newest) = Pointer::decode(&data)?.latest() else {
+            let Some(started) = &spec.from_savepoint else {
+                bail!("job `{name}` has no checkpoint yet, so there is no state to regroup: rescale it once it has one (`weir jobs`)");
+            };
+            return Ok(crate::savepoint::is_regroupable(storage, started).await?);
+        };
+        match store.read(newest).await {
+            Ok(checkpoint) => return Ok(crate::regroup::is_partitioned(&checkpoint.snapshot)),
+            Err(CheckpointError::Storage(StorageError::NotFound { .. })) => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading job `{name}`'s checkpoint {}", newest.id)))
+            }
+        }
+    }
+    bail!("job `{name}` retired its checkpoints faster than they could be read; try again")
 }
 
 /// Whether every sink of the job can be cut back to a savepoint's
