@@ -11,12 +11,19 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The label every per-job series carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct JobLabel {
     job: String,
+}
+
+/// The label of a ZooKeeper request's series: which request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabel {
+    request: &'static str,
 }
 
 /// The labels of a per-partition series.
@@ -87,6 +94,7 @@ pub struct Metrics {
     last_checkpoint_bytes: Family<JobLabel, Gauge>,
     last_publish_duration_ms: Family<JobLabel, Gauge>,
     sink_wait_ms: Family<JobLabel, Gauge>,
+    zookeeper_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
     jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
     /// 1 while this supervisor leads.
     pub leader: Gauge,
@@ -118,6 +126,9 @@ impl Default for Metrics {
             last_checkpoint_bytes: Family::default(),
             last_publish_duration_ms: Family::default(),
             sink_wait_ms: Family::default(),
+            // 0.25 ms to about 4 s: a loopback ensemble answers in well
+            // under a millisecond, one losing its quorum in seconds.
+            zookeeper_requests: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 15))),
             jobs: Mutex::default(),
             leader: Gauge::default(),
             leader_epoch: Gauge::default(),
@@ -136,6 +147,11 @@ impl Default for Metrics {
             "weir_zookeeper_connected",
             "1 while this supervisor's ZooKeeper session is connected",
             metrics.zookeeper_connected.clone(),
+        );
+        registry.register(
+            "weir_zookeeper_request_seconds",
+            "How long this supervisor's ZooKeeper requests took to answer, by request",
+            metrics.zookeeper_requests.clone(),
         );
         registry.register(
             "weir_zookeeper_pointer_writes",
@@ -267,6 +283,13 @@ impl Metrics {
             .clone()
     }
 
+    /// Records that ZooKeeper request `request` took `took` to answer.
+    pub fn zookeeper_request(&self, request: &'static str, took: std::time::Duration) {
+        self.zookeeper_requests
+            .get_or_create(&RequestLabel { request })
+            .observe(took.as_secs_f64());
+    }
+
     /// Every series in the OpenMetrics text format (which Prometheus reads).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -289,6 +312,7 @@ mod tests {
         metrics.job("counter").set_source_lag(&BTreeMap::from([(2, 40)]));
         metrics.job("counter").count_records(1, 500, 5);
         metrics.job("counter").count_records(1, 100, 1);
+        metrics.zookeeper_request("multi", std::time::Duration::from_micros(300));
         let text = metrics.render();
         for line in [
             "weir_leader 1\n",
@@ -300,6 +324,8 @@ mod tests {
             "weir_source_lag_records{job=\"counter\",partition=\"2\"} 40\n",
             "weir_records_in_total{job=\"counter\",task=\"1\"} 600\n",
             "weir_records_out_total{job=\"counter\",task=\"1\"} 6\n",
+            "weir_zookeeper_request_seconds_count{request=\"multi\"} 1\n",
+            "weir_zookeeper_request_seconds_bucket{le=\"0.0005\",request=\"multi\"} 1\n",
             "# EOF\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from {text}");

@@ -105,7 +105,7 @@ pub fn regroup(share: Share, old: Vec<(u32, Checkpoint)>) -> Result<TaskStart, S
         }
         if task == share.index {
             own = Some(checkpoint);
-        } else if task >= share.of && task % share.of == share.index {
+        } else if task >= share.of && share.owns(task) {
             orphans.push(Orphan {
                 task,
                 positions: meta.sink_positions(),
@@ -286,7 +286,7 @@ mod tests {
         let meta = &first.checkpoint.meta;
         assert_eq!(meta.source_partitions.keys().copied().collect::<Vec<_>>(), owned);
         assert_eq!(meta.event_times.watermark, Some(300), "the lowest watermark wins");
-        assert_eq!(meta.checkpoint.id, 6, "ids go on past every old task's");
+        assert_eq!(meta.checkpoint.id, 6, "it names the newest old checkpoint it restores");
         assert_eq!(meta.sink_offset, 10);
         assert_eq!(first.orphans.len(), 1);
         let orphan = &first.orphans[0];

@@ -75,14 +75,17 @@ pub enum SavepointError {
     /// checkpoint of its own yet: its start is spread over the savepoint's
     /// tasks, and copying one of them would lose the others' part.
     #[error(
-        "task {task} has not checkpointed since the job was regrouped from savepoint {dir}; \
-         take the savepoint once it has (`weir jobs`), or deploy again from {dir} with the same --parallelism"
+        "task {task} has not checkpointed since the job was regrouped into {tasks} tasks from savepoint {dir}; \
+         take the savepoint once it has (`weir jobs`), or, once the job is stopped, start it again from where \
+         the regrouping began: `weir deploy MODULE --name NAME --from-savepoint {dir} --parallelism {tasks}`"
     )]
     Regrouped {
         /// The savepoint the job started from.
         dir: String,
         /// Which task.
         task: usize,
+        /// How many tasks the job runs.
+        tasks: u32,
     },
     /// The storage dir failed.
     #[error(transparent)]
@@ -145,6 +148,7 @@ pub async fn carry_task(
         return Err(SavepointError::Regrouped {
             dir: savepoint.to_string(),
             task,
+            tasks: share.of,
         });
     }
     let Some(checkpoint) = manifest.tasks.get(task).copied() else {

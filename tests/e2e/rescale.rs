@@ -31,6 +31,7 @@ fn records(from: i64, to: i64) -> impl Iterator<Item = Input> {
 /// key's counts are 1, 2, ... up to how often it was produced, each once,
 /// in order within each file.
 fn assert_counted_once(files: &[PathBuf], total: i64) {
+    // Not fewer, and (checked below) not more: no key counted twice.
     let files: Vec<Vec<String>> = wait_for(
         &format!("{total} counts in the output"),
         Duration::from_secs(90),
@@ -121,21 +122,45 @@ fn a_rescaled_job_keeps_each_keys_state_with_its_partition_exactly_once() {
         (now == 2 && said.contains("in 2 tasks")) || stderr.contains("rolled back to module"),
         "{said}{stderr}"
     );
+    eprintln!(
+        "the rescale under a kill -9 {}",
+        if now == 2 { "committed" } else { "rolled back" }
+    );
     kafka.produce("keys", records(3 * ROUND, 4 * ROUND));
     assert_counted_once(&files, 4 * ROUND);
     assert_eq!(tasks(&cluster, "kc"), now);
-    if now == 3 {
-        cluster.weir_ok(&["rescale", "kc", "2", "--wait", "60s"]);
-        kafka.produce("keys", records(4 * ROUND, 5 * ROUND));
-        assert_counted_once(&files, 5 * ROUND);
-    }
+    // And up again: the new task 2 carries its old file on from its end.
+    let last = if now == 3 { "2" } else { "3" };
+    let said = cluster.weir_ok(&["rescale", "kc", last, "--wait", "60s"]);
+    assert!(said.contains("tasks with its state"), "{said}");
+    kafka.produce("keys", records(4 * ROUND, 5 * ROUND));
+    assert_counted_once(&files, 5 * ROUND);
+    // Nothing more comes after two more checkpoints of every task.
+    let checkpoints = || -> Vec<u64> {
+        let job = cluster.job("kc").unwrap();
+        let tasks = job["tasks"].as_array().unwrap().clone();
+        tasks
+            .iter()
+            .map(|t| t["last_checkpoint"]["id"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let before = checkpoints();
+    wait_for("two more checkpoints of every task", Duration::from_secs(30), || {
+        checkpoints()
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| *now >= then + 2)
+            .then_some(())
+    });
+    assert_counted_once(&files, 5 * ROUND);
 
     let refused = |args: &[&str], expected: &str| {
         let out = cluster.weir(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(expected), "{args:?}: {stderr}");
     };
-    refused(&["rescale", "kc", "2"], "runs 2 tasks already");
+    refused(&["rescale", "kc", last], &format!("runs {last} tasks already"));
+    refused(&["rescale", "kc", "0"], "give 1 to 10000 tasks");
     // wordcount keeps one state per task: it cannot tell whose a count is.
     let words = format!("file:{}", cluster.path("words-{task}.out").display());
     cluster.deploy("wordcount", "per-task", &["--source", &source, "--sink", &words]);

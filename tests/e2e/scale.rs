@@ -301,13 +301,19 @@ fn the_pointers_of_a_workers_tasks_share_its_zookeeper_writes() {
     cluster.set_env("WEIR_GROUP_COMMIT", "1s");
     let pid = cluster.start_supervisor();
     let files = deploy_parallel(&cluster);
-    let (writes, pointers) = wait_for("30 pointers written", Duration::from_secs(60), || {
-        // Both from one scrape.
+    let (writes, pointers, timed) = wait_for("30 pointers written", Duration::from_secs(60), || {
+        // All from one scrape.
         let text = cluster.metrics(pid);
         let pointers = metric_in(&text, "weir_pointers_written_total")?;
         let writes = metric_in(&text, "weir_zookeeper_pointer_writes_total")?;
-        (pointers >= 30.0).then_some((writes, pointers))
+        let timed = metric_in(&text, "weir_zookeeper_request_seconds_count{request=\"multi\"}")?;
+        (pointers >= 30.0).then_some((writes, pointers, timed))
     });
+    // Every fenced write is timed: the pointer writes and the others (status, assignments).
+    assert!(
+        timed >= writes,
+        "{timed} multi requests timed, {writes} pointer writes sent"
+    );
     assert!(
         pointers >= 3.0 * writes,
         "{pointers} pointers took {writes} writes: they were not batched"

@@ -300,7 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio::spawn(crate::http::serve(http, served));
             let settings = SupervisorSettings {
-                connector: Arc::new(ZooKeeper::new(args.cluster.zk()?)),
+                connector: Arc::new(ZooKeeper::new(args.cluster.zk()?, metrics.clone())),
                 layout,
                 executor: Arc::new(WasmExecutor::new(storage.clone(), Runtime::new()?)),
                 storage,

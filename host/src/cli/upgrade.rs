@@ -189,10 +189,16 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
     let planned = from(module_sha256.clone(), config.clone(), parallelism, &placeholder);
     encoded_spec(&planned)?;
     if parallelism != old.parallelism {
-        planned.check_parallelism()?;
         if let Err(why) = check_regroup(&planned) {
             bail!("job `{name}` cannot be rescaled: {why}");
         }
+        if !(1..=crate::spec::MAX_PARALLELISM).contains(&parallelism) {
+            bail!(
+                "weir rescale {name} {parallelism}: give 1 to {} tasks",
+                crate::spec::MAX_PARALLELISM
+            );
+        }
+        planned.check_parallelism()?;
         if !state_is_partitioned(&client, &layout, &storage, &old).await? {
             bail!("job `{name}` cannot be rescaled: {STATE_PER_TASK}");
         }
@@ -208,15 +214,16 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
     // A task that has not checkpointed since the job started from a
     // savepoint stands where that savepoint put it, unless that was a
     // regrouping: then its start is spread over the savepoint's tasks.
-    let started_whole = match &old.from_savepoint {
-        Some(dir) => crate::savepoint::manifest(&storage, dir).await?.tasks.len() == old.parallelism as usize,
-        None => false,
-    };
-    if let Some(task) = read_job(&client, &layout, name)
+    let unchecked = read_job(&client, &layout, name)
         .await?
-        .and_then(|job| job.tasks.into_iter().find(|t| t.last_checkpoint.is_none()))
-        .filter(|_| !started_whole)
-    {
+        .and_then(|job| job.tasks.into_iter().find(|t| t.last_checkpoint.is_none()));
+    let started_whole = match (&unchecked, &old.from_savepoint) {
+        (Some(_), Some(dir)) => {
+            crate::savepoint::manifest(&storage, dir).await?.tasks.len() == old.parallelism as usize
+        }
+        _ => false,
+    };
+    if let Some(task) = unchecked.filter(|_| !started_whole) {
         bail!("task {} of job `{name}` has no checkpoint yet, so there is no state to carry over: upgrade it once it has one (`weir jobs`)", task.task);
     }
 
@@ -241,7 +248,8 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
         .await
         .context(recover.clone())?;
     // The trial waits for the first checkpoints, one interval after the start.
-    let why = match first_checkpoints(&client, &layout, &new, trial.wait + 2 * new.checkpoint_interval).await {
+    let trial_end = first_checkpoints(&client, &layout, &new, trial.wait + 2 * new.checkpoint_interval).await;
+    let why = match trial_end {
         TrialEnd::Committed => {
             say!(
                 "job `{name}` runs module {} in {} with its state from savepoint {savepoint}",
@@ -251,21 +259,29 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
             return Ok(());
         }
         TrialEnd::Replaced => bail!("job `{name}` was cancelled or deployed again by someone else while its upgrade was on trial; savepoint {savepoint} holds where the old module stopped"),
-        TrialEnd::Failed { why, published: true } if !rewinds(&new) => bail!(
-            "the upgrade of job `{name}` failed ({why}) after a task had published output to its sink, which cannot be cut back \
-             (a table or topic keeps what it holds), so it is not rolled back: the new module keeps running as its --restart says; \
-             fix it and upgrade again"
-        ),
-        TrialEnd::Failed { why, published: true } if new.parallelism > old.parallelism => bail!(
-            "the rescale of job `{name}` failed ({why}) after a task had published output to a file of its own, which the old \
-             {} would write again, so it is not rolled back: the new deployment keeps running as its --restart says",
-            plural(old.parallelism, "task")
-        ),
+        TrialEnd::Failed { why, published: true } => match kept_output(&old, &new) {
+            Some(kept) => bail!(
+                "the change of job `{name}` failed ({why}) after a task had published output {kept}, so it is not \
+                 rolled back: the new deployment keeps running as its --restart says; fix it and try again"
+            ),
+            None => why,
+        },
         TrialEnd::Failed { why, .. } => why,
     };
     let rollback = async {
         mark_cancelled(&client, &layout, &new).await?;
         wait_stopped(&client, &layout, name, trial.wait).await?;
+        // Its tasks ran until they stopped: one may have published since the trial looked.
+        let published = read_job(&client, &layout, name)
+            .await?
+            .is_some_and(|job| job.tasks.iter().any(|t| t.last_checkpoint.is_some()));
+        if let Some(kept) = kept_output(&old, &new).filter(|_| published) {
+            bail!(
+                "a task of the new deployment published output {kept} while it was stopping, so it is not rolled back; \
+                 it is cancelled: `weir savepoint {name}` then `weir deploy` with --from-savepoint (and --parallelism {}) starts it again",
+                new.parallelism
+            );
+        }
         refuse_shared_lineage(&client, &layout, name, &lineage).await?;
         let back = from(
             old.module_sha256.clone(),
@@ -331,11 +347,20 @@ async fn state_is_partitioned(
     bail!("job `{name}` retired its checkpoints faster than they could be read; try again")
 }
 
-/// Whether every sink of the job can be cut back to a savepoint's
-/// position: a file can; a table or a topic keeps what it was given.
-fn rewinds(spec: &JobSpec) -> bool {
+/// Why output `new`'s deployment published would stay past a rollback to
+/// `old` and be written again, if it would: a file is cut back to the
+/// savepoint's position, a table or a topic keeps what it was given, and
+/// a task the old count does not have writes a file none of the old
+/// tasks cut back.
+fn kept_output(old: &JobSpec, new: &JobSpec) -> Option<&'static str> {
     let rewinds = |sink: &SinkSpec| matches!(sink, SinkSpec::File { .. } | SinkSpec::Stdout);
-    rewinds(&spec.sink) && spec.on_error.dead_letters().is_none_or(rewinds)
+    if !(rewinds(&new.sink) && new.on_error.dead_letters().is_none_or(rewinds)) {
+        Some("to a table or topic, which keeps what it holds")
+    } else if new.parallelism > old.parallelism {
+        Some("to the file of a task the old count does not have")
+    } else {
+        None
+    }
 }
 
 /// How a new deployment's trial ended.

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use zookeeper_client::{self as zkc, AddWatchMode, CheckWriteError, CreateMode, EventType, LockOptions, LockPrefix};
 
 use super::{Connector, FenceError, FencedOp, Session, SessionEvents};
+use crate::metrics::Metrics;
 
 /// How to reach the ensemble and what to ask of it.
 #[derive(Debug, Clone)]
@@ -154,16 +155,17 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static s
 }
 
 /// The ensemble named by a connect string; each session waits at most its
-/// own session timeout to connect.
+/// own session timeout to connect, and times its requests into `metrics`.
 #[derive(Debug, Clone)]
 pub struct ZooKeeper {
     settings: ZkSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl ZooKeeper {
     /// Sessions with `settings`.
-    pub fn new(settings: ZkSettings) -> Self {
-        ZooKeeper { settings }
+    pub fn new(settings: ZkSettings, metrics: Arc<Metrics>) -> Self {
+        ZooKeeper { settings, metrics }
     }
 }
 
@@ -186,6 +188,7 @@ impl Connector for ZooKeeper {
             client,
             acls: self.settings.acls(),
             latches: Mutex::new(Vec::new()),
+            metrics: self.metrics.clone(),
         };
         Ok((Arc::new(session), events))
     }
@@ -198,6 +201,19 @@ struct ZkSession {
     /// The latch recipe's handles: each deletes its node when dropped, so
     /// they live as long as the session.
     latches: Mutex<Vec<zkc::OwnedLockClient>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ZkSession {
+    /// `request`'s answer, its latency recorded as `name`'s. The latch's
+    /// wait and the watches are not requests with a latency: they wait
+    /// for other sessions by design.
+    async fn timed<T>(&self, name: &'static str, request: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let answer = request.await;
+        self.metrics.zookeeper_request(name, started.elapsed());
+        answer
+    }
 }
 
 #[async_trait::async_trait]
@@ -207,28 +223,30 @@ impl Session for ZkSession {
     }
 
     async fn get_data(&self, path: &str) -> Result<(Vec<u8>, i32), zkc::Error> {
-        let (data, stat) = self.client.get_data(path).await?;
+        let (data, stat) = self.timed("get_data", self.client.get_data(path)).await?;
         Ok((data, stat.version))
     }
 
     async fn list_children(&self, path: &str) -> Result<Vec<String>, zkc::Error> {
-        self.client.list_children(path).await
+        self.timed("list_children", self.client.list_children(path)).await
     }
 
     async fn exists(&self, path: &str) -> Result<bool, zkc::Error> {
-        Ok(self.client.check_stat(path).await?.is_some())
+        Ok(self.timed("exists", self.client.check_stat(path)).await?.is_some())
     }
 
     async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
-        self.client.delete(path, None).await
+        self.timed("delete", self.client.delete(path, None)).await
     }
 
     async fn create(&self, path: &str, data: &[u8]) -> Result<(), zkc::Error> {
         let options = CreateMode::Persistent.with_acls(self.acls);
         if let Some((parent, _)) = path.rsplit_once('/').filter(|(parent, _)| !parent.is_empty()) {
-            self.client.mkdir(parent, &options).await?;
+            self.timed("create", self.client.mkdir(parent, &options)).await?;
         }
-        self.client.create(path, data, &options).await.map(drop)
+        self.timed("create", self.client.create(path, data, &options))
+            .await
+            .map(drop)
     }
 
     async fn contend(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {
@@ -268,7 +286,10 @@ impl Session for ZkSession {
             }
             .map_err(request_failed)?;
         }
-        let results = writer.commit().await.map_err(|e| from_check(ops, &paths, e))?;
+        let results = self
+            .timed("multi", writer.commit())
+            .await
+            .map_err(|e| from_check(ops, &paths, e))?;
         Ok(ops
             .iter()
             .zip(results)
