@@ -170,4 +170,24 @@ fn a_rescaled_job_keeps_each_keys_state_with_its_partition_exactly_once() {
     for name in ["kc", "per-task"] {
         assert_eq!(cluster.job(name).unwrap()["state"], "RUNNING");
     }
+
+    // A deploy from a savepoint with another count regroups it too.
+    let savepoint = crate::savepoint::cancel_with_savepoint(&cluster, "kc");
+    cluster.deploy(
+        "key_count",
+        "kc",
+        &[
+            "--source",
+            &source,
+            "--sink",
+            &sink,
+            "--from-savepoint",
+            &savepoint,
+            "--parallelism",
+            "1",
+        ],
+    );
+    kafka.produce("keys", records(5 * ROUND, 6 * ROUND));
+    assert_counted_once(&files, 6 * ROUND);
+    assert_eq!(tasks(&cluster, "kc"), 1);
 }
