@@ -172,6 +172,30 @@ fn status_shows_each_replicas_address() {
     let table = cluster.weir_ok(&["status"]);
     assert!(table.lines().nth(1).unwrap().contains("ADDRESS"), "{table}");
     assert!(table.contains(&status), "{table}");
+
+    // Bound to every interface, a replica names its host; told where it
+    // is reached, it says that.
+    cluster.set_env("WEIR_HTTP", "0.0.0.0:0");
+    cluster.start_supervisor();
+    cluster.set_env("WEIR_ADVERTISE_HTTP", "weir-3.example:8080");
+    cluster.start_supervisor();
+    let addresses = wait_for("three replicas", Duration::from_secs(30), || {
+        let status = cluster.status();
+        let replicas = status["replicas"].as_array()?.clone();
+        let addresses: Vec<String> = replicas
+            .iter()
+            .filter_map(|r| r["address"].as_str().map(str::to_string))
+            .collect();
+        (addresses.len() == 3).then_some(addresses)
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let named = format!("{}:", host.trim());
+    assert!(addresses.iter().any(|a| a.starts_with(&named)), "{addresses:?}");
+    assert!(addresses.iter().any(|a| a == "weir-3.example:8080"), "{addresses:?}");
+    assert!(!addresses.iter().any(|a| a.starts_with("0.0.0.0")), "{addresses:?}");
+    let out = cluster.weir(&["supervisor", "--advertise-http", "weir-3.example"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("give HOST:PORT"), "{stderr}");
 }
 
 #[test]

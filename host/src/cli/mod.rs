@@ -259,11 +259,37 @@ struct SupervisorArgs {
     /// Address of the HTTP endpoint (`/metrics`, `/healthz`); port 0 picks a free one.
     #[arg(long, env = "WEIR_HTTP", default_value = "127.0.0.1:0")]
     http: std::net::SocketAddr,
+    /// `HOST:PORT` where browsers and the other replicas reach that
+    /// endpoint, as `weir status` and the dashboard show it (default: the
+    /// bound address, with this host's name for 0.0.0.0 or ::).
+    #[arg(long, env = "WEIR_ADVERTISE_HTTP", value_parser = parse_advertised)]
+    advertise_http: Option<String>,
     /// How long a task's checkpoint pointer waits for the pointers of other
     /// tasks on this replica, to go to ZooKeeper in one write; 0 writes each
     /// alone. Longer: fewer ZooKeeper writes, later output.
     #[arg(long, env = "WEIR_GROUP_COMMIT", default_value = "10ms", value_parser = humantime::parse_duration)]
     group_commit: Duration,
+}
+
+/// Where others reach an endpoint bound at `bound` on host `host`: an
+/// address that means every interface names none they could dial.
+fn advertised(bound: std::net::SocketAddr, host: &str) -> String {
+    if bound.ip().is_unspecified() {
+        format!("{host}:{}", bound.port())
+    } else {
+        bound.to_string()
+    }
+}
+
+/// `--advertise-http`: a host (or IP) and a port.
+fn parse_advertised(value: &str) -> Result<String, String> {
+    let port = value.rsplit_once(':').filter(|(host, _)| !host.is_empty());
+    match port.map(|(_, port)| port.parse::<u16>()) {
+        Some(Ok(port)) if port != 0 => Ok(value.to_string()),
+        _ => Err(format!(
+            "{value:?}: give HOST:PORT (e.g. weir-1.example.com:8080), the address browsers and the other replicas reach this one's --http at"
+        )),
+    }
 }
 
 /// Runs the parsed command.
@@ -275,12 +301,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let http = tokio::net::TcpListener::bind(args.http)
                 .await
                 .with_context(|| format!("cannot listen on --http {}", args.http))?;
+            let address = match args.advertise_http {
+                Some(address) => address,
+                None => advertised(http.local_addr()?, &host),
+            };
             let info = SupervisorInfo {
+                address: Some(address),
                 id: args.id.unwrap_or_else(|| format!("{host}-{pid}")),
                 pid,
                 host,
                 started_ms: crate::clock::now_ms(),
-                address: Some(http.local_addr()?.to_string()),
             };
             let layout = args.cluster.layout()?;
             let storage = args.storage.open().context(STORAGE_FIX)?;
@@ -389,4 +419,23 @@ pub(super) fn rand_u64() -> u64 {
             .as_nanos(),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_on_every_interface_is_advertised_by_the_hosts_name() {
+        let bound = |a: &str| a.parse().unwrap();
+        assert_eq!(advertised(bound("0.0.0.0:8080"), "weir-1"), "weir-1:8080");
+        assert_eq!(advertised(bound("[::]:81"), "weir-1"), "weir-1:81");
+        assert_eq!(advertised(bound("10.0.0.5:8080"), "weir-1"), "10.0.0.5:8080");
+        assert_eq!(parse_advertised("weir-1.example:8080").unwrap(), "weir-1.example:8080");
+        assert_eq!(parse_advertised("[fd00::1]:8080").unwrap(), "[fd00::1]:8080");
+        for bad in ["weir-1", ":8080", "weir-1:0", "weir-1:http", "weir-1:70000"] {
+            let err = parse_advertised(bad).unwrap_err();
+            assert!(err.contains("give HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }
