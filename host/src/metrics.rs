@@ -2,10 +2,12 @@
 //! one's duration and size, restarts, leadership and the ZooKeeper
 //! connection, in a prometheus-client registry. Updated lock-free on the hot
 //! paths (each handle is an atomic shared with the registry); the map of
-//! jobs is locked only to add a job.
+//! jobs is locked only to add or drop a job. A job's gauges go once no task
+//! of it runs here (their last values would be stale beside the replica
+//! that runs it now); its counters stay, as counters do.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, Weak};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,11 +42,28 @@ struct TaskLabel {
     task: u32,
 }
 
-/// One job's counters and gauges.
-#[derive(Debug, Clone)]
+/// The families of the per-job gauges.
+#[derive(Debug, Clone, Default)]
+struct JobGauges {
+    source_lag: Family<PartitionLabel, Gauge>,
+    last_checkpoint_committed_ms: Family<JobLabel, Gauge>,
+    last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
+    last_checkpoint_bytes: Family<JobLabel, Gauge>,
+    last_publish_duration_ms: Family<JobLabel, Gauge>,
+    sink_wait_ms: Family<JobLabel, Gauge>,
+}
+
+/// The jobs with a handle out, by name.
+type JobHandles = Arc<Mutex<BTreeMap<String, Weak<JobMetrics>>>>;
+
+/// One job's counters and gauges, while a task of it runs here.
+#[derive(Debug)]
 pub struct JobMetrics {
     job: String,
-    source_lag: Family<PartitionLabel, Gauge>,
+    gauges: JobGauges,
+    /// The partitions a lag was set for.
+    partitions: Mutex<BTreeSet<u32>>,
+    handles: JobHandles,
     records_in: Family<TaskLabel, Counter>,
     records_out: Family<TaskLabel, Counter>,
     /// When the newest checkpoint committed (ms since the Unix epoch; 0
@@ -86,16 +105,11 @@ pub struct Metrics {
     restarts: Family<JobLabel, Counter>,
     records_rejected: Family<JobLabel, Counter>,
     records_late: Family<JobLabel, Counter>,
-    source_lag: Family<PartitionLabel, Gauge>,
     records_in: Family<TaskLabel, Counter>,
     records_out: Family<TaskLabel, Counter>,
-    last_checkpoint_committed_ms: Family<JobLabel, Gauge>,
-    last_checkpoint_duration_ms: Family<JobLabel, Gauge>,
-    last_checkpoint_bytes: Family<JobLabel, Gauge>,
-    last_publish_duration_ms: Family<JobLabel, Gauge>,
-    sink_wait_ms: Family<JobLabel, Gauge>,
+    gauges: JobGauges,
     zookeeper_requests: Family<RequestLabel, Histogram, fn() -> Histogram>,
-    jobs: Mutex<BTreeMap<String, Arc<JobMetrics>>>,
+    jobs: JobHandles,
     /// 1 while this supervisor leads.
     pub leader: Gauge,
     /// Epoch of this supervisor's leadership, 0 while it follows.
@@ -118,18 +132,13 @@ impl Default for Metrics {
             restarts: Family::default(),
             records_rejected: Family::default(),
             records_late: Family::default(),
-            source_lag: Family::default(),
             records_in: Family::default(),
             records_out: Family::default(),
-            last_checkpoint_committed_ms: Family::default(),
-            last_checkpoint_duration_ms: Family::default(),
-            last_checkpoint_bytes: Family::default(),
-            last_publish_duration_ms: Family::default(),
-            sink_wait_ms: Family::default(),
+            gauges: JobGauges::default(),
             // 0.25 ms to about 4 s: a loopback ensemble answers in well
             // under a millisecond, one losing its quorum in seconds.
             zookeeper_requests: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 15))),
-            jobs: Mutex::default(),
+            jobs: JobHandles::default(),
             leader: Gauge::default(),
             leader_epoch: Gauge::default(),
             zookeeper_connected: Gauge::default(),
@@ -191,7 +200,7 @@ impl Default for Metrics {
         registry.register(
             "weir_source_lag_records",
             "Records in a source partition past the newest committed checkpoint (Kafka)",
-            metrics.source_lag.clone(),
+            metrics.gauges.source_lag.clone(),
         );
         registry.register(
             "weir_records_in",
@@ -206,29 +215,56 @@ impl Default for Metrics {
         registry.register(
             "weir_last_checkpoint_committed_ms",
             "When the newest checkpoint committed, ms since the Unix epoch (0: none yet)",
-            metrics.last_checkpoint_committed_ms.clone(),
+            metrics.gauges.last_checkpoint_committed_ms.clone(),
         );
         registry.register(
             "weir_last_checkpoint_duration_ms",
             "Barrier to output published, for the newest committed checkpoint",
-            metrics.last_checkpoint_duration_ms.clone(),
+            metrics.gauges.last_checkpoint_duration_ms.clone(),
         );
         registry.register(
             "weir_last_checkpoint_bytes",
             "Snapshot and output bytes of the newest committed checkpoint",
-            metrics.last_checkpoint_bytes.clone(),
+            metrics.gauges.last_checkpoint_bytes.clone(),
         );
         registry.register(
             "weir_last_publish_duration_ms",
             "How long the newest committed checkpoint's output took to publish",
-            metrics.last_publish_duration_ms.clone(),
+            metrics.gauges.last_publish_duration_ms.clone(),
         );
         registry.register(
             "weir_sink_wait_ms",
             "How long the publish under way has waited for the sink (0: none waiting)",
-            metrics.sink_wait_ms.clone(),
+            metrics.gauges.sink_wait_ms.clone(),
         );
         Metrics { registry, ..metrics }
+    }
+}
+
+impl Drop for JobMetrics {
+    /// The job's last handle here is gone: its gauges go too, unless a new
+    /// handle was made meanwhile (it holds the same series).
+    fn drop(&mut self) {
+        let Ok(mut jobs) = self.handles.lock() else { return };
+        if jobs.get(&self.job).is_some_and(|held| held.strong_count() > 0) {
+            return;
+        }
+        jobs.remove(&self.job);
+        let label = JobLabel { job: self.job.clone() };
+        let gauges = &self.gauges;
+        for family in [
+            &gauges.last_checkpoint_committed_ms,
+            &gauges.last_checkpoint_duration_ms,
+            &gauges.last_checkpoint_bytes,
+            &gauges.last_publish_duration_ms,
+            &gauges.sink_wait_ms,
+        ] {
+            family.remove(&label);
+        }
+        let partitions = std::mem::take(self.partitions.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for partition in partitions {
+            gauges.source_lag.remove(&self.partition(partition));
+        }
     }
 }
 
@@ -236,12 +272,22 @@ impl JobMetrics {
     /// Sets how far each source partition's end is past the newest
     /// committed checkpoint.
     pub fn set_source_lag(&self, lag: &BTreeMap<u32, i64>) {
+        self.partitions
+            .lock()
+            .expect("metrics lock")
+            .extend(lag.keys().copied());
         for (partition, records) in lag {
-            let label = PartitionLabel {
-                job: self.job.clone(),
-                partition: *partition,
-            };
-            self.source_lag.get_or_create(&label).set(*records);
+            self.gauges
+                .source_lag
+                .get_or_create(&self.partition(*partition))
+                .set(*records);
+        }
+    }
+
+    fn partition(&self, partition: u32) -> PartitionLabel {
+        PartitionLabel {
+            job: self.job.clone(),
+            partition,
         }
     }
 
@@ -257,30 +303,35 @@ impl JobMetrics {
 }
 
 impl Metrics {
-    /// The series of `job`, created on first use.
+    /// The series of `job`, created on first use; its gauges stay while
+    /// the handle (or another of the job's) is held.
     pub fn job(&self, job: &str) -> Arc<JobMetrics> {
         let mut jobs = self.jobs.lock().expect("metrics lock");
-        jobs.entry(job.to_string())
-            .or_insert_with(|| {
-                let label = JobLabel { job: job.to_string() };
-                Arc::new(JobMetrics {
-                    job: job.to_string(),
-                    source_lag: self.source_lag.clone(),
-                    records_in: self.records_in.clone(),
-                    records_out: self.records_out.clone(),
-                    last_checkpoint_committed_ms: self.last_checkpoint_committed_ms.get_or_create(&label).clone(),
-                    checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
-                    checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
-                    restarts: self.restarts.get_or_create(&label).clone(),
-                    records_rejected: self.records_rejected.get_or_create(&label).clone(),
-                    records_late: self.records_late.get_or_create(&label).clone(),
-                    last_checkpoint_duration_ms: self.last_checkpoint_duration_ms.get_or_create(&label).clone(),
-                    last_checkpoint_bytes: self.last_checkpoint_bytes.get_or_create(&label).clone(),
-                    last_publish_duration_ms: self.last_publish_duration_ms.get_or_create(&label).clone(),
-                    sink_wait_ms: self.sink_wait_ms.get_or_create(&label).clone(),
-                })
-            })
-            .clone()
+        if let Some(held) = jobs.get(job).and_then(Weak::upgrade) {
+            return held;
+        }
+        let label = JobLabel { job: job.to_string() };
+        let gauges = &self.gauges;
+        let metrics = Arc::new(JobMetrics {
+            job: job.to_string(),
+            gauges: gauges.clone(),
+            partitions: Mutex::default(),
+            handles: self.jobs.clone(),
+            records_in: self.records_in.clone(),
+            records_out: self.records_out.clone(),
+            last_checkpoint_committed_ms: gauges.last_checkpoint_committed_ms.get_or_create(&label).clone(),
+            checkpoints_committed: self.checkpoints_committed.get_or_create(&label).clone(),
+            checkpoints_failed: self.checkpoints_failed.get_or_create(&label).clone(),
+            restarts: self.restarts.get_or_create(&label).clone(),
+            records_rejected: self.records_rejected.get_or_create(&label).clone(),
+            records_late: self.records_late.get_or_create(&label).clone(),
+            last_checkpoint_duration_ms: gauges.last_checkpoint_duration_ms.get_or_create(&label).clone(),
+            last_checkpoint_bytes: gauges.last_checkpoint_bytes.get_or_create(&label).clone(),
+            last_publish_duration_ms: gauges.last_publish_duration_ms.get_or_create(&label).clone(),
+            sink_wait_ms: gauges.sink_wait_ms.get_or_create(&label).clone(),
+        });
+        jobs.insert(job.to_string(), Arc::downgrade(&metrics));
+        metrics
     }
 
     /// Records that ZooKeeper request `request` took `took` to answer.
@@ -305,12 +356,13 @@ mod tests {
     #[test]
     fn renders_openmetrics_text() {
         let metrics = Metrics::default();
-        metrics.job("counter").checkpoints_failed.inc_by(2);
+        let job = metrics.job("counter");
+        job.checkpoints_failed.inc_by(2);
         metrics.leader.set(1);
         metrics.leader_epoch.set(3);
         metrics.job("counter").last_checkpoint_duration_ms.set(12);
-        metrics.job("counter").set_source_lag(&BTreeMap::from([(2, 40)]));
-        metrics.job("counter").count_records(1, 500, 5);
+        job.set_source_lag(&BTreeMap::from([(2, 40)]));
+        job.count_records(1, 500, 5);
         metrics.job("counter").count_records(1, 100, 1);
         metrics.zookeeper_request("multi", std::time::Duration::from_micros(300));
         let text = metrics.render();
@@ -330,5 +382,36 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing from {text}");
         }
+    }
+
+    #[test]
+    fn a_jobs_gauges_go_with_its_last_handle_and_its_counters_stay() {
+        let metrics = Metrics::default();
+        let first = metrics.job("moved");
+        let second = metrics.job("moved");
+        first.last_checkpoint_duration_ms.set(40);
+        first.set_source_lag(&BTreeMap::from([(0, 7)]));
+        first.checkpoints_committed.inc_by(3);
+        drop(first);
+        assert!(metrics
+            .render()
+            .contains("weir_last_checkpoint_duration_ms{job=\"moved\"} 40\n"));
+        drop(second);
+        let text = metrics.render();
+        assert!(!text.contains("weir_last_checkpoint_duration_ms{job"), "{text}");
+        assert!(!text.contains("weir_source_lag_records{job"), "{text}");
+        assert!(
+            text.contains("weir_checkpoints_committed_total{job=\"moved\"} 3\n"),
+            "{text}"
+        );
+        let again = metrics.job("moved");
+        assert_eq!(
+            again.last_checkpoint_duration_ms.get(),
+            0,
+            "a job back here starts its gauges anew"
+        );
+        assert!(metrics
+            .render()
+            .contains("weir_last_checkpoint_duration_ms{job=\"moved\"} 0\n"));
     }
 }

@@ -75,13 +75,17 @@ pub enum SavepointError {
     /// checkpoint of its own yet: its start is spread over the savepoint's
     /// tasks, and copying one of them would lose the others' part.
     #[error(
-        "task {task} has not checkpointed since the job was regrouped into {tasks} tasks from savepoint {dir}; \
-         take the savepoint once it has (`weir jobs`), or, once the job is stopped, start it again from where \
-         the regrouping began: `weir deploy MODULE --name NAME --from-savepoint {dir} --parallelism {tasks}`"
+        "task {task} of job `{job}` has not checkpointed since it was regrouped into {tasks} tasks from savepoint \
+         {dir}; take the savepoint once it has (`weir jobs`){}",
+        restart_hint(job, dir, *tasks, *savepoint_tasks)
     )]
     Regrouped {
+        /// The job.
+        job: String,
         /// The savepoint the job started from.
         dir: String,
+        /// How many tasks that savepoint holds.
+        savepoint_tasks: usize,
         /// Which task.
         task: usize,
         /// How many tasks the job runs.
@@ -101,6 +105,20 @@ pub fn dir(job: &str, id: &str) -> String {
 /// in one millisecond differ. Sorts by time.
 pub fn new_id(created_ms: u64, random: u64) -> String {
     format!("savepoint-{created_ms}-{:06x}", random & 0xff_ffff)
+}
+
+/// How a job regrouped from a savepoint can start again from it: only
+/// into no more tasks than it holds, since a file sink's extra task would
+/// write again what it published before.
+fn restart_hint(job: &str, dir: &str, tasks: u32, savepoint_tasks: usize) -> String {
+    if tasks as usize <= savepoint_tasks {
+        format!(
+            ", or, once the job is stopped, start it again from where the regrouping began: \
+             `weir deploy MODULE --name {job} --from-savepoint {dir} --parallelism {tasks}`"
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// Where task `task` of the savepoint at `dir` keeps its checkpoint.
@@ -136,6 +154,7 @@ pub async fn copy_task(
 /// it started (unless the job was started with another task count).
 /// Returns the checkpoint.
 pub async fn carry_task(
+    job: &str,
     from: &Storage,
     savepoint: &str,
     share: Share,
@@ -146,7 +165,9 @@ pub async fn carry_task(
     let task = share.index as usize;
     if manifest.tasks.len() != share.of as usize {
         return Err(SavepointError::Regrouped {
+            job: job.to_string(),
             dir: savepoint.to_string(),
+            savepoint_tasks: manifest.tasks.len(),
             task,
             tasks: share.of,
         });
@@ -259,6 +280,13 @@ pub async fn import(from: &Storage, to: &Storage, dir: &str) -> Result<Manifest,
     Ok(manifest)
 }
 
+/// Deletes the savepoint at `dir`: its manifest first, so that what a
+/// delete cut short leaves is no savepoint, not a damaged one.
+pub async fn delete(storage: &Storage, dir: &str) -> Result<(), SavepointError> {
+    storage.delete_prefix(&format!("{dir}/{MANIFEST}")).await?;
+    Ok(storage.delete_prefix(dir).await?)
+}
+
 /// Job `job`'s savepoints in `storage`, oldest first, each with its
 /// directory; a directory without a readable manifest is left out.
 pub async fn list(storage: &Storage, job: &str) -> Result<Vec<(String, Manifest)>, SavepointError> {
@@ -317,11 +345,19 @@ mod tests {
             list(&storage, "j").await.unwrap(),
             vec![(dir.clone(), manifest.clone())]
         );
-        let err = carry_task(&storage, &dir, Share { index: 1, of: 1 }, &storage, "elsewhere")
+        let err = carry_task("j", &storage, &dir, Share { index: 1, of: 1 }, &storage, "elsewhere")
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("it has 1 tasks, not a task 1"), "{err}");
+        let err = carry_task("j", &storage, &dir, Share { index: 1, of: 2 }, &storage, "elsewhere")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("task 1 of job `j` has not checkpointed"), "{err}");
+        assert!(!err.contains("weir deploy"), "a scale-up is not offered again: {err}");
+        assert!(restart_hint("j", &dir, 2, 3)
+            .contains("--name j --from-savepoint savepoints/j/savepoint-5-cdef12 --parallelism 2"));
         assert!(
             finish(&storage, &dir, &manifest).await.is_err(),
             "a savepoint is written once"

@@ -1,6 +1,8 @@
 //! Access: with digest authentication on, every znode weir creates is
-//! closed to sessions without the cluster's credentials; over mutual TLS
-//! to ZooKeeper, a client without the certificate gets nowhere; a guest
+//! closed to sessions without the cluster's credentials; with SASL
+//! required by the server, only its users get a session, and another user
+//! none of weir's znodes; over mutual TLS to ZooKeeper, a client without
+//! the certificate gets nowhere; a guest
 //! reaches no environment, file or socket its spec does not grant.
 
 use std::time::Duration;
@@ -37,6 +39,48 @@ fn digest_auth_closes_every_znode_to_other_credentials() {
 
     let malformed = cluster.weir(&["jobs", "--zk-auth", "no-colon"]);
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("--zk-auth must be `user:password`"));
+}
+
+#[test]
+fn a_cluster_authenticated_by_sasl_fails_over_and_other_users_get_nowhere() {
+    let zk = ZooKeeper::start_sasl(&[("weir", "s3cret"), ("other", "pass")]);
+    let mut cluster = Cluster::with(zk, SESSION_TIMEOUT);
+    cluster.set_env("WEIR_ZK_SASL", "weir:s3cret");
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    let out = cluster.deploy("counter", "sasl", &[]);
+    let before = wait_for_lines(&out, 0, 5);
+    let leader = cluster.leader_pid_after(None);
+    cluster.signal(leader, "KILL");
+    cluster.leader_pid_after(Some(leader));
+    wait_for_lines(&out, before, 5);
+    assert_counter_sequence(&read_lines(&out));
+
+    let attempt = |sasl: Option<&str>| {
+        let mut command = std::process::Command::new(weir_bin());
+        cluster.env(&mut command);
+        command
+            .args(["cancel", "sasl", "--connect-timeout", "2s"])
+            .env_remove("WEIR_ZK_SASL");
+        if let Some(sasl) = sasl {
+            command.env("WEIR_ZK_SASL", sasl);
+        }
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "weir cancel got through with {sasl:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let wrong = attempt(Some("weir:guess"));
+    assert!(
+        wrong.contains("rejected the --zk-auth or --zk-sasl credentials"),
+        "{wrong}"
+    );
+    let other = attempt(Some("other:pass"));
+    assert!(other.contains("set --zk-auth"), "{other}");
+    let anonymous = attempt(None);
+    assert!(anonymous.contains("--zk-sasl"), "{anonymous}");
+    let malformed = attempt(Some("no-colon"));
+    assert!(malformed.contains("--zk-sasl must be `user:password`"), "{malformed}");
+    assert_eq!(cluster.job("sasl").unwrap()["desired"], "running");
 }
 
 #[test]

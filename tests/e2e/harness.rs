@@ -131,7 +131,8 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
-    fn env(&self, command: &mut Command) {
+    /// Gives `command` this cluster's settings, as every `weir` it runs has them.
+    pub fn env(&self, command: &mut Command) {
         command
             .env("WEIR_ZOOKEEPER", &self.zk.connect)
             .env("WEIR_STORAGE_DIR", format!("file://{}", self.path("storage").display()))

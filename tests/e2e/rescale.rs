@@ -1,6 +1,6 @@
 //! `weir rescale` against a real broker: a job that keeps its state per
-//! Kafka partition (key-count) regrouped from 1 task to 3 and back to 2,
-//! with a `kill -9` of the leader between, every key's count carrying on
+//! Kafka partition (key-count) regrouped from 1 task to 3, down by one
+//! and up by one again, with `kill -9`s between and during, every key's count carrying on
 //! across each change with no gap and no duplicate; and the rescales that
 //! cannot keep the state refused before the job stops.
 
@@ -129,7 +129,7 @@ fn a_rescaled_job_keeps_each_keys_state_with_its_partition_exactly_once() {
     kafka.produce("keys", records(3 * ROUND, 4 * ROUND));
     assert_counted_once(&files, 4 * ROUND);
     assert_eq!(tasks(&cluster, "kc"), now);
-    // And up again: the new task 2 carries its old file on from its end.
+    // And up by one: the new last task carries its old file on from its end.
     let last = if now == 3 { "2" } else { "3" };
     let said = cluster.weir_ok(&["rescale", "kc", last, "--wait", "60s"]);
     assert!(said.contains("tasks with its state"), "{said}");

@@ -149,6 +149,50 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
         cluster.logs().contains(&format!("savepoint={imported}")),
         "no task said it started from {imported}"
     );
+
+    // A savepoint is deleted once no job starts from it: here a job whose
+    // tasks will not checkpoint within the test still does.
+    cluster.weir_ok(&["cancel", "sp", "--wait", "30s"]);
+    let waiting = [
+        "deploy",
+        wasm,
+        "--name",
+        "sp",
+        "--parallelism",
+        "2",
+        "--source",
+        "sequence:rate=400",
+        "--sink",
+        &template,
+        "--checkpoint-interval",
+        "1h",
+        "--from-savepoint",
+        &dir,
+    ];
+    cluster.weir_ok(&waiting);
+    assert_refused(
+        &cluster,
+        &["savepoints", "sp", "--delete", &dir],
+        "is where task 0 of job `sp` starts until it has a checkpoint of its own",
+    );
+    assert_refused(
+        &cluster,
+        &["savepoints", "sp", "--delete", "../x"],
+        "--delete ../x: give a savepoint of job `sp`",
+    );
+    let id = imported.rsplit('/').next().unwrap();
+    assert!(cluster
+        .weir_ok(&["savepoints", "sp", "--delete", id])
+        .contains("deleted"));
+    let listed = json(&cluster.weir_ok(&["savepoints", "sp", "--output", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["path"], dir.as_str());
+    assert!(!cluster.path("storage").join(imported).exists());
+    assert_refused(
+        &cluster,
+        &["savepoints", "sp", "--delete", imported],
+        &format!("no savepoint at {imported}"),
+    );
 }
 
 /// Like [`assert_each_task_exactly_once`], for output of windows of 1,

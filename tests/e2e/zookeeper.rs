@@ -20,6 +20,8 @@ struct Node {
     log: PathBuf,
     address: String,
     main_class: &'static str,
+    /// System properties the server's JVM needs (its JAAS file, for SASL).
+    jvm_args: Vec<String>,
     process: Option<Child>,
 }
 
@@ -38,6 +40,7 @@ impl Node {
                 "{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar:/usr/share/java/netty-codec.jar"
             ))
             .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .args(&self.jvm_args)
             .arg(format!("org.apache.zookeeper.server.{}", self.main_class))
             .arg(&self.config)
             .stdout(log.try_clone().unwrap())
@@ -71,6 +74,15 @@ impl Node {
     fn serving(&self) -> bool {
         self.four_letter("srvr").contains("Mode:")
     }
+}
+
+/// How clients reach a server.
+enum Security {
+    Plain,
+    /// Mutual TLS, on a port of its own.
+    Tls,
+    /// SASL DIGEST-MD5 required of every session, for these users and passwords.
+    Sasl(Vec<(String, String)>),
 }
 
 /// A ZooKeeper server or ensemble. Every process is killed on drop.
@@ -240,18 +252,18 @@ impl ZooKeeper {
     /// Starts a standalone server and waits until it serves. Panics (never
     /// skips) when ZooKeeper is not installed.
     pub fn start() -> ZooKeeper {
-        ZooKeeper::launch(1, "127.0.0.1", false)
+        ZooKeeper::launch(1, "127.0.0.1", Security::Plain)
     }
 
     /// Like [`ZooKeeper::start`], serving clients on `host`'s address
     /// instead of loopback (one a network namespace reaches, say).
     pub fn start_at(host: &str) -> ZooKeeper {
-        ZooKeeper::launch(1, host, false)
+        ZooKeeper::launch(1, host, Security::Plain)
     }
 
     /// Starts an ensemble of `size` servers and waits until all serve.
     pub fn ensemble(size: usize) -> ZooKeeper {
-        ZooKeeper::launch(size, "127.0.0.1", false)
+        ZooKeeper::launch(size, "127.0.0.1", Security::Plain)
     }
 
     /// A standalone server whose clients connect over TLS and must
@@ -259,10 +271,17 @@ impl ZooKeeper {
     /// [`ZooKeeper::connect`] is its TLS port; the plaintext one serves
     /// only the harness's readiness checks.
     pub fn start_tls() -> ZooKeeper {
-        ZooKeeper::launch(1, "127.0.0.1", true)
+        ZooKeeper::launch(1, "127.0.0.1", Security::Tls)
     }
 
-    fn launch(size: usize, host: &str, tls: bool) -> ZooKeeper {
+    /// A standalone server that lets in only sessions authenticated by
+    /// SASL DIGEST-MD5 as one of `users` (`(name, password)`).
+    pub fn start_sasl(users: &[(&str, &str)]) -> ZooKeeper {
+        let users = users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
+        ZooKeeper::launch(1, "127.0.0.1", Security::Sasl(users))
+    }
+
+    fn launch(size: usize, host: &str, security: Security) -> ZooKeeper {
         assert_installed();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..size).map(|_| (free_port(), free_port(), free_port())).collect();
@@ -271,7 +290,7 @@ impl ZooKeeper {
             .enumerate()
             .map(|(i, (_, peer, election))| format!("server.{}=127.0.0.1:{peer}:{election}\n", i + 1))
             .collect();
-        let nodes: Vec<Node> = ports
+        let mut nodes: Vec<Node> = ports
             .iter()
             .enumerate()
             .map(|(i, (client, _, _))| {
@@ -296,12 +315,28 @@ impl ZooKeeper {
                     } else {
                         "ZooKeeperServerMain"
                     },
+                    jvm_args: Vec::new(),
                     process: None,
                 }
             })
             .collect();
+        if let Security::Sasl(users) = &security {
+            let jaas = dir.path().join("jaas.conf");
+            let users: String = users.iter().map(|(u, p)| format!(" user_{u}=\"{p}\"")).collect();
+            std::fs::write(
+                &jaas,
+                format!("Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required{users};\n}};\n"),
+            )
+            .unwrap();
+            let config = &nodes[0].config;
+            let plain = std::fs::read_to_string(config).unwrap();
+            let settings = "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n\
+                            enforce.auth.enabled=true\nenforce.auth.schemes=sasl\n";
+            std::fs::write(config, plain + settings).unwrap();
+            nodes[0].jvm_args = vec![format!("-Djava.security.auth.login.config={}", jaas.display())];
+        }
         let mut connect = nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
-        let tls = tls.then(|| {
+        let tls = matches!(security, Security::Tls).then(|| {
             let files = make_certificates(dir.path());
             let secure = free_port();
             let stores = dir.path().display();

@@ -57,8 +57,8 @@ enum Command {
     /// Copy each task's newest checkpoint of a job into a savepoint, to
     /// start a job from later (`weir deploy --from-savepoint`).
     Savepoint(savepoint::SavepointArgs),
-    /// List a job's savepoints.
-    Savepoints(savepoint::SavepointsArgs),
+    /// List a job's savepoints, or delete one.
+    Savepoints(savepoint::ListArgs),
     /// Replace a running job's module, keeping its state and output
     /// (savepoint, stop, start the new module from it; rolled back if it fails).
     Upgrade(upgrade::UpgradeArgs),
@@ -110,6 +110,11 @@ pub struct ClusterArgs {
     /// creates is then readable and writable only with the same credentials.
     #[arg(long, env = "WEIR_ZK_AUTH", hide_env_values = true)]
     zk_auth: Option<String>,
+    /// `user:password` for SASL DIGEST-MD5 authentication to ZooKeeper (a
+    /// user of the servers' JAAS `Server` section); every znode weir
+    /// creates is then open only to that user.
+    #[arg(long, env = "WEIR_ZK_SASL", hide_env_values = true)]
+    zk_sasl: Option<String>,
     /// PEM file of the CA whose certificates the ZooKeeper servers present:
     /// connects over TLS (to the servers' secureClientPort).
     #[arg(long, env = "WEIR_ZK_TLS_CA", value_name = "PEM", value_parser = Pem::certificates)]
@@ -131,6 +136,11 @@ impl ClusterArgs {
             connect: self.zookeeper.clone(),
             session_timeout: self.session_timeout,
             auth: self.zk_auth.clone(),
+            sasl: match self.zk_sasl.as_deref().map(|sasl| sasl.split_once(':')) {
+                Some(Some((user, password))) => Some((user.to_string(), password.to_string())),
+                Some(None) => anyhow::bail!("--zk-sasl must be `user:password`"),
+                None => None,
+            },
             tls: self.zk_tls()?,
         })
     }
@@ -281,10 +291,16 @@ fn advertised(bound: std::net::SocketAddr, host: &str) -> String {
     }
 }
 
-/// `--advertise-http`: a host (or IP) and a port.
+/// `--advertise-http`: a host (or IP, an IPv6 one in brackets) and a port.
 fn parse_advertised(value: &str) -> Result<String, String> {
-    let port = value.rsplit_once(':').filter(|(host, _)| !host.is_empty());
-    match port.map(|(_, port)| port.parse::<u16>()) {
+    let host_port = value.rsplit_once(':').filter(|(host, _)| {
+        let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        match bracketed {
+            Some(ip) => ip.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => !host.is_empty() && !host.contains([':', '/', '[', ']', '@', ' ']),
+        }
+    });
+    match host_port.map(|(_, port)| port.parse::<u16>()) {
         Some(Ok(port)) if port != 0 => Ok(value.to_string()),
         _ => Err(format!(
             "{value:?}: give HOST:PORT (e.g. weir-1.example.com:8080), the address browsers and the other replicas reach this one's --http at"
@@ -433,7 +449,17 @@ mod tests {
         assert_eq!(advertised(bound("10.0.0.5:8080"), "weir-1"), "10.0.0.5:8080");
         assert_eq!(parse_advertised("weir-1.example:8080").unwrap(), "weir-1.example:8080");
         assert_eq!(parse_advertised("[fd00::1]:8080").unwrap(), "[fd00::1]:8080");
-        for bad in ["weir-1", ":8080", "weir-1:0", "weir-1:http", "weir-1:70000"] {
+        for bad in [
+            "weir-1",
+            ":8080",
+            "weir-1:0",
+            "weir-1:http",
+            "weir-1:70000",
+            "fd00::1:8080",
+            "[weir-1]:8080",
+            "http://weir-1:8080",
+            "weir-1/ui:8080",
+        ] {
             let err = parse_advertised(bad).unwrap_err();
             assert!(err.contains("give HOST:PORT"), "{bad}: {err}");
         }

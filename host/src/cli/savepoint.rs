@@ -1,7 +1,7 @@
 //! `weir savepoint` and `weir savepoints`: copy each task's newest
-//! committed checkpoint of a job into a savepoint, and list a job's
-//! savepoints. The copy needs no supervisor: the checkpoints are in the
-//! storage dir and their pointers in ZooKeeper.
+//! committed checkpoint of a job into a savepoint, and list (or delete) a
+//! job's savepoints. The copy needs no supervisor: the checkpoints are in
+//! the storage dir and their pointers in ZooKeeper.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
 use crate::ha::Layout;
 use crate::savepoint::{self, Manifest, SavepointError};
-use crate::spec::{JobSpec, Share};
+use crate::spec::{Desired, JobSpec, Share};
 use crate::storage::{Storage, StorageError};
 use crate::views::SavepointView;
 
@@ -30,6 +30,16 @@ pub struct SavepointsArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    job: SavepointsArgs,
+    /// Delete this savepoint of the job (its path as listed, or its id)
+    /// instead of listing them.
+    #[arg(long, value_name = "SAVEPOINT")]
+    delete: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +91,11 @@ pub async fn take(args: SavepointArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn list(args: SavepointsArgs) -> anyhow::Result<()> {
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    if let Some(savepoint) = &args.delete {
+        return delete(&args.job, savepoint).await;
+    }
+    let args = args.job;
     let storage = args.storage.open()?;
     let found = savepoint::list(&storage, &args.name).await.context(STORAGE_FIX)?;
     match args.output {
@@ -119,6 +133,42 @@ pub async fn list(args: SavepointsArgs) -> anyhow::Result<()> {
             print_table(&["SAVEPOINT", "TAKEN", "TASKS", "CHECKPOINTS", "MODULE"], &rows)?;
         }
     }
+    Ok(())
+}
+
+/// Deletes savepoint `savepoint` of job `args.name`, unless a running job
+/// still starts a task from it: one that has no checkpoint of its own yet.
+async fn delete(args: &SavepointsArgs, savepoint: &str) -> anyhow::Result<()> {
+    let name = &args.name;
+    let id = savepoint.strip_prefix(&savepoint::dir(name, "")).unwrap_or(savepoint);
+    let dir = match id {
+        id if id.starts_with("savepoint-") && !id.contains('/') => savepoint::dir(name, id),
+        _ => bail!(
+            "--delete {savepoint}: give a savepoint of job `{name}` as `weir savepoints {name}` lists it (savepoints/{name}/ID), or its ID"
+        ),
+    };
+    let storage = args.storage.open()?;
+    let layout = args.cluster.layout()?;
+    let client = args.cluster.connect().await?;
+    check_storage_record(&client, &layout, &storage, &args.cluster.cluster_id, None).await?;
+    savepoint::manifest(&storage, &dir).await?;
+    for job in crate::views::read_jobs(&client, &layout).await? {
+        let Some(task) = job.tasks.iter().find(|t| t.last_checkpoint.is_none()) else {
+            continue;
+        };
+        if job.desired != Desired::Running {
+            continue;
+        }
+        if read_spec(&client, &layout, &job.name).await?.from_savepoint.as_deref() == Some(&dir) {
+            bail!(
+                "savepoint {dir} is where task {} of job `{}` starts until it has a checkpoint of its own; delete it once it has (`weir jobs`)",
+                task.task,
+                job.name
+            );
+        }
+    }
+    savepoint::delete(&storage, &dir).await.context(STORAGE_FIX)?;
+    say!("savepoint {dir} deleted")?;
     Ok(())
 }
 
@@ -195,7 +245,7 @@ async fn copy_newest(
         let pointer = Pointer::decode(&data)?;
         let Some(newest) = pointer.latest() else {
             if let Some(started) = &spec.from_savepoint {
-                return Ok(savepoint::carry_task(from, started, share, to, dir).await?);
+                return Ok(savepoint::carry_task(name, from, started, share, to, dir).await?);
             }
             bail!(
                 "task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs`)"

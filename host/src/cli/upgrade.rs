@@ -8,6 +8,7 @@
 //! settings, from the same savepoint. A rescale regroups the savepoint's
 //! tasks (see `regroup`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use crate::ha::{candidates, Layout};
 use crate::runtime::Limits;
 use crate::spec::{parse_config_pair, Desired, JobSpec, JobState, SinkSpec};
 use crate::storage::{sha256_hex, Storage, StorageError};
-use crate::views::read_job;
+use crate::views::{read_job, JobView};
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
@@ -198,7 +199,9 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
                 crate::spec::MAX_PARALLELISM
             );
         }
-        planned.check_parallelism()?;
+        planned
+            .check_parallelism()
+            .with_context(|| format!("job `{name}` cannot be rescaled to {}", plural(parallelism, "task")))?;
         if !state_is_partitioned(&client, &layout, &storage, &old).await? {
             bail!("job `{name}` cannot be rescaled: {STATE_PER_TASK}");
         }
@@ -223,8 +226,16 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
         }
         _ => false,
     };
-    if let Some(task) = unchecked.filter(|_| !started_whole) {
-        bail!("task {} of job `{name}` has no checkpoint yet, so there is no state to carry over: upgrade it once it has one (`weir jobs`)", task.task);
+    match (unchecked.filter(|_| !started_whole), &old.from_savepoint) {
+        (Some(task), Some(dir)) => bail!(
+            "task {} of job `{name}` has not checkpointed since it was regrouped from savepoint {dir}, so its state is still spread over that savepoint's tasks: change the job once it has (`weir jobs`)",
+            task.task
+        ),
+        (Some(task), None) => bail!(
+            "task {} of job `{name}` has no checkpoint yet, so there is no state to carry over: change the job once it has one (`weir jobs`)",
+            task.task
+        ),
+        (None, _) => {}
     }
 
     mark_cancelled(&client, &layout, &old).await?;
@@ -259,28 +270,26 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
             return Ok(());
         }
         TrialEnd::Replaced => bail!("job `{name}` was cancelled or deployed again by someone else while its upgrade was on trial; savepoint {savepoint} holds where the old module stopped"),
-        TrialEnd::Failed { why, published: true } => match kept_output(&old, &new) {
+        TrialEnd::Failed { why, published } => match kept_output(&old, &new, &published) {
             Some(kept) => bail!(
                 "the change of job `{name}` failed ({why}) after a task had published output {kept}, so it is not \
                  rolled back: the new deployment keeps running as its --restart says; fix it and try again"
             ),
             None => why,
         },
-        TrialEnd::Failed { why, .. } => why,
     };
     let rollback = async {
         mark_cancelled(&client, &layout, &new).await?;
         wait_stopped(&client, &layout, name, trial.wait).await?;
         // Its tasks ran until they stopped: one may have published since the trial looked.
-        let published = read_job(&client, &layout, name)
-            .await?
-            .is_some_and(|job| job.tasks.iter().any(|t| t.last_checkpoint.is_some()));
-        if let Some(kept) = kept_output(&old, &new).filter(|_| published) {
-            bail!(
-                "a task of the new deployment published output {kept} while it was stopping, so it is not rolled back; \
-                 it is cancelled: `weir savepoint {name}` then `weir deploy` with --from-savepoint (and --parallelism {}) starts it again",
-                new.parallelism
-            );
+        let published = match read_job(&client, &layout, name).await? {
+            Some(job) => committed(&job),
+            None => BTreeSet::new(),
+        };
+        if let Some(kept) = kept_output(&old, &new, &published) {
+            // The same deployment again: its tasks carry on from their own checkpoints.
+            write_spec(&client, &layout, &options, &new).await?;
+            return Ok(Some(kept));
         }
         refuse_shared_lineage(&client, &layout, name, &lineage).await?;
         let back = from(
@@ -289,11 +298,18 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
             old.parallelism,
             &savepoint,
         );
-        write_spec(&client, &layout, &options, &back).await
+        write_spec(&client, &layout, &options, &back).await.map(|()| None)
     };
-    rollback
+    let kept = rollback
         .await
         .with_context(|| format!("the new deployment {why}, and rolling it back failed; {recover}"))?;
+    if let Some(kept) = kept {
+        bail!(
+            "the change of job `{name}` failed ({why}), and a task published output {kept} while it was stopping, \
+             so it is not rolled back: the new deployment runs again from its own checkpoints, as its --restart says; \
+             fix it and try again"
+        );
+    }
     bail!(
         "job `{name}` rolled back to module {}, its old settings and {} from savepoint {savepoint}: the new deployment {why}",
         &old.module_sha256[..12],
@@ -338,7 +354,9 @@ async fn state_is_partitioned(
         };
         match store.read(newest).await {
             Ok(checkpoint) => return Ok(crate::regroup::is_partitioned(&checkpoint.snapshot)),
-            Err(CheckpointError::Storage(StorageError::NotFound { .. })) => continue,
+            Err(CheckpointError::Storage(StorageError::NotFound { .. })) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!("reading job `{name}`'s checkpoint {}", newest.id)))
             }
@@ -347,29 +365,40 @@ async fn state_is_partitioned(
     bail!("job `{name}` retired its checkpoints faster than they could be read; try again")
 }
 
-/// Why output `new`'s deployment published would stay past a rollback to
-/// `old` and be written again, if it would: a file is cut back to the
-/// savepoint's position, a table or a topic keeps what it was given, and
-/// a task the old count does not have writes a file none of the old
-/// tasks cut back.
-fn kept_output(old: &JobSpec, new: &JobSpec) -> Option<&'static str> {
+/// Why output the `published` tasks of `new`'s deployment wrote would
+/// stay past a rollback to `old` and be written again, if it would: a file
+/// is cut back to the savepoint's position, a table or a topic keeps what
+/// it was given, and a task the old count does not have writes a file none
+/// of the old tasks cut back.
+fn kept_output(old: &JobSpec, new: &JobSpec, published: &BTreeSet<u32>) -> Option<&'static str> {
     let rewinds = |sink: &SinkSpec| matches!(sink, SinkSpec::File { .. } | SinkSpec::Stdout);
-    if !(rewinds(&new.sink) && new.on_error.dead_letters().is_none_or(rewinds)) {
+    if published.is_empty() {
+        None
+    } else if !(rewinds(&new.sink) && new.on_error.dead_letters().is_none_or(rewinds)) {
         Some("to a table or topic, which keeps what it holds")
-    } else if new.parallelism > old.parallelism {
+    } else if published.iter().any(|&task| task >= old.parallelism) {
         Some("to the file of a task the old count does not have")
     } else {
         None
     }
 }
 
+/// The tasks of `job` that have committed (and so published) a checkpoint.
+fn committed(job: &JobView) -> BTreeSet<u32> {
+    job.tasks
+        .iter()
+        .filter(|t| t.last_checkpoint.is_some())
+        .map(|t| t.task)
+        .collect()
+}
+
 /// How a new deployment's trial ended.
 enum TrialEnd {
     /// Every task committed a checkpoint of its own.
     Committed,
-    /// A task failed first, or the wait ran out; `published` if a task had
-    /// committed (and so published) a checkpoint by then.
-    Failed { why: String, published: bool },
+    /// A task failed first, or the wait ran out; `published`: the tasks
+    /// that had committed (and so published) a checkpoint by then.
+    Failed { why: String, published: BTreeSet<u32> },
     /// Someone else cancelled or replaced it meanwhile.
     Replaced,
 }
@@ -378,7 +407,9 @@ enum TrialEnd {
 /// checkpoint of its own, one fails first, or `wait` passes.
 async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec, wait: Duration) -> TrialEnd {
     let deadline = Instant::now() + wait;
-    let mut published = false;
+    // Each look reads three znodes a task: a job of thousands looks less often.
+    let poll = (Duration::from_millis(100) + Duration::from_millis(5) * spec.parallelism).min(Duration::from_secs(1));
+    let mut published = BTreeSet::new();
     while Instant::now() < deadline {
         let current = read_spec(client, layout, &spec.name).await.ok();
         if current
@@ -388,7 +419,7 @@ async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec
             return TrialEnd::Replaced;
         }
         if let Ok(Some(job)) = read_job(client, layout, &spec.name).await {
-            published |= job.tasks.iter().any(|t| t.last_checkpoint.is_some());
+            published.extend(committed(&job));
             if job.state == JobState::Failed {
                 let why = job.error.unwrap_or_else(|| "no reason given".into());
                 return TrialEnd::Failed {
@@ -411,7 +442,7 @@ async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec
                 return TrialEnd::Committed;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(poll).await;
     }
     TrialEnd::Failed {
         why: format!("did not commit a checkpoint of every task within {wait:?}"),
@@ -422,6 +453,36 @@ async fn first_checkpoints(client: &zkc::Client, layout: &Layout, spec: &JobSpec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_is_refused_only_for_output_it_cannot_cut_back() {
+        let file = |parallelism| JobSpec {
+            sink: SinkSpec::File {
+                path: "/out-{task}".into(),
+            },
+            ..crate::spec::test_spec("j", parallelism)
+        };
+        let tasks = |t: &[u32]| t.iter().copied().collect::<BTreeSet<u32>>();
+        let (two, three) = (file(2), file(3));
+        assert_eq!(kept_output(&two, &three, &tasks(&[])), None);
+        assert_eq!(
+            kept_output(&two, &three, &tasks(&[0, 1])),
+            None,
+            "the old tasks cut their files back"
+        );
+        assert!(kept_output(&two, &three, &tasks(&[2])).is_some_and(|why| why.contains("old count does not have")));
+        assert_eq!(kept_output(&three, &two, &tasks(&[0, 1])), None);
+        let table = JobSpec {
+            sink: SinkSpec::Postgres {
+                url: "postgresql://u@h:5432/d".into(),
+                table: "t".into(),
+                mode: Default::default(),
+            },
+            ..file(2)
+        };
+        assert_eq!(kept_output(&two, &table, &tasks(&[])), None);
+        assert!(kept_output(&two, &table, &tasks(&[0])).is_some_and(|why| why.contains("table or topic")));
+    }
 
     #[test]
     fn settings_replace_their_keys_and_add_new_ones_in_order() {

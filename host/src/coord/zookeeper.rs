@@ -22,6 +22,10 @@ pub struct ZkSettings {
     /// `user:password` for digest authentication. When set, every znode weir
     /// creates is readable and writable only by sessions with the same credentials.
     pub auth: Option<String>,
+    /// `(user, password)` for SASL DIGEST-MD5, which the servers check as
+    /// the session opens (their JAAS `Server` section names the users).
+    /// When set, every znode weir creates is open only to that user.
+    pub sasl: Option<(String, String)>,
     /// TLS to every server (the CA to trust and, for mutual TLS, this
     /// client's certificate); `None` for plaintext.
     pub tls: Option<zkc::TlsOptions>,
@@ -30,7 +34,7 @@ pub struct ZkSettings {
 impl ZkSettings {
     /// The ACL for every znode weir creates.
     pub fn acls(&self) -> zkc::Acls<'static> {
-        if self.auth.is_some() {
+        if self.auth.is_some() || self.sasl.is_some() {
             zkc::Acls::creator_all()
         } else {
             zkc::Acls::anyone_all()
@@ -41,8 +45,11 @@ impl ZkSettings {
 /// A hint for errors whose fix is not obvious from the client's words.
 pub fn hint(error: &zkc::Error) -> &'static str {
     match error {
-        zkc::Error::NoAuth => " (the cluster uses digest authentication: set --zk-auth user:password or WEIR_ZK_AUTH)",
-        zkc::Error::AuthFailed => " (ZooKeeper rejected the --zk-auth credentials)",
+        zkc::Error::NoAuth => {
+            " (the cluster's znodes are closed to this session: set --zk-auth user:password (WEIR_ZK_AUTH) \
+             or --zk-sasl user:password (WEIR_ZK_SASL) as its supervisors have them)"
+        }
+        zkc::Error::AuthFailed => " (ZooKeeper rejected the --zk-auth or --zk-sasl credentials)",
         _ => "",
     }
 }
@@ -126,6 +133,9 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static s
         let mut connector = zkc::Client::connector().with_session_timeout(settings.session_timeout);
         if let Some(auth) = &settings.auth {
             connector = connector.with_auth("digest", auth.as_bytes());
+        }
+        if let Some((user, password)) = &settings.sasl {
+            connector = connector.with_sasl(zkc::SaslOptions::digest_md5(user.clone(), password.clone()));
         }
         let connecting = match &settings.tls {
             Some(tls) => connector
@@ -242,7 +252,7 @@ impl Session for ZkSession {
     async fn create(&self, path: &str, data: &[u8]) -> Result<(), zkc::Error> {
         let options = CreateMode::Persistent.with_acls(self.acls);
         if let Some((parent, _)) = path.rsplit_once('/').filter(|(parent, _)| !parent.is_empty()) {
-            self.timed("create", self.client.mkdir(parent, &options)).await?;
+            self.timed("mkdir", self.client.mkdir(parent, &options)).await?;
         }
         self.timed("create", self.client.create(path, data, &options))
             .await

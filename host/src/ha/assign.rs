@@ -444,34 +444,7 @@ fn file_owners<'a>(running: &[&'a JobView]) -> BTreeMap<&'a str, &'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{OnError, SinkSpec, SourceSpec};
-
-    fn spec(name: &str, parallelism: u32) -> JobSpec {
-        JobSpec {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            module_sha256: "m".into(),
-            source: SourceSpec::Sequence {
-                start: 0,
-                rate: 0,
-                timestamp: None,
-            },
-            sink: SinkSpec::Stdout,
-            checkpoint_interval: std::time::Duration::from_secs(1),
-            config: Vec::new(),
-            memory_limit: 1 << 20,
-            call_timeout: std::time::Duration::from_secs(1),
-            restart: Default::default(),
-            on_error: OnError::default(),
-            watermark: None,
-            grants: Default::default(),
-            parallelism,
-            from_savepoint: None,
-            lineage: None,
-            desired: Desired::Running,
-            created_ms: 0,
-        }
-    }
+    use crate::spec::{test_spec as spec, SinkSpec};
 
     fn job(spec: JobSpec) -> JobView {
         JobView {

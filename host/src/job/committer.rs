@@ -161,9 +161,15 @@ impl<'a> Committer<'a> {
     }
 
     /// Waits until a publish that a dropped [`Committer::commit`] left
-    /// running has landed.
+    /// running has landed. A checkpoint whose pointer was written is
+    /// committed however its publish ended (the next attempt publishes it
+    /// again), and goes in the history as such.
     pub async fn settle(&mut self) {
         self.sink.settle().await;
+        if self.uploaded.as_ref().is_some_and(|u| u.pointer_written) {
+            self.metrics.checkpoints_committed.inc();
+            record(self.ctx, self.task, self.uploaded.take(), None);
+        }
     }
 
     /// Does one action; returns its outcome for the state machine, if it has one.
@@ -207,6 +213,7 @@ impl<'a> Committer<'a> {
                     checkpoint: checkpoint.meta.checkpoint,
                     barrier_taken: self.barrier_taken,
                     bytes: self.checkpoint_bytes,
+                    pointer_written: false,
                 });
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
                     Ok(()) => CommitEvent::Uploaded,
@@ -230,7 +237,12 @@ impl<'a> Committer<'a> {
                     .write_pointer(self.task, &self.pointer_path, pointer.encode(), expected_version)
                     .await;
                 match written {
-                    Ok(version) => Ok(Some(CommitEvent::PointerWritten { version })),
+                    Ok(version) => {
+                        if let Some(uploaded) = &mut self.uploaded {
+                            uploaded.pointer_written = true;
+                        }
+                        Ok(Some(CommitEvent::PointerWritten { version }))
+                    }
                     Err(e) => {
                         self.state.step(CommitEvent::PointerRefused);
                         let why = format!("its pointer was not written: {e}");
@@ -329,6 +341,8 @@ struct Uploaded {
     checkpoint: CheckpointRef,
     barrier_taken: Instant,
     bytes: u64,
+    /// Its pointer is in ZooKeeper: it is committed, published or not.
+    pointer_written: bool,
 }
 
 /// Puts a checkpoint that committed (no error) or failed in the
@@ -338,6 +352,7 @@ fn record(ctx: &WorkerContext, task: &Task, uploaded: Option<Uploaded>, error: O
         checkpoint,
         barrier_taken,
         bytes,
+        ..
     }) = uploaded
     else {
         return;

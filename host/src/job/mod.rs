@@ -214,6 +214,8 @@ const INTERRUPTED_RETRY: Duration = Duration::from_millis(100);
 pub async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, mut control: ControlReceiver) -> JobEnd {
     let spec = &task.spec;
     let label = task.label();
+    // Held while the task is here, so its job's gauges stay across restarts.
+    let metrics = ctx.metrics.job(&spec.name);
     let mut streak = 0;
     let index = task.share.index;
     let ended = |end: AttemptEnd, error: Option<String>| {
@@ -275,7 +277,7 @@ pub async fn supervise(ctx: Arc<WorkerContext>, task: Task, mut restarts: u32, m
             };
         };
         restarts += 1;
-        ctx.metrics.job(&spec.name).restarts.inc();
+        metrics.restarts.inc();
         tracing::warn!(job = %label, restarts, "attempt failed: {error}; restarting from the last checkpoint in {delay:?}");
         match ctx
             .write_status(&task, JobState::Restarting, restarts, Some(error))
