@@ -53,8 +53,16 @@ struct JobGauges {
     sink_wait_ms: Family<JobLabel, Gauge>,
 }
 
+/// A job's handle while one is out, and the partitions a lag was set for,
+/// shared by every handle of the job, old and new, until the job goes.
+#[derive(Debug)]
+struct JobEntry {
+    handle: Weak<JobMetrics>,
+    partitions: Arc<Mutex<BTreeSet<u32>>>,
+}
+
 /// The jobs with a handle out, by name.
-type JobHandles = Arc<Mutex<BTreeMap<String, Weak<JobMetrics>>>>;
+type JobHandles = Arc<Mutex<BTreeMap<String, JobEntry>>>;
 
 /// One job's counters and gauges, while a task of it runs here.
 #[derive(Debug)]
@@ -62,7 +70,7 @@ pub struct JobMetrics {
     job: String,
     gauges: JobGauges,
     /// The partitions a lag was set for.
-    partitions: Mutex<BTreeSet<u32>>,
+    partitions: Arc<Mutex<BTreeSet<u32>>>,
     handles: JobHandles,
     records_in: Family<TaskLabel, Counter>,
     records_out: Family<TaskLabel, Counter>,
@@ -246,7 +254,7 @@ impl Drop for JobMetrics {
     /// handle was made meanwhile (it holds the same series).
     fn drop(&mut self) {
         let Ok(mut jobs) = self.handles.lock() else { return };
-        if jobs.get(&self.job).is_some_and(|held| held.strong_count() > 0) {
+        if jobs.get(&self.job).is_some_and(|entry| entry.handle.strong_count() > 0) {
             return;
         }
         jobs.remove(&self.job);
@@ -261,7 +269,7 @@ impl Drop for JobMetrics {
         ] {
             family.remove(&label);
         }
-        let partitions = std::mem::take(self.partitions.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let partitions = std::mem::take(&mut *self.partitions.lock().unwrap_or_else(|e| e.into_inner()));
         for partition in partitions {
             gauges.source_lag.remove(&self.partition(partition));
         }
@@ -307,15 +315,17 @@ impl Metrics {
     /// the handle (or another of the job's) is held.
     pub fn job(&self, job: &str) -> Arc<JobMetrics> {
         let mut jobs = self.jobs.lock().expect("metrics lock");
-        if let Some(held) = jobs.get(job).and_then(Weak::upgrade) {
+        if let Some(held) = jobs.get(job).and_then(|entry| entry.handle.upgrade()) {
             return held;
         }
+        // A handle whose drop has not run yet left the entry: its partitions carry over.
+        let partitions = jobs.get(job).map(|entry| entry.partitions.clone()).unwrap_or_default();
         let label = JobLabel { job: job.to_string() };
         let gauges = &self.gauges;
         let metrics = Arc::new(JobMetrics {
             job: job.to_string(),
             gauges: gauges.clone(),
-            partitions: Mutex::default(),
+            partitions: partitions.clone(),
             handles: self.jobs.clone(),
             records_in: self.records_in.clone(),
             records_out: self.records_out.clone(),
@@ -330,7 +340,8 @@ impl Metrics {
             last_publish_duration_ms: gauges.last_publish_duration_ms.get_or_create(&label).clone(),
             sink_wait_ms: gauges.sink_wait_ms.get_or_create(&label).clone(),
         });
-        jobs.insert(job.to_string(), Arc::downgrade(&metrics));
+        let handle = Arc::downgrade(&metrics);
+        jobs.insert(job.to_string(), JobEntry { handle, partitions });
         metrics
     }
 

@@ -283,7 +283,7 @@ pub async fn import(from: &Storage, to: &Storage, dir: &str) -> Result<Manifest,
 /// Deletes the savepoint at `dir`: its manifest first, so that what a
 /// delete cut short leaves is no savepoint, not a damaged one.
 pub async fn delete(storage: &Storage, dir: &str) -> Result<(), SavepointError> {
-    storage.delete_prefix(&format!("{dir}/{MANIFEST}")).await?;
+    storage.delete(&format!("{dir}/{MANIFEST}")).await?;
     Ok(storage.delete_prefix(dir).await?)
 }
 

@@ -321,6 +321,18 @@ impl Storage {
         Ok(listed.common_prefixes.iter().map(|p| p.to_string()).collect())
     }
 
+    /// Deletes one object; one already gone is no error.
+    pub async fn delete(&self, path: &str) -> Result<(), StorageError> {
+        match self.store.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::Store {
+                what: "delete",
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Deletes every object under `prefix` (a "directory").
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         let err = |source| StorageError::Store {

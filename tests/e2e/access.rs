@@ -77,7 +77,10 @@ fn a_cluster_authenticated_by_sasl_fails_over_and_other_users_get_nowhere() {
     let other = attempt(Some("other:pass"));
     assert!(other.contains("set --zk-auth"), "{other}");
     let anonymous = attempt(None);
-    assert!(anonymous.contains("--zk-sasl"), "{anonymous}");
+    assert!(
+        anonymous.contains("require authentication: set --zk-sasl user:password"),
+        "{anonymous}"
+    );
     let malformed = attempt(Some("no-colon"));
     assert!(malformed.contains("--zk-sasl must be `user:password`"), "{malformed}");
     assert_eq!(cluster.job("sasl").unwrap()["desired"], "running");

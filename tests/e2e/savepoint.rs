@@ -173,7 +173,7 @@ fn a_job_cancelled_with_a_savepoint_carries_on_from_it_exactly_once() {
     assert_refused(
         &cluster,
         &["savepoints", "sp", "--delete", &dir],
-        "is where task 0 of job `sp` starts until it has a checkpoint of its own",
+        "holds the state of task 0 of job `sp`, which has no checkpoint of its own; delete it once it has",
     );
     assert_refused(
         &cluster,

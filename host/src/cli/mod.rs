@@ -137,8 +137,10 @@ impl ClusterArgs {
             session_timeout: self.session_timeout,
             auth: self.zk_auth.clone(),
             sasl: match self.zk_sasl.as_deref().map(|sasl| sasl.split_once(':')) {
-                Some(Some((user, password))) => Some((user.to_string(), password.to_string())),
-                Some(None) => anyhow::bail!("--zk-sasl must be `user:password`"),
+                Some(Some((user, password))) if !user.is_empty() && !password.is_empty() => {
+                    Some((user.to_string(), password.to_string()))
+                }
+                Some(_) => anyhow::bail!("--zk-sasl must be `user:password`"),
                 None => None,
             },
             tls: self.zk_tls()?,
@@ -303,7 +305,7 @@ fn parse_advertised(value: &str) -> Result<String, String> {
     match host_port.map(|(_, port)| port.parse::<u16>()) {
         Some(Ok(port)) if port != 0 => Ok(value.to_string()),
         _ => Err(format!(
-            "{value:?}: give HOST:PORT (e.g. weir-1.example.com:8080), the address browsers and the other replicas reach this one's --http at"
+            "{value:?}: give HOST:PORT (e.g. weir-1.example.com:8080, or [fd00::1]:8080 for an IPv6 address), the address browsers and the other replicas reach this one's --http at"
         )),
     }
 }

@@ -136,8 +136,9 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes savepoint `savepoint` of job `args.name`, unless a running job
-/// still starts a task from it: one that has no checkpoint of its own yet.
+/// Deletes savepoint `savepoint` of job `args.name`, unless a job (running,
+/// or cancelled and not deleted: a savepoint of it copies such a task from
+/// here) still starts a task from it: one with no checkpoint of its own.
 async fn delete(args: &SavepointsArgs, savepoint: &str) -> anyhow::Result<()> {
     let name = &args.name;
     let id = savepoint.strip_prefix(&savepoint::dir(name, "")).unwrap_or(savepoint);
@@ -156,16 +157,18 @@ async fn delete(args: &SavepointsArgs, savepoint: &str) -> anyhow::Result<()> {
         let Some(task) = job.tasks.iter().find(|t| t.last_checkpoint.is_none()) else {
             continue;
         };
-        if job.desired != Desired::Running {
+        if read_spec(&client, &layout, &job.name).await?.from_savepoint.as_deref() != Some(&dir) {
             continue;
         }
-        if read_spec(&client, &layout, &job.name).await?.from_savepoint.as_deref() == Some(&dir) {
-            bail!(
-                "savepoint {dir} is where task {} of job `{}` starts until it has a checkpoint of its own; delete it once it has (`weir jobs`)",
-                task.task,
-                job.name
-            );
-        }
+        let once = match job.desired {
+            Desired::Running => "delete it once it has (`weir jobs`)".to_string(),
+            Desired::Canceled => format!("delete it once `weir delete {}` has removed that job", job.name),
+        };
+        bail!(
+            "savepoint {dir} holds the state of task {} of job `{}`, which has no checkpoint of its own; {once}",
+            task.task,
+            job.name
+        );
     }
     savepoint::delete(&storage, &dir).await.context(STORAGE_FIX)?;
     say!("savepoint {dir} deleted")?;

@@ -199,9 +199,12 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
                 crate::spec::MAX_PARALLELISM
             );
         }
-        planned
-            .check_parallelism()
-            .with_context(|| format!("job `{name}` cannot be rescaled to {}", plural(parallelism, "task")))?;
+        planned.check_parallelism().with_context(|| {
+            format!(
+                "job `{name}` cannot be rescaled to {}; deploy it again with a sink that can",
+                plural(parallelism, "task")
+            )
+        })?;
         if !state_is_partitioned(&client, &layout, &storage, &old).await? {
             bail!("job `{name}` cannot be rescaled: {STATE_PER_TASK}");
         }
@@ -278,19 +281,46 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
             None => why,
         },
     };
-    let rollback = async {
+    // Where the new deployment stopped, for when going back would write
+    // its output again.
+    let resume_new = format!(
+        "once `weir jobs` shows job `{name}` CANCELED, `weir savepoint {name}` then `weir deploy MODULE --name {name} \
+         --from-savepoint PATH --parallelism {}` (the new module, the job's flags) start the new deployment again where it stopped",
+        new.parallelism
+    );
+    let every_task = (0..new.parallelism).collect();
+    let stop_new = async {
         mark_cancelled(&client, &layout, &new).await?;
         wait_stopped(&client, &layout, name, trial.wait).await?;
-        // Its tasks ran until they stopped: one may have published since the trial looked.
-        let published = match read_job(&client, &layout, name).await? {
-            Some(job) => committed(&job),
-            None => BTreeSet::new(),
+        Ok::<_, anyhow::Error>(read_job(&client, &layout, name).await?)
+    };
+    let stopped = stop_new.await.with_context(|| {
+        let advice = match kept_output(&old, &new, &every_task) {
+            Some(_) => &resume_new,
+            None => &recover,
         };
-        if let Some(kept) = kept_output(&old, &new, &published) {
-            // The same deployment again: its tasks carry on from their own checkpoints.
-            write_spec(&client, &layout, &options, &new).await?;
-            return Ok(Some(kept));
+        format!("the new deployment {why}, and stopping it to roll it back failed; {advice}")
+    })?;
+    // Its tasks ran until they stopped: one may have published since the trial looked.
+    let published = stopped.as_ref().map(committed).unwrap_or_default();
+    if let Some(kept) = kept_output(&old, &new, &published) {
+        let not_back = format!(
+            "the change of job `{name}` failed ({why}), and a task published output {kept} while it was stopping, so it is not rolled back"
+        );
+        let tasks = stopped.iter().flat_map(|job| &job.tasks);
+        if let Some(task) = tasks.into_iter().find(|t| t.state == JobState::Failed) {
+            bail!(
+                "{not_back}; task {} failed for good, so the job is left cancelled: fix the module, then {resume_new}",
+                task.task
+            );
         }
+        // The same deployment again: its tasks carry on from their own checkpoints.
+        write_spec(&client, &layout, &options, &new)
+            .await
+            .with_context(|| format!("{not_back}, and starting it again failed; {resume_new}"))?;
+        bail!("{not_back}: the new deployment runs again from its tasks' own checkpoints; fix it and try again");
+    }
+    let rollback = async {
         refuse_shared_lineage(&client, &layout, name, &lineage).await?;
         let back = from(
             old.module_sha256.clone(),
@@ -298,18 +328,11 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
             old.parallelism,
             &savepoint,
         );
-        write_spec(&client, &layout, &options, &back).await.map(|()| None)
+        write_spec(&client, &layout, &options, &back).await
     };
-    let kept = rollback
+    rollback
         .await
         .with_context(|| format!("the new deployment {why}, and rolling it back failed; {recover}"))?;
-    if let Some(kept) = kept {
-        bail!(
-            "the change of job `{name}` failed ({why}), and a task published output {kept} while it was stopping, \
-             so it is not rolled back: the new deployment runs again from its own checkpoints, as its --restart says; \
-             fix it and try again"
-        );
-    }
     bail!(
         "job `{name}` rolled back to module {}, its old settings and {} from savepoint {savepoint}: the new deployment {why}",
         &old.module_sha256[..12],

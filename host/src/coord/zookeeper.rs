@@ -74,6 +74,13 @@ pub enum ZkError {
         /// like a server that does not answer.
         tls: bool,
     },
+    /// The servers end every session that does not authenticate (SASL
+    /// required), and this one was given no credentials.
+    #[error("the ZooKeeper servers at {connect} require authentication: set --zk-sasl user:password (WEIR_ZK_SASL)")]
+    AuthRequired {
+        /// The connect string tried.
+        connect: String,
+    },
     /// The connect string does not parse.
     #[error("bad ZooKeeper connect string `{connect}`: {source} (expected host:port[,host:port...])")]
     BadConnectString {
@@ -106,7 +113,7 @@ impl ZkError {
     pub fn source_error(&self) -> Option<&zkc::Error> {
         match self {
             ZkError::Op { source, .. } | ZkError::BadConnectString { source, .. } => Some(source),
-            ZkError::Unreachable { .. } => None,
+            ZkError::Unreachable { .. } | ZkError::AuthRequired { .. } => None,
         }
     }
 }
@@ -156,6 +163,11 @@ pub async fn connect(settings: &ZkSettings, deadline: Duration, what: &'static s
                 return Err(ZkError::BadConnectString {
                     connect: settings.connect.clone(),
                     source,
+                })
+            }
+            Ok(Err(zkc::Error::AuthFailed)) if settings.sasl.is_none() && settings.auth.is_none() => {
+                return Err(ZkError::AuthRequired {
+                    connect: settings.connect.clone(),
                 })
             }
             Ok(Err(source)) => return Err(ZkError::op(format!("connect to {}", settings.connect), source)),

@@ -161,14 +161,33 @@ impl<'a> Committer<'a> {
     }
 
     /// Waits until a publish that a dropped [`Committer::commit`] left
-    /// running has landed. A checkpoint whose pointer was written is
-    /// committed however its publish ended (the next attempt publishes it
-    /// again), and goes in the history as such.
+    /// running has landed. A checkpoint whose pointer was written when a
+    /// stop cut its publish short is committed (the next attempt publishes
+    /// it again), and is counted and put in the history as such.
     pub async fn settle(&mut self) {
         self.sink.settle().await;
         if self.uploaded.as_ref().is_some_and(|u| u.pointer_written) {
-            self.metrics.checkpoints_committed.inc();
-            record(self.ctx, self.task, self.uploaded.take(), None);
+            self.note_committed();
+        }
+    }
+
+    /// The metrics and the history of a committed checkpoint.
+    fn note_committed(&mut self) {
+        let took = self.barrier_taken.elapsed().as_millis() as u64;
+        self.metrics.last_checkpoint_duration_ms.set(took as i64);
+        self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
+        self.metrics.checkpoints_committed.inc();
+        record(self.ctx, self.task, self.uploaded.take(), None);
+        let counts = std::mem::take(&mut self.counts);
+        self.metrics.records_rejected.inc_by(counts.rejected);
+        self.metrics.records_late.inc_by(counts.late);
+        self.metrics
+            .count_records(self.task.share.index, counts.records_in, counts.records_out);
+        self.metrics.last_checkpoint_committed_ms.set(now_ms() as i64);
+        let (position, lag) = std::mem::take(&mut self.uploaded_source);
+        self.metrics.set_source_lag(&lag);
+        if let Some(group) = &self.group {
+            group.commit(&position.partitions);
         }
     }
 
@@ -257,14 +276,16 @@ impl<'a> Committer<'a> {
                 let started = Instant::now();
                 // Back to 0 however the publish ends, dropped with a stop included.
                 let _waiting = ZeroOnDrop(self.metrics.sink_wait_ms.clone());
-                let published = self.sink.publish(at, output);
-                tokio::pin!(published);
-                let published = loop {
-                    tokio::select! {
-                        biased;
-                        result = &mut published => break result,
-                        () = tokio::time::sleep(SINK_WAIT_STEP) => {
-                            self.metrics.sink_wait_ms.set(started.elapsed().as_millis() as i64);
+                let published = {
+                    let publish = self.sink.publish(at, output);
+                    tokio::pin!(publish);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            result = &mut publish => break result,
+                            () = tokio::time::sleep(SINK_WAIT_STEP) => {
+                                self.metrics.sink_wait_ms.set(started.elapsed().as_millis() as i64);
+                            }
                         }
                     }
                 };
@@ -279,25 +300,10 @@ impl<'a> Committer<'a> {
                 }
                 self.staged.drain(..len.main as usize);
                 self.staged_dead_letters.drain(..len.dead_letters as usize);
-                let took = self.barrier_taken.elapsed().as_millis() as u64;
-                self.metrics.last_checkpoint_duration_ms.set(took as i64);
-                self.metrics.last_checkpoint_bytes.set(self.checkpoint_bytes as i64);
                 self.metrics
                     .last_publish_duration_ms
                     .set(started.elapsed().as_millis() as i64);
-                self.metrics.checkpoints_committed.inc();
-                record(self.ctx, self.task, self.uploaded.take(), None);
-                let counts = std::mem::take(&mut self.counts);
-                self.metrics.records_rejected.inc_by(counts.rejected);
-                self.metrics.records_late.inc_by(counts.late);
-                self.metrics
-                    .count_records(self.task.share.index, counts.records_in, counts.records_out);
-                self.metrics.last_checkpoint_committed_ms.set(now_ms() as i64);
-                let (position, lag) = std::mem::take(&mut self.uploaded_source);
-                self.metrics.set_source_lag(&lag);
-                if let Some(group) = &self.group {
-                    group.commit(&position.partitions);
-                }
+                self.note_committed();
                 tracing::debug!(job = %self.job, bytes = len.main, dead_letters = len.dead_letters, "checkpoint committed");
                 Ok(Some(CommitEvent::Published))
             }
