@@ -6,6 +6,7 @@
 pub mod kafka;
 mod kafka_sink;
 mod lines;
+pub mod nexmark;
 mod outputs;
 pub mod postgres;
 mod sink;

@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use super::kafka::KafkaSource;
+use super::nexmark::Nexmark;
 use crate::checkpoint::SourcePosition;
 use crate::spec::{Share, SourceSpec, Timestamps};
 use crate::wit::{Batch, Records, Texts};
@@ -39,6 +40,7 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str, shar
             head: Vec::new(),
             offset,
         }),
+        SourceSpec::Nexmark { rate, seed, events } => Box::new(Nexmark::new(*rate, *seed, *events, share, offset)),
         SourceSpec::Kafka {
             brokers,
             topic,
@@ -149,16 +151,50 @@ fn wait_until(when: Instant, until: Instant) -> bool {
     wake < until
 }
 
+/// A generated source's pace: `rate` events per second from when it
+/// started (0: as fast as asked).
+pub(super) struct Throttle {
+    rate: u64,
+    /// When this run began, and the offset it began at.
+    origin: (Instant, u64),
+}
+
+impl Throttle {
+    pub(super) fn new(rate: u64, offset: u64) -> Self {
+        Throttle {
+            rate,
+            origin: (Instant::now(), offset),
+        }
+    }
+
+    /// How many events past `offset` are due, at most `max`, waiting for
+    /// the first until `until` at most.
+    pub(super) fn allowed(&self, offset: u64, max: usize, until: Instant) -> u64 {
+        if self.rate == 0 {
+            return max as u64;
+        }
+        let (t0, base) = self.origin;
+        loop {
+            let due = base + (t0.elapsed().as_secs_f64() * self.rate as f64) as u64;
+            if due > offset {
+                return (due - offset).min(max as u64);
+            }
+            let next = t0 + Duration::from_secs_f64((offset + 1 - base) as f64 / self.rate as f64);
+            if !wait_until(next, until) {
+                return 0;
+            }
+        }
+    }
+}
+
 /// `start, start+1, ...` at `rate` per second, the offset being the count
 /// emitted; task `i` of `n` emits `start+i, start+i+n, ...` at `rate/n`
 /// (rounded up), so the tasks together emit the whole sequence.
 struct Sequence {
     start: i64,
     stride: i64,
-    rate: u64,
+    throttle: Throttle,
     offset: u64,
-    /// When this run began, and the offset it began at: the throttle's origin.
-    origin: (Instant, u64),
 }
 
 impl Sequence {
@@ -166,34 +202,15 @@ impl Sequence {
         Sequence {
             start: start + i64::from(share.index),
             stride: i64::from(share.of.max(1)),
-            rate: rate.div_ceil(u64::from(share.of.max(1))),
+            throttle: Throttle::new(rate.div_ceil(u64::from(share.of.max(1))), offset),
             offset,
-            origin: (Instant::now(), offset),
         }
-    }
-
-    fn due(&self) -> u64 {
-        let (t0, base) = self.origin;
-        base + (t0.elapsed().as_secs_f64() * self.rate as f64) as u64
     }
 }
 
 impl Source for Sequence {
     fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
-        let n = loop {
-            if self.rate == 0 {
-                break max as u64;
-            }
-            let due = self.due();
-            if due > self.offset {
-                break (due - self.offset).min(max as u64);
-            }
-            let (t0, base) = self.origin;
-            let next = t0 + Duration::from_secs_f64((self.offset + 1 - base) as f64 / self.rate as f64);
-            if !wait_until(next, until) {
-                break 0;
-            }
-        };
+        let n = self.throttle.allowed(self.offset, max, until);
         let first = self.start + self.offset as i64 * self.stride;
         self.offset += n;
         Ok(Batch::Ints((0..n as i64).map(|k| first + k * self.stride).collect()))

@@ -30,6 +30,19 @@ pub enum SourceSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp: Option<Timestamps>,
     },
+    /// The Nexmark benchmark's auction events (persons, auctions and bids,
+    /// 1:3:46), generated as its generator makes them: event `n` is the
+    /// same on every replay, stamped with its event time, as JSON records
+    /// keyed by the id they are about.
+    Nexmark {
+        /// Events per second over all tasks (0: unthrottled).
+        rate: u64,
+        /// Mixed into every event's random numbers: another seed, other events.
+        seed: u64,
+        /// How many events in all; none: without end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+    },
     /// Every partition of a Kafka topic, `read_committed`, from per-partition
     /// offsets kept in weir's checkpoints; records keep their key,
     /// timestamp, headers, partition and offset.
@@ -85,13 +98,13 @@ impl SourceSpec {
     pub fn timestamp(&self) -> Option<&Timestamps> {
         match self {
             SourceSpec::Sequence { timestamp, .. } | SourceSpec::File { timestamp, .. } => timestamp.as_ref(),
-            SourceSpec::Kafka { .. } => None,
+            SourceSpec::Kafka { .. } | SourceSpec::Nexmark { .. } => None,
         }
     }
 
     /// Whether its records have event timestamps, which a watermark needs.
     pub fn has_event_times(&self) -> bool {
-        matches!(self, SourceSpec::Kafka { .. }) || self.timestamp().is_some()
+        matches!(self, SourceSpec::Kafka { .. } | SourceSpec::Nexmark { .. }) || self.timestamp().is_some()
     }
 }
 
@@ -190,7 +203,7 @@ pub enum TableMode {
 }
 
 const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH`, \
-     `file:timestamp=T,path=PATH` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
+     `file:timestamp=T,path=PATH`, `nexmark[:rate=R,seed=S,events=N]` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
 const SINK_FORMS: &str = "expected `stdout`, `file:PATH`, \
      `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]` or \
      `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,delivery=exactly-once|at-least-once]`";
@@ -260,6 +273,27 @@ impl FromStr for SourceSpec {
             }),
             "file" => Err(spec_error("file source needs a path: `file:PATH`")),
             "kafka" => parse_kafka(rest),
+            "nexmark" => {
+                let (mut rate, mut seed, mut events) = (10_000u64, 0u64, None);
+                for (key, value) in parse_params(rest, SOURCE_FORMS)? {
+                    let number = || {
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| spec_error(format!("nexmark source: `{key}={value}` is not a whole number")))
+                    };
+                    match key {
+                        "rate" => rate = number()?,
+                        "seed" => seed = number()?,
+                        "events" => events = Some(number()?),
+                        _ => {
+                            return Err(spec_error(format!(
+                                "nexmark source: unknown setting `{key}`; expected rate, seed or events"
+                            )))
+                        }
+                    }
+                }
+                Ok(SourceSpec::Nexmark { rate, seed, events })
+            }
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
         }
     }
@@ -272,6 +306,13 @@ impl fmt::Display for SourceSpec {
                 write!(f, "sequence:start={start},rate={rate}")?;
                 match timestamp {
                     Some(t) => write!(f, ",timestamp={t}"),
+                    None => Ok(()),
+                }
+            }
+            SourceSpec::Nexmark { rate, seed, events } => {
+                write!(f, "nexmark:rate={rate},seed={seed}")?;
+                match events {
+                    Some(n) => write!(f, ",events={n}"),
                     None => Ok(()),
                 }
             }
@@ -580,9 +621,19 @@ mod tests {
             "sequence:start=0,rate=10,timestamp=ingest",
             "file:timestamp=json:ts,path=/tmp/in.txt",
             "file:timestamp=ingest,path=/tmp/a,b=c.txt",
+            "nexmark:rate=0,seed=7,events=1000",
+            "nexmark:rate=10000,seed=0",
         ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
+        assert_eq!(
+            "nexmark".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Nexmark {
+                rate: 10_000,
+                seed: 0,
+                events: None
+            }
+        );
         assert_eq!(
             "sequence".parse::<SourceSpec>().unwrap(),
             SourceSpec::Sequence {
@@ -599,6 +650,9 @@ mod tests {
             "file:timestamp=ingest,path=",
             "file:speed=1,path=/x",
             "sequence:timestamp=soon",
+            "nexmark:rate=-1",
+            "nexmark:events=many",
+            "nexmark:speed=1",
         ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
