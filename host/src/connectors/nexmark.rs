@@ -405,9 +405,11 @@ pub struct Nexmark {
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 impl Nexmark {
-    pub fn new(rate: u64, seed: u64, events: Option<u64>, share: Share, offset: u64) -> Self {
+    /// Task `share`'s events of `generator`'s stream from `offset` on, at
+    /// `rate` a second over all tasks (0: unthrottled), `events` in all.
+    pub fn new(generator: Generator, rate: u64, events: Option<u64>, share: Share, offset: u64) -> Self {
         Nexmark {
-            generator: Generator::new(rate, seed),
+            generator,
             share,
             events,
             throttle: Throttle::new(rate.div_ceil(u64::from(share.of.max(1))), offset),
@@ -554,11 +556,23 @@ mod tests {
             };
             r
         };
-        let whole = records(&mut Nexmark::new(0, 0, Some(10), Share::WHOLE, 0));
+        let whole = records(&mut Nexmark::new(Generator::new(0, 0), 0, Some(10), Share::WHOLE, 0));
         assert_eq!(whole.timestamps.len(), 10, "the stream ends at events=10");
-        let second = records(&mut Nexmark::new(0, 0, Some(10), Share { index: 1, of: 2 }, 0));
+        let second = records(&mut Nexmark::new(
+            Generator::new(0, 0),
+            0,
+            Some(10),
+            Share { index: 1, of: 2 },
+            0,
+        ));
         assert_eq!(second.timestamps.len(), 5);
-        let resumed = records(&mut Nexmark::new(0, 0, Some(10), Share { index: 1, of: 2 }, 3));
+        let resumed = records(&mut Nexmark::new(
+            Generator::new(0, 0),
+            0,
+            Some(10),
+            Share { index: 1, of: 2 },
+            3,
+        ));
         assert_eq!(resumed.timestamps, second.timestamps[3..]);
         let value = |r: &Records, i: usize| r.data[r.ends[2 * i] as usize..r.ends[2 * i + 1] as usize].to_vec();
         assert_eq!(value(&second, 4), value(&resumed, 1));

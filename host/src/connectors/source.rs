@@ -7,7 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use super::kafka::KafkaSource;
-use super::nexmark::Nexmark;
+use super::nexmark::{Generator, Nexmark};
 use crate::checkpoint::SourcePosition;
 use crate::spec::{Share, SourceSpec, Timestamps};
 use crate::wit::{Batch, Records, Texts};
@@ -40,7 +40,15 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str, shar
             head: Vec::new(),
             offset,
         }),
-        SourceSpec::Nexmark { rate, seed, events } => Box::new(Nexmark::new(*rate, *seed, *events, share, offset)),
+        SourceSpec::Nexmark {
+            rate,
+            event_rate,
+            seed,
+            events,
+        } => {
+            let generator = Generator::new(event_rate.unwrap_or(*rate), *seed);
+            Box::new(Nexmark::new(generator, *rate, *events, share, offset))
+        }
         SourceSpec::Kafka {
             brokers,
             topic,

@@ -37,6 +37,11 @@ pub enum SourceSpec {
     Nexmark {
         /// Events per second over all tasks (0: unthrottled).
         rate: u64,
+        /// Events per second of event time (Nexmark's `first-event.rate`):
+        /// event `n` happens `n / event_rate` s after the first. None: as
+        /// `rate`, or 10 M/s (the Nexmark suite's) when unthrottled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_rate: Option<u64>,
         /// Mixed into every event's random numbers: another seed, other events.
         seed: u64,
         /// How many events in all; none: without end.
@@ -203,7 +208,7 @@ pub enum TableMode {
 }
 
 const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH`, \
-     `file:timestamp=T,path=PATH`, `nexmark[:rate=R,seed=S,events=N]` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
+     `file:timestamp=T,path=PATH`, `nexmark[:rate=R,event-rate=E,seed=S,events=N]` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
 const SINK_FORMS: &str = "expected `stdout`, `file:PATH`, \
      `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]` or \
      `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,delivery=exactly-once|at-least-once]`";
@@ -274,7 +279,7 @@ impl FromStr for SourceSpec {
             "file" => Err(spec_error("file source needs a path: `file:PATH`")),
             "kafka" => parse_kafka(rest),
             "nexmark" => {
-                let (mut rate, mut seed, mut events) = (10_000u64, 0u64, None);
+                let (mut rate, mut event_rate, mut seed, mut events) = (10_000u64, None, 0u64, None);
                 for (key, value) in parse_params(rest, SOURCE_FORMS)? {
                     let number = || {
                         value
@@ -283,16 +288,29 @@ impl FromStr for SourceSpec {
                     };
                     match key {
                         "rate" => rate = number()?,
+                        "event-rate" => {
+                            match number()? {
+                                0 => return Err(spec_error(
+                                    "nexmark source: event-rate=0: give events per second of event time, e.g. 10000",
+                                )),
+                                n => event_rate = Some(n),
+                            }
+                        }
                         "seed" => seed = number()?,
                         "events" => events = Some(number()?),
                         _ => {
                             return Err(spec_error(format!(
-                                "nexmark source: unknown setting `{key}`; expected rate, seed or events"
+                                "nexmark source: unknown setting `{key}`; expected rate, event-rate, seed or events"
                             )))
                         }
                     }
                 }
-                Ok(SourceSpec::Nexmark { rate, seed, events })
+                Ok(SourceSpec::Nexmark {
+                    rate,
+                    event_rate,
+                    seed,
+                    events,
+                })
             }
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
         }
@@ -309,8 +327,17 @@ impl fmt::Display for SourceSpec {
                     None => Ok(()),
                 }
             }
-            SourceSpec::Nexmark { rate, seed, events } => {
-                write!(f, "nexmark:rate={rate},seed={seed}")?;
+            SourceSpec::Nexmark {
+                rate,
+                event_rate,
+                seed,
+                events,
+            } => {
+                write!(f, "nexmark:rate={rate}")?;
+                if let Some(event_rate) = event_rate {
+                    write!(f, ",event-rate={event_rate}")?;
+                }
+                write!(f, ",seed={seed}")?;
                 match events {
                     Some(n) => write!(f, ",events={n}"),
                     None => Ok(()),
@@ -622,6 +649,7 @@ mod tests {
             "file:timestamp=json:ts,path=/tmp/in.txt",
             "file:timestamp=ingest,path=/tmp/a,b=c.txt",
             "nexmark:rate=0,seed=7,events=1000",
+            "nexmark:rate=0,event-rate=10000,seed=7",
             "nexmark:rate=10000,seed=0",
         ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
@@ -630,6 +658,7 @@ mod tests {
             "nexmark".parse::<SourceSpec>().unwrap(),
             SourceSpec::Nexmark {
                 rate: 10_000,
+                event_rate: None,
                 seed: 0,
                 events: None
             }
@@ -653,6 +682,7 @@ mod tests {
             "nexmark:rate=-1",
             "nexmark:events=many",
             "nexmark:speed=1",
+            "nexmark:event-rate=0",
         ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }

@@ -1,0 +1,219 @@
+//! The Nexmark queries (nexmark/nexmark's SQL) as stream code: one logic
+//! for the wasm job and for the benchmark's native twin, so the two give
+//! the same lines for the same events. Each result is a line of
+//! comma-separated columns in the SQL's order; windows are in event time
+//! and fire when the watermark passes their end, their lines in key order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Auction, Bid, Event, Person};
+
+/// Which query a job runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Query {
+    /// Pass-through: every bid's auction, bidder, price, time and extra.
+    #[default]
+    Q0,
+    /// Currency conversion: q0 with the price in euros (0.908 a dollar).
+    Q1,
+    /// Selection: the auction and price of bids on every 123rd auction.
+    Q2,
+    /// Local item suggestion: persons in OR, ID or CA selling in category
+    /// 10, joined with their auctions.
+    Q3,
+    /// Hot items: per 10 s window sliding by 2 s, the auctions with the
+    /// most bids.
+    Q5,
+    /// Highest bid: per 10 s tumbling window, the bids at its highest price.
+    Q7,
+    /// Monitor new users: persons who put an item up for auction in the 10
+    /// s tumbling window they registered in.
+    Q8,
+}
+
+impl FromStr for Query {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "q0" => Query::Q0,
+            "q1" => Query::Q1,
+            "q2" => Query::Q2,
+            "q3" => Query::Q3,
+            "q5" => Query::Q5,
+            "q7" => Query::Q7,
+            "q8" => Query::Q8,
+            _ => return Err(format!("query={s}: give q0, q1, q2, q3, q5, q7 or q8")),
+        })
+    }
+}
+
+impl Query {
+    /// Whether it reads bids alone (so persons and auctions go unread).
+    pub fn bids_only(self) -> bool {
+        matches!(self, Query::Q0 | Query::Q1 | Query::Q2 | Query::Q5 | Query::Q7)
+    }
+}
+
+const WINDOW_MS: i64 = 10_000;
+const SLIDE_MS: i64 = 2_000;
+
+/// What the queries remember; each keeps only its own part.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// q3: persons of OR, ID and CA by id: name, city, state.
+    locals: BTreeMap<i64, (String, String, String)>,
+    /// q3: auctions of category 10 whose seller has not been seen, by seller.
+    waiting: BTreeMap<i64, Vec<i64>>,
+    /// q5: bids per auction, per window start.
+    bids: BTreeMap<i64, BTreeMap<i64, u64>>,
+    /// q7: per window start, its highest price and the bids at it
+    /// (auction, bidder, time, extra).
+    highest: BTreeMap<i64, (i64, Vec<(i64, i64, i64, String)>)>,
+    /// q8: per window start, the persons who registered (id, name) and the
+    /// sellers who put an item up.
+    new_users: BTreeMap<i64, (BTreeMap<i64, String>, BTreeSet<i64>)>,
+}
+
+impl State {
+    /// Runs `query` over one event; `emit` gets each line it produces.
+    pub fn on_event(&mut self, query: Query, event: &Event<'_>, emit: &mut impl FnMut(&str)) {
+        let mut line = String::new();
+        match (query, event) {
+            (Query::Q0, Event::Bid(b)) => {
+                let _ = write!(
+                    line,
+                    "{},{},{},{},{}",
+                    b.auction, b.bidder, b.price, b.date_time, b.extra
+                );
+                emit(&line);
+            }
+            (Query::Q1, Event::Bid(b)) => {
+                let euro_millis = b.price * 908;
+                let _ = write!(
+                    line,
+                    "{},{},{}.{:03},{},{}",
+                    b.auction,
+                    b.bidder,
+                    euro_millis / 1000,
+                    euro_millis % 1000,
+                    b.date_time,
+                    b.extra
+                );
+                emit(&line);
+            }
+            (Query::Q2, Event::Bid(b)) if b.auction % 123 == 0 => {
+                let _ = write!(line, "{},{}", b.auction, b.price);
+                emit(&line);
+            }
+            (Query::Q3, Event::Person(p)) => self.local_seller(p, emit),
+            (Query::Q3, Event::Auction(a)) => self.local_item(a, emit),
+            (Query::Q5, Event::Bid(b)) => self.count_bid(b),
+            (Query::Q7, Event::Bid(b)) => self.highest_bid(b),
+            (Query::Q8, Event::Person(p)) => {
+                let window = self.new_users.entry(tumbling(p.date_time)).or_default();
+                window.0.insert(p.id, p.name.to_string());
+            }
+            (Query::Q8, Event::Auction(a)) => {
+                self.new_users
+                    .entry(tumbling(a.date_time))
+                    .or_default()
+                    .1
+                    .insert(a.seller);
+            }
+            _ => {}
+        }
+    }
+
+    fn local_seller(&mut self, p: &Person<'_>, emit: &mut impl FnMut(&str)) {
+        if !matches!(p.state.as_ref(), "OR" | "ID" | "CA") {
+            return;
+        }
+        for auction in self.waiting.remove(&p.id).unwrap_or_default() {
+            emit(&format!("{},{},{},{auction}", p.name, p.city, p.state));
+        }
+        self.locals
+            .insert(p.id, (p.name.to_string(), p.city.to_string(), p.state.to_string()));
+    }
+
+    fn local_item(&mut self, a: &Auction, emit: &mut impl FnMut(&str)) {
+        if a.category != 10 {
+            return;
+        }
+        match self.locals.get(&a.seller) {
+            Some((name, city, state)) => emit(&format!("{name},{city},{state},{}", a.id)),
+            None => self.waiting.entry(a.seller).or_default().push(a.id),
+        }
+    }
+
+    fn count_bid(&mut self, b: &Bid<'_>) {
+        let last = b.date_time.div_euclid(SLIDE_MS) * SLIDE_MS;
+        for start in (last - WINDOW_MS + SLIDE_MS..=last).step_by(SLIDE_MS as usize) {
+            *self.bids.entry(start).or_default().entry(b.auction).or_default() += 1;
+        }
+    }
+
+    fn highest_bid(&mut self, b: &Bid<'_>) {
+        let (max, bids) = self
+            .highest
+            .entry(tumbling(b.date_time))
+            .or_insert((i64::MIN, Vec::new()));
+        if b.price > *max {
+            *max = b.price;
+            bids.clear();
+        }
+        if b.price == *max {
+            bids.push((b.auction, b.bidder, b.date_time, b.extra.to_string()));
+        }
+    }
+
+    /// Fires every window of `query` whose end the watermark has passed.
+    pub fn on_watermark(&mut self, query: Query, watermark: i64, emit: &mut impl FnMut(&str)) {
+        let due = |start: &i64| start + WINDOW_MS <= watermark + 1;
+        let mut line = String::new();
+        match query {
+            Query::Q5 => {
+                while let Some(entry) = self.bids.first_entry().filter(|e| due(e.key())) {
+                    let counts = entry.remove();
+                    let most = counts.values().copied().max().unwrap_or(0);
+                    for (auction, n) in counts.iter().filter(|(_, n)| **n == most) {
+                        line.clear();
+                        let _ = write!(line, "{auction},{n}");
+                        emit(&line);
+                    }
+                }
+            }
+            Query::Q7 => {
+                while let Some(entry) = self.highest.first_entry().filter(|e| due(e.key())) {
+                    let (price, bids) = entry.remove();
+                    for (auction, bidder, at, extra) in bids {
+                        line.clear();
+                        let _ = write!(line, "{auction},{price},{bidder},{at},{extra}");
+                        emit(&line);
+                    }
+                }
+            }
+            Query::Q8 => {
+                while let Some(entry) = self.new_users.first_entry().filter(|e| due(e.key())) {
+                    let start = *entry.key();
+                    let (persons, sellers) = entry.remove();
+                    for (id, name) in persons.iter().filter(|(id, _)| sellers.contains(id)) {
+                        line.clear();
+                        let _ = write!(line, "{id},{name},{start}");
+                        emit(&line);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The start of the 10 s tumbling window holding `at`.
+fn tumbling(at: i64) -> i64 {
+    at.div_euclid(WINDOW_MS) * WINDOW_MS
+}

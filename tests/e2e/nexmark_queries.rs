@@ -1,0 +1,93 @@
+//! The Nexmark queries from the CLI: `jobs/nexmark` deployed over
+//! `--source nexmark`, one job per query, each file of results exactly
+//! what the same query code gives natively over the same events (the
+//! generator's, for the same seed), a leader `kill -9` in between.
+
+use std::time::Duration;
+
+use weir::connectors::nexmark::Generator;
+
+use crate::harness::{read_lines, wait_for, Cluster};
+
+/// What the source makes, and how the windowed queries' watermark trails it.
+const EVENTS: u64 = 200_000;
+const EVENT_RATE: u64 = 10_000;
+const SEED: u64 = 7;
+const MAX_DELAY_MS: i64 = 4_000;
+
+/// The lines `query` gives natively over the source's events, windows
+/// fired up to the watermark the last event brings.
+fn native(query: &str, events: u64) -> Vec<String> {
+    let generator = Generator::new(EVENT_RATE, SEED);
+    let query: nexmark::Query = query.parse().unwrap();
+    let mut state = nexmark::State::default();
+    let mut lines = Vec::new();
+    let mut newest = i64::MIN;
+    for n in 0..events {
+        let json = serde_json::to_vec(&generator.event(n)).unwrap();
+        let event: nexmark::model::Event = serde_json::from_slice(&json).unwrap();
+        newest = newest.max(match &event {
+            nexmark::model::Event::Person(p) => p.date_time,
+            nexmark::model::Event::Auction(a) => a.date_time,
+            nexmark::model::Event::Bid(b) => b.date_time,
+        });
+        state.on_event(query, &event, &mut |line| lines.push(line.to_string()));
+    }
+    state.on_watermark(query, newest - MAX_DELAY_MS - 1, &mut |line| {
+        lines.push(line.to_string())
+    });
+    lines
+}
+
+#[test]
+fn nexmark_queries_give_what_their_native_twins_give_across_a_failover() {
+    let mut cluster = Cluster::new();
+    cluster.start_supervisor();
+    cluster.start_supervisor();
+    // Fewer events for the queries that emit per bid.
+    let queries = [
+        ("q0", 5_000),
+        ("q1", 5_000),
+        ("q2", EVENTS),
+        ("q3", EVENTS),
+        ("q5", EVENTS),
+        ("q7", EVENTS),
+        ("q8", EVENTS),
+    ];
+    let mut outs = Vec::new();
+    for (query, events) in queries {
+        let source = format!("nexmark:rate=50000,event-rate={EVENT_RATE},seed={SEED},events={events}");
+        let config = format!("query={query}");
+        let out = cluster.deploy(
+            "nexmark",
+            query,
+            &["--source", &source, "--config", &config, "--watermark", "max-delay=4s"],
+        );
+        outs.push((query, events, out));
+    }
+    // Half way through the source's events, the leader dies.
+    wait_for("the jobs to be under way", Duration::from_secs(60), || {
+        cluster.job("q3")?["last_checkpoint"].as_object().map(drop)
+    });
+    let leader = cluster.leader_pid();
+    cluster.signal(leader, "KILL");
+    cluster.start_supervisor();
+    for (query, events, out) in &outs {
+        let expected = native(query, *events);
+        assert!(
+            !expected.is_empty(),
+            "{query} gives nothing natively: the test would prove nothing"
+        );
+        eprintln!("{query}: {} lines, as natively", expected.len());
+        let got = wait_for(
+            &format!("{query}'s {} lines", expected.len()),
+            Duration::from_secs(120),
+            || {
+                let lines = read_lines(out);
+                (lines.len() >= expected.len()).then_some(lines)
+            },
+        );
+        assert_eq!(got.len(), expected.len(), "{query}: more lines than natively");
+        assert_eq!(got, expected, "{query}: other lines than natively");
+    }
+}
