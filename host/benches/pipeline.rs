@@ -168,6 +168,42 @@ impl Job for NativeWindowCount {
     }
 }
 
+/// `jobs/nexmark` as native Rust: the same query code, over the same
+/// records, parsed with the same serde types.
+struct NativeNexmark {
+    query: nexmark::Query,
+    state: nexmark::State,
+}
+
+impl Job for NativeNexmark {
+    fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        let Batch::Records(records) = batch else { return };
+        let mut emitted = Texts {
+            data: Vec::new(),
+            ends: Vec::new(),
+        };
+        let mut emit = |line: &str| {
+            emitted.data.extend_from_slice(line.as_bytes());
+            emitted.ends.push(emitted.data.len() as u32);
+        };
+        for value in weir::wit::values(records) {
+            if self.query.bids_only() && !nexmark::model::is_bid(value) {
+                continue;
+            }
+            let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
+            self.state.on_event(self.query, &event, &mut emit);
+        }
+        if let Some(watermark) = batch_watermark(batch) {
+            self.state.on_watermark(self.query, watermark, &mut emit);
+        }
+        encode_batch(&Batch::Texts(emitted), out);
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        serde_json::to_vec(&self.state).expect("state serializes")
+    }
+}
+
 /// JSON records `{"key":"kN","ts":T}` over `keys` keys, one ms of event
 /// time apart (so 1,000 to a 1 s window), stamped, unthrottled.
 struct Clicks {
@@ -393,7 +429,33 @@ fn main() {
     let counter =
         || -> (Box<dyn Job>, Box<dyn Source>) { (Box::new(instance(&runtime, "counter", 64 << 20, &[])), sequence()) };
     let native_counter = |job: Box<dyn Job>| -> (Box<dyn Job>, Box<dyn Source>) { (job, sequence()) };
-    let cases: Vec<(&str, Make, Make)> = vec![
+    // Nexmark's events, unthrottled, 10 M a second of event time (the suite's pace).
+    let nexmark_source = || {
+        let spec = SourceSpec::Nexmark {
+            rate: 0,
+            event_rate: None,
+            seed: 0,
+            events: None,
+        };
+        open_source(&spec, &SourcePosition::default(), "bench", weir::spec::Share::WHOLE)
+    };
+    let shared = &runtime;
+    let nexmark_case = |query: &'static str| -> (Make, Make) {
+        let config = vec![("query".to_string(), query.to_string())];
+        let wasm: Make = Box::new(move || {
+            let job: Box<dyn Job> = Box::new(instance(shared, "nexmark", 256 << 20, &config));
+            (job, nexmark_source())
+        });
+        let native: Make = Box::new(move || {
+            let job = NativeNexmark {
+                query: query.parse().expect("a query the job knows"),
+                state: nexmark::State::default(),
+            };
+            (Box::new(job), nexmark_source())
+        });
+        (wasm, native)
+    };
+    let mut cases: Vec<(&str, Make, Make)> = vec![
         (
             "counter (countWindowAll(100).sum())",
             Box::new(counter),
@@ -439,6 +501,18 @@ fn main() {
             }),
         ),
     ];
+    for (name, query) in [
+        ("nexmark q0 (pass-through)", "q0"),
+        ("nexmark q1 (currency conversion)", "q1"),
+        ("nexmark q2 (selection)", "q2"),
+        ("nexmark q3 (local item suggestion: join)", "q3"),
+        ("nexmark q5 (hot items: sliding window)", "q5"),
+        ("nexmark q7 (highest bid: tumbling window)", "q7"),
+        ("nexmark q8 (monitor new users: windowed join)", "q8"),
+    ] {
+        let (wasm, native) = nexmark_case(query);
+        cases.push((name, wasm, native));
+    }
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     for (name, wasm, native) in cases
         .iter()
