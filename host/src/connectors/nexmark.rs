@@ -119,6 +119,15 @@ impl JavaRandom {
     }
 }
 
+/// SplitMix64's finalizer: a seed spread over all 64 bits, since
+/// `java.util.Random` keeps only 48 of them and nearby seeds would swap
+/// nearby events' numbers. Seed 0 stays 0: the reference's events.
+fn mix64(seed: u64) -> u64 {
+    let z = (seed ^ (seed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Java's `Math.round` of a non-negative double.
 fn java_round(x: f64) -> i64 {
     (x + 0.5).floor() as i64
@@ -161,31 +170,42 @@ fn next_base0_auction_id(id: i64, rng: &mut JavaRandom) -> i64 {
 /// 3 to `max_len` - 1 letters, one in 13 a space, trimmed.
 fn next_string(rng: &mut JavaRandom, max_len: i32) -> String {
     let len = 3 + rng.next_below(max_len - 3);
-    let s: String = (0..len)
+    let mut bytes: Vec<u8> = (0..len)
         .map(|_| match rng.next_below(13) {
-            0 => ' ',
-            _ => char::from(b'a' + rng.next_below(26) as u8),
+            0 => b' ',
+            _ => b'a' + rng.next_below(26) as u8,
         })
         .collect();
-    s.trim_matches(' ').to_string()
+    let end = bytes.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    let start = bytes.iter().position(|b| *b != b' ').unwrap_or(end);
+    bytes.drain(..start);
+    ascii(bytes)
+}
+
+/// Generated ASCII as a string: bytes, not chars, are what is pushed,
+/// since pushing a char encodes it (a fifth of the source's time).
+fn ascii(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).expect("the generator makes ASCII")
 }
 
 /// `length` characters, six from each random int (some of them
 /// punctuation, as the reference's are).
 fn next_exact_string(rng: &mut JavaRandom, length: i32) -> String {
     let (mut rnd, mut left) = (0i32, 0);
-    (0..length)
+    let bytes = (0..length)
         .map(|_| {
             if left == 0 {
                 rnd = rng.next_i32();
                 left = 6;
             }
-            let c = char::from((97 + rnd % 26) as u8);
+            let c = (97 + rnd % 26) as u8;
             rnd /= 26;
             left -= 1;
             c
         })
-        .collect()
+        .collect();
+    ascii(bytes)
 }
 
 /// Padding that brings an event of `size` bytes to about `avg`.
@@ -264,7 +284,8 @@ impl Event {
         }
     }
 
-    fn date_time(&self) -> i64 {
+    /// When it happened: its record's event time.
+    pub fn date_time(&self) -> i64 {
         match self {
             Event::Person(p) => p.date_time,
             Event::Auction(a) => a.date_time,
@@ -302,7 +323,7 @@ impl Generator {
         let number = n as i64 + 1;
         let id = number + 1;
         let at = self.timestamp(number);
-        let rng = &mut JavaRandom::new(id ^ self.seed as i64);
+        let rng = &mut JavaRandom::new(id ^ mix64(self.seed) as i64);
         match id % TOTAL_PROPORTION {
             rem if rem < PERSON_PROPORTION => Event::Person(person(id, rng, at)),
             rem if rem < PERSON_PROPORTION + AUCTION_PROPORTION => Event::Auction(self.auction(number, id, rng, at)),
@@ -545,6 +566,16 @@ mod tests {
             Generator::new(10_000, 1).event(2),
             generator.event(2),
             "another seed, other events"
+        );
+        assert_ne!(
+            Generator::new(10_000, 1).event(1),
+            generator.event(2),
+            "not the neighbour's"
+        );
+        assert_ne!(
+            Generator::new(10_000, 1 << 48).event(2),
+            generator.event(2),
+            "all 64 bits count"
         );
     }
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Auction, Bid, Event, Person};
+use crate::model::{Auction, Bid, Event, Kind, Person};
 
 /// Which query a job runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,9 +53,14 @@ impl FromStr for Query {
 }
 
 impl Query {
-    /// Whether it reads bids alone (so persons and auctions go unread).
-    pub fn bids_only(self) -> bool {
-        matches!(self, Query::Q0 | Query::Q1 | Query::Q2 | Query::Q5 | Query::Q7)
+    /// Whether it reads events of `kind` (those it does not go unread).
+    pub fn reads(self, kind: Kind) -> bool {
+        let bids = matches!(self, Query::Q0 | Query::Q1 | Query::Q2 | Query::Q5 | Query::Q7);
+        match kind {
+            Kind::Bid => bids,
+            Kind::Person | Kind::Auction => !bids,
+            Kind::Unknown => true,
+        }
     }
 }
 
@@ -69,8 +74,11 @@ pub struct State {
     locals: BTreeMap<i64, (String, String, String)>,
     /// q3: auctions of category 10 whose seller has not been seen, by seller.
     waiting: BTreeMap<i64, Vec<i64>>,
-    /// q5: bids per auction, per window start.
-    bids: BTreeMap<i64, BTreeMap<i64, u64>>,
+    /// q5: bids per auction, per 2 s pane: a window is the five panes it
+    /// spans, so a bid counts once, not in each of its five windows.
+    panes: BTreeMap<i64, BTreeMap<i64, u64>>,
+    /// q5: the start of the last window fired.
+    fired: Option<i64>,
     /// q7: per window start, its highest price and the bids at it
     /// (auction, bidder, time, extra).
     highest: BTreeMap<i64, (i64, Vec<(i64, i64, i64, String)>)>,
@@ -93,14 +101,15 @@ impl State {
                 emit(&line);
             }
             (Query::Q1, Event::Bid(b)) => {
-                let euro_millis = b.price * 908;
+                let euro_millis = i128::from(b.price) * 908;
+                let sign = if euro_millis < 0 { "-" } else { "" };
                 let _ = write!(
                     line,
-                    "{},{},{}.{:03},{},{}",
+                    "{},{},{sign}{}.{:03},{},{}",
                     b.auction,
                     b.bidder,
-                    euro_millis / 1000,
-                    euro_millis % 1000,
+                    (euro_millis / 1000).abs(),
+                    (euro_millis % 1000).abs(),
                     b.date_time,
                     b.extra
                 );
@@ -130,10 +139,12 @@ impl State {
     }
 
     fn local_seller(&mut self, p: &Person<'_>, emit: &mut impl FnMut(&str)) {
+        // Auctions waiting for a seller from elsewhere never match: gone either way.
+        let waiting = self.waiting.remove(&p.id).unwrap_or_default();
         if !matches!(p.state.as_ref(), "OR" | "ID" | "CA") {
             return;
         }
-        for auction in self.waiting.remove(&p.id).unwrap_or_default() {
+        for auction in waiting {
             emit(&format!("{},{},{},{auction}", p.name, p.city, p.state));
         }
         self.locals
@@ -151,9 +162,41 @@ impl State {
     }
 
     fn count_bid(&mut self, b: &Bid<'_>) {
-        let last = b.date_time.div_euclid(SLIDE_MS) * SLIDE_MS;
-        for start in (last - WINDOW_MS + SLIDE_MS..=last).step_by(SLIDE_MS as usize) {
-            *self.bids.entry(start).or_default().entry(b.auction).or_default() += 1;
+        let pane = b.date_time.div_euclid(SLIDE_MS) * SLIDE_MS;
+        // Every window holding a pane at or before the last fired one has fired.
+        if self.fired.is_some_and(|fired| pane <= fired) {
+            return;
+        }
+        *self.panes.entry(pane).or_default().entry(b.auction).or_default() += 1;
+    }
+
+    /// q5's windows that the watermark closed, each as its bids per auction.
+    fn hot_windows(&mut self, watermark: i64, emit: &mut impl FnMut(&str)) {
+        let mut line = String::new();
+        while let Some(first) = self.panes.keys().next().copied() {
+            let earliest = first.saturating_sub(WINDOW_MS - SLIDE_MS);
+            let start = match self.fired {
+                Some(fired) => fired.saturating_add(SLIDE_MS).max(earliest),
+                None => earliest,
+            };
+            if !due(start, watermark) {
+                return;
+            }
+            let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+            for (_, pane) in self.panes.range(start..start.saturating_add(WINDOW_MS)) {
+                for (auction, n) in pane {
+                    *counts.entry(*auction).or_default() += n;
+                }
+            }
+            let most = counts.values().copied().max().unwrap_or(0);
+            for (auction, n) in counts.iter().filter(|(_, n)| **n == most) {
+                line.clear();
+                let _ = write!(line, "{auction},{n}");
+                emit(&line);
+            }
+            self.fired = Some(start);
+            // A pane is in windows from 8 s before it to itself: done with now.
+            self.panes.retain(|pane, _| *pane > start);
         }
     }
 
@@ -173,20 +216,10 @@ impl State {
 
     /// Fires every window of `query` whose end the watermark has passed.
     pub fn on_watermark(&mut self, query: Query, watermark: i64, emit: &mut impl FnMut(&str)) {
-        let due = |start: &i64| start + WINDOW_MS <= watermark + 1;
+        let due = |start: &i64| due(*start, watermark);
         let mut line = String::new();
         match query {
-            Query::Q5 => {
-                while let Some(entry) = self.bids.first_entry().filter(|e| due(e.key())) {
-                    let counts = entry.remove();
-                    let most = counts.values().copied().max().unwrap_or(0);
-                    for (auction, n) in counts.iter().filter(|(_, n)| **n == most) {
-                        line.clear();
-                        let _ = write!(line, "{auction},{n}");
-                        emit(&line);
-                    }
-                }
-            }
+            Query::Q5 => self.hot_windows(watermark, emit),
             Query::Q7 => {
                 while let Some(entry) = self.highest.first_entry().filter(|e| due(e.key())) {
                     let (price, bids) = entry.remove();
@@ -211,6 +244,12 @@ impl State {
             _ => {}
         }
     }
+}
+
+/// Whether the window from `start` has closed: the watermark reached its
+/// last millisecond.
+fn due(start: i64, watermark: i64) -> bool {
+    start.saturating_add(WINDOW_MS - 1) <= watermark
 }
 
 /// The start of the 10 s tumbling window holding `at`.
