@@ -64,6 +64,9 @@ impl Query {
     }
 }
 
+/// A bid at its window's highest price: auction, bidder, time, extra.
+type TopBid = (i64, i64, i64, String);
+
 const WINDOW_MS: i64 = 10_000;
 const SLIDE_MS: i64 = 2_000;
 
@@ -79,9 +82,8 @@ pub struct State {
     panes: BTreeMap<i64, BTreeMap<i64, u64>>,
     /// q5: the start of the last window fired.
     fired: Option<i64>,
-    /// q7: per window start, its highest price and the bids at it
-    /// (auction, bidder, time, extra).
-    highest: BTreeMap<i64, (i64, Vec<(i64, i64, i64, String)>)>,
+    /// q7: per window start, its highest price and the bids at it.
+    highest: BTreeMap<i64, (i64, Vec<TopBid>)>,
     /// q8: per window start, the persons who registered (id, name) and the
     /// sellers who put an item up.
     new_users: BTreeMap<i64, (BTreeMap<i64, String>, BTreeSet<i64>)>,
