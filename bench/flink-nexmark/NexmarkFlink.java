@@ -51,6 +51,7 @@ import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.api.java.tuple.Tuple2;
 import org.apache.flink.configuration.CheckpointingOptions;
 import org.apache.flink.configuration.Configuration;
+import org.apache.flink.configuration.RestartStrategyOptions;
 import org.apache.flink.configuration.StateBackendOptions;
 import org.apache.flink.connector.datagen.source.DataGeneratorSource;
 import org.apache.flink.connector.datagen.source.GeneratorFunction;
@@ -74,7 +75,7 @@ import org.apache.flink.util.Collector;
  * </pre>
  *
  * In-process MiniCluster (local environment), parallelism 1, checkpoints every 1 s
- * (exactly-once, hashmap state backend, jobmanager checkpoint storage). Event n (from 0) is
+ * (exactly-once, hashmap state backend, filesystem checkpoint storage). Event n (from 0) is
  * weir's event n. Watermarks: bounded out-of-orderness 4 s on the event's dateTime.
  * Each result is one line, in the format of weir's queries.rs.
  *
@@ -610,7 +611,14 @@ public class NexmarkFlink {
 
         Configuration conf = new Configuration();
         conf.set(StateBackendOptions.STATE_BACKEND, "hashmap");
-        conf.set(CheckpointingOptions.CHECKPOINT_STORAGE, "jobmanager");
+        // Checkpoints go to files (the JobManager's memory storage caps a state at 5 MB): the
+        // directory is -Dnexmark.checkpoints (default <tmpdir>/nexmark-flink-ckpt); they are
+        // deleted when the job ends. A failure fails the job (no restarts) so a broken run ends.
+        String ckpt = System.getProperty("nexmark.checkpoints",
+                new java.io.File(System.getProperty("java.io.tmpdir"), "nexmark-flink-ckpt").getAbsolutePath());
+        conf.set(CheckpointingOptions.CHECKPOINT_STORAGE, "filesystem");
+        conf.set(CheckpointingOptions.CHECKPOINTS_DIRECTORY, new java.io.File(ckpt).toURI().toString());
+        conf.set(RestartStrategyOptions.RESTART_STRATEGY, "none");
         conf.set(CheckpointingOptions.CHECKPOINTING_INTERVAL, Duration.ofSeconds(1));
         conf.set(CheckpointingOptions.CHECKPOINTING_CONSISTENCY_MODE, CheckpointingMode.EXACTLY_ONCE);
         StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(1, conf);
@@ -684,7 +692,15 @@ public class NexmarkFlink {
         }
 
         long wallStart = System.nanoTime();
-        JobExecutionResult result = env.execute("nexmark-" + query);
+        JobExecutionResult result;
+        try {
+            result = env.execute("nexmark-" + query);
+        } catch (Exception e) {
+            e.printStackTrace();
+            System.err.println("flink nexmark " + query + ": job failed: " + e);
+            System.exit(1);
+            return;
+        }
         double wallSec = (System.nanoTime() - wallStart) / 1e9;
         double netSec = result.getNetRuntime() / 1000.0;
         System.err.printf("flink nexmark %s: %d events, job %.3f s, wall incl. MiniCluster start %.3f s%n",

@@ -39,7 +39,8 @@ LOG
 
 # nexmark_java <query> <events> <event-rate> <seed> <discard|file>: runs the job; METRIC line on stdout.
 nexmark_java() {
+  rm -rf "$WORK/ckpt"  # checkpoints of the previous run (Flink leaves empty job dirs)
   # shellcheck disable=SC2086
-  java $JAVA_OPTS -Dlog4j2.configurationFile="$WORK/log4j2.properties" \
+  java $JAVA_OPTS -Dlog4j2.configurationFile="$WORK/log4j2.properties" -Dnexmark.checkpoints="$WORK/ckpt" \
     -cp "$JAR:$FLINK_HOME/lib/*" NexmarkFlink "$@"
 }

@@ -232,10 +232,7 @@ impl Source for Clicks {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition {
-            offset: self.offset,
-            partitions: Default::default(),
-        }
+        SourcePosition::at(self.offset)
     }
 }
 
@@ -262,10 +259,7 @@ impl Source for Words {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition {
-            offset: self.offset,
-            partitions: Default::default(),
-        }
+        SourcePosition::at(self.offset)
     }
 }
 

@@ -41,20 +41,26 @@ fn digest_auth_closes_every_znode_to_other_credentials() {
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("--zk-auth must be `user:password`"));
 }
 
-#[test]
-fn a_cluster_authenticated_by_sasl_fails_over_and_other_users_get_nowhere() {
-    let zk = ZooKeeper::start_sasl(&[("weir", "s3cret"), ("other", "pass")]);
-    let mut cluster = Cluster::with(zk, SESSION_TIMEOUT);
-    cluster.set_env("WEIR_ZK_SASL", "weir:s3cret");
+/// Two supervisors run the counter as `name` and carry it on across a
+/// `kill -9` of the leader, its counts exact.
+fn fails_over_a_leader_kill(cluster: &mut Cluster, name: &str) {
     cluster.start_supervisor();
     cluster.start_supervisor();
-    let out = cluster.deploy("counter", "sasl", &[]);
+    let out = cluster.deploy("counter", name, &[]);
     let before = wait_for_lines(&out, 0, 5);
     let leader = cluster.leader_pid_after(None);
     cluster.signal(leader, "KILL");
     cluster.leader_pid_after(Some(leader));
     wait_for_lines(&out, before, 5);
     assert_counter_sequence(&read_lines(&out));
+}
+
+#[test]
+fn a_cluster_authenticated_by_sasl_fails_over_and_other_users_get_nowhere() {
+    let zk = ZooKeeper::start_sasl(&[("weir", "s3cret"), ("other", "pass")]);
+    let mut cluster = Cluster::with(zk, SESSION_TIMEOUT);
+    cluster.set_env("WEIR_ZK_SASL", "weir:s3cret");
+    fails_over_a_leader_kill(&mut cluster, "sasl");
 
     let attempt = |sasl: Option<&str>| {
         let mut command = std::process::Command::new(weir_bin());
@@ -95,15 +101,7 @@ fn a_cluster_over_mutual_tls_to_zookeeper_fails_over_and_clients_without_the_cer
     cluster.set_env("WEIR_ZK_TLS_CA", &path(&tls.ca));
     cluster.set_env("WEIR_ZK_TLS_CERT", &path(&tls.cert));
     cluster.set_env("WEIR_ZK_TLS_KEY", &path(&tls.key));
-    cluster.start_supervisor();
-    cluster.start_supervisor();
-    let out = cluster.deploy("counter", "sealed", &[]);
-    let before = wait_for_lines(&out, 0, 5);
-    let leader = cluster.leader_pid_after(None);
-    cluster.signal(leader, "KILL");
-    cluster.leader_pid_after(Some(leader));
-    wait_for_lines(&out, before, 5);
-    assert_counter_sequence(&read_lines(&out));
+    fails_over_a_leader_kill(&mut cluster, "sealed");
 
     // Without the client certificate, and in plaintext, the TLS port lets nothing through.
     let attempt = |tls_env: &[(&str, String)]| {

@@ -126,6 +126,16 @@ pub struct SourcePosition {
     pub partitions: BTreeMap<u32, i64>,
 }
 
+impl SourcePosition {
+    /// The position of a source without partitions, at `offset`.
+    pub fn at(offset: u64) -> Self {
+        SourcePosition {
+            offset,
+            partitions: BTreeMap::new(),
+        }
+    }
+}
+
 impl std::fmt::Display for SourcePosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.partitions.is_empty() {

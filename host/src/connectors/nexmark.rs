@@ -478,10 +478,7 @@ impl Source for Nexmark {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition {
-            offset: self.offset,
-            partitions: Default::default(),
-        }
+        SourcePosition::at(self.offset)
     }
 }
 

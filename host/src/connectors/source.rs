@@ -225,10 +225,7 @@ impl Source for Sequence {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition {
-            offset: self.offset,
-            partitions: Default::default(),
-        }
+        SourcePosition::at(self.offset)
     }
 }
 
@@ -384,10 +381,7 @@ impl Source for FileLines {
     }
 
     fn position(&self) -> SourcePosition {
-        SourcePosition {
-            offset: self.offset,
-            partitions: Default::default(),
-        }
+        SourcePosition::at(self.offset)
     }
 }
 
@@ -397,12 +391,6 @@ mod tests {
 
     use super::*;
 
-    fn at(offset: u64) -> SourcePosition {
-        SourcePosition {
-            offset,
-            partitions: Default::default(),
-        }
-    }
     use crate::wit::batch_len;
 
     fn ints(batch: Batch) -> Vec<i64> {
@@ -429,7 +417,7 @@ mod tests {
                 rate: 0,
                 timestamp: None,
             },
-            &at(5),
+            &SourcePosition::at(5),
             "job",
             Share::WHOLE,
         );
@@ -449,7 +437,7 @@ mod tests {
         let mut all = Vec::new();
         for index in 0..3 {
             let share = Share { index, of: 3 };
-            let mut source = open_source(&spec, &at(2), "job", share);
+            let mut source = open_source(&spec, &SourcePosition::at(2), "job", share);
             let Batch::Records(records) = source.next_batch(4, Instant::now()).unwrap() else {
                 panic!("stamped numbers are records")
             };
@@ -485,7 +473,7 @@ mod tests {
                 rate: 100,
                 timestamp: None,
             },
-            &at(0),
+            &SourcePosition::at(0),
             "job",
             Share::WHOLE,
         );
@@ -522,7 +510,7 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &at(0), "job", Share::WHOLE);
+        let mut source = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE);
         assert_eq!(read_all(&mut source), ["a", "b"]);
 
         // Truncated and written again, longer than before: no line skipped.
@@ -542,7 +530,7 @@ mod tests {
         assert_eq!(read_all(&mut source), ["g"]);
 
         // Shorter than the offset a restore resumes at: from its start.
-        let mut resumed = open_source(&spec, &at(100), "job", Share::WHOLE);
+        let mut resumed = open_source(&spec, &SourcePosition::at(100), "job", Share::WHOLE);
         assert_eq!(read_all(&mut resumed), ["g"]);
     }
 
@@ -552,7 +540,7 @@ mod tests {
             path: "/dev/zero".into(),
             timestamp: None,
         };
-        let err = open_source(&spec, &at(0), "job", Share::WHOLE)
+        let err = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE)
             .next_batch(10, Instant::now())
             .unwrap_err();
         assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
@@ -569,14 +557,14 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &at(0), "job", Share::WHOLE);
+        let mut source = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE);
         let batch = source.next_batch(10, Instant::now()).unwrap();
         assert_eq!(batch_len(&batch), 2);
         assert_eq!(texts(batch), vec!["a b", "c"]);
         assert_eq!(source.position().offset, 7);
 
         file.write_all(b" line\n").unwrap();
-        let mut resumed = open_source(&spec, &at(7), "job", Share::WHOLE);
+        let mut resumed = open_source(&spec, &SourcePosition::at(7), "job", Share::WHOLE);
         assert_eq!(
             texts(resumed.next_batch(10, Instant::now()).unwrap()),
             vec!["partial line"]

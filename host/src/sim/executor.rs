@@ -221,10 +221,7 @@ impl SimLoop {
         let (output, dead_letters) = std::mem::take(staged);
         Barrier {
             snapshot: self.next.to_le_bytes().to_vec(),
-            source_position: crate::checkpoint::SourcePosition {
-                offset: self.next,
-                partitions: Default::default(),
-            },
+            source_position: crate::checkpoint::SourcePosition::at(self.next),
             source_lag: Default::default(),
             event_times: Default::default(),
             output,

@@ -29,7 +29,7 @@ use self::zookeeper::{disconnect, expire, hear, reconnect, SimConnector};
 use crate::checkpoint::{CheckpointMeta, Pointer};
 use crate::ha::{Layout, SupervisorInfo};
 use crate::metrics::Metrics;
-use crate::spec::{Delivery, Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec, SourceSpec};
+use crate::spec::{Delivery, Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec};
 use crate::storage::Storage;
 use crate::supervisor::{self, SupervisorSettings};
 
@@ -78,21 +78,12 @@ impl Sim {
         };
         let parallelism = if name == "count-a" { PARALLEL } else { 1 };
         let spec = JobSpec {
-            name: name.to_string(),
             uid: uid.clone(),
             module_sha256: "sim".into(),
-            source: SourceSpec::Sequence {
-                start: 0,
-                rate: 0,
-                timestamp: None,
-            },
             sink: SinkSpec::File {
                 path: sink_path(&uid, parallelism, false),
             },
             checkpoint_interval: Duration::from_millis(100),
-            config: Vec::new(),
-            memory_limit: 1 << 20,
-            call_timeout: Duration::from_secs(1),
             restart: if name == DOOMED {
                 RestartStrategy::None
             } else {
@@ -101,13 +92,7 @@ impl Sim {
             on_error: OnError::DeadLetter {
                 sink: dead_letter_sink(name, &uid, parallelism),
             },
-            watermark: None,
-            grants: Default::default(),
-            parallelism,
-            from_savepoint: None,
-            lineage: None,
-            desired: Desired::Running,
-            created_ms: 0,
+            ..crate::spec::test_spec(name, parallelism)
         };
         let status = JobStatus::created(0);
         let mut state = self.world.lock();
