@@ -20,7 +20,7 @@
 // arithmetic, StringsGenerator, PriceGenerator, LongGenerator) is adapted from the legacy
 // Nexmark generator of nexmark/nexmark commit 558d931 (= Apache Beam's), Apache-2.0.
 // It is changed as weir's port (host/src/connectors/nexmark.rs) is: base time
-// 2024-01-01T00:00:00Z, one generator, first event id 2, and `new Random(eventId ^ seed)`.
+// 2024-01-01T00:00:00Z, one generator, first event id 2, and `new Random(eventId ^ mix64(seed))`.
 // The Flink job around it is this project's.
 
 import java.io.BufferedWriter;
@@ -170,14 +170,24 @@ public class NexmarkFlink {
     static final String[] LAST_NAMES =
             "Shultz,Abrams,Spencer,White,Bartels,Walton,Smith,Jones,Noris".split(",");
 
-    /** weir's Generator: event n (from 0) has number n+1, id n+2, a Random(id ^ seed). */
+    /** weir's Generator: event n (from 0) has number n+1, id n+2, a Random(id ^ mix64(seed)). */
     public static final class Generator implements GeneratorFunction<Long, Event> {
         private final long seed;
         private final double delayUs;
 
         Generator(long rate, long seed) {
-            this.seed = seed;
+            this.seed = mix64(seed);
             this.delayUs = 1_000_000.0 / (double) (rate == 0 ? 10_000_000L : rate);
+        }
+
+        /**
+         * SplitMix64's finalizer, as weir's nexmark.rs: the seed spread over 64 bits before it
+         * is XORed into each event's Random seed. Seed 0 stays 0: the reference's events.
+         */
+        static long mix64(long z) {
+            z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9L;
+            z = (z ^ (z >>> 27)) * 0x94d049bb133111ebL;
+            return z ^ (z >>> 31);
         }
 
         long timestamp(long number) {
@@ -382,7 +392,8 @@ public class NexmarkFlink {
 
     /**
      * q3: the unbounded inner join auction(category 10) x person(OR, ID, CA) on seller = id,
-     * keyed by the person id; each pair is emitted once, when its later side arrives.
+     * keyed by the person id; each pair is emitted once, when its later side arrives. As in
+ * weir, a person from another state drops the auctions waiting for its id.
      */
     public static final class Q3Join extends KeyedProcessFunction<Long, Event, String> {
         private transient ValueState<Person> person;
@@ -399,6 +410,10 @@ public class NexmarkFlink {
         public void processElement(Event e, Context ctx, Collector<String> out) throws Exception {
             if (e.person != null) {
                 Person p = e.person;
+                if (!(p.state.equals("OR") || p.state.equals("ID") || p.state.equals("CA"))) {
+                    waiting.clear(); // auctions waiting for a seller from elsewhere never match
+                    return;
+                }
                 Iterable<Long> ids = waiting.get();
                 if (ids != null) {
                     for (Long a : ids) {
@@ -645,10 +660,7 @@ public class NexmarkFlink {
                 break;
             case "q3":
                 lines = source
-                        .filter(e -> (e.person != null
-                                && (e.person.state.equals("OR") || e.person.state.equals("ID")
-                                        || e.person.state.equals("CA")))
-                                || (e.auction != null && e.auction.category == 10))
+                        .filter(e -> e.person != null || (e.auction != null && e.auction.category == 10))
                         .keyBy(e -> e.person != null ? e.person.id : e.auction.seller, Types.LONG)
                         .process(new Q3Join()).returns(Types.STRING).name("q3");
                 break;

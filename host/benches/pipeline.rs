@@ -397,7 +397,55 @@ fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
     }
 }
 
+/// Writes each Nexmark query's lines, from its native twin, for the
+/// events `bench/flink-nexmark/check.sh` gives Flink (200,000 of them, at
+/// 10,000 a second of event time, seed 7), windows fired up to the
+/// watermark the last event brings (4 s behind it): the cross-check's
+/// expected files.
+fn nexmark_expected(dir: &std::path::Path) {
+    let spec = SourceSpec::Nexmark {
+        rate: 0,
+        event_rate: Some(10_000),
+        seed: 7,
+        events: Some(200_000),
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    for query in ["q0", "q1", "q2", "q3", "q5", "q7", "q8"] {
+        let mut source = open_source(&spec, &SourcePosition::default(), "check", weir::spec::Share::WHOLE);
+        let mut twin = NativeNexmark {
+            query: query.parse().unwrap(),
+            state: nexmark::State::default(),
+        };
+        let mut lines = String::new();
+        let mut emit = |line: &str| {
+            lines.push_str(line);
+            lines.push('\n');
+        };
+        let mut newest = i64::MIN;
+        loop {
+            let Batch::Records(records) = source.next_batch(weir::job::MAX_BATCH, Instant::now()).unwrap() else {
+                unreachable!("the source makes records")
+            };
+            if records.timestamps.is_empty() {
+                break;
+            }
+            newest = newest.max(records.timestamps.iter().copied().max().unwrap_or(i64::MIN));
+            for value in weir::wit::values(&records) {
+                if twin.query.reads(nexmark::model::kind(value)) {
+                    let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
+                    twin.state.on_event(twin.query, &event, &mut emit);
+                }
+            }
+        }
+        twin.state.on_watermark(twin.query, newest - 4_001, &mut emit);
+        std::fs::write(dir.join(format!("{query}.txt")), lines).unwrap();
+    }
+}
+
 fn main() {
+    if let Some(dir) = std::env::args().skip_while(|a| a != "--nexmark-expected").nth(1) {
+        return nexmark_expected(std::path::Path::new(&dir));
+    }
     let seconds = arg("--seconds", 5);
     let runs = arg("--runs", 3) as usize;
     let runtime = Runtime::new().unwrap();
