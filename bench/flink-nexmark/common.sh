@@ -3,7 +3,8 @@
 # and defines nexmark_java <args...> (one JVM, in-process MiniCluster).
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BASE="${ANCHOR_BASE:-/tmp/flink-anchor}"
-ANCHOR_SETUP="${ANCHOR_SETUP:-/work/shared/anchors/flink/setup.sh}"
+# The project's Flink anchor, beside the checkout (scripts/bench passes the one WEIR_BENCH_FLINK names).
+ANCHOR_SETUP="${ANCHOR_SETUP:-$HERE/../../../shared/anchors/flink/setup.sh}"
 JAVA_OPTS="${JAVA_OPTS:--Xms1g -Xmx1g}"
 
 if ! command -v java >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1 || ! command -v jar >/dev/null 2>&1; then
