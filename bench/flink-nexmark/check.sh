@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Cross-check: runs each query over the same events as weir (CHECK_EVENTS=200000 events,
-# CHECK_EVENT_RATE=10000 events/s of event time, CHECK_SEED=7) into $ANCHOR_BASE/nexmark/check/<q>.txt
+# Cross-check: runs each query over the same events as weir (200000 events,
+# 10000 events/s of event time, seed 7) into $ANCHOR_BASE/nexmark/check/<q>.txt
 # and compares it with EXPECTED_DIR/<q>.txt (weir's lines, one result per line).
 # Usage: check.sh EXPECTED_DIR   (or EXPECTED_DIR=... check.sh); QUERIES selects queries.
 # Windowed queries (q5 q7 q8): the Flink job drops windows that weir's last watermark
@@ -15,9 +15,10 @@ if [ -z "$EXPECTED_DIR" ] || [ ! -d "$EXPECTED_DIR" ]; then
   exit 2
 fi
 . "$(cd "$(dirname "$0")" && pwd)/common.sh"
-N="${CHECK_EVENTS:-200000}"
-RATE="${CHECK_EVENT_RATE:-10000}"
-SEED="${CHECK_SEED:-7}"
+# The events `cargo bench -p weir --bench pipeline -- --nexmark-expected DIR` writes weir's lines for.
+N=200000
+RATE=10000
+SEED=7
 QUERIES="${QUERIES:-q0 q1 q2 q3 q5 q7 q8}"
 OUT="$WORK/check"
 mkdir -p "$OUT"

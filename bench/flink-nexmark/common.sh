@@ -13,8 +13,12 @@ if ! command -v java >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1 || ! 
 fi
 
 flink_home() { ls -d "$BASE"/venv/lib/python3*/site-packages/pyflink 2>/dev/null | head -n 1; }
-FLINK_HOME="$(flink_home || true)"
+FLINK_HOME="${FLINK_HOME:-$(flink_home || true)}"
 if [ -z "$FLINK_HOME" ] || ! ls "$FLINK_HOME"/lib/flink-dist-*.jar >/dev/null 2>&1; then
+  if [ ! -x "$ANCHOR_SETUP" ]; then
+    echo "flink-nexmark: no Flink in $BASE and no setup script at $ANCHOR_SETUP: set FLINK_HOME, or ANCHOR_SETUP (scripts/bench: WEIR_BENCH_FLINK) to the Flink anchor's setup.sh" >&2
+    exit 1
+  fi
   echo "flink-nexmark: installing Flink into $BASE with $ANCHOR_SETUP" >&2
   ANCHOR_BASE="$BASE" "$ANCHOR_SETUP" >&2
   FLINK_HOME="$(flink_home)"

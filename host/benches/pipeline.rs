@@ -191,7 +191,8 @@ impl Job for NativeNexmark {
                 continue;
             }
             let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
-            self.state.on_event(self.query, &event, &mut emit);
+            // A late event is left out, as the job's side output takes it.
+            let _ = self.state.on_event(self.query, &event, &mut emit);
         }
         if let Some(watermark) = batch_watermark(batch) {
             self.state.on_watermark(self.query, watermark, &mut emit);
@@ -410,7 +411,7 @@ fn nexmark_expected(dir: &std::path::Path) {
         events: Some(200_000),
     };
     std::fs::create_dir_all(dir).unwrap();
-    for query in ["q0", "q1", "q2", "q3", "q5", "q7", "q8"] {
+    for query in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
         let mut source = open_source(&spec, &SourcePosition::default(), "check", weir::spec::Share::WHOLE);
         let mut twin = NativeNexmark {
             query: query.parse().unwrap(),
@@ -433,7 +434,7 @@ fn nexmark_expected(dir: &std::path::Path) {
             for value in weir::wit::values(&records) {
                 if twin.query.reads(nexmark::model::kind(value)) {
                     let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
-                    twin.state.on_event(twin.query, &event, &mut emit);
+                    let _ = twin.state.on_event(twin.query, &event, &mut emit);
                 }
             }
         }
@@ -549,6 +550,7 @@ fn main() {
         ("nexmark q1 (currency conversion)", "q1"),
         ("nexmark q2 (selection)", "q2"),
         ("nexmark q3 (local item suggestion: join)", "q3"),
+        ("nexmark q4 (average price per category: join, aggregate)", "q4"),
         ("nexmark q5 (hot items: sliding window)", "q5"),
         ("nexmark q7 (highest bid: tumbling window)", "q7"),
         ("nexmark q8 (monitor new users: windowed join)", "q8"),

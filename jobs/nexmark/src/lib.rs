@@ -1,8 +1,8 @@
 //! The Nexmark benchmark's queries as one weir job: `--config query=q5`
-//! picks which (q0, q1, q2, q3, q5, q7, q8; see `queries`), over the
+//! picks which (q0, q1, q2, q3, q4, q5, q7, q8; see `queries`), over the
 //! records of `--source nexmark`. The windowed ones (q5, q7, q8) fire on
 //! the watermark: deploy them with `--watermark max-delay=4s`, Nexmark's.
-//! The joins and windows (q3, q5, q7, q8) need all events in one task:
+//! The joins and windows (q3, q4, q5, q7, q8) need all events in one task:
 //! deploy them with `--parallelism 1` (tasks share no records). The
 //! benchmark runs the same code natively, as the job's native twin.
 
@@ -33,7 +33,8 @@ impl Job for Nexmark {
             return Ok(());
         }
         let event: model::Event = record.json()?;
-        self.state.on_event(self.query, &event, &mut |line| ctx.emit_text(line));
+        self.state
+            .on_event(self.query, &event, &mut |line| ctx.emit_text(line))?;
         Ok(())
     }
 
@@ -69,7 +70,35 @@ mod tests {
         let person = Input::bytes(br#"{"person":{"id":1,"name":"a","city":"b","state":"OR","dateTime":0}}"#);
         let out = q2.process(&[bid(1000, 1, 0), bid(1107, 2, 0), person]);
         assert_eq!(out.texts(), ["1107,2"], "1107 = 9 x 123; a person is not read");
-        assert!(Harness::<Nexmark>::with_config(&[("query", "q4")]).is_err());
+        assert!(Harness::<Nexmark>::with_config(&[("query", "q6")]).is_err());
+    }
+
+    #[test]
+    fn q4_averages_each_categorys_winning_bids_as_auctions_close() {
+        let auction = |id: i64, category: i64, expires: i64| {
+            let value = format!(
+                r#"{{"auction":{{"id":{id},"dateTime":0,"expires":{expires},"seller":1000,"category":{category}}}}}"#
+            );
+            Input::bytes(value.as_bytes()).at(0)
+        };
+        let mut q4 = Harness::<Nexmark>::with_config(&[("query", "q4")]).unwrap();
+        let bids = [
+            bid(1, 10, 5),
+            bid(1, 30, 100),
+            bid(2, 7, 50),
+            bid(1, 99, 101),
+            bid(3, 5, 1),
+        ];
+        q4.process(&[auction(1, 10, 100), auction(2, 10, 200), auction(3, 11, 300)]);
+        q4.process(&bids);
+        q4.snapshot_and_restore().unwrap();
+        assert_eq!(q4.advance_watermark(99).texts(), Vec::<String>::new());
+        assert_eq!(
+            q4.advance_watermark(200).texts(),
+            ["10,30", "10,18"],
+            "the bid at 101 came after the close"
+        );
+        assert_eq!(q4.advance_watermark(1_000).texts(), ["11,5"]);
     }
 
     #[test]
@@ -83,5 +112,26 @@ mod tests {
         assert!(q5.advance_watermark(3_999).texts().is_empty(), "a window fires once");
         assert_eq!(q5.advance_watermark(11_999).texts(), ["2,2", "2,2", "2,2", "2,2"]);
         assert!(q5.advance_watermark(20_000).texts().is_empty());
+        // Windows to 10 s have closed (empty ones too): a bid for them is late.
+        let out = q5.process(&[bid(3, 0, 9_000), bid(4, 0, 14_000)]);
+        assert_eq!(out.late.len(), 1, "{out:?}");
+        assert_eq!(
+            q5.advance_watermark(21_999).texts(),
+            ["4,1"],
+            "only [12 s, 22 s) fires, once"
+        );
+    }
+
+    #[test]
+    fn a_closed_tumbling_window_takes_no_late_event_and_fires_once() {
+        let mut q7 = Harness::<Nexmark>::with_config(&[("query", "q7")]).unwrap();
+        q7.process(&[bid(1, 5, 100), bid(2, 9, 200), bid(3, 9, 300)]);
+        assert_eq!(
+            q7.advance_watermark(9_999).texts(),
+            ["2,9,1001,200,x\\y", "3,9,1001,300,x\\y"]
+        );
+        let out = q7.process(&[bid(4, 50, 400), bid(i64::MAX, 1, i64::MIN)]);
+        assert_eq!(out.late.len(), 2, "a closed window, and a time with no window: {out:?}");
+        assert!(q7.advance_watermark(30_000).texts().is_empty());
     }
 }

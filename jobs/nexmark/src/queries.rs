@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use weir_guest::Late;
 
 use crate::model::{Auction, Bid, Event, Kind, Person};
 
@@ -25,6 +26,9 @@ pub enum Query {
     /// Local item suggestion: persons in OR, ID or CA selling in category
     /// 10, joined with their auctions.
     Q3,
+    /// Average price per category: each auction's winning bid (its
+    /// highest while it was open) as it closes, averaged per category.
+    Q4,
     /// Hot items: per 10 s window sliding by 2 s, the auctions with the
     /// most bids.
     Q5,
@@ -44,10 +48,11 @@ impl FromStr for Query {
             "q1" => Query::Q1,
             "q2" => Query::Q2,
             "q3" => Query::Q3,
+            "q4" => Query::Q4,
             "q5" => Query::Q5,
             "q7" => Query::Q7,
             "q8" => Query::Q8,
-            _ => return Err(format!("query={s}: give q0, q1, q2, q3, q5, q7 or q8")),
+            _ => return Err(format!("query={s}: give q0, q1, q2, q3, q4, q5, q7 or q8")),
         })
     }
 }
@@ -55,13 +60,23 @@ impl FromStr for Query {
 impl Query {
     /// Whether it reads events of `kind` (those it does not go unread).
     pub fn reads(self, kind: Kind) -> bool {
-        let bids = matches!(self, Query::Q0 | Query::Q1 | Query::Q2 | Query::Q5 | Query::Q7);
         match kind {
-            Kind::Bid => bids,
-            Kind::Person | Kind::Auction => !bids,
+            Kind::Bid => !matches!(self, Query::Q3 | Query::Q8),
+            Kind::Auction => matches!(self, Query::Q3 | Query::Q4 | Query::Q8),
+            Kind::Person => matches!(self, Query::Q3 | Query::Q8),
             Kind::Unknown => true,
         }
     }
+}
+
+/// An auction q4 waits on: its category, when it opened and expires, and
+/// its highest bid so far.
+#[derive(Debug, Serialize, Deserialize)]
+struct OpenAuction {
+    category: i64,
+    opened: i64,
+    expires: i64,
+    highest: Option<i64>,
 }
 
 /// A bid at its window's highest price: auction, bidder, time, extra.
@@ -72,11 +87,21 @@ const SLIDE_MS: i64 = 2_000;
 
 /// What the queries remember; each keeps only its own part.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
+    /// The newest watermark the windows fired at: an event for a window
+    /// that closed is late.
+    closed: Option<i64>,
     /// q3: persons of OR, ID and CA by id: name, city, state.
     locals: BTreeMap<i64, (String, String, String)>,
     /// q3: auctions of category 10 whose seller has not been seen, by seller.
     waiting: BTreeMap<i64, Vec<i64>>,
+    /// q4: auctions still open, by id: category, opened, expires, highest bid.
+    open: BTreeMap<i64, OpenAuction>,
+    /// q4: when each open auction closes, in that order.
+    closing: BTreeSet<(i64, i64)>,
+    /// q4: per category, the winning bids' sum and count.
+    categories: BTreeMap<i64, (i128, u64)>,
     /// q5: bids per auction, per 2 s pane: a window is the five panes it
     /// spans, so a bid counts once, not in each of its five windows.
     panes: BTreeMap<i64, BTreeMap<i64, u64>>,
@@ -91,7 +116,21 @@ pub struct State {
 
 impl State {
     /// Runs `query` over one event; `emit` gets each line it produces.
-    pub fn on_event(&mut self, query: Query, event: &Event<'_>, emit: &mut impl FnMut(&str)) {
+    /// An event whose window (every window, for q5) has closed is `Late`.
+    pub fn on_event(&mut self, query: Query, event: &Event<'_>, emit: &mut impl FnMut(&str)) -> Result<(), Late> {
+        let window = match (query, event) {
+            (Query::Q5, Event::Bid(b)) => Some(window_of(b.date_time, SLIDE_MS)?),
+            (Query::Q7, Event::Bid(Bid { date_time, .. }))
+            | (Query::Q8, Event::Person(Person { date_time, .. }) | Event::Auction(Auction { date_time, .. })) => {
+                Some(window_of(*date_time, WINDOW_MS)?)
+            }
+            _ => None,
+        };
+        // q5's pane is in windows up to the one it starts; the others' in its own.
+        if let Some(start) = window.filter(|start| self.closed.is_some_and(|w| due(*start, w))) {
+            return Err(Late { window_start: start });
+        }
+        let start = window.unwrap_or_default();
         let mut line = String::new();
         match (query, event) {
             (Query::Q0, Event::Bid(b)) => {
@@ -121,23 +160,42 @@ impl State {
                 let _ = write!(line, "{},{}", b.auction, b.price);
                 emit(&line);
             }
+            (Query::Q4, Event::Auction(a)) => {
+                let auction = OpenAuction {
+                    category: a.category,
+                    opened: a.date_time,
+                    expires: a.expires,
+                    highest: None,
+                };
+                self.closing.insert((a.expires, a.id));
+                self.open.insert(a.id, auction);
+            }
+            (Query::Q4, Event::Bid(b)) => {
+                // A bid counts while its auction is open, both ends included.
+                let open = self.open.get_mut(&b.auction);
+                if let Some(a) = open.filter(|a| (a.opened..=a.expires).contains(&b.date_time)) {
+                    a.highest = Some(a.highest.map_or(b.price, |h| h.max(b.price)));
+                }
+            }
             (Query::Q3, Event::Person(p)) => self.local_seller(p, emit),
             (Query::Q3, Event::Auction(a)) => self.local_item(a, emit),
-            (Query::Q5, Event::Bid(b)) => self.count_bid(b),
-            (Query::Q7, Event::Bid(b)) => self.highest_bid(b),
+            (Query::Q5, Event::Bid(b)) => {
+                *self.panes.entry(start).or_default().entry(b.auction).or_default() += 1;
+            }
+            (Query::Q7, Event::Bid(b)) => self.highest_bid(start, b),
             (Query::Q8, Event::Person(p)) => {
-                let window = self.new_users.entry(tumbling(p.date_time)).or_default();
-                window.0.insert(p.id, p.name.to_string());
+                self.new_users
+                    .entry(start)
+                    .or_default()
+                    .0
+                    .insert(p.id, p.name.to_string());
             }
             (Query::Q8, Event::Auction(a)) => {
-                self.new_users
-                    .entry(tumbling(a.date_time))
-                    .or_default()
-                    .1
-                    .insert(a.seller);
+                self.new_users.entry(start).or_default().1.insert(a.seller);
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn local_seller(&mut self, p: &Person<'_>, emit: &mut impl FnMut(&str)) {
@@ -163,24 +221,19 @@ impl State {
         }
     }
 
-    fn count_bid(&mut self, b: &Bid<'_>) {
-        let pane = b.date_time.div_euclid(SLIDE_MS) * SLIDE_MS;
-        // Every window holding a pane at or before the last fired one has fired.
-        if self.fired.is_some_and(|fired| pane <= fired) {
-            return;
-        }
-        *self.panes.entry(pane).or_default().entry(b.auction).or_default() += 1;
-    }
-
     /// q5's windows that the watermark closed, each as its bids per auction.
     fn hot_windows(&mut self, watermark: i64, emit: &mut impl FnMut(&str)) {
         let mut line = String::new();
         while let Some(first) = self.panes.keys().next().copied() {
             let earliest = first.saturating_sub(WINDOW_MS - SLIDE_MS);
-            let start = match self.fired {
+            let mut start = match self.fired {
                 Some(fired) => fired.saturating_add(SLIDE_MS).max(earliest),
                 None => earliest,
             };
+            // Windows the watermark passed while they were empty stay closed.
+            while self.hot_window_passed(start) && start < first {
+                start = start.saturating_add(SLIDE_MS);
+            }
             if !due(start, watermark) {
                 return;
             }
@@ -202,11 +255,13 @@ impl State {
         }
     }
 
-    fn highest_bid(&mut self, b: &Bid<'_>) {
-        let (max, bids) = self
-            .highest
-            .entry(tumbling(b.date_time))
-            .or_insert((i64::MIN, Vec::new()));
+    /// Whether q5 has fired the window from `start`, or skipped it empty.
+    fn hot_window_passed(&self, start: i64) -> bool {
+        self.fired.is_some_and(|fired| start <= fired) || self.closed.is_some_and(|w| due(start, w))
+    }
+
+    fn highest_bid(&mut self, window: i64, b: &Bid<'_>) {
+        let (max, bids) = self.highest.entry(window).or_insert((i64::MIN, Vec::new()));
         if b.price > *max {
             *max = b.price;
             bids.clear();
@@ -218,9 +273,28 @@ impl State {
 
     /// Fires every window of `query` whose end the watermark has passed.
     pub fn on_watermark(&mut self, query: Query, watermark: i64, emit: &mut impl FnMut(&str)) {
+        self.fire(query, watermark, emit);
+        self.closed = Some(self.closed.map_or(watermark, |w| w.max(watermark)));
+    }
+
+    fn fire(&mut self, query: Query, watermark: i64, emit: &mut impl FnMut(&str)) {
         let due = |start: &i64| due(*start, watermark);
         let mut line = String::new();
         match query {
+            Query::Q4 => {
+                // Closed once no bid at or before its expiry can come.
+                while let Some(&(expires, id)) = self.closing.first().filter(|(expires, _)| *expires <= watermark) {
+                    self.closing.remove(&(expires, id));
+                    let Some(auction) = self.open.remove(&id) else { continue };
+                    let Some(winning) = auction.highest else { continue };
+                    let (sum, count) = self.categories.entry(auction.category).or_default();
+                    *sum += i128::from(winning);
+                    *count += 1;
+                    line.clear();
+                    let _ = write!(line, "{},{}", auction.category, *sum / i128::from(*count));
+                    emit(&line);
+                }
+            }
             Query::Q5 => self.hot_windows(watermark, emit),
             Query::Q7 => {
                 while let Some(entry) = self.highest.first_entry().filter(|e| due(e.key())) {
@@ -254,7 +328,11 @@ fn due(start: i64, watermark: i64) -> bool {
     start.saturating_add(WINDOW_MS - 1) <= watermark
 }
 
-/// The start of the 10 s tumbling window holding `at`.
-fn tumbling(at: i64) -> i64 {
-    at.div_euclid(WINDOW_MS) * WINDOW_MS
+/// The start of the `size` ms window (or pane) holding `at`; an event
+/// time too near the ends of time to have one is late for all.
+fn window_of(at: i64, size: i64) -> Result<i64, Late> {
+    at.div_euclid(size)
+        .checked_mul(size)
+        .filter(|start| start.checked_add(WINDOW_MS).is_some())
+        .ok_or(Late { window_start: i64::MIN })
 }
