@@ -41,6 +41,8 @@ import org.apache.flink.api.common.functions.AggregateFunction;
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.state.MapState;
+import org.apache.flink.api.common.state.MapStateDescriptor;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
@@ -71,7 +73,7 @@ import org.apache.flink.util.Collector;
  * Nexmark on Flink (DataStream API), the twin of weir's jobs/nexmark queries.
  *
  * <pre>
- * usage: NexmarkFlink &lt;q0|q1|q2|q3|q5|q7|q8&gt; &lt;events&gt; [event-rate=10000000] [seed=0] [discard|&lt;file&gt;] [last-watermark-ms]
+ * usage: NexmarkFlink &lt;q0|q1|q2|q3|q4|q5|q7|q8&gt; &lt;events&gt; [event-rate=10000000] [seed=0] [discard|&lt;file&gt;] [last-watermark-ms]
  * </pre>
  *
  * In-process MiniCluster (local environment), parallelism 1, checkpoints every 1 s
@@ -85,6 +87,7 @@ import org.apache.flink.util.Collector;
  * windows with end - 1 > last watermark, where the last watermark is by default
  * ts(last event) - 4000 - 1 (i.e. it keeps windows with end <= max event time - 4000);
  * the optional 6th argument overrides it. In discard mode (throughput) all windows fire.
+ * q4's auctions close likewise: in file mode those with expires > last watermark are dropped.
  */
 public class NexmarkFlink {
 
@@ -433,6 +436,135 @@ public class NexmarkFlink {
         }
     }
 
+    /** q4 stage 1 state per auction: its category, when it opened and expires, its highest bid. */
+    public static class OpenAuction {
+        public long category;
+        public long opened;
+        public long expires;
+        public boolean hasBid;
+        public long highest;
+
+        public OpenAuction() {}
+    }
+
+    /** q4 stage 1 output: an auction that closed with a bid, and its winning price. */
+    public static class Winner {
+        public long expires;
+        public long id;
+        public long category;
+        public long price;
+
+        public Winner() {}
+    }
+
+    /**
+     * q4 stage 1, keyed by auction id: the highest price among the bids whose dateTime is in
+     * [auction.dateTime, auction.expires] (both ends included). An event-time timer at expires
+     * closes the auction (watermark >= expires, as in weir). Bids for an auction not (yet) seen, or
+     * already closed, are ignored; an auction without a bid emits nothing. In file mode an auction
+     * with expires beyond weir's last watermark never closes there, so it is dropped.
+     */
+    public static final class Q4Auctions extends KeyedProcessFunction<Long, Event, Winner> {
+        private final long lastWatermark;
+        private transient ValueState<OpenAuction> open;
+
+        Q4Auctions(long lastWatermark) { this.lastWatermark = lastWatermark; }
+
+        @Override
+        public void open(OpenContext ctx) {
+            open = getRuntimeContext().getState(
+                    new ValueStateDescriptor<>("open", TypeInformation.of(OpenAuction.class)));
+        }
+
+        @Override
+        public void processElement(Event e, Context ctx, Collector<Winner> out) throws Exception {
+            if (e.auction != null) {
+                Auction a = e.auction;
+                OpenAuction o = new OpenAuction();
+                o.category = a.category;
+                o.opened = a.dateTime;
+                o.expires = a.expires;
+                open.update(o);
+                ctx.timerService().registerEventTimeTimer(a.expires);
+            } else {
+                OpenAuction o = open.value();
+                Bid b = e.bid;
+                if (o != null && o.opened <= b.dateTime && b.dateTime <= o.expires
+                        && (!o.hasBid || b.price > o.highest)) {
+                    o.hasBid = true;
+                    o.highest = b.price;
+                    open.update(o);
+                }
+            }
+        }
+
+        @Override
+        public void onTimer(long at, OnTimerContext ctx, Collector<Winner> out) throws Exception {
+            OpenAuction o = open.value();
+            open.clear();
+            if (o == null || !o.hasBid || at > lastWatermark) {
+                return;
+            }
+            Winner w = new Winner();
+            w.expires = o.expires;
+            w.id = ctx.getCurrentKey();
+            w.category = o.category;
+            w.price = o.highest;
+            out.collect(w);
+        }
+    }
+
+    /**
+     * q4 stage 2, one key (all winners): the auctions that closed at one watermark come from
+     * stage 1 in timer order, which is not id order for equal expires; they wait here for the same
+     * watermark (a timer at expires) and then close in (expires, id) order, as in weir. Each adds
+     * its price to its category's sum and count and emits {@code category,sum/count}. The sum is a
+     * long (weir's is 128-bit): prices are below 1e8, so it holds over 9e10 winning bids, and
+     * addExact fails the job rather than wrap.
+     */
+    public static final class Q4Averages extends KeyedProcessFunction<Long, Winner, String> {
+        private transient MapState<Long, List<Winner>> closing;
+        private transient MapState<Long, Tuple2<Long, Long>> categories;
+
+        @Override
+        public void open(OpenContext ctx) {
+            closing = getRuntimeContext().getMapState(new MapStateDescriptor<>("closing",
+                    Types.LONG, Types.LIST(TypeInformation.of(Winner.class))));
+            categories = getRuntimeContext().getMapState(new MapStateDescriptor<>("categories",
+                    Types.LONG, Types.TUPLE(Types.LONG, Types.LONG)));
+        }
+
+        @Override
+        public void processElement(Winner w, Context ctx, Collector<String> out) throws Exception {
+            List<Winner> at = closing.get(w.expires);
+            if (at == null) {
+                at = new ArrayList<>();
+                ctx.timerService().registerEventTimeTimer(w.expires);
+            }
+            at.add(w);
+            closing.put(w.expires, at);
+        }
+
+        @Override
+        public void onTimer(long at, OnTimerContext ctx, Collector<String> out) throws Exception {
+            List<Winner> ws = closing.get(at);
+            closing.remove(at);
+            if (ws == null) {
+                return;
+            }
+            ws.sort((x, y) -> Long.compare(x.id, y.id));
+            for (Winner w : ws) {
+                Tuple2<Long, Long> c = categories.get(w.category);
+                if (c == null) {
+                    c = Tuple2.of(0L, 0L);
+                }
+                c = Tuple2.of(Math.addExact(c.f0, w.price), c.f1 + 1);
+                categories.put(w.category, c);
+                out.collect(w.category + "," + (c.f0 / c.f1));
+            }
+        }
+    }
+
     /** q5 stage 1: bids per auction per sliding window. */
     public static final class Count implements AggregateFunction<Bid, Long, Long> {
         public Long createAccumulator() { return 0L; }
@@ -608,7 +740,7 @@ public class NexmarkFlink {
 
     public static void main(String[] args) throws Exception {
         if (args.length < 2) {
-            System.err.println("usage: NexmarkFlink <q0|q1|q2|q3|q5|q7|q8> <events> [event-rate=10000000] "
+            System.err.println("usage: NexmarkFlink <q0|q1|q2|q3|q4|q5|q7|q8> <events> [event-rate=10000000] "
                     + "[seed=0] [discard|<file>] [last-watermark-ms]");
             System.exit(2);
         }
@@ -664,6 +796,14 @@ public class NexmarkFlink {
                         .keyBy(e -> e.person != null ? e.person.id : e.auction.seller, Types.LONG)
                         .process(new Q3Join()).returns(Types.STRING).name("q3");
                 break;
+            case "q4":
+                lines = source
+                        .filter(e -> e.auction != null || e.bid != null)
+                        .keyBy(e -> e.auction != null ? e.auction.id : e.bid.auction, Types.LONG)
+                        .process(new Q4Auctions(lastWatermark)).returns(Winner.class).name("q4-auctions")
+                        .keyBy(w -> 0L, Types.LONG)
+                        .process(new Q4Averages()).returns(Types.STRING).name("q4-averages");
+                break;
             case "q5":
                 lines = bids(source)
                         .keyBy(b -> b.auction, Types.LONG)
@@ -693,7 +833,7 @@ public class NexmarkFlink {
                         .name("q8");
                 break;
             default:
-                System.err.println("query=" + query + ": give q0, q1, q2, q3, q5, q7 or q8");
+                System.err.println("query=" + query + ": give q0, q1, q2, q3, q4, q5, q7 or q8");
                 System.exit(2);
                 return;
         }

@@ -442,14 +442,18 @@ impl Nexmark {
     fn number(&self, nth: u64) -> u64 {
         u64::from(self.share.index) + nth * u64::from(self.share.of.max(1))
     }
+
+    /// How many events of the stream are this task's, if it ends.
+    fn mine(&self) -> Option<u64> {
+        let (index, of) = (u64::from(self.share.index), u64::from(self.share.of.max(1)));
+        self.events.map(|events| events.saturating_sub(index).div_ceil(of))
+    }
 }
 
 impl Source for Nexmark {
     fn next_batch(&mut self, max: usize, until: Instant) -> io::Result<Batch> {
         let mut n = self.throttle.allowed(self.offset, max, until);
-        if let Some(events) = self.events {
-            let (index, of) = (u64::from(self.share.index), u64::from(self.share.of.max(1)));
-            let mine = events.saturating_sub(index).div_ceil(of);
+        if let Some(mine) = self.mine() {
             n = n.min(mine.saturating_sub(self.offset));
             if self.offset >= mine {
                 // The stream has ended: nothing more, ever.
@@ -479,6 +483,10 @@ impl Source for Nexmark {
 
     fn position(&self) -> SourcePosition {
         SourcePosition::at(self.offset)
+    }
+
+    fn ended(&self) -> bool {
+        self.mine().is_some_and(|mine| self.offset >= mine)
     }
 }
 
@@ -584,8 +592,12 @@ mod tests {
             };
             r
         };
-        let whole = records(&mut Nexmark::new(Generator::new(0, 0), 0, Some(10), Share::WHOLE, 0));
+        let mut source = Nexmark::new(Generator::new(0, 0), 0, Some(10), Share::WHOLE, 0);
+        assert!(!source.ended());
+        let whole = records(&mut source);
         assert_eq!(whole.timestamps.len(), 10, "the stream ends at events=10");
+        assert!(source.ended());
+        assert!(records(&mut source).timestamps.is_empty());
         let second = records(&mut Nexmark::new(
             Generator::new(0, 0),
             0,

@@ -26,6 +26,13 @@ pub trait Source: Send {
     fn lag(&self) -> BTreeMap<u32, i64> {
         BTreeMap::new()
     }
+
+    /// Whether it has given all it ever will (a bounded source): the
+    /// watermark then goes to the end of time, as Flink's does at the end
+    /// of a bounded source, so every window fires.
+    fn ended(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the share `share` of the source a spec names for job `job`,
@@ -133,6 +140,10 @@ impl Source for Timestamped {
 
     fn lag(&self) -> BTreeMap<u32, i64> {
         self.inner.lag()
+    }
+
+    fn ended(&self) -> bool {
+        self.inner.ended()
     }
 }
 

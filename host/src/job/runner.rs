@@ -119,6 +119,9 @@ pub async fn run(
         let current = watermark.as_mut().and_then(|w| {
             w.expect(position.partitions.keys().copied(), now);
             w.observe(&batch, now);
+            if source.ended() {
+                w.end();
+            }
             w.current(now)
         });
         // A watermark moves with no record too, when a slow partition goes

@@ -88,6 +88,11 @@ impl Watermark {
         self.current
     }
 
+    /// The input has ended: nothing more will come, at any time.
+    pub fn end(&mut self) {
+        self.current = Some(i64::MAX);
+    }
+
     /// What the checkpoint records.
     pub fn event_times(&self) -> EventTimes {
         EventTimes {
@@ -136,6 +141,11 @@ mod tests {
         assert_eq!(w.current(now), Some(1_399));
         let mut resumed = Watermark::new(spec(None), w.event_times(), now);
         assert_eq!(resumed.current(now), Some(1_399), "a restore resumes it");
+        w.end();
+        w.observe(&stamped(&[2_000], &[]), now);
+        assert_eq!(w.current(now), Some(i64::MAX), "an ended input has passed all time");
+        let mut resumed = Watermark::new(spec(None), w.event_times(), now);
+        assert_eq!(resumed.current(now), Some(i64::MAX));
     }
 
     #[test]
