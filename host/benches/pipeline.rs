@@ -412,7 +412,7 @@ fn nexmark_expected(dir: &std::path::Path) {
     };
     std::fs::create_dir_all(dir).unwrap();
     for query in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
-        let mut source = open_source(&spec, &SourcePosition::default(), "check", weir::spec::Share::WHOLE);
+        let mut source = open_source(&spec, None, "check", weir::spec::Share::WHOLE);
         let mut twin = NativeNexmark {
             query: query.parse().unwrap(),
             state: nexmark::State::default(),
@@ -464,7 +464,7 @@ fn main() {
                 rate: 0,
                 timestamp: None,
             },
-            &SourcePosition::default(),
+            None,
             "bench",
             weir::spec::Share::WHOLE,
         )
@@ -481,7 +481,7 @@ fn main() {
             seed: 0,
             events: None,
         };
-        open_source(&spec, &SourcePosition::default(), "bench", weir::spec::Share::WHOLE)
+        open_source(&spec, None, "bench", weir::spec::Share::WHOLE)
     };
     let shared = &runtime;
     let nexmark_case = |query: &'static str| -> (Make, Make) {

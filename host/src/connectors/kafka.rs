@@ -82,6 +82,10 @@ pub struct KafkaSource {
     group: String,
     /// The task's share: it reads the partitions that are its own.
     share: Share,
+    /// Whether no checkpoint started it: only then does `start` apply (a
+    /// restored task, a regrouped one that holds no partition yet among
+    /// them, reads a partition its checkpoint does not know from its start).
+    fresh: bool,
     /// The next offset to read, per partition: the position a checkpoint records.
     next: BTreeMap<u32, i64>,
     consumer: Option<BaseConsumer>,
@@ -92,8 +96,9 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// A source of `topic` for job `job`'s task `share`, resuming at `next`
-    /// (empty: per `start`).
+    /// A source of `topic` for job `job`'s task `share`, resuming at
+    /// `restored`, the next offset of each partition a checkpoint knew
+    /// (none: a fresh start, per `start`).
     pub fn new(
         brokers: &str,
         topic: &str,
@@ -101,7 +106,7 @@ impl KafkaSource {
         group: Option<&str>,
         job: &str,
         share: Share,
-        next: BTreeMap<u32, i64>,
+        restored: Option<BTreeMap<u32, i64>>,
     ) -> KafkaSource {
         KafkaSource {
             brokers: brokers.to_string(),
@@ -109,7 +114,8 @@ impl KafkaSource {
             start,
             group: group.map_or_else(|| format!("weir-{job}"), str::to_string),
             share,
-            next,
+            fresh: restored.is_none(),
+            next: restored.unwrap_or_default(),
             consumer: None,
             refreshed: Instant::now(),
             lag: BTreeMap::new(),
@@ -136,11 +142,7 @@ impl KafkaSource {
             let partitions = self.partitions(&consumer, REQUEST_TIMEOUT)?;
             // `start` is for a job with no checkpoint; a restored job reads
             // partitions its checkpoint does not know (new since) from their start.
-            let first = if self.next.is_empty() {
-                self.start
-            } else {
-                KafkaStart::Earliest
-            };
+            let first = if self.fresh { self.start } else { KafkaStart::Earliest };
             self.assign(&consumer, &partitions, first)?;
             self.consumer = Some(consumer);
             self.refreshed = Instant::now();

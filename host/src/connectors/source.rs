@@ -36,9 +36,10 @@ pub trait Source: Send {
 }
 
 /// Opens the share `share` of the source a spec names for job `job`,
-/// positioned at `position`.
-pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str, share: Share) -> Box<dyn Source> {
-    let offset = position.offset;
+/// positioned at `restored`, where a checkpoint left it (none: a fresh
+/// start, where a Kafka source's `start=` applies).
+pub fn open_source(spec: &SourceSpec, restored: Option<&SourcePosition>, job: &str, share: Share) -> Box<dyn Source> {
+    let offset = restored.map_or(0, |p| p.offset);
     let source: Box<dyn Source> = match spec {
         SourceSpec::Sequence { start, rate, .. } => Box::new(Sequence::new(*start, *rate, share, offset)),
         SourceSpec::File { path, .. } => Box::new(FileLines {
@@ -68,7 +69,7 @@ pub fn open_source(spec: &SourceSpec, position: &SourcePosition, job: &str, shar
             group.as_deref(),
             job,
             share,
-            position.partitions.clone(),
+            restored.map(|p| p.partitions.clone()),
         )),
     };
     match spec.timestamp() {
@@ -428,7 +429,7 @@ mod tests {
                 rate: 0,
                 timestamp: None,
             },
-            &SourcePosition::at(5),
+            Some(&SourcePosition::at(5)),
             "job",
             Share::WHOLE,
         );
@@ -448,7 +449,7 @@ mod tests {
         let mut all = Vec::new();
         for index in 0..3 {
             let share = Share { index, of: 3 };
-            let mut source = open_source(&spec, &SourcePosition::at(2), "job", share);
+            let mut source = open_source(&spec, Some(&SourcePosition::at(2)), "job", share);
             let Batch::Records(records) = source.next_batch(4, Instant::now()).unwrap() else {
                 panic!("stamped numbers are records")
             };
@@ -484,7 +485,7 @@ mod tests {
                 rate: 100,
                 timestamp: None,
             },
-            &SourcePosition::at(0),
+            Some(&SourcePosition::at(0)),
             "job",
             Share::WHOLE,
         );
@@ -521,7 +522,7 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE);
+        let mut source = open_source(&spec, Some(&SourcePosition::at(0)), "job", Share::WHOLE);
         assert_eq!(read_all(&mut source), ["a", "b"]);
 
         // Truncated and written again, longer than before: no line skipped.
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(read_all(&mut source), ["g"]);
 
         // Shorter than the offset a restore resumes at: from its start.
-        let mut resumed = open_source(&spec, &SourcePosition::at(100), "job", Share::WHOLE);
+        let mut resumed = open_source(&spec, Some(&SourcePosition::at(100)), "job", Share::WHOLE);
         assert_eq!(read_all(&mut resumed), ["g"]);
     }
 
@@ -551,7 +552,7 @@ mod tests {
             path: "/dev/zero".into(),
             timestamp: None,
         };
-        let err = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE)
+        let err = open_source(&spec, Some(&SourcePosition::at(0)), "job", Share::WHOLE)
             .next_batch(10, Instant::now())
             .unwrap_err();
         assert!(err.to_string().contains("longer than 1048576 bytes"), "{err}");
@@ -568,14 +569,14 @@ mod tests {
             path: path.display().to_string(),
             timestamp: None,
         };
-        let mut source = open_source(&spec, &SourcePosition::at(0), "job", Share::WHOLE);
+        let mut source = open_source(&spec, Some(&SourcePosition::at(0)), "job", Share::WHOLE);
         let batch = source.next_batch(10, Instant::now()).unwrap();
         assert_eq!(batch_len(&batch), 2);
         assert_eq!(texts(batch), vec!["a b", "c"]);
         assert_eq!(source.position().offset, 7);
 
         file.write_all(b" line\n").unwrap();
-        let mut resumed = open_source(&spec, &SourcePosition::at(7), "job", Share::WHOLE);
+        let mut resumed = open_source(&spec, Some(&SourcePosition::at(7)), "job", Share::WHOLE);
         assert_eq!(
             texts(resumed.next_batch(10, Instant::now()).unwrap()),
             vec!["partial line"]

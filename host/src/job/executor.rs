@@ -116,7 +116,7 @@ impl Executor for WasmExecutor {
             spec: spec.clone(),
             share,
             snapshot: restored.map(|c| c.snapshot.clone()),
-            position: restored.map(|c| c.meta.source_position()).unwrap_or_default(),
+            position: restored.map(|c| c.meta.source_position()),
             event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
             table,
         };
@@ -149,7 +149,8 @@ struct JobThread {
     spec: JobSpec,
     share: Share,
     snapshot: Option<bytes::Bytes>,
-    position: SourcePosition,
+    /// Where its checkpoint left the source (none: a fresh start).
+    position: Option<SourcePosition>,
     event_times: EventTimes,
     table: Option<TableShape>,
 }
@@ -216,7 +217,7 @@ impl JobThread {
         else {
             return;
         };
-        let source = open_source(&self.spec.source, &self.position, &self.spec.name, self.share);
+        let source = open_source(&self.spec.source, self.position.as_ref(), &self.spec.name, self.share);
         let span = tracing::info_span!("job", name = %self.spec.name, task = self.share.index);
         let end = tokio::select! {
             biased;
