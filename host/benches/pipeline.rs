@@ -175,6 +175,20 @@ struct NativeNexmark {
     state: nexmark::State,
 }
 
+impl NativeNexmark {
+    /// Runs the query over a batch's events, as the job's `process` does.
+    fn events(&mut self, records: &weir::wit::Records, emit: &mut impl FnMut(&str)) {
+        for value in weir::wit::values(records) {
+            if !self.query.reads(nexmark::model::kind(value)) {
+                continue;
+            }
+            let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
+            // A late event is left out, as the job's side output takes it.
+            let _ = self.state.on_event(self.query, &event, emit);
+        }
+    }
+}
+
 impl Job for NativeNexmark {
     fn process(&mut self, batch: &Batch, out: &mut Vec<u8>) {
         let Batch::Records(records) = batch else { return };
@@ -186,14 +200,7 @@ impl Job for NativeNexmark {
             emitted.data.extend_from_slice(line.as_bytes());
             emitted.ends.push(emitted.data.len() as u32);
         };
-        for value in weir::wit::values(records) {
-            if !self.query.reads(nexmark::model::kind(value)) {
-                continue;
-            }
-            let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
-            // A late event is left out, as the job's side output takes it.
-            let _ = self.state.on_event(self.query, &event, &mut emit);
-        }
+        self.events(records, &mut emit);
         if let Some(watermark) = batch_watermark(batch) {
             self.state.on_watermark(self.query, watermark, &mut emit);
         }
@@ -431,12 +438,7 @@ fn nexmark_expected(dir: &std::path::Path) {
                 break;
             }
             newest = newest.max(records.timestamps.iter().copied().max().unwrap_or(i64::MIN));
-            for value in weir::wit::values(&records) {
-                if twin.query.reads(nexmark::model::kind(value)) {
-                    let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
-                    let _ = twin.state.on_event(twin.query, &event, &mut emit);
-                }
-            }
+            twin.events(&records, &mut emit);
         }
         twin.state.on_watermark(twin.query, newest - 4_001, &mut emit);
         std::fs::write(dir.join(format!("{query}.txt")), lines).unwrap();
