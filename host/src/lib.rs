@@ -14,6 +14,7 @@ pub mod ha;
 pub(crate) mod history;
 pub(crate) mod http;
 pub mod job;
+pub(crate) mod liveness;
 pub(crate) mod metrics;
 pub(crate) mod regroup;
 pub mod runtime;

@@ -129,6 +129,11 @@ pub struct Metrics {
     pub pointer_writes: Counter,
     /// Checkpoint pointers written.
     pub pointers_written: Counter,
+    /// Other supervisors this one holds a liveness connection to.
+    pub peers_watched: Gauge,
+    /// Supervisors this one found dead and removed from the cluster
+    /// before their sessions expired.
+    pub peers_deposed: Counter,
 }
 
 impl Default for Metrics {
@@ -152,6 +157,8 @@ impl Default for Metrics {
             zookeeper_connected: Gauge::default(),
             pointer_writes: Counter::default(),
             pointers_written: Counter::default(),
+            peers_watched: Gauge::default(),
+            peers_deposed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("weir_leader", "1 if this supervisor leads", metrics.leader.clone());
@@ -174,6 +181,16 @@ impl Default for Metrics {
             "weir_zookeeper_pointer_writes",
             "ZooKeeper writes sent that carried checkpoint pointers (one carries many with group commit)",
             metrics.pointer_writes.clone(),
+        );
+        registry.register(
+            "weir_peers_watched",
+            "Other supervisors this one holds a liveness connection to",
+            metrics.peers_watched.clone(),
+        );
+        registry.register(
+            "weir_peers_deposed",
+            "Supervisors found dead (connection reset, port refused) and removed before their sessions expired",
+            metrics.peers_deposed.clone(),
         );
         registry.register(
             "weir_pointers_written",

@@ -1,4 +1,6 @@
-//! Leader failover: kill -9 of the leader, repeatedly, while the counter runs.
+//! Failover: kill -9 of the leader, repeatedly, while the counter runs; a
+//! killed supervisor removed by its peers before its session expires; a
+//! live one wrongly removed; a paused leader deposed.
 
 use std::time::Duration;
 
@@ -260,12 +262,14 @@ fn paused_leader_is_deposed_and_writes_nothing_when_it_wakes() {
     let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
     assert!(cluster.log_of(old).contains("stepped down"), "{}", cluster.log_of(old));
+    // A stopped process keeps its connections and its port: nobody took it for dead.
+    assert!(!cluster.logs().contains("refuses connections"), "{}", cluster.logs());
 }
 
 #[test]
 fn sigterm_hands_off_without_waiting_for_session_expiry() {
-    // The longest session the test ZooKeeper allows (20 ticks of 200 ms): a
-    // takeover faster than this did not wait for the old session to expire.
+    // A takeover faster than the session did not wait for it to expire
+    // (nobody takes a process that exits for dead before it closed its session).
     let session = Duration::from_secs(4);
     let mut cluster = Cluster::with_session_timeout("4s");
     cluster.start_supervisor();
@@ -292,4 +296,73 @@ fn sigterm_hands_off_without_waiting_for_session_expiry() {
 
     let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
+}
+
+/// Output past `seen + 20` lines within `within`.
+fn lines_within(out: &std::path::Path, seen: usize, within: Duration, after: &str) -> usize {
+    wait_for(&format!("output to carry on after {after}"), within, || {
+        let n = read_lines(out).len();
+        (n >= seen + 20).then_some(n)
+    })
+}
+
+#[test]
+fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
+    // Sessions far longer than the waits below: the job moves in time only
+    // if the dead supervisor's peers removed it at once.
+    let session = Duration::from_secs(20);
+    let within = session / 2;
+    let mut cluster = Cluster::with_session_timeout("20s");
+    let mut pids: Vec<u32> = (0..3).map(|_| cluster.start_supervisor()).collect();
+    let out = cluster.deploy("counter", "counter", &[]);
+    let mut seen = wait_for_lines(&out, 0, 20);
+    cluster.wait_watching(3);
+
+    let leader = cluster.leader_pid();
+    cluster.signal(leader, "KILL");
+    pids.retain(|&p| p != leader);
+    wait_for("a new leader", within, || {
+        let status = cluster.status();
+        let pid = status["leader"]["pid"].as_u64()? as u32;
+        (pid != leader).then_some(())
+    });
+    seen = lines_within(&out, seen, within, "the leader's kill -9");
+
+    // Now the supervisor that runs the job, leader or not.
+    pids.push(cluster.start_supervisor());
+    cluster.wait_watching(3);
+    let runner = cluster.runner_pid("counter");
+    cluster.signal(runner, "KILL");
+    pids.retain(|&p| p != runner);
+    seen = lines_within(&out, seen, within, "the runner's kill -9");
+
+    assert_counter_sequence(&read_lines(&out)[..seen]);
+    let deposed: f64 = pids
+        .iter()
+        .filter_map(|&p| cluster.metric(p, "weir_peers_deposed_total"))
+        .sum();
+    assert!(deposed >= 1.0, "no survivor counted a removal\n{}", cluster.logs());
+    assert!(cluster.logs().contains("refuses connections"), "{}", cluster.logs());
+}
+
+#[test]
+fn a_supervisor_wrongly_taken_for_dead_hands_its_work_off_and_loses_nothing() {
+    let mut cluster = Cluster::new();
+    let pids: Vec<u32> = (0..2).map(|_| cluster.start_supervisor()).collect();
+    let out = cluster.deploy("counter", "counter", &[]);
+    let seen = wait_for_lines(&out, 0, 20);
+
+    // What a peer fooled by a firewall's reset would do to the live runner,
+    // which is likely the leader too.
+    let runner = cluster.runner_pid("counter");
+    cluster.remove_from_cluster(runner);
+    let seen = wait_for_lines(&out, seen, 20);
+    wait_for("the runner to join again", Duration::from_secs(30), || {
+        let status = cluster.status();
+        let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+        (replicas.len() == 2 && pids.iter().all(|pid| replicas.iter().any(|r| r["pid"] == *pid))).then_some(())
+    });
+    let seen = wait_for_lines(&out, seen, 20);
+    assert_counter_sequence(&read_lines(&out)[..seen]);
+    assert!(cluster.is_alive(runner), "{}", cluster.log_of(runner));
 }

@@ -380,6 +380,49 @@ impl Cluster {
         }
     }
 
+    /// Waits until `replicas` supervisors are up and each holds a liveness
+    /// connection to every other one.
+    pub fn wait_watching(&self, replicas: usize) {
+        wait_for("the supervisors to watch each other", Duration::from_secs(30), || {
+            let status = self.status();
+            let pids: Vec<u32> = (status["replicas"].as_array().cloned().unwrap_or_default())
+                .iter()
+                .filter_map(|r| r["pid"].as_u64().map(|pid| pid as u32))
+                .collect();
+            let watched = |pid: u32| self.metric(pid, "weir_peers_watched") == Some(replicas as f64 - 1.0);
+            (pids.len() == replicas && pids.iter().all(|&pid| watched(pid))).then_some(())
+        });
+    }
+
+    /// Deletes supervisor `pid`'s worker node, then its latch nodes, from
+    /// another session: what its peers do when they take it for dead.
+    pub fn remove_from_cluster(&self, pid: u32) {
+        let layout = weir::ha::Layout::new("/weir", "test");
+        let io = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        io.block_on(async {
+            let client = zookeeper_client::Client::connect(&self.zk.connect).await.unwrap();
+            let owned_by = |data: &[u8]| {
+                serde_json::from_slice::<weir::ha::SupervisorInfo>(data).is_ok_and(|info| info.pid == pid)
+            };
+            let mut removed = 0;
+            for dir in [layout.workers(), layout.latch_dir()] {
+                for child in client.list_children(&dir).await.unwrap() {
+                    let path = format!("{dir}/{child}");
+                    if let Ok((data, _)) = client.get_data(&path).await {
+                        if owned_by(&data) {
+                            client.delete(&path, None).await.unwrap();
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            assert!(removed > 0, "supervisor {pid} has no node to remove");
+        });
+    }
+
     /// The supervisors' logs, for failure messages.
     pub fn logs(&self) -> String {
         (0..self.supervisors.len())

@@ -244,8 +244,11 @@ fn assert_installed() {
 /// `forceSync=no`: a test's server outlives none of its machine's crashes,
 /// only its own kills (the page cache keeps what it wrote), and an fsync
 /// stalled behind the other tests' disk writes would hold every request
-/// past the clients' 800 ms connection timeout.
+/// past the clients' 800 ms connection timeout. `maxSessionTimeout`: up
+/// to 30 s, as a test asks (20 ticks, 4 s, would cap the supervisors'
+/// default of 6 s).
 const COMMON_CONFIG: &str = "tickTime=200\nadmin.enableServer=false\nforceSync=no\n\
+                             maxSessionTimeout=30000\n\
                              4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=200\n";
 
 impl ZooKeeper {

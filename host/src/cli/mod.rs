@@ -345,6 +345,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 history: history.clone(),
                 cluster,
+                identity: crate::liveness::identity(&info),
             };
             tokio::spawn(crate::http::serve(http, served));
             let settings = SupervisorSettings {
@@ -356,6 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics,
                 history,
                 group_commit: args.group_commit,
+                liveness: Arc::new(crate::liveness::TcpLiveness),
             };
             supervisor::run(settings, supervisor::shutdown_signal()).await
         }

@@ -28,23 +28,35 @@ pub async fn contender_named(
     layout: &Layout,
     id: &str,
 ) -> Result<Option<SupervisorInfo>, zookeeper_client::Error> {
+    let contenders = contenders(session, layout).await?;
+    Ok(contenders.into_iter().map(|(_, info)| info).find(|info| info.id == id))
+}
+
+/// Every latch node with a readable owner, in no particular order.
+pub async fn contenders(
+    session: &dyn Session,
+    layout: &Layout,
+) -> Result<Vec<(String, SupervisorInfo)>, zookeeper_client::Error> {
     let dir = layout.latch_dir();
     let children = match session.list_children(&dir).await {
         Ok(children) => children,
-        Err(zookeeper_client::Error::NoNode) => return Ok(None),
+        Err(zookeeper_client::Error::NoNode) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let mut out = Vec::with_capacity(children.len());
     for child in children {
-        match session.get_data(&format!("{dir}/{child}")).await {
-            Ok((data, _)) => match serde_json::from_slice::<SupervisorInfo>(&data) {
-                Ok(info) if info.id == id => return Ok(Some(info)),
-                _ => {}
-            },
+        let path = format!("{dir}/{child}");
+        match session.get_data(&path).await {
+            Ok((data, _)) => {
+                if let Ok(info) = serde_json::from_slice::<SupervisorInfo>(&data) {
+                    out.push((path, info));
+                }
+            }
             Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 /// Latch nodes in election order (lowest sequence first), with their owners.

@@ -24,7 +24,7 @@ mod role;
 
 pub use assign::Assignment;
 pub use fence::Fence;
-pub use latch::{candidates, contend, contender_named};
+pub use latch::{candidates, contend, contender_named, contenders};
 pub use role::{step, Action, Event, Role};
 
 use crate::coord::{Session, ZkError};
@@ -78,6 +78,30 @@ pub async fn check_storage(session: &dyn Session, layout: &Layout, url: &str) ->
             Err(e) => return Err(ZkError::op(format!("read {path}"), e).into()),
         }
     }
+}
+
+/// The live workers, by node name, with what each says about itself (an
+/// unreadable one as the default).
+pub async fn workers(
+    session: &dyn Session,
+    layout: &Layout,
+) -> Result<std::collections::BTreeMap<String, SupervisorInfo>, zookeeper_client::Error> {
+    let nodes = match session.list_children(&layout.workers()).await {
+        Ok(nodes) => nodes,
+        Err(zookeeper_client::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut workers = std::collections::BTreeMap::new();
+    for node in nodes {
+        match session.get_data(&layout.worker(&node)).await {
+            Ok((data, _)) => {
+                workers.insert(node, serde_json::from_slice(&data).unwrap_or_default());
+            }
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(workers)
 }
 
 use serde::{Deserialize, Serialize};

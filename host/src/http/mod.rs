@@ -1,8 +1,9 @@
 //! The supervisor's HTTP endpoint, on axum and hyper: the dashboard at
 //! `/`, the REST API under `/api/v1/` ([`api`]), `GET /metrics`
-//! (OpenMetrics text) and `GET /healthz` (200 while the supervisor's
-//! ZooKeeper session is connected, 503 otherwise). All of it reads; none
-//! of it changes what runs. A client that sends no request in time is
+//! (OpenMetrics text), `GET /healthz` (200 while the supervisor's
+//! ZooKeeper session is connected, 503 otherwise) and `GET /peer`, which
+//! the other supervisors hold open to see this process die
+//! ([`crate::liveness`]). All of it reads; none of it changes what runs. A client that sends no request in time is
 //! dropped, and an accept error never spins the loop.
 
 mod api;
@@ -14,11 +15,13 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::history::History;
+use crate::liveness;
 use crate::metrics::Metrics;
 pub use api::ClusterReader;
 
@@ -34,6 +37,8 @@ pub struct HttpState {
     pub history: Arc<History>,
     /// The cluster as ZooKeeper and the storage dir hold it.
     pub cluster: ClusterReader,
+    /// What this supervisor answers its peers' liveness connections with.
+    pub identity: Bytes,
 }
 
 /// How long a client may take to send its request's head.
@@ -48,6 +53,7 @@ pub async fn serve(listener: TcpListener, state: HttpState) {
         .route("/", get(dashboard))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
+        .route(liveness::PATH, get(peer))
         .with_state(Arc::new(state));
     loop {
         let stream = match listener.accept().await {
@@ -89,6 +95,11 @@ async fn render_metrics(State(state): State<Arc<HttpState>>) -> impl IntoRespons
         ],
         state.metrics.render(),
     )
+}
+
+/// A peer's liveness connection: held open for as long as this process lives.
+async fn peer(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    liveness::held_open(state.identity.clone())
 }
 
 async fn healthz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {

@@ -3,7 +3,8 @@
 //! attempts and committer) against a simulated ZooKeeper, storage dir and
 //! sinks, on one single-threaded tokio runtime whose clock is paused and
 //! jumps to the next timer when every task waits. A seeded driver pauses
-//! (SIGSTOP), kills (`kill -9`), cuts off, expires and stops (SIGTERM)
+//! (SIGSTOP), kills (`kill -9`, which its peers see at once), cuts off,
+//! expires, wrongly takes for dead and stops (SIGTERM)
 //! supervisors, and makes reads time out, writes land but report lost,
 //! storage fail or hang, and jobs slow to stop; after every step it checks
 //! the rules. Nothing here picks at random but the seed: every select in
@@ -19,6 +20,8 @@ mod zookeeper;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use object_store::memory::InMemory;
 use tokio::sync::watch;
 
@@ -28,10 +31,25 @@ use self::world::{Process, Rates, World, Znode};
 use self::zookeeper::{disconnect, expire, hear, reconnect, SimConnector};
 use crate::checkpoint::{CheckpointMeta, Pointer};
 use crate::ha::{Layout, SupervisorInfo};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::spec::{Delivery, Desired, JobSpec, JobState, JobStatus, OnError, RestartStrategy, SinkSpec};
 use crate::storage::Storage;
 use crate::supervisor::{self, SupervisorSettings};
+
+/// What a simulated supervisor sees of its peers' deaths.
+struct SimLiveness {
+    world: Arc<World>,
+}
+
+impl Liveness for SimLiveness {
+    fn died(&self, peer: &SupervisorInfo) -> BoxFuture<'static, ()> {
+        let world = self.world.clone();
+        // A simulated supervisor's pid is its process's index in the world.
+        let node = peer.pid as usize;
+        async move { world.died(node).await }.boxed()
+    }
+}
 
 /// Supervisors kept alive (killed ones are replaced).
 const SUPERVISORS: usize = 3;
@@ -179,6 +197,9 @@ impl Sim {
             history: Arc::default(),
             // Half the nodes batch their pointers, half write each alone.
             group_commit: Duration::from_millis(if node % 2 == 0 { 10 } else { 0 }),
+            liveness: Arc::new(SimLiveness {
+                world: self.world.clone(),
+            }),
         };
         let (shutdown, signal) = watch::channel(false);
         tokio::spawn(supervisor::run(settings, signal));
@@ -273,6 +294,11 @@ impl Sim {
                     state.tree.insert(path.clone(), empty());
                 }
                 state.notify_watchers(&path);
+            }
+            14 => {
+                // Its peers wrongly take it for dead, and remove its nodes.
+                state.processes[node].false_alarms += 1;
+                state.fault(node);
             }
             13 => {
                 // `weir rebalance`.

@@ -48,6 +48,9 @@ pub struct Process {
     pub disconnected: Option<Instant>,
     /// Asked to shut down (SIGTERM).
     pub shutting_down: bool,
+    /// How many times its peers wrongly took it for dead (a connection
+    /// reset and a port refused, say, by a firewall's reject rule).
+    pub false_alarms: u32,
     /// When it last suffered or recovered from a fault that gives it a
     /// reason to stop or restart a job (a pause, a lost connection or
     /// session, a signal): a job that ends long after had no reason to.
@@ -152,6 +155,25 @@ impl World {
                 let state = self.lock();
                 let process = &state.processes[node];
                 if !process.paused && !process.killed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once process `node` is killed, or its peers next take it
+    /// for dead: what [`Liveness`](crate::liveness::Liveness) sees.
+    pub async fn died(&self, node: usize) {
+        let alarms = self.lock().processes[node].false_alarms;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                let process = &state.processes[node];
+                if process.killed || process.false_alarms > alarms {
                     return;
                 }
             }

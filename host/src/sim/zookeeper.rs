@@ -65,10 +65,12 @@ impl Drop for SimSession {
     fn drop(&mut self) {
         let mut state = self.world.lock();
         // A supervisor drops its session to rejoin the election: never
-        // while the session lives and still leads, unless asked to stop.
+        // while the session lives and still leads, unless asked to stop or
+        // its worker node is gone (a peer took it for dead).
         let process = &state.processes[self.node];
+        let registered = (state.tree.iter()).any(|(path, z)| path.contains("/workers/") && z.owner == Some(self.id));
         let leads = state.sessions[&self.id].alive && state.leader_session() == Some(self.id);
-        if leads && !process.shutting_down && !process.killed {
+        if leads && registered && !process.shutting_down && !process.killed {
             let what = format!("node {}: dropped a live session that still led", self.node);
             state.violations.push(what);
         }
@@ -180,13 +182,15 @@ impl Session for SimSession {
     async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
         let mut state = self.request().await?;
         let owner = state.tree.get(path).ok_or(zkc::Error::NoNode)?.owner;
-        if owner != Some(self.id) {
-            // Unfenced, a delete is only for a node of one's own: the latch.
-            let what = format!(
-                "node {}: deleted {path}, which is not its own ephemeral node",
-                self.node
-            );
+        if owner.is_none() {
+            // Unfenced, a delete is only for an ephemeral node: one's own
+            // latch or worker node, or those of a peer seen dead.
+            let what = format!("node {}: deleted {path}, which is not an ephemeral node", self.node);
             state.violations.push(what);
+        }
+        if let Some(peer) = owner.filter(|&id| id != self.id).map(|id| state.sessions[&id].node) {
+            // Removed by a peer: a reason for that process to stop its tasks.
+            state.fault(peer);
         }
         state.tree.remove(path);
         state.notify_watchers(path);

@@ -1,6 +1,7 @@
 //! One watch over the cluster's znodes, telling the worker and the leader
 //! when something they act on changed: a spec, an assignment or a handoff
-//! asked for the worker (and a job failed for good), a spec, an
+//! asked for the worker (and a job failed for good, or its own node
+//! removed by a peer), a spec, an
 //! assignment, a task's status, a worker or a request of the CLI's
 //! (drain, rebalance) for the leader. Checkpoint pointers, which change
 //! with every checkpoint, wake neither.
@@ -31,6 +32,8 @@ pub struct Wake {
 pub struct Changes {
     events: Option<mpsc::UnboundedReceiver<String>>,
     jobs_dir: String,
+    /// This session's worker node: gone, the worker must join again.
+    own: String,
     /// Where changes concern the leader alone: workers, drains, rebalance.
     leader_only: [String; 3],
     heard: Wake,
@@ -40,10 +43,11 @@ pub struct Changes {
 impl Changes {
     /// Changes heard on `events` (none if there is no watch: the loop's
     /// periodic pass is then all there is).
-    pub fn new(events: Option<mpsc::UnboundedReceiver<String>>, layout: &Layout) -> Changes {
+    pub fn new(events: Option<mpsc::UnboundedReceiver<String>>, layout: &Layout, own: &str) -> Changes {
         Changes {
             events,
             jobs_dir: format!("{}/", layout.jobs()),
+            own: own.to_string(),
             leader_only: [
                 format!("{}/", layout.workers()),
                 format!("{}/", layout.drains()),
@@ -56,6 +60,12 @@ impl Changes {
 
     /// Who a change of `path` concerns.
     fn concerns(&self, path: &str) -> Wake {
+        if path == self.own {
+            return Wake {
+                worker: true,
+                leader: true,
+            };
+        }
         if self.leader_only.iter().any(|prefix| path.starts_with(prefix.as_str())) {
             return Wake {
                 worker: false,
@@ -130,7 +140,7 @@ mod tests {
     #[test]
     fn pointers_wake_nobody_and_the_rest_wakes_whom_it_concerns() {
         let layout = Layout::new("/weir", "c");
-        let changes = Changes::new(None, &layout);
+        let changes = Changes::new(None, &layout, "/weir/c/workers/00cd");
         let both = Wake {
             worker: true,
             leader: true,
@@ -142,6 +152,8 @@ mod tests {
         assert!(!changes.concerns("/weir/c/jobs/a/tasks/3/status").worker);
         assert!(changes.concerns("/weir/c/jobs/a/status").worker);
         assert!(changes.concerns("/weir/c/workers/00ab").leader);
+        assert!(!changes.concerns("/weir/c/workers/00ab").worker);
+        assert!(changes.concerns("/weir/c/workers/00cd").worker);
         assert!(changes.concerns("/weir/c/drains/s1").leader);
         assert!(changes.concerns("/weir/c/rebalance").leader);
         assert!(changes.concerns("/weir/c/jobs/a/tasks/3/handoff").worker);

@@ -19,7 +19,7 @@ use futures::FutureExt;
 
 use crate::coord::{read_all, FenceError, FencedOp, Session};
 use crate::ha::assign::{self, Decision, JobView, TaskAssign, TaskView, WorkerView};
-use crate::ha::{Fence, Layout, SupervisorInfo};
+use crate::ha::{self, Fence, Layout};
 use crate::spec::{JobState, JobStatus};
 
 /// How long a worker must have been live before tasks are moved to it,
@@ -95,7 +95,7 @@ impl Leader {
         session: &dyn Session,
     ) -> Result<(Vec<JobView>, BTreeMap<String, WorkerView>), zkc::Error> {
         let layout = self.layout.clone();
-        let nodes = list(session, &layout.workers()).await?;
+        let nodes = ha::workers(session, &layout).await?;
         let drains: BTreeSet<String> = list(session, &layout.drains()).await?.into_iter().collect();
         let rebalance = match session.get_data(&layout.rebalance()).await {
             Ok((_, version)) => version,
@@ -106,7 +106,7 @@ impl Leader {
         let asked = self.rebalance.is_some_and(|seen| seen != rebalance);
         self.rebalance = Some(rebalance);
         let now = Instant::now();
-        self.seen.retain(|node, _| nodes.contains(node));
+        self.seen.retain(|node, _| nodes.contains_key(node));
         self.moved.retain(|_, at| now.duration_since(*at) < COOLDOWN);
         if asked {
             tracing::info!("rebalancing now, as asked");
@@ -116,21 +116,14 @@ impl Leader {
             }
         }
         let mut workers = BTreeMap::new();
-        for node in nodes {
+        for (node, info) in nodes {
             let first_seen = *self.seen.entry(node.clone()).or_insert(now);
-            match session.get_data(&layout.worker(&node)).await {
-                Ok((data, _)) => {
-                    let info: SupervisorInfo = serde_json::from_slice(&data).unwrap_or_default();
-                    let worker = WorkerView {
-                        draining: drains.contains(&info.id),
-                        settled: now.duration_since(first_seen) >= COOLDOWN,
-                        info,
-                    };
-                    workers.insert(node, worker);
-                }
-                Err(zkc::Error::NoNode) => {}
-                Err(e) => return Err(e),
-            }
+            let worker = WorkerView {
+                draining: drains.contains(&info.id),
+                settled: now.duration_since(first_seen) >= COOLDOWN,
+                info,
+            };
+            workers.insert(node, worker);
         }
         let mut jobs = Vec::new();
         for (spec, version) in read_specs(session, &layout).await? {

@@ -2,7 +2,8 @@
 //! assigned here and contend for the leadership (which assigns them) until
 //! the session is lost or a signal asks for a handoff, then start over. It
 //! keeps every running job's module compiled, so a task moved here starts
-//! without a cold compile.
+//! without a cold compile, and removes the peers it sees die, so their
+//! tasks move here or elsewhere without waiting for their sessions.
 //!
 //! Everything it asks of the world goes through its settings' seams (the
 //! coordinator, the storage dir, the executor), so the deterministic
@@ -10,6 +11,7 @@
 
 mod changes;
 mod leader;
+mod peers;
 mod session;
 mod standby;
 mod worker;
@@ -23,6 +25,7 @@ use crate::coord::{Connector, SessionState};
 use crate::ha::{self, Layout, StorageRecordError, SupervisorInfo};
 use crate::history::History;
 use crate::job::{Executor, GroupCommit, WorkerContext};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -47,6 +50,8 @@ pub struct SupervisorSettings {
     /// How long a task's checkpoint pointer waits for others to share its
     /// ZooKeeper write; zero writes each alone.
     pub group_commit: Duration,
+    /// Tells when another supervisor's process died.
+    pub liveness: Arc<dyn Liveness>,
 }
 
 /// Wait between two attempts to register when ZooKeeper did not answer.
@@ -91,6 +96,7 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         metrics,
         history,
         group_commit,
+        liveness,
     } = settings;
     tracing::info!(id = %info.id, pid = info.pid, storage = storage.url(), "supervisor starting");
     'session: loop {
@@ -177,6 +183,13 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             }
             connected = state == SessionState::SyncConnected;
         }
+        let guard = tokio::spawn(peers::guard(
+            session.clone(),
+            layout.clone(),
+            node.clone(),
+            liveness.clone(),
+            metrics.clone(),
+        ));
         let group_commit = (!group_commit.is_zero())
             .then(|| GroupCommit::start(session.clone(), node.clone(), group_commit, metrics.clone()));
         let ctx = Arc::new(WorkerContext {
@@ -191,6 +204,8 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
             history: history.clone(),
         });
         let end = session::run(ctx, &info, &mut events, &mut shutdown).await;
+        guard.abort();
+        metrics.peers_watched.set(0);
         metrics.zookeeper_connected.set(0);
         match end {
             SessionEnd::Lost(reason) => tracing::warn!("{reason}; joining again with a new session"),

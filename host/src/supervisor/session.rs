@@ -61,7 +61,7 @@ pub async fn run(
             None
         }
     };
-    let mut changes = Changes::new(watch, &layout);
+    let mut changes = Changes::new(watch, &layout, &ctx.node);
     let (mut worker, mut ends) = Worker::new(ctx.clone(), Control::Run);
     let mut leader: Option<Leader> = None;
     let contend = || {

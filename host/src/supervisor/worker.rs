@@ -131,6 +131,11 @@ impl Worker {
     /// only if a fenced write found this worker's node gone; anything else
     /// that fails is logged and tried again at the next pass.
     pub async fn reconcile(&mut self) -> Result<(), Unregistered> {
+        // Removed by a peer that took this process for dead, the session
+        // lives on, but nothing would assign it a task again.
+        if let Ok(false) = self.ctx.session.exists(&self.ctx.node).await {
+            return Err(Unregistered("the worker node was removed by a peer".into()));
+        }
         self.reap().await?;
         self.release().await?;
         let session = self.ctx.session.as_ref();

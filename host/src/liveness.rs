@@ -1,0 +1,150 @@
+//! Telling a crashed supervisor from a silent one, so that its tasks and
+//! its leadership move at once rather than a session timeout later.
+//!
+//! A process that dies (`kill -9`, a panic, the OOM killer) has its
+//! sockets closed by its kernel: a connection held open to it ends, and
+//! its port then refuses a new one. A paused or partitioned process shows
+//! neither: its kernel still holds the connection and still accepts on its
+//! port (a SIGSTOP), or nothing answers at all (a partition), so only its
+//! ZooKeeper session's expiry can tell. This module holds a connection to
+//! each peer's HTTP endpoint and reports the first case only: a proof of
+//! death, never a guess from silence. Acting on a wrong proof costs a
+//! handoff and nothing more, since fencing, not this, keeps a deposed
+//! supervisor from writing (docs/ARCHITECTURE.md argues it).
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::ha::SupervisorInfo;
+
+/// Tells when another supervisor's process is known to have died.
+pub trait Liveness: Send + Sync {
+    /// Resolves once `peer`'s process is proven dead; never while it may live.
+    fn died(&self, peer: &SupervisorInfo) -> BoxFuture<'static, ()>;
+}
+
+/// The route of a supervisor's HTTP endpoint its peers hold open.
+pub const PATH: &str = "/peer";
+
+/// What a supervisor answers on [`PATH`] before it goes quiet for as long
+/// as it lives: who it is, so a watcher knows it reached that very process.
+pub fn identity(info: &SupervisorInfo) -> Bytes {
+    Bytes::from(format!("{} {}\n", info.pid, info.started_ms))
+}
+
+/// The answer on [`PATH`]: the identity, then a body that never ends.
+pub fn held_open(identity: Bytes) -> Body {
+    let first = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(identity) });
+    Body::from_stream(first.chain(futures::stream::pending()))
+}
+
+/// How long connecting to a peer, or its first answer, may take: one that
+/// takes longer is unreachable, which proves nothing.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Wait before trying a peer that could not be held again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Liveness over TCP, to the address each supervisor advertises.
+pub struct TcpLiveness;
+
+impl Liveness for TcpLiveness {
+    fn died(&self, peer: &SupervisorInfo) -> BoxFuture<'static, ()> {
+        let Some(address) = peer.address.clone() else {
+            return futures::future::pending().boxed();
+        };
+        let expected = identity(peer);
+        async move {
+            // Whether the peer itself has answered at this address: a refusal
+            // before that may be a wrong --advertise-http, and proves nothing.
+            let mut answered = false;
+            // Whether the last connection ended just now: the next attempt is
+            // the probe that tells a death from a hang-up, and is made at once.
+            let mut probing = false;
+            loop {
+                let outcome = hold(&address, &expected).await;
+                match outcome {
+                    Held::Refused if answered => {
+                        tracing::debug!(%address, "the peer's connection ended and its port refuses connections");
+                        return;
+                    }
+                    Held::Ended if !probing => {
+                        answered = true;
+                        probing = true;
+                        continue;
+                    }
+                    Held::Ended => answered = true,
+                    Held::Refused | Held::Unreachable => {}
+                }
+                probing = false;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// How one attempt to hold a connection to a peer went.
+enum Held {
+    /// Nothing listens on its port (the host answered with a reset).
+    Refused,
+    /// It answered as itself; then the connection ended.
+    Ended,
+    /// No answer in time, another process answering, or any other failure:
+    /// nothing proven either way.
+    Unreachable,
+}
+
+/// Connects to the peer at `address`, checks that it answers as
+/// `expected`, and waits for the connection to end.
+async fn hold(address: &str, expected: &Bytes) -> Held {
+    let stream = match tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => return Held::Refused,
+        Ok(Err(e)) => {
+            tracing::debug!(address, "cannot reach the peer: {e}");
+            return Held::Unreachable;
+        }
+        Err(_) => return Held::Unreachable,
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+        return Held::Unreachable;
+    };
+    tokio::pin!(conn);
+    let request = hyper::Request::get(PATH)
+        .header(hyper::header::HOST, address)
+        .body(Body::empty())
+        .expect("a GET with a host header is a valid request");
+    // The connection does the I/O of the request and its answer, so every
+    // wait below is raced against it; its end is the end of the answer.
+    let answered = async {
+        let response = sender.send_request(request).await.ok()?;
+        if !response.status().is_success() {
+            tracing::debug!(address, status = %response.status(), "the peer does not hold liveness connections");
+            return None;
+        }
+        let mut body = Body::new(response.into_body()).into_data_stream();
+        let first = body.next().await?.ok()?;
+        (first == *expected).then_some(body)
+    };
+    let body = tokio::select! {
+        biased;
+        _ = &mut conn => None,
+        body = tokio::time::timeout(ANSWER_TIMEOUT, answered) => body.ok().flatten(),
+    };
+    let Some(mut body) = body else {
+        return Held::Unreachable;
+    };
+    tokio::select! {
+        biased;
+        _ = &mut conn => {}
+        _ = async { while let Some(Ok(_)) = body.next().await {} } => {}
+    }
+    Held::Ended
+}
