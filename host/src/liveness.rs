@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use crate::ha::SupervisorInfo;
@@ -33,16 +34,26 @@ pub trait Liveness: Send + Sync {
 /// The route of a supervisor's HTTP endpoint its peers hold open.
 pub const PATH: &str = "/peer";
 
-/// What a supervisor answers on [`PATH`] before it goes quiet for as long
-/// as it lives: who it is, so a watcher knows it reached that very process.
+/// What a supervisor answers on [`PATH`] before its heartbeats: who it is
+/// (its `--id`, then what tells this run of it from another), so a
+/// watcher knows it reached that very process.
 pub fn identity(info: &SupervisorInfo) -> Bytes {
-    Bytes::from(format!("{} {}\n", info.pid, info.started_ms))
+    Bytes::from(format!("{} {} {}\n", info.id, info.pid, info.started_ms))
 }
 
-/// The answer on [`PATH`]: the identity, then a body that never ends.
-pub fn held_open(identity: Bytes) -> Body {
+/// How often a held connection carries a byte: enough to keep a NAT or
+/// firewall from forgetting an idle flow (which would hide a death).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The answer on [`PATH`]: the identity, then a newline every
+/// [`HEARTBEAT`], for as long as this process lives and `permit` is held.
+pub fn held_open<P: Send + 'static>(identity: Bytes, permit: P) -> Body {
     let first = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(identity) });
-    Body::from_stream(first.chain(futures::stream::pending()))
+    let beats = futures::stream::unfold(permit, |permit| async move {
+        tokio::time::sleep(HEARTBEAT).await;
+        Some((Ok(Bytes::from_static(b"\n")), permit))
+    });
+    Body::from_stream(first.chain(beats))
 }
 
 /// How long connecting to a peer, or its first answer, may take: one that
@@ -52,7 +63,17 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Liveness over TCP, to the address each supervisor advertises.
-pub struct TcpLiveness;
+pub struct TcpLiveness {
+    /// Connections held open to a peer that answered as itself.
+    held: Gauge,
+}
+
+impl TcpLiveness {
+    /// Liveness that counts the connections it holds in `held`.
+    pub fn new(held: Gauge) -> TcpLiveness {
+        TcpLiveness { held }
+    }
+}
 
 impl Liveness for TcpLiveness {
     fn died(&self, peer: &SupervisorInfo) -> BoxFuture<'static, ()> {
@@ -60,6 +81,8 @@ impl Liveness for TcpLiveness {
             return futures::future::pending().boxed();
         };
         let expected = identity(peer);
+        let id = peer.id.clone();
+        let held = self.held.clone();
         async move {
             // Whether the peer itself has answered at this address: a refusal
             // before that may be a wrong --advertise-http, and proves nothing.
@@ -68,10 +91,10 @@ impl Liveness for TcpLiveness {
             // the probe that tells a death from a hang-up, and is made at once.
             let mut probing = false;
             loop {
-                let outcome = hold(&address, &expected).await;
+                let outcome = hold(&address, &expected, &id, &held).await;
                 match outcome {
-                    Held::Refused if answered => {
-                        tracing::debug!(%address, "the peer's connection ended and its port refuses connections");
+                    Held::Refused | Held::Replaced if answered => {
+                        tracing::debug!(%address, "the peer's connection ended and its port refuses connections or serves its successor");
                         return;
                     }
                     Held::Ended if !probing => {
@@ -80,7 +103,7 @@ impl Liveness for TcpLiveness {
                         continue;
                     }
                     Held::Ended => answered = true,
-                    Held::Refused | Held::Unreachable => {}
+                    Held::Refused | Held::Replaced | Held::Unreachable => {}
                 }
                 probing = false;
                 tokio::time::sleep(RETRY).await;
@@ -96,14 +119,36 @@ enum Held {
     Refused,
     /// It answered as itself; then the connection ended.
     Ended,
+    /// Another run of the same supervisor (same `--id`) holds its port:
+    /// it has been restarted, so the run watched is gone.
+    Replaced,
     /// No answer in time, another process answering, or any other failure:
     /// nothing proven either way.
     Unreachable,
 }
 
+/// The longest identity line read.
+const IDENTITY_MAX: usize = 1024;
+
+/// Counts one held connection while it lives.
+struct Holding(Gauge);
+
+impl Holding {
+    fn new(gauge: &Gauge) -> Holding {
+        gauge.inc();
+        Holding(gauge.clone())
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Connects to the peer at `address`, checks that it answers as
-/// `expected`, and waits for the connection to end.
-async fn hold(address: &str, expected: &Bytes) -> Held {
+/// `expected` (supervisor `id`), and waits for the connection to end.
+async fn hold(address: &str, expected: &Bytes, id: &str, held: &Gauge) -> Held {
     let stream = match tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(address)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => return Held::Refused,
@@ -130,17 +175,26 @@ async fn hold(address: &str, expected: &Bytes) -> Held {
             return None;
         }
         let mut body = Body::new(response.into_body()).into_data_stream();
-        let first = body.next().await?.ok()?;
-        (first == *expected).then_some(body)
+        let mut line = Vec::new();
+        while !line.contains(&b'\n') && line.len() < IDENTITY_MAX {
+            line.extend_from_slice(&body.next().await?.ok()?);
+        }
+        Some((line, body))
     };
-    let body = tokio::select! {
+    let answer = tokio::select! {
         biased;
         _ = &mut conn => None,
-        body = tokio::time::timeout(ANSWER_TIMEOUT, answered) => body.ok().flatten(),
+        answer = tokio::time::timeout(ANSWER_TIMEOUT, answered) => answer.ok().flatten(),
     };
-    let Some(mut body) = body else {
+    let Some((line, mut body)) = answer else {
         return Held::Unreachable;
     };
+    let first = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first != expected.strip_suffix(b"\n").unwrap_or(expected) {
+        let same_id = first.split(|b| *b == b' ').next() == Some(id.as_bytes());
+        return if same_id { Held::Replaced } else { Held::Unreachable };
+    }
+    let _holding = Holding::new(held);
     tokio::select! {
         biased;
         _ = &mut conn => {}

@@ -129,7 +129,7 @@ pub struct Metrics {
     pub pointer_writes: Counter,
     /// Checkpoint pointers written.
     pub pointers_written: Counter,
-    /// Other supervisors this one holds a liveness connection to.
+    /// Liveness connections held open to peers that answered as themselves.
     pub peers_watched: Gauge,
     /// Supervisors this one found dead and removed from the cluster
     /// before their sessions expired.
@@ -184,12 +184,12 @@ impl Default for Metrics {
         );
         registry.register(
             "weir_peers_watched",
-            "Other supervisors this one holds a liveness connection to",
+            "Liveness connections this supervisor holds open to peers that answered as themselves",
             metrics.peers_watched.clone(),
         );
         registry.register(
             "weir_peers_deposed",
-            "Supervisors found dead (connection reset, port refused) and removed before their sessions expired",
+            "Supervisors found dead (connection ended, port refused) and removed before their sessions expired",
             metrics.peers_deposed.clone(),
         );
         registry.register(

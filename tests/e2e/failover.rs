@@ -293,6 +293,9 @@ fn sigterm_hands_off_without_waiting_for_session_expiry() {
         cluster.log_of(old)
     );
     assert!(cluster.log_of(old).contains("handing off leadership"));
+    // It left no node behind for its peers to remove once its port closed.
+    let new = cluster.leader_pid();
+    assert_eq!(cluster.metric(new, "weir_peers_deposed_total"), Some(0.0));
 
     let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
@@ -315,23 +318,25 @@ fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
     let mut cluster = Cluster::with_session_timeout("20s");
     let mut pids: Vec<u32> = (0..3).map(|_| cluster.start_supervisor()).collect();
     let out = cluster.deploy("counter", "counter", &[]);
-    let mut seen = wait_for_lines(&out, 0, 20);
+    wait_for_lines(&out, 0, 20);
     cluster.wait_watching(3);
 
     let leader = cluster.leader_pid();
+    let epoch = cluster.status()["leader"]["epoch"].as_u64().unwrap();
+    let mut seen = read_lines(&out).len();
     cluster.signal(leader, "KILL");
     pids.retain(|&p| p != leader);
     wait_for("a new leader", within, || {
         let status = cluster.status();
-        let pid = status["leader"]["pid"].as_u64()? as u32;
-        (pid != leader).then_some(())
+        (status["leader"]["epoch"].as_u64()? > epoch && status["leader"]["pid"] != leader).then_some(())
     });
-    seen = lines_within(&out, seen, within, "the leader's kill -9");
+    lines_within(&out, seen, within, "the leader's kill -9");
 
     // Now the supervisor that runs the job, leader or not.
     pids.push(cluster.start_supervisor());
     cluster.wait_watching(3);
     let runner = cluster.runner_pid("counter");
+    seen = read_lines(&out).len();
     cluster.signal(runner, "KILL");
     pids.retain(|&p| p != runner);
     seen = lines_within(&out, seen, within, "the runner's kill -9");
@@ -341,8 +346,21 @@ fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
         .iter()
         .filter_map(|&p| cluster.metric(p, "weir_peers_deposed_total"))
         .sum();
-    assert!(deposed >= 1.0, "no survivor counted a removal\n{}", cluster.logs());
+    assert!(
+        deposed >= 2.0,
+        "the survivors counted {deposed} removals\n{}",
+        cluster.logs()
+    );
     assert!(cluster.logs().contains("refuses connections"), "{}", cluster.logs());
+}
+
+/// Waits until both `pids` are replicas again (each with a latch node).
+fn wait_both_listed(cluster: &Cluster, pids: &[u32], who: &str) {
+    wait_for(&format!("{who} to join again"), Duration::from_secs(30), || {
+        let status = cluster.status();
+        let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+        (replicas.len() == 2 && pids.iter().all(|pid| replicas.iter().any(|r| r["pid"] == *pid))).then_some(())
+    });
 }
 
 #[test]
@@ -352,16 +370,21 @@ fn a_supervisor_wrongly_taken_for_dead_hands_its_work_off_and_loses_nothing() {
     let out = cluster.deploy("counter", "counter", &[]);
     let seen = wait_for_lines(&out, 0, 20);
 
-    // What a peer fooled by a firewall's reset would do to the live runner,
-    // which is likely the leader too.
+    // What a peer fooled by a firewall's reset would do. First to the
+    // supervisor with nothing to write, which must notice by itself.
     let runner = cluster.runner_pid("counter");
+    let idle = *pids.iter().find(|&&pid| pid != runner).unwrap();
+    cluster.remove_from_cluster(idle);
+    wait_both_listed(&cluster, &pids, "the idle supervisor");
+    assert!(
+        cluster.log_of(idle).contains("the worker node was removed by a peer"),
+        "{}",
+        cluster.log_of(idle)
+    );
+    // Then to the runner, which is likely the leader too.
     cluster.remove_from_cluster(runner);
     let seen = wait_for_lines(&out, seen, 20);
-    wait_for("the runner to join again", Duration::from_secs(30), || {
-        let status = cluster.status();
-        let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
-        (replicas.len() == 2 && pids.iter().all(|pid| replicas.iter().any(|r| r["pid"] == *pid))).then_some(())
-    });
+    wait_both_listed(&cluster, &pids, "the runner");
     let seen = wait_for_lines(&out, seen, 20);
     assert_counter_sequence(&read_lines(&out)[..seen]);
     assert!(cluster.is_alive(runner), "{}", cluster.log_of(runner));

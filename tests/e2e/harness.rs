@@ -394,8 +394,9 @@ impl Cluster {
         });
     }
 
-    /// Deletes supervisor `pid`'s worker node, then its latch nodes, from
-    /// another session: what its peers do when they take it for dead.
+    /// Deletes supervisor `pid`'s worker node, then the latch nodes of its
+    /// session, from another session: what its peers do when they take it
+    /// for dead.
     pub fn remove_from_cluster(&self, pid: u32) {
         let layout = weir::ha::Layout::new("/weir", "test");
         let io = tokio::runtime::Builder::new_current_thread()
@@ -404,22 +405,30 @@ impl Cluster {
             .unwrap();
         io.block_on(async {
             let client = zookeeper_client::Client::connect(&self.zk.connect).await.unwrap();
-            let owned_by = |data: &[u8]| {
-                serde_json::from_slice::<weir::ha::SupervisorInfo>(data).is_ok_and(|info| info.pid == pid)
-            };
-            let mut removed = 0;
-            for dir in [layout.workers(), layout.latch_dir()] {
-                for child in client.list_children(&dir).await.unwrap() {
-                    let path = format!("{dir}/{child}");
-                    if let Ok((data, _)) = client.get_data(&path).await {
-                        if owned_by(&data) {
-                            client.delete(&path, None).await.unwrap();
-                            removed += 1;
+            let mut session = None;
+            for node in client.list_children(&layout.workers()).await.unwrap() {
+                let path = layout.worker(&node);
+                let Ok((data, stat)) = client.get_data(&path).await else {
+                    continue;
+                };
+                if serde_json::from_slice::<weir::ha::SupervisorInfo>(&data).is_ok_and(|info| info.pid == pid) {
+                    client.delete(&path, None).await.unwrap();
+                    session = Some(stat.ephemeral_owner);
+                }
+            }
+            let session = session.unwrap_or_else(|| panic!("supervisor {pid} has no worker node"));
+            let dir = layout.latch_dir();
+            for latch in client.list_children(&dir).await.unwrap() {
+                let path = format!("{dir}/{latch}");
+                if let Ok(Some(stat)) = client.check_stat(&path).await {
+                    if stat.ephemeral_owner == session {
+                        match client.delete(&path, None).await {
+                            Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
+                            Err(e) => panic!("cannot delete {path}: {e}"),
                         }
                     }
                 }
             }
-            assert!(removed > 0, "supervisor {pid} has no node to remove");
         });
     }
 

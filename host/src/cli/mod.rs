@@ -346,8 +346,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 history: history.clone(),
                 cluster,
                 identity: crate::liveness::identity(&info),
+                peers: Arc::new(tokio::sync::Semaphore::new(crate::http::PEER_CONNECTIONS)),
             };
             tokio::spawn(crate::http::serve(http, served));
+            let liveness = Arc::new(crate::liveness::TcpLiveness::new(metrics.peers_watched.clone()));
             let settings = SupervisorSettings {
                 connector: Arc::new(ZooKeeper::new(args.cluster.zk()?, metrics.clone())),
                 layout,
@@ -357,7 +359,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics,
                 history,
                 group_commit: args.group_commit,
-                liveness: Arc::new(crate::liveness::TcpLiveness),
+                liveness,
             };
             supervisor::run(settings, supervisor::shutdown_signal()).await
         }

@@ -66,6 +66,10 @@ pub trait Session: Send + Sync {
     /// Whether a node exists.
     async fn exists(&self, path: &str) -> Result<bool, zkc::Error>;
 
+    /// The id of the session an ephemeral node belongs to (`None` for a
+    /// persistent one). `NoNode` if it does not exist.
+    async fn owner(&self, path: &str) -> Result<Option<u64>, zkc::Error>;
+
     /// Deletes a node, whatever its version.
     async fn delete(&self, path: &str) -> Result<(), zkc::Error>;
 

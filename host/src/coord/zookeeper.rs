@@ -257,6 +257,13 @@ impl Session for ZkSession {
         Ok(self.timed("exists", self.client.check_stat(path)).await?.is_some())
     }
 
+    async fn owner(&self, path: &str) -> Result<Option<u64>, zkc::Error> {
+        let stat = self.timed("exists", self.client.check_stat(path)).await?;
+        let owner = stat.ok_or(zkc::Error::NoNode)?.ephemeral_owner;
+        // The id as the worker node's name spells it (two's complement hex).
+        Ok((owner != 0).then_some(owner as u64))
+    }
+
     async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
         self.timed("delete", self.client.delete(path, None)).await
     }

@@ -61,7 +61,8 @@ pub enum Action {
     PauseTasks,
     /// Let held tasks go on.
     ResumeTasks,
-    /// Stop every task at once, committing nothing more.
+    /// Withdraw from the election, then stop every task at once,
+    /// committing nothing more.
     StopTasks,
     /// Every task takes a final checkpoint, commits and publishes it, and stops.
     FinishTasks,
@@ -159,8 +160,11 @@ pub fn step(role: Role, event: Event) -> (Role, Vec<Action>) {
             Role::Worker { leader, .. },
             Event::Reconnected { registered: false, .. } | Event::SessionEnded | Event::Unregistered,
         ) => {
+            // The leadership goes first: a session that lives on (its
+            // worker node removed by a peer) must not hold the election
+            // back while its tasks stop.
             let stop_leading = leader.map(|_| StopLeading);
-            let actions = [Some(StopTasks), stop_leading, Some(Rejoin)];
+            let actions = [stop_leading, Some(StopTasks), Some(Rejoin)];
             (Role::Joining, actions.into_iter().flatten().collect())
         }
         (
@@ -298,7 +302,8 @@ mod tests {
                 );
                 if lost {
                     assert_eq!(*next, Role::Joining);
-                    assert_eq!(actions.first(), Some(&Action::StopTasks));
+                    let first_task_action = actions.iter().find(|a| **a != Action::StopLeading);
+                    assert_eq!(first_task_action, Some(&Action::StopTasks));
                     assert_eq!(actions.last(), Some(&Action::Rejoin));
                 }
                 if *next == Role::Joining {

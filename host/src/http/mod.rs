@@ -3,8 +3,9 @@
 //! (OpenMetrics text), `GET /healthz` (200 while the supervisor's
 //! ZooKeeper session is connected, 503 otherwise) and `GET /peer`, which
 //! the other supervisors hold open to see this process die
-//! ([`crate::liveness`]). All of it reads; none of it changes what runs. A client that sends no request in time is
-//! dropped, and an accept error never spins the loop.
+//! ([`crate::liveness`]). All of it reads; none of it changes what runs.
+//! A client that sends no request in time is dropped, and an accept error
+//! never spins the loop.
 
 mod api;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::history::History;
 use crate::liveness;
@@ -39,7 +41,14 @@ pub struct HttpState {
     pub cluster: ClusterReader,
     /// What this supervisor answers its peers' liveness connections with.
     pub identity: Bytes,
+    /// Liveness connections this endpoint still takes.
+    pub peers: Arc<Semaphore>,
 }
+
+/// How many liveness connections an endpoint holds at once: far more than
+/// a cluster has replicas, few enough that a client cannot pile up
+/// never-ending answers.
+pub const PEER_CONNECTIONS: usize = 256;
 
 /// How long a client may take to send its request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,8 +107,11 @@ async fn render_metrics(State(state): State<Arc<HttpState>>) -> impl IntoRespons
 }
 
 /// A peer's liveness connection: held open for as long as this process lives.
-async fn peer(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    liveness::held_open(state.identity.clone())
+async fn peer(State(state): State<Arc<HttpState>>) -> axum::response::Response {
+    match state.peers.clone().try_acquire_owned() {
+        Ok(permit) => liveness::held_open(state.identity.clone(), permit).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "too many liveness connections\n").into_response(),
+    }
 }
 
 async fn healthz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {

@@ -236,6 +236,8 @@ impl Sim {
                 // kill -9: the process never acts again; its session
                 // expires a session timeout later, and a new one starts.
                 state.processes[node].killed = true;
+                // One kill in four goes unseen (the host lost, not the process).
+                state.processes[node].silently = state.rng.u64(..4) == 0;
                 state.fault(node);
                 drop(state);
                 self.world.changed.notify_waiters();
@@ -295,11 +297,6 @@ impl Sim {
                 }
                 state.notify_watchers(&path);
             }
-            14 => {
-                // Its peers wrongly take it for dead, and remove its nodes.
-                state.processes[node].false_alarms += 1;
-                state.fault(node);
-            }
             13 => {
                 // `weir rebalance`.
                 let path = self.layout.rebalance();
@@ -310,6 +307,11 @@ impl Sim {
                 });
                 znode.version += 1;
                 state.notify_watchers(&path);
+            }
+            14 => {
+                // Its peers wrongly take it for dead, and remove its nodes.
+                state.processes[node].false_alarms += 1;
+                state.fault(node);
             }
             _ => {}
         }

@@ -27,6 +27,9 @@ pub struct Znode {
 pub struct SessionRecord {
     /// The supervisor process it belongs to.
     pub node: usize,
+    /// Its process's false alarms when it opened: its nodes may be removed
+    /// by a peer only after another (or once the process is killed).
+    pub alarms_at_start: u32,
     /// Still valid: not expired, not closed.
     pub alive: bool,
     /// Where its state changes go; `None` once the session has ended and said so.
@@ -44,6 +47,9 @@ pub struct Process {
     pub paused: bool,
     /// Killed with `kill -9`: it never does anything again.
     pub killed: bool,
+    /// Killed in a way its peers cannot see (its host lost, say): only
+    /// its session's expiry tells.
+    pub silently: bool,
     /// Its connection to ZooKeeper is down, since when.
     pub disconnected: Option<Instant>,
     /// Asked to shut down (SIGTERM).
@@ -162,8 +168,8 @@ impl World {
         }
     }
 
-    /// Resolves once process `node` is killed, or its peers next take it
-    /// for dead: what [`Liveness`](crate::liveness::Liveness) sees.
+    /// Resolves once process `node` is killed where its peers see it, or
+    /// they next take it for dead: what [`Liveness`](crate::liveness::Liveness) sees.
     pub async fn died(&self, node: usize) {
         let alarms = self.lock().processes[node].false_alarms;
         loop {
@@ -173,7 +179,7 @@ impl World {
             {
                 let state = self.lock();
                 let process = &state.processes[node];
-                if process.killed || process.false_alarms > alarms {
+                if (process.killed && !process.silently) || process.false_alarms > alarms {
                     return;
                 }
             }

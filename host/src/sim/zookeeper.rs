@@ -34,10 +34,12 @@ impl Connector for SimConnector {
         let id = state.next_session;
         state.next_session += 1;
         let (tx, events) = SessionEvents::channel();
+        let alarms_at_start = state.processes[self.node].false_alarms;
         state.sessions.insert(
             id,
             SessionRecord {
                 node: self.node,
+                alarms_at_start,
                 alive: true,
                 events: Some(tx),
                 watches: Vec::new(),
@@ -65,12 +67,10 @@ impl Drop for SimSession {
     fn drop(&mut self) {
         let mut state = self.world.lock();
         // A supervisor drops its session to rejoin the election: never
-        // while the session lives and still leads, unless asked to stop or
-        // its worker node is gone (a peer took it for dead).
+        // while the session lives and still leads, unless asked to stop.
         let process = &state.processes[self.node];
-        let registered = (state.tree.iter()).any(|(path, z)| path.contains("/workers/") && z.owner == Some(self.id));
         let leads = state.sessions[&self.id].alive && state.leader_session() == Some(self.id);
-        if leads && registered && !process.shutting_down && !process.killed {
+        if leads && !process.shutting_down && !process.killed {
             let what = format!("node {}: dropped a live session that still led", self.node);
             state.violations.push(what);
         }
@@ -78,6 +78,27 @@ impl Drop for SimSession {
         state.tell(self.id, SessionState::Closed);
         drop(state);
         self.world.changed.notify_waiters();
+    }
+}
+
+/// A latch node whose contender has yet to win: removed if it gives up.
+struct Candidacy<'a> {
+    session: &'a SimSession,
+    path: Option<String>,
+}
+
+impl Drop for Candidacy<'_> {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        let mut state = self.session.world.lock();
+        if state.tree.get(&path).is_some_and(|z| z.owner == Some(self.session.id)) {
+            state.tree.remove(&path);
+            state.notify_watchers(&path);
+            drop(state);
+            self.session.world.changed.notify_waiters();
+        }
     }
 }
 
@@ -179,18 +200,34 @@ impl Session for SimSession {
         Ok(self.read().await?.tree.contains_key(path))
     }
 
+    async fn owner(&self, path: &str) -> Result<Option<u64>, zkc::Error> {
+        Ok(self.read().await?.tree.get(path).ok_or(zkc::Error::NoNode)?.owner)
+    }
+
     async fn delete(&self, path: &str) -> Result<(), zkc::Error> {
         let mut state = self.request().await?;
         let owner = state.tree.get(path).ok_or(zkc::Error::NoNode)?.owner;
-        if owner.is_none() {
+        match owner {
             // Unfenced, a delete is only for an ephemeral node: one's own
             // latch or worker node, or those of a peer seen dead.
-            let what = format!("node {}: deleted {path}, which is not an ephemeral node", self.node);
-            state.violations.push(what);
-        }
-        if let Some(peer) = owner.filter(|&id| id != self.id).map(|id| state.sessions[&id].node) {
-            // Removed by a peer: a reason for that process to stop its tasks.
-            state.fault(peer);
+            None => {
+                let what = format!("node {}: deleted {path}, which is not an ephemeral node", self.node);
+                state.violations.push(what);
+            }
+            Some(id) if id != self.id => {
+                let (peer, alarms_at_start) = (state.sessions[&id].node, state.sessions[&id].alarms_at_start);
+                let process = &state.processes[peer];
+                if !process.killed && process.false_alarms == alarms_at_start {
+                    let what = format!(
+                        "node {}: deleted {path} of session {id:x}, whose process neither died nor was taken for dead since it opened",
+                        self.node
+                    );
+                    state.violations.push(what);
+                }
+                // Removed by a peer: a reason for that process to stop its tasks.
+                state.fault(peer);
+            }
+            Some(_) => {}
         }
         state.tree.remove(path);
         state.notify_watchers(path);
@@ -229,17 +266,26 @@ impl Session for SimSession {
             state.tree.insert(path.clone(), node);
             path
         };
+        // Dropped while it waits, the candidacy is withdrawn, as the real
+        // recipe's is.
+        let mut candidacy = Candidacy {
+            session: self,
+            path: Some(path.clone()),
+        };
         // The lowest sequence leads; wait until no lower one is left.
-        self.until(|state| {
-            let sequence = |p: &str| p.rsplit('-').next().unwrap_or_default().to_string();
-            let lowest = state
-                .tree
-                .keys()
-                .filter(|p| parent(p) == dir)
-                .min_by_key(|p| sequence(p));
-            (lowest == Some(&path) && !state.processes[self.node].paused).then(|| path.clone())
-        })
-        .await
+        let won = self
+            .until(|state| {
+                let sequence = |p: &str| p.rsplit('-').next().unwrap_or_default().to_string();
+                let lowest = state
+                    .tree
+                    .keys()
+                    .filter(|p| parent(p) == dir)
+                    .min_by_key(|p| sequence(p));
+                (lowest == Some(&path) && !state.processes[self.node].paused).then(|| path.clone())
+            })
+            .await;
+        candidacy.path = None;
+        won
     }
 
     async fn register(&self, dir: &str, data: &[u8]) -> Result<String, zkc::Error> {

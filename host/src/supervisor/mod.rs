@@ -205,7 +205,6 @@ pub async fn run(settings: SupervisorSettings, mut shutdown: watch::Receiver<boo
         });
         let end = session::run(ctx, &info, &mut events, &mut shutdown).await;
         guard.abort();
-        metrics.peers_watched.set(0);
         metrics.zookeeper_connected.set(0);
         match end {
             SessionEnd::Lost(reason) => tracing::warn!("{reason}; joining again with a new session"),

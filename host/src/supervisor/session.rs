@@ -220,7 +220,16 @@ pub async fn run(
                     tracing::info!("reconnected to ZooKeeper with the session intact: resuming tasks");
                     worker.set_mode(Control::Run);
                 }
-                Action::StopTasks => worker.stop_all().await,
+                Action::StopTasks => {
+                    // Always on the way out of the session: a candidacy
+                    // left waiting, or a won latch, would hold the election
+                    // back for as long as the tasks take to stop.
+                    election = None;
+                    if let Some((latch, _)) = won.take() {
+                        abandon(session.as_ref(), &latch).await;
+                    }
+                    worker.stop_all().await;
+                }
                 Action::FinishTasks => worker.finish_all().await,
                 Action::Lead => {
                     let epoch = leader.as_ref().map_or(0, Leader::epoch);
