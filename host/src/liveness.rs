@@ -61,6 +61,10 @@ pub fn held_open<P: Send + 'static>(identity: Bytes, permit: P) -> Body {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait before trying a peer that could not be held again.
 const RETRY: Duration = Duration::from_secs(1);
+/// Probes made after a held connection ended, besides the first.
+const PROBES: u32 = 10;
+/// Wait between two probes.
+const PROBE_GAP: Duration = Duration::from_millis(20);
 
 /// Liveness over TCP, to the address each supervisor advertises.
 pub struct TcpLiveness {
@@ -87,9 +91,12 @@ impl Liveness for TcpLiveness {
             // Whether the peer itself has answered at this address: a refusal
             // before that may be a wrong --advertise-http, and proves nothing.
             let mut answered = false;
-            // Whether the last connection ended just now: the next attempt is
-            // the probe that tells a death from a hang-up, and is made at once.
-            let mut probing = false;
+            // Probes left since the last connection ended: attempts, made
+            // at once and then [`PROBE_GAP`] apart, that tell a death from a
+            // hang-up. A dying process's kernel may still take a connection
+            // on its port for a moment (its listening socket closes after
+            // the connection did), so one answer-less probe is not enough.
+            let mut probes = 0;
             loop {
                 let outcome = hold(&address, &expected, &id, &held).await;
                 match outcome {
@@ -97,16 +104,20 @@ impl Liveness for TcpLiveness {
                         tracing::debug!(%address, "the peer's connection ended and its port refuses connections or serves its successor");
                         return;
                     }
-                    Held::Ended if !probing => {
+                    Held::Ended if probes == 0 => {
                         answered = true;
-                        probing = true;
+                        probes = PROBES;
                         continue;
                     }
                     Held::Ended => answered = true,
                     Held::Refused | Held::Replaced | Held::Unreachable => {}
                 }
-                probing = false;
-                tokio::time::sleep(RETRY).await;
+                if probes > 0 {
+                    probes -= 1;
+                    tokio::time::sleep(PROBE_GAP).await;
+                } else {
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
         .boxed()
