@@ -333,14 +333,9 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// (deploying through the CLI compiles the module each time, which would
 /// measure the CLI, not the supervisor).
 fn clone_jobs(cluster: &Cluster, first: &str, count: usize) {
-    use zookeeper_client::{Acls, Client, CreateMode};
+    use zookeeper_client::{Acls, CreateMode};
     let layout = weir::ha::Layout::new("/weir", "test");
-    let io = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    io.block_on(async {
-        let client = Client::connect(&cluster.zk.connect).await.unwrap();
+    cluster.with_zk(async |client| {
         let (data, _) = client.get_data(&layout.job(first)).await.unwrap();
         let spec: weir::spec::JobSpec = serde_json::from_slice(&data).unwrap();
         let options = CreateMode::Persistent.with_acls(Acls::anyone_all());

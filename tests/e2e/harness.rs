@@ -394,17 +394,25 @@ impl Cluster {
         });
     }
 
-    /// Deletes supervisor `pid`'s worker node, then the latch nodes of its
-    /// session, from another session: what its peers do when they take it
-    /// for dead.
-    pub fn remove_from_cluster(&self, pid: u32) {
-        let layout = weir::ha::Layout::new("/weir", "test");
+    /// Runs `work` with a ZooKeeper client of this cluster's ensemble, on a
+    /// runtime of its own.
+    pub fn with_zk<T>(&self, work: impl AsyncFnOnce(&zookeeper_client::Client) -> T) -> T {
         let io = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         io.block_on(async {
             let client = zookeeper_client::Client::connect(&self.zk.connect).await.unwrap();
+            work(&client).await
+        })
+    }
+
+    /// Deletes supervisor `pid`'s worker node, then the latch nodes of its
+    /// session, from another session: what its peers do when they take it
+    /// for dead.
+    pub fn remove_from_cluster(&self, pid: u32) {
+        let layout = weir::ha::Layout::new("/weir", "test");
+        self.with_zk(async |client| {
             let mut session = None;
             for node in client.list_children(&layout.workers()).await.unwrap() {
                 let path = layout.worker(&node);

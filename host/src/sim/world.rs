@@ -151,40 +151,32 @@ impl World {
         self.state.lock().expect("sim world lock")
     }
 
-    /// Waits while process `node` is paused; never returns once it is killed.
-    pub async fn running(&self, node: usize) {
+    /// Waits until process `node` is as `ready` says.
+    async fn until(&self, node: usize, ready: impl Fn(&Process) -> bool) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let state = self.lock();
-                let process = &state.processes[node];
-                if !process.paused && !process.killed {
-                    return;
-                }
+            if ready(&self.lock().processes[node]) {
+                return;
             }
             notified.await;
         }
+    }
+
+    /// Waits while process `node` is paused; never returns once it is killed.
+    pub async fn running(&self, node: usize) {
+        self.until(node, |process| !process.paused && !process.killed).await;
     }
 
     /// Resolves once process `node` is killed where its peers see it, or
     /// they next take it for dead: what [`Liveness`](crate::liveness::Liveness) sees.
     pub async fn died(&self, node: usize) {
         let alarms = self.lock().processes[node].false_alarms;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let state = self.lock();
-                let process = &state.processes[node];
-                if (process.killed && !process.silently) || process.false_alarms > alarms {
-                    return;
-                }
-            }
-            notified.await;
-        }
+        (self.until(node, |process| {
+            (process.killed && !process.silently) || process.false_alarms > alarms
+        }))
+        .await;
     }
 
     /// A request's time on the wire: a few random milliseconds, during which
