@@ -65,6 +65,13 @@ const RETRY: Duration = Duration::from_secs(1);
 const PROBES: u32 = 10;
 /// Wait between two probes.
 const PROBE_GAP: Duration = Duration::from_millis(20);
+/// How long a connection must have been held for its end to start probing
+/// afresh.
+const HELD_LONG: Duration = Duration::from_secs(1);
+/// How long a held connection may carry nothing (not even a heartbeat)
+/// before it is taken as ended: a host gone without a reset, whose address
+/// may later answer (or refuse) for a successor.
+const SILENCE: Duration = Duration::from_secs(30);
 
 /// Liveness over TCP, to the address each supervisor advertises.
 pub struct TcpLiveness {
@@ -98,19 +105,28 @@ impl Liveness for TcpLiveness {
             // the connection did), so one answer-less probe is not enough.
             let mut probes = 0;
             loop {
+                let began = tokio::time::Instant::now();
                 let outcome = hold(&address, &expected, &id, &held).await;
                 match outcome {
-                    Held::Refused | Held::Replaced if answered => {
-                        tracing::debug!(%address, "the peer's connection ended and its port refuses connections or serves its successor");
+                    Held::Refused if answered => {
+                        tracing::debug!(%address, "the peer's connection ended and its port refuses connections");
                         return;
                     }
-                    Held::Ended if probes == 0 => {
+                    Held::Replaced => {
+                        tracing::debug!(%address, "another run of the peer answers on its port");
+                        return;
+                    }
+                    // A connection held for a while that ends: probe at once,
+                    // with every probe in hand. One that ends at once (a peer
+                    // hanging up on us) goes on with the probes left, so it
+                    // cannot make a tight loop.
+                    Held::Ended if began.elapsed() >= HELD_LONG => {
                         answered = true;
                         probes = PROBES;
                         continue;
                     }
                     Held::Ended => answered = true,
-                    Held::Refused | Held::Replaced | Held::Unreachable => {}
+                    Held::Refused | Held::Unreachable => {}
                 }
                 if probes > 0 {
                     probes -= 1;
@@ -131,7 +147,8 @@ enum Held {
     /// It answered as itself; then the connection ended.
     Ended,
     /// Another run of the same supervisor (same `--id`) holds its port:
-    /// it has been restarted, so the run watched is gone.
+    /// it has been restarted, so the run watched is gone (proof whether or
+    /// not the run watched ever answered: only one process holds a port).
     Replaced,
     /// No answer in time, another process answering, or any other failure:
     /// nothing proven either way.
@@ -209,7 +226,7 @@ async fn hold(address: &str, expected: &Bytes, id: &str, held: &Gauge) -> Held {
     tokio::select! {
         biased;
         _ = &mut conn => {}
-        _ = async { while let Some(Ok(_)) = body.next().await {} } => {}
+        _ = async { while let Ok(Some(Ok(_))) = tokio::time::timeout(SILENCE, body.next()).await {} } => {}
     }
     Held::Ended
 }

@@ -134,6 +134,9 @@ pub struct Metrics {
     /// Supervisors this one found dead and removed from the cluster
     /// before their sessions expired.
     pub peers_deposed: Counter,
+    /// Supervisors this one found dead and dealt with: removed, or found
+    /// removed already (by another peer, or by their own exit).
+    pub peers_seen_dead: Counter,
 }
 
 impl Default for Metrics {
@@ -159,6 +162,7 @@ impl Default for Metrics {
             pointers_written: Counter::default(),
             peers_watched: Gauge::default(),
             peers_deposed: Counter::default(),
+            peers_seen_dead: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("weir_leader", "1 if this supervisor leads", metrics.leader.clone());
@@ -191,6 +195,11 @@ impl Default for Metrics {
             "weir_peers_deposed",
             "Supervisors found dead (connection ended, port refused) and removed before their sessions expired",
             metrics.peers_deposed.clone(),
+        );
+        registry.register(
+            "weir_peers_seen_dead",
+            "Supervisors found dead and dealt with: removed, or found removed already",
+            metrics.peers_seen_dead.clone(),
         );
         registry.register(
             "weir_pointers_written",

@@ -293,7 +293,8 @@ fn sigterm_hands_off_without_waiting_for_session_expiry() {
         cluster.log_of(old)
     );
     assert!(cluster.log_of(old).contains("handing off leadership"));
-    // It left no node behind for its peers to remove once its port closed.
+    // It left no node behind for its peers to remove once its port closed
+    // (whether they saw it go depends on when they last listed the workers).
     let new = cluster.leader_pid();
     assert_eq!(cluster.metric(new, "weir_peers_deposed_total"), Some(0.0));
 
@@ -317,6 +318,7 @@ fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
     let within = session / 2;
     let mut cluster = Cluster::with_session_timeout("20s");
     let mut pids: Vec<u32> = (0..3).map(|_| cluster.start_supervisor()).collect();
+    let mut started = pids.clone();
     let out = cluster.deploy("counter", "counter", &[]);
     wait_for_lines(&out, 0, 20);
     cluster.wait_watching(3);
@@ -334,6 +336,7 @@ fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
 
     // Now the supervisor that runs the job, leader or not.
     pids.push(cluster.start_supervisor());
+    started.push(*pids.last().unwrap());
     cluster.wait_watching(3);
     let runner = cluster.runner_pid("counter");
     seen = read_lines(&out).len();
@@ -342,16 +345,16 @@ fn a_killed_leader_or_worker_is_replaced_before_its_session_could_expire() {
     seen = lines_within(&out, seen, within, "the runner's kill -9");
 
     assert_counter_sequence(&read_lines(&out)[..seen]);
-    let deposed: f64 = pids
-        .iter()
+    // Each kill was seen and acted on (the first perhaps by the runner
+    // killed second, whose counter went with it).
+    let removals: usize = (started.iter())
+        .map(|&p| cluster.log_of(p).matches("died (its connection ended").count())
+        .sum();
+    assert!(removals >= 2, "{removals} removals logged\n{}", cluster.logs());
+    let deposed: f64 = (pids.iter())
         .filter_map(|&p| cluster.metric(p, "weir_peers_deposed_total"))
         .sum();
-    assert!(
-        deposed >= 2.0,
-        "the survivors counted {deposed} removals\n{}",
-        cluster.logs()
-    );
-    assert!(cluster.logs().contains("refuses connections"), "{}", cluster.logs());
+    assert!(deposed >= 1.0, "no survivor counted a removal\n{}", cluster.logs());
 }
 
 /// Waits until both `pids` are replicas again (each with a latch node).

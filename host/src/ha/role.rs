@@ -304,6 +304,8 @@ mod tests {
                     assert_eq!(*next, Role::Joining);
                     let first_task_action = actions.iter().find(|a| **a != Action::StopLeading);
                     assert_eq!(first_task_action, Some(&Action::StopTasks));
+                    // The leadership goes before the tasks are stopped.
+                    assert!(!actions.contains(&Action::StopLeading) || actions[0] == Action::StopLeading);
                     assert_eq!(actions.last(), Some(&Action::Rejoin));
                 }
                 if *next == Role::Joining {

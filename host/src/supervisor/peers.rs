@@ -82,16 +82,19 @@ pub async fn guard(
                 deaths.push(died.map(move |died| died.ok().map(|()| (node, info))));
             }
         }
+        // Removals that failed before are tried again now, once a relist.
+        remove_dead(session.as_ref(), &layout, &mut dead, &metrics).await;
         let relist = tokio::time::sleep(RELIST);
         tokio::pin!(relist);
         loop {
-            remove_dead(session.as_ref(), &layout, &mut dead, &metrics).await;
             tokio::select! {
                 biased;
                 Some(death) = deaths.next() => {
                     if let Some((node, info)) = death {
                         watching.remove(&node);
-                        dead.insert(node, info);
+                        let mut fresh = BTreeMap::from([(node, info)]);
+                        remove_dead(session.as_ref(), &layout, &mut fresh, &metrics).await;
+                        dead.append(&mut fresh);
                     }
                 }
                 () = &mut relist => break,
@@ -112,6 +115,7 @@ async fn remove_dead(
     for (node, info) in dead.iter() {
         match tokio::time::timeout(DEPOSE_TIMEOUT, depose(session, layout, node)).await {
             Ok(Ok(removed)) => {
+                metrics.peers_seen_dead.inc();
                 if removed > 0 {
                     metrics.peers_deposed.inc();
                     tracing::warn!(
