@@ -65,9 +65,8 @@ const RETRY: Duration = Duration::from_secs(1);
 const PROBES: u32 = 10;
 /// Wait between two probes.
 const PROBE_GAP: Duration = Duration::from_millis(20);
-/// How long a connection must have been held for its end to start probing
-/// afresh.
-const HELD_LONG: Duration = Duration::from_secs(1);
+/// The least time between two bursts of probes.
+const BURST_GAP: Duration = Duration::from_secs(1);
 /// How long a held connection may carry nothing (not even a heartbeat)
 /// before it is taken as ended: a host gone without a reset, whose address
 /// may later answer (or refuse) for a successor.
@@ -104,8 +103,9 @@ impl Liveness for TcpLiveness {
             // on its port for a moment (its listening socket closes after
             // the connection did), so one answer-less probe is not enough.
             let mut probes = 0;
+            // When the last burst of probes began: at most one a BURST_GAP.
+            let mut burst: Option<tokio::time::Instant> = None;
             loop {
-                let began = tokio::time::Instant::now();
                 let outcome = hold(&address, &expected, &id, &held).await;
                 match outcome {
                     Held::Refused if answered => {
@@ -116,13 +116,13 @@ impl Liveness for TcpLiveness {
                         tracing::debug!(%address, "another run of the peer answers on its port");
                         return;
                     }
-                    // A connection held for a while that ends: probe at once,
-                    // with every probe in hand. One that ends at once (a peer
-                    // hanging up on us) goes on with the probes left, so it
-                    // cannot make a tight loop.
-                    Held::Ended if began.elapsed() >= HELD_LONG => {
+                    // A held connection that ends starts a burst of probes, at
+                    // once, unless one began less than BURST_GAP ago (a peer
+                    // that keeps hanging up on us cannot make a tight loop).
+                    Held::Ended if burst.is_none_or(|at| at.elapsed() >= BURST_GAP) => {
                         answered = true;
                         probes = PROBES;
+                        burst = Some(tokio::time::Instant::now());
                         continue;
                     }
                     Held::Ended => answered = true,
