@@ -33,7 +33,7 @@ pub async fn contender_named(
 }
 
 /// Every latch node with a readable owner, in no particular order.
-pub async fn contenders(
+async fn contenders(
     session: &dyn Session,
     layout: &Layout,
 ) -> Result<Vec<(String, SupervisorInfo)>, zookeeper_client::Error> {

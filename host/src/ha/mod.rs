@@ -24,7 +24,7 @@ mod role;
 
 pub use assign::Assignment;
 pub use fence::Fence;
-pub use latch::{candidates, contend, contender_named, contenders};
+pub use latch::{candidates, contend, contender_named};
 pub use role::{step, Action, Event, Role};
 
 use crate::coord::{Session, ZkError};
