@@ -334,7 +334,7 @@ fn instance(runtime: &Runtime, name: &str, memory_bytes: u64, config: &[(String,
         .build()
         .unwrap();
     let mut instance = io
-        .block_on(runtime.instantiate(&sha, name, limits, &Default::default()))
+        .block_on(runtime.instantiate(&sha, name, limits, &Default::default(), 0))
         .unwrap();
     io.block_on(instance.init(config)).unwrap();
     WasmJob { instance, io }

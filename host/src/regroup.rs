@@ -123,6 +123,7 @@ pub fn regroup(share: Share, old: Vec<(u32, Checkpoint)>) -> Result<TaskStart, S
         None => (SinkPositions::default(), StagedOutput::default(), None),
     };
     let meta = CheckpointMeta {
+        image: None,
         checkpoint,
         source_offset: 0,
         source_partitions,
@@ -134,7 +135,12 @@ pub fn regroup(share: Share, old: Vec<(u32, Checkpoint)>) -> Result<TaskStart, S
         dead_letters_sha256,
     };
     Ok(TaskStart {
-        checkpoint: Checkpoint { meta, snapshot, output },
+        checkpoint: Checkpoint {
+            meta,
+            snapshot,
+            memory: None,
+            output,
+        },
         carries_sink,
         orphans,
     })
@@ -215,6 +221,7 @@ mod tests {
                     id,
                     epoch: 2,
                     created_ms: id * 10,
+                    image_base: None,
                 },
                 source_offset: 0,
                 source_partitions: partitions.iter().map(|p| (*p, 100 + *p as i64)).collect(),
@@ -227,8 +234,10 @@ mod tests {
                 snapshot_sha256: sha256_hex(&snapshot),
                 output_sha256: sha256_hex(&output.main),
                 dead_letters_sha256: Some(sha256_hex(&output.dead_letters)),
+                image: None,
             },
             snapshot,
+            memory: None,
             output,
         }
     }

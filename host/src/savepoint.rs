@@ -91,6 +91,22 @@ pub enum SavepointError {
         /// How many tasks the job runs.
         tasks: u32,
     },
+    /// A task's newest checkpoint is an image of its memory, which no
+    /// other module can read: a savepoint needs the SDK's state.
+    #[error(
+        "task {task}'s newest checkpoint ({checkpoint}) is an image of the job's memory (--checkpoint-state memory), \
+         which only the same module can restore; take the savepoint as the job stops, whose final checkpoint keeps \
+         the SDK's state: `weir cancel {} --savepoint` (or `weir upgrade`)",
+        dir.split('/').nth(1).unwrap_or("JOB")
+    )]
+    Image {
+        /// The savepoint's directory.
+        dir: String,
+        /// Which task.
+        task: usize,
+        /// Its checkpoint.
+        checkpoint: u64,
+    },
     /// The storage dir failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -142,6 +158,13 @@ pub async fn copy_task(
         source,
     };
     let read = from.read(checkpoint).await.map_err(wrap)?;
+    if read.meta.image.is_some() {
+        return Err(SavepointError::Image {
+            dir: dir.to_string(),
+            task,
+            checkpoint: checkpoint.id,
+        });
+    }
     task_store(to, dir, task)
         .write_again(&read, std::time::Duration::from_secs(300))
         .await

@@ -28,7 +28,11 @@ pub enum CommitEvent {
         created_ms: u64,
     },
     /// The checkpoint's objects are in the storage dir.
-    Uploaded,
+    Uploaded {
+        /// For pages of memory over earlier checkpoints: the whole image
+        /// their chain starts at (the committer decides what it uploads).
+        image_base: Option<u64>,
+    },
     /// They could not be written (in time).
     UploadFailed,
     /// The pointer write went through; the znode is now at `version`.
@@ -153,6 +157,7 @@ impl CommitState {
                         id: self.next_id,
                         epoch: self.epoch,
                         created_ms,
+                        image_base: None,
                     };
                     self.next_id += 1;
                     (
@@ -168,8 +173,8 @@ impl CommitState {
                     )
                 }
             }
-            (Stage::Uploading { checkpoint, len }, CommitEvent::Uploaded) => {
-                let (pointer, dropped) = self.pointer.advance(checkpoint);
+            (Stage::Uploading { checkpoint, len }, CommitEvent::Uploaded { image_base }) => {
+                let (pointer, dropped) = self.pointer.advance(CheckpointRef { image_base, ..checkpoint });
                 let action = WritePointer {
                     pointer: pointer.clone(),
                     expected_version: self.version,
@@ -215,7 +220,7 @@ mod tests {
             },
             created_ms: 0,
         },
-        CommitEvent::Uploaded,
+        CommitEvent::Uploaded { image_base: None },
         CommitEvent::UploadFailed,
         CommitEvent::PointerWritten { version: 0 },
         CommitEvent::PointerRefused,
@@ -275,6 +280,14 @@ mod tests {
             CommitEvent::PointerWritten { .. } => CommitEvent::PointerWritten {
                 version: world.version + 1,
             },
+            // Every other upload is pages over the chain of the newest one.
+            CommitEvent::Uploaded { .. } => CommitEvent::Uploaded {
+                image_base: world
+                    .pointer
+                    .latest()
+                    .filter(|_| world.barriers % 2 == 0)
+                    .map(|c| c.image_base.unwrap_or(c.id)),
+            },
             other => other,
         };
         let actions = state.step(event);
@@ -306,7 +319,7 @@ mod tests {
                     len: output_len,
                 });
             }
-            (Some(Outstanding::Upload { checkpoint, len }), CommitEvent::Uploaded) => {
+            (Some(Outstanding::Upload { checkpoint, len }), CommitEvent::Uploaded { image_base }) => {
                 let [WritePointer {
                     ref pointer,
                     expected_version,
@@ -316,7 +329,7 @@ mod tests {
                 };
                 assert_eq!(
                     *pointer,
-                    world.pointer.advance(checkpoint).0,
+                    world.pointer.advance(CheckpointRef { image_base, ..checkpoint }).0,
                     "the pointer names the upload"
                 );
                 assert_eq!(expected_version, world.version, "checked against the last version");
@@ -349,6 +362,7 @@ mod tests {
                         panic!("after publishing only deletes follow: {actions:?}")
                     };
                     assert!(!world.pointer.retained.contains(old), "deleted a retained checkpoint");
+                    assert!(!world.pointer.links.contains(old), "deleted a link of a retained chain");
                 }
             }
             (Some(Outstanding::Pointer { .. }), CommitEvent::PointerRefused)
@@ -440,8 +454,12 @@ mod tests {
             id: 41,
             epoch: 3,
             created_ms: 0,
+            image_base: None,
         };
-        let pointer = Pointer { retained: vec![latest] };
+        let pointer = Pointer {
+            retained: vec![latest],
+            links: Vec::new(),
+        };
         let published = SinkPositions {
             main: 100,
             dead_letters: 3,
@@ -452,9 +470,9 @@ mod tests {
             matches!(actions[..], [CommitAction::Upload { sink_offset, checkpoint, .. }] if checkpoint.id == 42 && sink_offset == published),
             "{actions:?}"
         );
-        let actions = state.step(CommitEvent::Uploaded);
+        let actions = state.step(CommitEvent::Uploaded { image_base: Some(41) });
         assert!(
-            matches!(&actions[..], [CommitAction::WritePointer { expected_version: 7, pointer }] if pointer.retained[1] == latest),
+            matches!(&actions[..], [CommitAction::WritePointer { expected_version: 7, pointer }] if pointer.retained[1] == latest && pointer.retained[0].image_base == Some(41)),
             "{actions:?}"
         );
     }

@@ -5,6 +5,7 @@
 //! back when the newest is unreadable.
 
 pub mod commit;
+pub mod image;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +24,11 @@ pub fn upload_deadline(interval: Duration) -> Duration {
 /// How many committed checkpoints are kept per job.
 pub const RETAINED: usize = 3;
 
+/// The longest chain of memory images a restore reads: a checkpoint is a
+/// whole image again once its chain would be longer (or its bytes more
+/// than the memory's).
+pub const MAX_LINKS: usize = 256;
+
 /// One committed checkpoint, as named by the pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRef {
@@ -32,13 +38,30 @@ pub struct CheckpointRef {
     pub epoch: u64,
     /// When its barrier was taken (ms since the Unix epoch).
     pub created_ms: u64,
+    /// For pages of guest memory written over earlier checkpoints: the id
+    /// of the whole image their chain starts at. None: it restores alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_base: Option<u64>,
+}
+
+impl CheckpointRef {
+    /// The oldest checkpoint a restore from this one reads.
+    fn chain_start(&self) -> u64 {
+        self.image_base.unwrap_or(self.id)
+    }
 }
 
 /// The content of `jobs/<name>/checkpoint` in ZooKeeper.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pointer {
-    /// Committed checkpoints, newest first, at most [`RETAINED`].
+    /// Committed checkpoints, newest first: the newest [`RETAINED`], and
+    /// when those are all pages over one whole image, the newest whole one
+    /// before it, to fall back to if a link of their chain is lost.
     pub retained: Vec<CheckpointRef>,
+    /// Older checkpoints a retained one's pages are written over: kept,
+    /// never restored from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<CheckpointRef>,
 }
 
 impl Pointer {
@@ -68,9 +91,20 @@ impl Pointer {
     /// restore can pick one whose output the restored attempt has cut off
     /// the sink.
     pub fn restored_from(&self, index: usize) -> Pointer {
+        let retained = self.retained.get(index..).unwrap_or_default().to_vec();
         Pointer {
-            retained: self.retained.get(index..).unwrap_or_default().to_vec(),
+            links: Pointer::links_of(&retained, self.links.iter().copied()),
+            retained,
         }
+    }
+
+    /// Of `candidates`, the checkpoints that some of `retained` is written over.
+    fn links_of(retained: &[CheckpointRef], candidates: impl Iterator<Item = CheckpointRef>) -> Vec<CheckpointRef> {
+        let start = retained.iter().map(CheckpointRef::chain_start).min().unwrap_or(u64::MAX);
+        let newest = retained.first().map_or(0, |c| c.id);
+        candidates
+            .filter(|c| c.id >= start && c.id < newest && !retained.contains(c))
+            .collect()
     }
 
     /// The id of the checkpoint after every one this pointer has named.
@@ -79,11 +113,29 @@ impl Pointer {
     }
 
     /// The pointer after committing `newest`, and the checkpoints it drops.
+    ///
+    /// A chain's links are committed one after another (each checkpoint's
+    /// pages are written over the one committed before it), so everything
+    /// committed from the oldest retained chain's start on is needed.
     pub fn advance(&self, newest: CheckpointRef) -> (Pointer, Vec<CheckpointRef>) {
-        let mut retained = vec![newest];
-        retained.extend(self.retained.iter().copied());
-        let dropped = retained.split_off(RETAINED.min(retained.len()));
-        (Pointer { retained }, dropped)
+        let mut committed = vec![newest];
+        committed.extend(self.retained.iter().chain(&self.links).copied());
+        committed.sort_by_key(|c| std::cmp::Reverse(c.id));
+        committed.dedup();
+        let mut retained: Vec<CheckpointRef> = committed.iter().take(RETAINED).copied().collect();
+        // Chains with different starts share no link; if all the retained
+        // share one, losing it must leave something to restore.
+        let start = retained.iter().map(CheckpointRef::chain_start).min().unwrap_or(0);
+        if retained.iter().all(|c| c.chain_start() == start) && retained.iter().any(|c| c.image_base.is_some()) {
+            let fallback = committed.iter().find(|c| c.id < start && c.image_base.is_none());
+            retained.extend(fallback.copied());
+        }
+        let links = Pointer::links_of(&retained, committed.iter().copied());
+        let dropped = committed
+            .into_iter()
+            .filter(|c| !retained.contains(c) && !links.contains(c))
+            .collect();
+        (Pointer { retained, links }, dropped)
     }
 }
 
@@ -107,12 +159,30 @@ pub struct CheckpointMeta {
     pub dead_letter_offset: u64,
     /// sha256 of the guest snapshot.
     pub snapshot_sha256: String,
+    /// Set when the snapshot is pages of the guest's memory rather than
+    /// the SDK's serialized state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageMeta>,
     /// sha256 of the staged sink output.
     pub output_sha256: String,
     /// sha256 of the staged dead letters, when there are any (a checkpoint
     /// without has no such object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters_sha256: Option<String>,
+}
+
+/// What a checkpoint of guest memory pages is, beside `meta.json`'s other fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    /// The module whose memory it is: it restores into no other.
+    pub module_sha256: String,
+    /// The checkpoint its pages are written over; none: a whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<CheckpointRef>,
+    /// Checkpoints a restore from it reads, itself included.
+    pub links: u32,
+    /// Bytes of their snapshots, its own included.
+    pub chain_bytes: u64,
 }
 
 /// Where a source stands, just after the last record a snapshot includes:
@@ -283,8 +353,12 @@ pub enum CheckpointError {
 pub struct Checkpoint {
     /// Metadata.
     pub meta: CheckpointMeta,
-    /// The guest's snapshot.
+    /// The guest's snapshot: the SDK's serialized state, or with
+    /// `meta.image`, pages of its memory.
     pub snapshot: Bytes,
+    /// With `meta.image`, once read back for a restore: the guest's whole
+    /// memory ([`CheckpointStore::read_memory`]).
+    pub memory: Option<Bytes>,
     /// Output staged since the previous committed checkpoint, to be
     /// published once this checkpoint's pointer is committed.
     pub output: StagedOutput,
@@ -381,6 +455,7 @@ impl CheckpointStore {
         Ok(Checkpoint {
             meta,
             snapshot,
+            memory: None,
             output: StagedOutput { main, dead_letters },
         })
     }
@@ -395,6 +470,43 @@ impl CheckpointStore {
             });
         }
         Ok(bytes)
+    }
+
+    /// The guest memory a checkpoint of pages stands for: its chain read
+    /// back, whole image first, each link's checksum verified. A missing
+    /// or corrupt link makes the whole checkpoint corrupt, so a restore
+    /// falls back as it would for the checkpoint itself.
+    pub async fn read_memory(&self, checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
+        let mut chain = vec![(checkpoint.meta.clone(), checkpoint.snapshot.clone())];
+        while let Some(over) = chain.last().and_then(|(meta, _)| meta.image.as_ref()?.over) {
+            let newer = &chain.last().expect("not empty").0;
+            if over.id >= newer.checkpoint.id || chain.len() > MAX_LINKS {
+                return Err(CheckpointError::Corrupt {
+                    what: format!("{}/meta.json", self.dir(newer.checkpoint)),
+                    reason: format!("its chain of images does not lead back to a whole one (over {})", over.id),
+                });
+            }
+            let link = self.read(over).await?;
+            chain.push((link.meta, link.snapshot));
+        }
+        let dirs: Vec<String> = chain.iter().map(|(meta, _)| self.dir(meta.checkpoint)).collect();
+        // Hundreds of MiB to decode and copy: not on an async thread.
+        tokio::task::spawn_blocking(move || {
+            let mut memory = Vec::new();
+            for ((_, snapshot), dir) in chain.iter().zip(dirs).rev() {
+                let pages = image::Pages::decode(snapshot).map_err(|reason| CheckpointError::Corrupt {
+                    what: format!("{dir}/snapshot"),
+                    reason,
+                })?;
+                pages.apply(&mut memory);
+            }
+            Ok(memory)
+        })
+        .await
+        .map_err(|e| CheckpointError::Corrupt {
+            what: "the memory image".into(),
+            reason: format!("rebuilding it failed: {e}"),
+        })?
     }
 
     /// Deletes a checkpoint that the pointer no longer names.
@@ -413,6 +525,7 @@ pub(crate) mod tests {
             id,
             epoch: 1,
             created_ms: 0,
+            image_base: None,
         }
     }
 
@@ -433,10 +546,12 @@ pub(crate) mod tests {
                 sink_offset: 0,
                 dead_letter_offset: id,
                 snapshot_sha256: sha256_hex(&snapshot),
+                image: None,
                 output_sha256: sha256_hex(&output),
                 dead_letters_sha256: (id % 2 == 1).then(|| sha256_hex(&dead_letters)),
             },
             snapshot,
+            memory: None,
             output: StagedOutput {
                 main: output,
                 dead_letters,
@@ -453,8 +568,8 @@ pub(crate) mod tests {
 
         #[test]
         fn pointers_round_trip(ids in proptest::collection::vec(proptest::prelude::any::<(u64, u64, u64)>(), 0..5)) {
-            let retained = ids.into_iter().map(|(id, epoch, created_ms)| CheckpointRef { id, epoch, created_ms }).collect();
-            let pointer = Pointer { retained };
+            let retained = ids.into_iter().map(|(id, epoch, created_ms)| CheckpointRef { id, epoch, created_ms, image_base: None }).collect();
+            let pointer = Pointer { retained, links: Vec::new() };
             proptest::prop_assert_eq!(Pointer::decode(&pointer.encode()).unwrap(), pointer);
         }
     }

@@ -17,7 +17,7 @@ use crate::runtime::{GuestError, Limits, Runtime};
 use crate::savepoint::Manifest;
 use crate::spec::{
     parse_config_pair, validate_job_name, Cidr, Desired, DirGrant, Grants, JobSpec, JobState, JobStatus, Lineage,
-    OnError, RestartStrategy, SinkSpec, SourceSpec, WatermarkSpec,
+    OnError, RestartStrategy, SinkSpec, SourceSpec, StateFormat, WatermarkSpec,
 };
 use crate::storage::{sha256_hex, Storage};
 
@@ -50,6 +50,13 @@ pub struct DeployArgs {
     /// Cap on the job's memory, in MiB.
     #[arg(long, default_value_t = 64)]
     memory_limit: u64,
+    /// What checkpoints keep of the job: `serialized`, the state the SDK
+    /// serializes, whole each time; or `memory`, the pages of its memory
+    /// written since the last checkpoint (a checkpoint costs what changed;
+    /// it restores into the same module only, and a savepoint still needs
+    /// the serialized state: take one with `weir cancel --savepoint`).
+    #[arg(long, value_enum, default_value_t = StateFormat::Serialized)]
+    checkpoint_state: StateFormat,
     /// Cap on the CPU time of one guest call, e.g. `5s`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
@@ -207,6 +214,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         on_error,
         watermark: args.watermark,
         grants,
+        state: args.checkpoint_state,
         parallelism,
         from_savepoint: savepoint.as_ref().map(|s| s.dir.clone()),
         lineage: savepoint.as_ref().map(|s| s.manifest.lineage.clone()),

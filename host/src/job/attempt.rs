@@ -10,7 +10,8 @@ use super::executor::BatchLoop;
 use super::runner::{Barrier, RunEnd};
 use super::{stop_requested, Control, ControlReceiver, JobEnd, Task, WorkerContext};
 use crate::checkpoint::SinkPositions;
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Pointer};
+use crate::checkpoint::image::ChainEnd;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointRef, CheckpointStore, Pointer};
 use crate::connectors::Outputs;
 use crate::coord::FencedOp;
 use crate::regroup::TaskStart;
@@ -51,6 +52,7 @@ pub async fn run(
     let Some(Started {
         pointer,
         version,
+        image,
         restored_at,
         checkpoints,
         position,
@@ -74,6 +76,7 @@ pub async fn run(
         next_id: pointer.next_id(),
         pointer: pointer.restored_from(restored_at),
         version,
+        image,
     };
     let mut committer = Committer::new(ctx, task, checkpoints, pointer, sink, position);
     let mut commit_error = None;
@@ -157,6 +160,8 @@ fn outputs_of(ctx: &WorkerContext, task: &Task, index: u32) -> Outputs {
 struct Started {
     pointer: Pointer,
     version: i32,
+    /// The restored checkpoint's chain, if it is a memory image.
+    image: Option<ChainEnd>,
     restored_at: usize,
     checkpoints: CheckpointStore,
     position: SinkPositions,
@@ -233,6 +238,7 @@ async fn start(ctx: &WorkerContext, task: &Task, restarts: u32, sink: &mut Outpu
     Ok(Started {
         pointer,
         version,
+        image: restored.as_ref().and_then(|c| ChainEnd::of(&c.meta)),
         restored_at,
         checkpoints,
         position,
@@ -256,6 +262,16 @@ async fn from_savepoint(ctx: &WorkerContext, task: &Task) -> Result<Option<TaskS
     Ok(Some(checkpoint))
 }
 
+/// A checkpoint read back, and if it is pages of guest memory, the
+/// memory its chain stands for.
+async fn read_whole(store: &CheckpointStore, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
+    let mut checkpoint = store.read(c).await?;
+    if checkpoint.meta.image.is_some() {
+        checkpoint.memory = Some(store.read_memory(&checkpoint).await?.into());
+    }
+    Ok(checkpoint)
+}
+
 /// The newest retained checkpoint that reads back whole, and its place in
 /// the pointer, warning about each one skipped. Only a checkpoint that is
 /// missing or corrupt is skipped: one the storage dir failed to serve may
@@ -269,7 +285,7 @@ async fn restore_point(
 ) -> Result<Option<(usize, Checkpoint)>, AttemptError> {
     let mut problems = Vec::new();
     for (index, c) in pointer.retained.iter().enumerate() {
-        match store.read(*c).await {
+        match read_whole(store, *c).await {
             Ok(checkpoint) => return Ok(Some((index, checkpoint))),
             Err(e @ (CheckpointError::Storage(StorageError::Store { .. }) | CheckpointError::Timeout { .. })) => {
                 return Err(failed(

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::error::AttemptError;
-use super::runner::{Barrier, RecordCounts};
+use super::error::failed;
+use super::runner::{Barrier, GuestSnapshot, RecordCounts};
 use super::{Task, WorkerContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
+use crate::checkpoint::image::{Chain, ChainEnd, NextImage, Pages};
 use crate::checkpoint::{
-    upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes, Pointer, SinkPositions,
+    upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes, ImageMeta, Pointer,
+    SinkPositions,
     SourcePosition, StagedOutput,
 };
 use crate::clock::now_ms;
@@ -46,6 +49,9 @@ pub struct PointerAt {
     pub next_id: u64,
     /// The znode version it was read or written at: the next write expects it.
     pub version: i32,
+    /// The restored checkpoint's chain, if it is a memory image: the next
+    /// checkpoint's pages are written over it.
+    pub image: Option<ChainEnd>,
 }
 
 /// The commit side of one attempt.
@@ -65,9 +71,14 @@ pub struct Committer<'a> {
     /// What records went through in the barriers staged: counted in the
     /// metrics once they commit.
     counts: RecordCounts,
-    /// The snapshot, source offset and event times of the barrier being
-    /// committed.
-    barrier: Option<(Bytes, SourcePosition, EventTimes)>,
+    /// The source offset and event times of the barrier being committed,
+    /// and its snapshot if the SDK's (else its pages are in `images`).
+    barrier: Option<(Option<Bytes>, SourcePosition, EventTimes)>,
+    /// The guest memory's pages not yet committed, and the chain of images
+    /// they go over.
+    images: Chain,
+    /// The chain the checkpoint being committed ends, if it is an image.
+    uploaded_image: Option<ChainEnd>,
     /// The source position and lag of the checkpoint being committed: the
     /// consumer group and the lag metric get them once it is published.
     uploaded_source: (SourcePosition, BTreeMap<u32, i64>),
@@ -119,6 +130,8 @@ impl<'a> Committer<'a> {
             staged_dead_letters: Vec::new(),
             counts: RecordCounts::default(),
             barrier: None,
+            images: Chain::after(pointer.image),
+            uploaded_image: None,
             uploaded_source: Default::default(),
             source_lag: BTreeMap::new(),
             group: group_offsets(&spec.source),
@@ -138,11 +151,17 @@ impl<'a> Committer<'a> {
         self.staged.extend_from_slice(&barrier.output);
         self.staged_dead_letters.extend_from_slice(&barrier.dead_letters);
         self.counts += barrier.counts;
-        self.barrier = Some((
-            Bytes::from(barrier.snapshot),
-            barrier.source_position,
-            barrier.event_times,
-        ));
+        let snapshot = match barrier.state {
+            GuestSnapshot::Serialized(snapshot) => {
+                self.images.serialized();
+                Some(Bytes::from(snapshot))
+            }
+            GuestSnapshot::Pages { pages, whole } => {
+                self.images.add(pages, whole);
+                None
+            }
+        };
+        self.barrier = Some((snapshot, barrier.source_position, barrier.event_times));
         self.barrier_taken = barrier.taken;
         self.source_lag = barrier.source_lag;
         let mut actions = VecDeque::from(self.state.step(CommitEvent::Barrier {
@@ -201,6 +220,16 @@ impl<'a> Committer<'a> {
             } => {
                 let (snapshot, source_position, event_times) =
                     self.barrier.take().expect("an upload follows its barrier");
+                let (snapshot, image) = match snapshot {
+                    Some(snapshot) => (snapshot, None),
+                    None => {
+                        let next = self.images.next().expect("a barrier brings a snapshot or pages");
+                        let (snapshot, image) = self.image(next).await?;
+                        (snapshot, Some(image))
+                    }
+                };
+                let image_base = image.as_ref().and_then(|i| i.over).map(|o| o.image_base.unwrap_or(o.id));
+                let checkpoint = CheckpointRef { image_base, ..checkpoint };
                 self.uploaded_source = (source_position.clone(), std::mem::take(&mut self.source_lag));
                 let output = StagedOutput {
                     main: Bytes::copy_from_slice(&self.staged[..output_len.main as usize]),
@@ -220,12 +249,15 @@ impl<'a> Committer<'a> {
                         sink_offset: sink_offset.main,
                         dead_letter_offset: sink_offset.dead_letters,
                         snapshot_sha256: sha256_hex_of(snapshot.clone()).await,
+                        image,
                         output_sha256: sha256_hex_of(output.main.clone()).await,
                         dead_letters_sha256,
                     },
                     snapshot,
+                    memory: None,
                     output,
                 };
+                self.uploaded_image = ChainEnd::of(&checkpoint.meta);
                 let output_len = checkpoint.output.len();
                 self.checkpoint_bytes = checkpoint.snapshot.len() as u64 + output_len.main + output_len.dead_letters;
                 self.uploaded = Some(Uploaded {
@@ -235,8 +267,9 @@ impl<'a> Committer<'a> {
                     pointer_written: false,
                 });
                 Ok(Some(match self.store.write(&checkpoint, self.upload_deadline).await {
-                    Ok(()) => CommitEvent::Uploaded,
+                    Ok(()) => CommitEvent::Uploaded { image_base },
                     Err(e) => {
+                        self.images.failed();
                         tracing::warn!(
                             job = %self.job,
                             checkpoint = checkpoint.meta.checkpoint.id,
@@ -257,6 +290,7 @@ impl<'a> Committer<'a> {
                     .await;
                 match written {
                     Ok(version) => {
+                        self.images.committed(self.uploaded_image.take());
                         if let Some(uploaded) = &mut self.uploaded {
                             uploaded.pointer_written = true;
                         }
@@ -322,6 +356,42 @@ impl<'a> Committer<'a> {
             }
             CommitAction::EndAttempt => Ok(None),
         }
+    }
+}
+
+impl Committer<'_> {
+    /// The snapshot object and meta of the next image. Compacting reads
+    /// the chain back; a chain that cannot be read ends the attempt (the
+    /// restore then falls back past it, and the next attempt's first
+    /// image is whole).
+    async fn image(&mut self, next: NextImage) -> Result<(Bytes, ImageMeta), AttemptError> {
+        let (snapshot, over) = match next {
+            NextImage::Whole(pages) => (pages.encode(), None),
+            NextImage::Over { over, pages } => (pages.encode(), Some(over)),
+            NextImage::Compact { over, pages } => {
+                let end = self.store.read(over.checkpoint).await;
+                let memory = match end {
+                    Ok(end) => self.store.read_memory(&end).await,
+                    Err(e) => Err(e),
+                };
+                let memory = memory.map_err(|e| {
+                    failed(anyhow::Error::new(e).context(format!(
+                        "compacting the memory images up to checkpoint {}",
+                        over.checkpoint.id
+                    )))
+                })?;
+                let whole = tokio::task::spawn_blocking(move || {
+                    let mut memory = memory;
+                    pages.apply(&mut memory);
+                    Pages::whole(&memory).encode()
+                })
+                .await
+                .map_err(|e| failed(anyhow::anyhow!("compacting the memory images: {e}")))?;
+                (whole, None)
+            }
+        };
+        let meta = ImageMeta::over(&self.task.spec.module_sha256, over, snapshot.len() as u64);
+        Ok((Bytes::from(snapshot), meta))
     }
 }
 

@@ -16,7 +16,7 @@ use super::ControlReceiver;
 use crate::checkpoint::{Checkpoint, EventTimes, SourcePosition};
 use crate::connectors::{open_sink, open_source, OutputFormat, Sink, SinkOwner, TableShape};
 use crate::runtime::{Instance, Limits, Runtime};
-use crate::spec::{JobSpec, Share, SinkSpec};
+use crate::spec::{JobSpec, Share, SinkSpec, StateFormat};
 use crate::storage::Storage;
 
 /// How the batch loop ended, sent once it has.
@@ -115,7 +115,8 @@ impl Executor for WasmExecutor {
             runtime: self.runtime.clone(),
             spec: spec.clone(),
             share,
-            snapshot: restored.map(|c| c.snapshot.clone()),
+            snapshot: restored.filter(|c| c.meta.image.is_none()).map(|c| c.snapshot.clone()),
+            memory: restored.and_then(|c| c.memory.clone()),
             position: restored.map(|c| c.meta.source_position()),
             event_times: restored.map(|c| c.meta.event_times.clone()).unwrap_or_default(),
             table,
@@ -149,6 +150,8 @@ struct JobThread {
     spec: JobSpec,
     share: Share,
     snapshot: Option<bytes::Bytes>,
+    /// The guest memory its checkpoint holds instead, if it is an image.
+    memory: Option<bytes::Bytes>,
     /// Where its checkpoint left the source (none: a fresh start).
     position: Option<SourcePosition>,
     event_times: EventTimes,
@@ -249,14 +252,30 @@ impl JobThread {
             memory_bytes: spec.memory_limit,
             call_timeout: spec.call_timeout,
         };
+        let memory_len = self.memory.as_ref().map_or(0, |m| m.len());
+        if memory_len as u64 > spec.memory_limit {
+            anyhow::bail!(
+                "the checkpoint's memory image is {memory_len} bytes, past the job's memory limit of {} bytes",
+                spec.memory_limit
+            );
+        }
         let mut instance = self
             .runtime
-            .instantiate(&spec.module_sha256, &spec.name, limits, &spec.grants)
+            .instantiate(&spec.module_sha256, &spec.name, limits, &spec.grants, memory_len)
             .await?;
-        if let Some(snapshot) = &self.snapshot {
+        if let Some(memory) = &self.memory {
+            instance
+                .restore_memory(memory)
+                .context("restoring the checkpoint's memory image")?;
+        } else if let Some(snapshot) = &self.snapshot {
             instance.restore(snapshot).await?;
         }
         instance.init(&spec.config).await?;
+        if spec.state == StateFormat::Memory && !instance.tracks_memory() {
+            if let Err(e) = instance.track_memory() {
+                tracing::warn!(job = %spec.name, "checkpoints keep the SDK's snapshot: {e}");
+            }
+        }
         Ok(instance)
     }
 }

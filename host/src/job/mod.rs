@@ -19,7 +19,7 @@ pub use control::{Control, ControlReceiver, ControlSender};
 pub use error::AttemptError;
 pub use executor::{BatchLoop, Executor, LoopEnded, WasmExecutor};
 pub use group_commit::GroupCommit;
-pub use runner::{Barrier, RunEnd, MAX_BATCH};
+pub use runner::{Barrier, GuestSnapshot, RunEnd, MAX_BATCH};
 
 use std::sync::Arc;
 use std::time::Duration;

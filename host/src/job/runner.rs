@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::watermark::Watermark;
 use super::{Control, ControlReceiver};
+use crate::checkpoint::image::Pages;
 use crate::checkpoint::{EventTimes, SourcePosition};
 use crate::connectors::{OutputFormat, Source, TableShape, Unfit};
 use crate::runtime::Instance;
@@ -25,10 +26,24 @@ use crate::wit::{batch_len, Batch, Rejection, Texts};
 /// gained as much).
 pub const MAX_BATCH: usize = 4096;
 
+/// The guest's state at a barrier.
+pub enum GuestSnapshot {
+    /// What the SDK serialized.
+    Serialized(Vec<u8>),
+    /// The pages of its memory written since the barrier before, or all
+    /// of them (`whole`) when there is no image to write them over.
+    Pages {
+        /// The pages.
+        pages: Pages,
+        /// Whether they need no image under them.
+        whole: bool,
+    },
+}
+
 /// What a barrier hands the committer.
 pub struct Barrier {
     /// The guest's state after the last batch before the barrier.
-    pub snapshot: Vec<u8>,
+    pub state: GuestSnapshot,
     /// The source position matching that state.
     pub source_position: SourcePosition,
     /// How far each source partition's end was past it, where known.
@@ -90,6 +105,8 @@ pub async fn run(
     let mut wake_at = Some(0);
     // The watermark the job was last given.
     let mut given = None;
+    // Whether a barrier found the guest's memory could not be its image.
+    let mut image_refused = false;
     loop {
         let now_control = control.get();
         match now_control {
@@ -99,7 +116,11 @@ pub async fn run(
                 continue;
             }
             Control::Finish => {
+                // The final checkpoint is what a savepoint or an upgrade
+                // takes: the SDK's portable state, never an image.
+                image_refused = true;
                 barrier(
+                    &mut image_refused,
                     &mut instance,
                     source.as_ref(),
                     watermark.as_ref(),
@@ -151,6 +172,7 @@ pub async fn run(
         }
         if Instant::now() >= next_barrier {
             if !barrier(
+                &mut image_refused,
                 &mut instance,
                 source.as_ref(),
                 watermark.as_ref(),
@@ -329,7 +351,10 @@ impl Staged {
 }
 
 /// Takes a barrier and hands it on; false when the committer has gone.
+/// The guest's state is its memory's pages if it tracks them and can,
+/// else the SDK's snapshot (the first refusal, `refused`, is logged).
 async fn barrier(
+    refused: &mut bool,
     instance: &mut Instance,
     source: &dyn Source,
     watermark: Option<&Watermark>,
@@ -337,10 +362,25 @@ async fn barrier(
     barriers: &mpsc::Sender<Barrier>,
 ) -> anyhow::Result<bool> {
     let (created_ms, taken) = (crate::clock::now_ms(), tokio::time::Instant::now());
-    let snapshot = instance.snapshot().await?;
+    let image = match instance.tracks_memory() {
+        true if *refused => None,
+        true => match instance.image() {
+            Ok(image) => Some(image),
+            Err(e) => {
+                tracing::warn!("this checkpoint and later ones keep the SDK's snapshot: {e}");
+                *refused = true;
+                None
+            }
+        },
+        false => None,
+    };
+    let state = match image {
+        Some((pages, whole)) => GuestSnapshot::Pages { pages, whole },
+        None => GuestSnapshot::Serialized(instance.snapshot().await?),
+    };
     let staged = staged.take();
     let barrier = Barrier {
-        snapshot,
+        state,
         source_position: source.position(),
         source_lag: source.lag(),
         event_times: watermark.map(Watermark::event_times).unwrap_or_default(),

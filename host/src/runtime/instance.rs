@@ -1,13 +1,16 @@
 //! One running guest: its store, its limits, and calls that turn every
 //! guest failure into a [`GuestError`] naming the cause.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::memory::{self, MemoryView, Tracker};
 use super::{Cause, EPOCH_TICK};
+use crate::checkpoint::image::Pages;
 use crate::spec::Grants;
 use crate::wit::bindings::weir::job::{host, types};
 use crate::wit::bindings::{Job, JobPre};
@@ -149,9 +152,40 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
 
 /// A live guest instance of one job.
 pub struct Instance {
+    /// Finds the pages written between checkpoints, once asked to; it
+    /// reads the store's memory, so it goes first.
+    tracker: Option<Tracker>,
+    /// Whether the tracker's protection stands for an image already taken
+    /// (or restored): until then the next image is whole.
+    tracked_since_image: bool,
+    memories: Vec<Arc<MemoryView>>,
     store: Store<GuestState>,
     job: Job,
     limits: Limits,
+}
+
+/// Why a guest's state cannot be checkpointed as its memory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The module has no memory of its own, or more than one.
+    #[error("the job has {0} linear memories (memory checkpoints need exactly one)")]
+    Memories(usize),
+    /// The guest holds host resources (an open file, a stream) between calls,
+    /// which a memory image cannot bring back.
+    #[error("the job holds WASI resources (an open file or stream) between calls, which a memory image cannot restore")]
+    Resources,
+    /// The kernel does not track writes for us.
+    #[error("cannot track the job's memory writes: {0}")]
+    Tracking(#[source] std::io::Error),
+    /// A restored image is larger than the memory could be made.
+    #[error("the restored memory image is {image} bytes, the job's memory {memory} bytes")]
+    Size {
+        /// The image's length.
+        image: usize,
+        /// The memory's.
+        memory: usize,
+    },
 }
 
 impl Instance {
@@ -161,6 +195,7 @@ impl Instance {
         job: &str,
         limits: Limits,
         grants: &Grants,
+        memory_len: usize,
     ) -> Result<Instance, GuestError> {
         let state = GuestState {
             wasi: super::sandbox::wasi_ctx(grants)?,
@@ -177,7 +212,15 @@ impl Instance {
         // the default cap on what one call hands the host (128 MiB) is not.
         store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let job = match pre.instantiate_async(&mut store).await {
+        // The memories this instantiation makes are this instance's, each
+        // made at least `memory_len` bytes (a restored image's length).
+        let mut memories = Vec::new();
+        let instantiated = {
+            let mut instantiating = std::pin::pin!(pre.instantiate_async(&mut store));
+            std::future::poll_fn(|cx| memory::creating(memory_len, &mut memories, || std::future::Future::poll(instantiating.as_mut(), cx)))
+                .await
+        };
+        let job = match instantiated {
             Ok(job) => job,
             Err(_) if store.data().limiter.hit => {
                 return Err(GuestError::MemoryLimit {
@@ -187,7 +230,78 @@ impl Instance {
             }
             Err(e) => return Err(GuestError::Instantiate(e.into())),
         };
-        Ok(Instance { store, job, limits })
+        Ok(Instance {
+            tracker: None,
+            tracked_since_image: false,
+            memories,
+            store,
+            job,
+            limits,
+        })
+    }
+
+    /// The guest's one linear memory.
+    fn memory(&self) -> Result<&Arc<MemoryView>, ImageError> {
+        match &self.memories[..] {
+            [memory] => Ok(memory),
+            other => Err(ImageError::Memories(other.len())),
+        }
+    }
+
+    /// Whether [`Instance::image`] can be asked for.
+    pub fn tracks_memory(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    /// Starts tracking the pages the guest writes, for [`Instance::image`].
+    pub fn track_memory(&mut self) -> Result<(), ImageError> {
+        let tracker = Tracker::new(self.memory()?.clone()).map_err(ImageError::Tracking)?;
+        self.tracker = Some(tracker);
+        Ok(())
+    }
+
+    /// Overwrites the guest's memory with a restored `image` (taken of
+    /// this module, after its `init`), so that the guest carries on as it
+    /// was; pages are tracked from here on. Call before any other export.
+    pub fn restore_memory(&mut self, image: &[u8]) -> Result<(), ImageError> {
+        let memory = self.memory()?;
+        if image.len() > memory.len() {
+            return Err(ImageError::Size {
+                image: image.len(),
+                memory: memory.len(),
+            });
+        }
+        // SAFETY: between calls, with the store alive; nothing else reads the memory.
+        let bytes = unsafe { memory.bytes_mut() };
+        bytes[..image.len()].copy_from_slice(image);
+        bytes[image.len()..].fill(0);
+        self.track_memory()?;
+        self.tracked_since_image = true;
+        Ok(())
+    }
+
+    /// The pages of the guest's memory written since the last image, or
+    /// all of them (true) when there is none to write them over. Refused
+    /// while the guest holds host resources.
+    pub fn image(&mut self) -> Result<(Pages, bool), ImageError> {
+        if !self.store.data().table.is_empty() {
+            // The image after this barrier's snapshot has nothing under it.
+            self.tracked_since_image = false;
+            return Err(ImageError::Resources);
+        }
+        let memory = self.memory()?.clone();
+        let tracker = self
+            .tracker
+            .as_mut()
+            .ok_or_else(|| ImageError::Tracking(std::io::Error::other("not asked to track them")))?;
+        let written = tracker.written().map_err(ImageError::Tracking)?;
+        // SAFETY: between calls, with the store alive.
+        let bytes = unsafe { memory.bytes() };
+        let whole = !std::mem::replace(&mut self.tracked_since_image, true);
+        Ok(match whole {
+            true => (Pages::whole(bytes), true),
+            false => (Pages::copy(bytes, written), false),
+        })
     }
 
     /// Runs one export, arming its CPU deadline first.

@@ -4,6 +4,7 @@
 //! it can never take the supervisor or another job down.
 
 mod instance;
+mod memory;
 mod sandbox;
 mod validate;
 
@@ -17,7 +18,8 @@ use wasmtime::{Config, Engine, OptLevel};
 use crate::spec::Grants;
 use crate::wit::bindings;
 
-pub use instance::{GuestError, Instance, Limits};
+pub use instance::{GuestError, ImageError, Instance, Limits};
+pub use memory::PAGE;
 pub use validate::{validate_component, Cause, ModuleError};
 
 /// A module that passed [`Runtime::check`].
@@ -55,6 +57,10 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(opt_level);
+        // Memories weir maps itself, so a checkpoint can copy the pages a
+        // job wrote; wasmtime's copy-on-write images need its own.
+        config.with_host_memory(Arc::new(memory::HostMemories));
+        config.memory_init_cow(false);
         // Lets `perf` name guest functions (writes /tmp/perf-<pid>.map).
         if std::env::var_os("WEIR_PERF_MAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -111,7 +117,7 @@ impl Runtime {
         limits: Limits,
         grants: &Grants,
     ) -> Result<(), GuestError> {
-        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants)
+        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants, 0)
             .await
             .map(drop)
     }
@@ -152,6 +158,7 @@ impl Runtime {
         job: &str,
         limits: Limits,
         grants: &Grants,
+        memory_len: usize,
     ) -> Result<Instance, GuestError> {
         let pre = self
             .compiled
@@ -162,6 +169,6 @@ impl Runtime {
             .ok_or_else(|| GuestError::NotCompiled {
                 sha256: sha256.to_string(),
             })?;
-        Instance::new(&self.engine, &pre, job, limits, grants).await
+        Instance::new(&self.engine, &pre, job, limits, grants, memory_len).await
     }
 }

@@ -17,7 +17,9 @@ use super::kafka::SimKafkaSink;
 use super::world::World;
 use crate::checkpoint::Checkpoint;
 use crate::connectors::{Sink, SinkOwner, TableShape};
-use crate::job::{AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, LoopEnded, RunEnd};
+use crate::job::{
+    AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, GuestSnapshot, LoopEnded, RunEnd,
+};
 use crate::spec::{JobSpec, JobState, JobStatus, Share, SinkSpec};
 
 /// How long a supervisor may let its jobs run on after its connection
@@ -220,7 +222,7 @@ impl SimLoop {
     fn barrier(&self, staged: &mut (Vec<u8>, Vec<u8>)) -> Barrier {
         let (output, dead_letters) = std::mem::take(staged);
         Barrier {
-            snapshot: self.next.to_le_bytes().to_vec(),
+            state: GuestSnapshot::Serialized(self.next.to_le_bytes().to_vec()),
             source_position: crate::checkpoint::SourcePosition::at(self.next),
             source_lag: Default::default(),
             event_times: Default::default(),

@@ -86,6 +86,9 @@ pub struct JobSpec {
     /// What the guest's sandbox lets it reach: nothing unless granted here.
     #[serde(default)]
     pub grants: Grants,
+    /// What its checkpoints keep of the guest (`--checkpoint-state`).
+    #[serde(default, skip_serializing_if = "StateFormat::is_serialized")]
+    pub state: StateFormat,
     /// How many tasks run the job (`--parallelism`), each with its own
     /// state, checkpoints and share of the source.
     #[serde(default = "one_task")]
@@ -102,6 +105,27 @@ pub struct JobSpec {
     pub desired: Desired,
     /// When it was deployed (ms since the Unix epoch).
     pub created_ms: u64,
+}
+
+/// What a job's checkpoints keep of its guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFormat {
+    /// The state the SDK serializes (the job's `snapshot`), whole at every
+    /// checkpoint: another build of the job can read it.
+    #[default]
+    Serialized,
+    /// The pages of the guest's memory written since the checkpoint
+    /// before, over a chain back to a whole image: a checkpoint costs what
+    /// changed, and restores into the same module only (a savepoint, an
+    /// upgrade and a job's final checkpoint still take the SDK's state).
+    Memory,
+}
+
+impl StateFormat {
+    fn is_serialized(&self) -> bool {
+        *self == StateFormat::Serialized
+    }
 }
 
 fn one_task() -> u32 {
@@ -268,6 +292,7 @@ pub fn test_spec(name: &str, parallelism: u32) -> JobSpec {
         on_error: OnError::default(),
         watermark: None,
         grants: Default::default(),
+        state: Default::default(),
         parallelism,
         from_savepoint: None,
         lineage: None,
