@@ -10,11 +10,13 @@
 //! not an image of the engine, so another build of the job can read it.
 //! The manifest is written last: a savepoint without one does not exist.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointRef, CheckpointStore};
 use crate::regroup::{self, TaskStart};
-use crate::spec::{Lineage, Share};
+use crate::runtime::{GuestError, ImageError, Limits, ModuleError, Runtime};
+use crate::spec::{JobSpec, Lineage, Share};
 use crate::storage::{Storage, StorageError};
 
 /// Where savepoints live in a storage dir.
@@ -91,13 +93,11 @@ pub enum SavepointError {
         /// How many tasks the job runs.
         tasks: u32,
     },
-    /// A task's newest checkpoint is an image of its memory, which no
-    /// other module can read: a savepoint needs the SDK's state.
+    /// A task's newest checkpoint is an image of its memory, and it could
+    /// not be turned into the SDK's state a savepoint keeps.
     #[error(
-        "task {task}'s newest checkpoint ({checkpoint}) is an image of the job's memory (--checkpoint-state memory), \
-         which only the same module can restore; take the savepoint as the job stops, whose final checkpoint keeps \
-         the SDK's state: `weir cancel {} --savepoint` (or `weir upgrade`)",
-        dir.split('/').nth(1).unwrap_or("JOB")
+        "savepoint {dir}, task {task}: checkpoint {checkpoint} is an image of the job's memory \
+         (--checkpoint-state memory) and could not be turned into the job's serialized state: {reason}"
     )]
     Image {
         /// The savepoint's directory.
@@ -106,6 +106,8 @@ pub enum SavepointError {
         task: usize,
         /// Its checkpoint.
         checkpoint: u64,
+        /// Why not.
+        reason: String,
     },
     /// The storage dir failed.
     #[error(transparent)]
@@ -142,28 +144,121 @@ fn task_store(storage: &Storage, dir: &str, task: usize) -> CheckpointStore {
     CheckpointStore::at(storage.clone(), format!("{dir}/{task}"))
 }
 
+/// Turns a checkpoint of a job's memory into the SDK's state, as a
+/// savepoint keeps it: the job's own module, its memory restored from the
+/// image, asked for its `snapshot`.
+pub struct Portable {
+    runtime: Runtime,
+    spec: JobSpec,
+}
+
+impl Portable {
+    /// Compiles job `spec`'s module, read from `storage`.
+    pub async fn new(storage: &Storage, spec: &JobSpec) -> Result<Portable, PortableError> {
+        let module = storage.get(&Storage::module_path(&spec.module_sha256)).await?;
+        let runtime = Runtime::new()?;
+        runtime.prepare(&spec.module_sha256, &module)?;
+        Ok(Portable {
+            runtime,
+            spec: spec.clone(),
+        })
+    }
+
+    /// The checkpoint with the SDK's state in place of its memory image.
+    async fn serialized(
+        &self,
+        mut checkpoint: Checkpoint,
+        from: &CheckpointStore,
+    ) -> Result<Checkpoint, PortableError> {
+        let memory = from.read_memory(&checkpoint).await?;
+        let limits = Limits {
+            memory_bytes: self.spec.memory_limit.max(memory.len() as u64),
+            call_timeout: self.spec.call_timeout,
+        };
+        // No grants: a memory image is taken only while the guest holds no
+        // host resources, and its `snapshot` reaches for none.
+        let mut instance = self
+            .runtime
+            .instantiate(
+                &self.spec.module_sha256,
+                &self.spec.name,
+                limits,
+                &Default::default(),
+                memory.len(),
+            )
+            .await?;
+        instance.restore_memory(&memory)?;
+        let snapshot = Bytes::from(instance.snapshot().await?);
+        checkpoint.meta.snapshot_sha256 = crate::storage::sha256_hex(&snapshot);
+        checkpoint.meta.image = None;
+        checkpoint.meta.checkpoint.image_base = None;
+        checkpoint.snapshot = snapshot;
+        Ok(checkpoint)
+    }
+}
+
+/// Why a memory image could not be turned into the SDK's state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortableError {
+    /// The module or the image could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The image's chain could not be read back.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The module does not compile here.
+    #[error("the job's module: {0}")]
+    Module(#[from] ModuleError),
+    /// The guest failed to start from the image or to take its snapshot.
+    #[error("the job, restored from its memory image: {0}")]
+    Guest(#[from] GuestError),
+    /// The image does not fit the guest.
+    #[error("the job, restored from its memory image: {0}")]
+    Image(#[from] ImageError),
+}
+
 /// Copies `checkpoint`, read from `from`, into the savepoint at `dir` as
-/// task `task`'s, create-only. Objects an earlier try left there are kept
-/// if they hold the same bytes, so an interrupted import can be run again.
+/// task `task`'s, create-only; an image of the job's memory is kept as the
+/// SDK's state, which `portable` makes. Objects an earlier try left there
+/// are kept if they hold the same bytes, so an interrupted import can be
+/// run again.
 pub async fn copy_task(
     from: &CheckpointStore,
     checkpoint: CheckpointRef,
     to: &Storage,
     dir: &str,
     task: usize,
+    portable: Option<&Portable>,
 ) -> Result<(), SavepointError> {
     let wrap = |source| SavepointError::Task {
         dir: dir.to_string(),
         task,
         source,
     };
-    let read = from.read(checkpoint).await.map_err(wrap)?;
+    let mut read = from.read(checkpoint).await.map_err(wrap)?;
     if read.meta.image.is_some() {
-        return Err(SavepointError::Image {
-            dir: dir.to_string(),
-            task,
-            checkpoint: checkpoint.id,
-        });
+        let Some(portable) = portable else {
+            return Err(SavepointError::Image {
+                dir: dir.to_string(),
+                task,
+                checkpoint: checkpoint.id,
+                reason: "nothing here can run the job".into(),
+            });
+        };
+        read = match portable.serialized(read, from).await {
+            Ok(read) => read,
+            // Retired under the copy: the caller takes the newer one.
+            Err(PortableError::Checkpoint(source)) => return Err(wrap(source)),
+            Err(e) => {
+                return Err(SavepointError::Image {
+                    dir: dir.to_string(),
+                    task,
+                    checkpoint: checkpoint.id,
+                    reason: e.to_string(),
+                })
+            }
+        };
     }
     task_store(to, dir, task)
         .write_again(&read, std::time::Duration::from_secs(300))
@@ -201,7 +296,7 @@ pub async fn carry_task(
             reason: format!("it has {} tasks, not a task {task}", manifest.tasks.len()),
         });
     };
-    copy_task(&task_store(from, savepoint, task), checkpoint, to, dir, task).await?;
+    copy_task(&task_store(from, savepoint, task), checkpoint, to, dir, task, None).await?;
     Ok(checkpoint)
 }
 
@@ -297,7 +392,7 @@ pub async fn import(from: &Storage, to: &Storage, dir: &str) -> Result<Manifest,
         }
     }
     for (task, checkpoint) in manifest.tasks.iter().enumerate() {
-        copy_task(&task_store(from, dir, task), *checkpoint, to, dir, task).await?;
+        copy_task(&task_store(from, dir, task), *checkpoint, to, dir, task, None).await?;
     }
     finish(to, dir, &manifest).await?;
     Ok(manifest)
@@ -351,7 +446,7 @@ mod tests {
         from.write(&taken, std::time::Duration::from_secs(5)).await.unwrap();
         let dir = dir("j", &new_id(5, 0xabcdef12));
         assert_eq!(dir, "savepoints/j/savepoint-5-cdef12");
-        copy_task(&from, taken.meta.checkpoint, &storage, &dir, 0)
+        copy_task(&from, taken.meta.checkpoint, &storage, &dir, 0, None)
             .await
             .unwrap();
         assert!(matches!(
@@ -388,7 +483,7 @@ mod tests {
 
         let elsewhere = Storage::open("memory://").unwrap();
         // An import cut short after a task's objects, before the manifest.
-        copy_task(&from, taken.meta.checkpoint, &elsewhere, &dir, 0)
+        copy_task(&from, taken.meta.checkpoint, &elsewhere, &dir, 0, None)
             .await
             .unwrap();
         assert_eq!(import(&storage, &elsewhere, &dir).await.unwrap(), manifest);

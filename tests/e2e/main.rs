@@ -21,6 +21,7 @@ mod ensemble;
 mod failover;
 mod faults;
 mod kafka;
+mod memory_images;
 mod nexmark_queries;
 mod partition;
 mod pipeline;

@@ -174,7 +174,10 @@ impl CommitState {
                 }
             }
             (Stage::Uploading { checkpoint, len }, CommitEvent::Uploaded { image_base }) => {
-                let (pointer, dropped) = self.pointer.advance(CheckpointRef { image_base, ..checkpoint });
+                let (pointer, dropped) = self.pointer.advance(CheckpointRef {
+                    image_base,
+                    ..checkpoint
+                });
                 let action = WritePointer {
                     pointer: pointer.clone(),
                     expected_version: self.version,
@@ -329,7 +332,13 @@ mod tests {
                 };
                 assert_eq!(
                     *pointer,
-                    world.pointer.advance(CheckpointRef { image_base, ..checkpoint }).0,
+                    world
+                        .pointer
+                        .advance(CheckpointRef {
+                            image_base,
+                            ..checkpoint
+                        })
+                        .0,
                     "the pointer names the upload"
                 );
                 assert_eq!(expected_version, world.version, "checked against the last version");

@@ -120,7 +120,9 @@ impl Pages {
         let memory_len = u64::from_le_bytes(len.try_into().expect("8 bytes"));
         let (count, rest) = rest.split_at_checked(4).ok_or("truncated")?;
         let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
-        let (index_bytes, data) = rest.split_at_checked(count.checked_mul(4).ok_or("too many pages")?).ok_or("truncated")?;
+        let (index_bytes, data) = rest
+            .split_at_checked(count.checked_mul(4).ok_or("too many pages")?)
+            .ok_or("truncated")?;
         if Some(data.len()) != count.checked_mul(PAGE) {
             return Err(format!("{} bytes of pages for {count} pages", data.len()));
         }

@@ -100,7 +100,11 @@ impl Pointer {
 
     /// Of `candidates`, the checkpoints that some of `retained` is written over.
     fn links_of(retained: &[CheckpointRef], candidates: impl Iterator<Item = CheckpointRef>) -> Vec<CheckpointRef> {
-        let start = retained.iter().map(CheckpointRef::chain_start).min().unwrap_or(u64::MAX);
+        let start = retained
+            .iter()
+            .map(CheckpointRef::chain_start)
+            .min()
+            .unwrap_or(u64::MAX);
         let newest = retained.first().map_or(0, |c| c.id);
         candidates
             .filter(|c| c.id >= start && c.id < newest && !retained.contains(c))
@@ -483,7 +487,10 @@ impl CheckpointStore {
             if over.id >= newer.checkpoint.id || chain.len() > MAX_LINKS {
                 return Err(CheckpointError::Corrupt {
                     what: format!("{}/meta.json", self.dir(newer.checkpoint)),
-                    reason: format!("its chain of images does not lead back to a whole one (over {})", over.id),
+                    reason: format!(
+                        "its chain of images does not lead back to a whole one (over {})",
+                        over.id
+                    ),
                 });
             }
             let link = self.read(over).await?;

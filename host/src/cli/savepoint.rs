@@ -13,8 +13,8 @@ use crate::checkpoint::{CheckpointError, CheckpointRef, CheckpointStore, Pointer
 use crate::clock::now_ms;
 use crate::coord::zookeeper::hint;
 use crate::ha::Layout;
-use crate::savepoint::{self, Manifest, SavepointError};
-use crate::spec::{Desired, JobSpec, Share};
+use crate::savepoint::{self, Manifest, Portable, SavepointError};
+use crate::spec::{Desired, JobSpec, Share, StateFormat};
 use crate::storage::{Storage, StorageError};
 use crate::views::SavepointView;
 
@@ -203,9 +203,18 @@ pub(super) async fn take_savepoint(
 ) -> anyhow::Result<(String, Manifest)> {
     let created_ms = now_ms();
     let dir = savepoint::dir(&spec.name, &savepoint::new_id(created_ms, rand_u64()));
+    // A job checkpointing its memory is run here to serialize it.
+    let portable = match spec.state {
+        StateFormat::Memory => Some(
+            Portable::new(from, spec)
+                .await
+                .with_context(|| format!("cannot run job `{}` to serialize its memory", spec.name))?,
+        ),
+        StateFormat::Serialized => None,
+    };
     let mut tasks = Vec::new();
     for share in spec.shares() {
-        tasks.push(copy_newest(client, layout, spec, share, from, to, &dir).await?);
+        tasks.push(copy_newest(client, layout, spec, share, from, to, &dir, portable.as_ref()).await?);
     }
     let manifest = Manifest {
         job: spec.name.clone(),
@@ -232,6 +241,7 @@ async fn copy_newest(
     from: &Storage,
     to: &Storage,
     dir: &str,
+    portable: Option<&Portable>,
 ) -> anyhow::Result<CheckpointRef> {
     let (name, task) = (&spec.name, share.index);
     let store = CheckpointStore::new(from.clone(), name, &format!("{}/{task}", spec.uid));
@@ -254,8 +264,14 @@ async fn copy_newest(
                 "task {task} of job `{name}` has no checkpoint yet; take the savepoint once it has one (`weir jobs`)"
             );
         };
-        match savepoint::copy_task(&store, newest, to, dir, task as usize).await {
-            Ok(()) => return Ok(newest),
+        match savepoint::copy_task(&store, newest, to, dir, task as usize, portable).await {
+            // Kept as the SDK's state, whole.
+            Ok(()) => {
+                return Ok(CheckpointRef {
+                    image_base: None,
+                    ..newest
+                })
+            }
             // Retired under the copy, unless the pointer still names it.
             Err(SavepointError::Task {
                 source: CheckpointError::Storage(StorageError::NotFound { .. }),

@@ -8,16 +8,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::error::AttemptError;
 use super::error::failed;
+use super::error::AttemptError;
 use super::runner::{Barrier, GuestSnapshot, RecordCounts};
 use super::{Task, WorkerContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::image::{Chain, ChainEnd, NextImage, Pages};
 use crate::checkpoint::{
     upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes, ImageMeta, Pointer,
-    SinkPositions,
-    SourcePosition, StagedOutput,
+    SinkPositions, SourcePosition, StagedOutput,
 };
 use crate::clock::now_ms;
 use crate::connectors::kafka::GroupOffsets;
@@ -228,8 +227,14 @@ impl<'a> Committer<'a> {
                         (snapshot, Some(image))
                     }
                 };
-                let image_base = image.as_ref().and_then(|i| i.over).map(|o| o.image_base.unwrap_or(o.id));
-                let checkpoint = CheckpointRef { image_base, ..checkpoint };
+                let image_base = image
+                    .as_ref()
+                    .and_then(|i| i.over)
+                    .map(|o| o.image_base.unwrap_or(o.id));
+                let checkpoint = CheckpointRef {
+                    image_base,
+                    ..checkpoint
+                };
                 self.uploaded_source = (source_position.clone(), std::mem::take(&mut self.source_lag));
                 let output = StagedOutput {
                     main: Bytes::copy_from_slice(&self.staged[..output_len.main as usize]),

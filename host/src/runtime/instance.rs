@@ -173,7 +173,9 @@ pub enum ImageError {
     Memories(usize),
     /// The guest holds host resources (an open file, a stream) between calls,
     /// which a memory image cannot bring back.
-    #[error("the job holds WASI resources (an open file or stream) between calls, which a memory image cannot restore")]
+    #[error(
+        "the job holds WASI resources (an open file or stream) between calls, which a memory image cannot restore"
+    )]
     Resources,
     /// The kernel does not track writes for us.
     #[error("cannot track the job's memory writes: {0}")]
@@ -217,8 +219,12 @@ impl Instance {
         let mut memories = Vec::new();
         let instantiated = {
             let mut instantiating = std::pin::pin!(pre.instantiate_async(&mut store));
-            std::future::poll_fn(|cx| memory::creating(memory_len, &mut memories, || std::future::Future::poll(instantiating.as_mut(), cx)))
-                .await
+            std::future::poll_fn(|cx| {
+                memory::creating(memory_len, &mut memories, || {
+                    std::future::Future::poll(instantiating.as_mut(), cx)
+                })
+            })
+            .await
         };
         let job = match instantiated {
             Ok(job) => job,

@@ -183,7 +183,10 @@ unsafe impl LinearMemory for GuestMemory {
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
         if new_size > self.view.capacity {
-            wasmtime::bail!("memory cannot grow past its reservation of {} bytes", self.view.capacity);
+            wasmtime::bail!(
+                "memory cannot grow past its reservation of {} bytes",
+                self.view.capacity
+            );
         }
         Ok(self.make_accessible(new_size)?)
     }
@@ -321,7 +324,12 @@ impl Tracker {
         };
         // SAFETY: each request with its own argument type.
         unsafe {
-            ioctl(uffd.as_raw_fd(), uapi::UFFDIO_API, &mut api, "asynchronous write protection (Linux 6.7+)")?;
+            ioctl(
+                uffd.as_raw_fd(),
+                uapi::UFFDIO_API,
+                &mut api,
+                "asynchronous write protection (Linux 6.7+)",
+            )?;
             let mut register = uapi::Register {
                 range: uapi::Range {
                     start: view.base as u64,
@@ -330,7 +338,12 @@ impl Tracker {
                 mode: uapi::UFFDIO_REGISTER_MODE_WP,
                 ioctls: 0,
             };
-            ioctl(uffd.as_raw_fd(), uapi::UFFDIO_REGISTER, &mut register, "registering the memory")?;
+            ioctl(
+                uffd.as_raw_fd(),
+                uapi::UFFDIO_REGISTER,
+                &mut register,
+                "registering the memory",
+            )?;
         }
         let pagemap = std::fs::File::open("/proc/self/pagemap")?;
         let mut tracker = Tracker {
@@ -357,7 +370,14 @@ impl Tracker {
             mode: uapi::UFFDIO_WRITEPROTECT_MODE_WP,
         };
         // SAFETY: the request with its argument type.
-        unsafe { ioctl(self.uffd.as_raw_fd(), uapi::UFFDIO_WRITEPROTECT, &mut wp, "write-protecting the memory")? };
+        unsafe {
+            ioctl(
+                self.uffd.as_raw_fd(),
+                uapi::UFFDIO_WRITEPROTECT,
+                &mut wp,
+                "write-protecting the memory",
+            )?
+        };
         Ok(())
     }
 
@@ -383,7 +403,14 @@ impl Tracker {
                 ..Default::default()
             };
             // SAFETY: the request with its argument; `vec` holds `vec_len` regions.
-            let n = unsafe { ioctl(self.pagemap.as_raw_fd(), uapi::PAGEMAP_SCAN, &mut arg, "scanning for written pages")? };
+            let n = unsafe {
+                ioctl(
+                    self.pagemap.as_raw_fd(),
+                    uapi::PAGEMAP_SCAN,
+                    &mut arg,
+                    "scanning for written pages",
+                )?
+            };
             for region in &self.regions[..n as usize] {
                 let first = (region.start - base) / PAGE as u64;
                 let last = (region.end - base) / PAGE as u64;
@@ -395,7 +422,12 @@ impl Tracker {
         self.scanned = len;
         // SAFETY: between calls, with the store alive.
         let bytes = unsafe { self.view.bytes() };
-        pages.retain(|&p| p < grown || bytes[p as usize * PAGE..(p as usize + 1) * PAGE].iter().any(|&b| b != 0));
+        pages.retain(|&p| {
+            p < grown
+                || bytes[p as usize * PAGE..(p as usize + 1) * PAGE]
+                    .iter()
+                    .any(|&b| b != 0)
+        });
         Ok(pages)
     }
 }
@@ -408,13 +440,7 @@ mod tests {
         let mut made = Vec::new();
         let memory = creating(0, &mut made, || {
             HostMemories
-                .new_memory(
-                    MemoryType::new(1, None),
-                    bytes,
-                    None,
-                    Some(bytes * 4),
-                    PAGE * 16,
-                )
+                .new_memory(MemoryType::new(1, None), bytes, None, Some(bytes * 4), PAGE * 16)
                 .unwrap()
         });
         (memory, made.pop().expect("the memory was collected"))
