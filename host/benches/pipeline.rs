@@ -3,7 +3,7 @@
 //! hot path) every second. The same logic runs as native Rust in the same
 //! loop, so the wasm/native ratio comes from one run on one machine.
 //!
-//! `cargo bench -p weir --bench pipeline -- [--seconds S] [--runs N] [--only JOB]` prints
+//! `cargo bench -p weir --bench pipeline -- [--seconds S] [--runs N] [--only JOB|checkpoints]` prints
 //! Markdown tables; `scripts/bench` puts them in docs/BENCHMARKS.md.
 
 use std::collections::HashMap;
@@ -405,6 +405,112 @@ fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
     }
 }
 
+/// Checkpoints of guest memory (`--checkpoint-state memory`) beside the
+/// SDK's snapshots, by state size, with 1 % of the memory's pages written
+/// between two barriers: the barrier's pause (finding and copying the
+/// pages written), the bytes written, and a restore from the chain.
+fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usize) {
+    use weir::runtime::Pages;
+    let storage = weir::storage::Storage::open(&format!("file://{}", dir.display())).unwrap();
+    println!("\n### Checkpoints of guest memory\n");
+    println!("`jobs/ballast` with `spread=true` (each event bumps a byte at a pseudo-random place), 1 % of its");
+    println!("pages' worth of events between two barriers; {rounds} barriers per size after the first (whole)");
+    println!("image. Barrier pause: the SDK's snapshot, or finding the pages written (userfaultfd write");
+    println!("protection, one PAGEMAP_SCAN) and copying them; bytes: what the checkpoint writes. Restore: the");
+    println!("chain (one whole image and {rounds} sets of pages) read from a `file://` storage dir and put back");
+    println!("into a new instance, beside a restore from the SDK's snapshot. Milliseconds as median (min-max).\n");
+    println!("| guest state | barrier pause, snapshot | barrier pause, memory pages | bytes, snapshot | bytes, pages (changed) | restore, snapshot | restore, chain of pages |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (label, bytes) in [("1 MiB", 1u64 << 20), ("64 MiB", 64 << 20), ("256 MiB", 256 << 20)] {
+        let config = [("bytes", bytes.to_string()), ("spread", "true".to_string()), ("every", "1000000000".to_string())];
+        let config: Vec<(String, String)> = config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let memory_limit = bytes * 6 + (64 << 20);
+        let mut job = instance(runtime, "ballast", memory_limit, &config);
+        job.instance.track_memory().expect("this kernel tracks memory writes (Linux 6.7+)");
+        let (whole, _) = job.instance.image().unwrap();
+        let mut chain = vec![whole.encode()];
+        let events = (bytes as usize / weir::runtime::PAGE / 100).max(1);
+        let (mut page_pauses, mut page_bytes, mut changed) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let batch = Batch::Texts(Texts {
+                data: Vec::new(),
+                ends: vec![0; events],
+            });
+            job.process(&batch, &mut Vec::new());
+            let taken = Instant::now();
+            let (pages, _) = job.instance.image().unwrap();
+            page_pauses.push(millis(taken.elapsed()));
+            changed.push((pages.count() * weir::runtime::PAGE) as f64);
+            let encoded = pages.encode();
+            page_bytes.push(encoded.len() as f64);
+            chain.push(encoded);
+        }
+        // The SDK's snapshots of the same state (which write the guest's
+        // memory too: after the chain is taken).
+        let (mut snapshot_pauses, mut snapshot_bytes) = (vec![], vec![]);
+        let mut snapshot = Vec::new();
+        for _ in 0..rounds.div_ceil(4) {
+            let taken = Instant::now();
+            snapshot = Job::snapshot(&mut job);
+            snapshot_pauses.push(millis(taken.elapsed()));
+            snapshot_bytes.push(snapshot.len() as f64);
+        }
+        let limits = Limits {
+            memory_bytes: memory_limit,
+            call_timeout: Duration::from_secs(60),
+        };
+        let sha = sha256_hex(&std::fs::read(target_dir().join("wasm32-wasip2/release/ballast.wasm")).unwrap());
+        for (i, object) in chain.iter().enumerate() {
+            io.block_on(storage.put_if_absent(&format!("chain/{label}/{i}"), object.clone().into())).unwrap();
+        }
+        io.block_on(storage.put_if_absent(&format!("chain/{label}/snapshot"), snapshot.into())).unwrap();
+        let (mut from_chain, mut from_snapshot) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut memory = Vec::new();
+            for i in 0..chain.len() {
+                let object = io.block_on(storage.get(&format!("chain/{label}/{i}"))).unwrap();
+                Pages::decode(&object).unwrap().apply(&mut memory);
+            }
+            let mut restored = io
+                .block_on(runtime.instantiate(&sha, "ballast", limits, &Default::default(), memory.len()))
+                .unwrap();
+            restored.restore_memory(&memory).unwrap();
+            from_chain.push(millis(started.elapsed()));
+            let started = Instant::now();
+            let object = io.block_on(storage.get(&format!("chain/{label}/snapshot"))).unwrap();
+            let mut restored = io
+                .block_on(runtime.instantiate(&sha, "ballast", limits, &Default::default(), 0))
+                .unwrap();
+            io.block_on(restored.restore(&object)).unwrap();
+            io.block_on(restored.init(&config)).unwrap();
+            from_snapshot.push(millis(started.elapsed()));
+        }
+        let cell = |xs: Vec<f64>| {
+            let (m, min, max) = stats(xs);
+            format!("{m:.3} ({min:.3}-{max:.3})")
+        };
+        let mib = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64 / (1 << 20) as f64;
+        let (pause, ..) = stats(page_pauses.clone());
+        println!(
+            "| {label} | {} | {} | {:.2} MiB | {:.3} MiB ({:.3} MiB) | {} | {} |",
+            cell(snapshot_pauses),
+            cell(page_pauses),
+            mib(&snapshot_bytes),
+            mib(&page_bytes),
+            mib(&changed),
+            cell(from_snapshot),
+            cell(from_chain)
+        );
+        println!("METRIC\tmemory checkpoint {label} barrier pause ms\t{pause}");
+        println!("METRIC\tmemory checkpoint {label} bytes per changed byte\t{}", mib(&page_bytes) / mib(&changed));
+    }
+}
+
 /// Writes each Nexmark query's lines, from its native twin, for the
 /// events `bench/flink-nexmark/check.sh` gives Flink (200,000 of them, at
 /// 10,000 a second of event time, seed 7), windows fired up to the
@@ -592,7 +698,8 @@ fn main() {
         // Headline figures for scripts/compare (weir beside Flink).
         println!("METRIC\t{name}\t{w}");
     }
-    if only.is_none() {
+    if only.as_ref().is_none_or(|o| o == "checkpoints") {
         checkpoint_cost(&runtime, dir.path(), runs.max(5));
+        memory_checkpoint_cost(&runtime, dir.path(), runs.max(5) * 4);
     }
 }
