@@ -426,11 +426,17 @@ fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usiz
         .build()
         .unwrap();
     for (label, bytes) in [("1 MiB", 1u64 << 20), ("64 MiB", 64 << 20), ("256 MiB", 256 << 20)] {
-        let config = [("bytes", bytes.to_string()), ("spread", "true".to_string()), ("every", "1000000000".to_string())];
+        let config = [
+            ("bytes", bytes.to_string()),
+            ("spread", "true".to_string()),
+            ("every", "1000000000".to_string()),
+        ];
         let config: Vec<(String, String)> = config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let memory_limit = bytes * 6 + (64 << 20);
         let mut job = instance(runtime, "ballast", memory_limit, &config);
-        job.instance.track_memory().expect("this kernel tracks memory writes (Linux 6.7+)");
+        job.instance
+            .track_memory()
+            .expect("this kernel tracks memory writes (Linux 6.7+)");
         let (whole, _) = job.instance.image().unwrap();
         let mut chain = vec![whole.encode()];
         let events = (bytes as usize / weir::runtime::PAGE / 100).max(1);
@@ -465,9 +471,11 @@ fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usiz
         };
         let sha = sha256_hex(&std::fs::read(target_dir().join("wasm32-wasip2/release/ballast.wasm")).unwrap());
         for (i, object) in chain.iter().enumerate() {
-            io.block_on(storage.put_if_absent(&format!("chain/{label}/{i}"), object.clone().into())).unwrap();
+            io.block_on(storage.put_if_absent(&format!("chain/{label}/{i}"), object.clone().into()))
+                .unwrap();
         }
-        io.block_on(storage.put_if_absent(&format!("chain/{label}/snapshot"), snapshot.into())).unwrap();
+        io.block_on(storage.put_if_absent(&format!("chain/{label}/snapshot"), snapshot.into()))
+            .unwrap();
         let (mut from_chain, mut from_snapshot) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             let started = Instant::now();
@@ -507,7 +515,10 @@ fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usiz
             cell(from_chain)
         );
         println!("METRIC\tmemory checkpoint {label} barrier pause ms\t{pause}");
-        println!("METRIC\tmemory checkpoint {label} bytes per changed byte\t{}", mib(&page_bytes) / mib(&changed));
+        println!(
+            "METRIC\tmemory checkpoint {label} bytes per changed byte\t{}",
+            mib(&page_bytes) / mib(&changed)
+        );
     }
 }
 

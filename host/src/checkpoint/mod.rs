@@ -98,16 +98,12 @@ impl Pointer {
         }
     }
 
-    /// Of `candidates`, the checkpoints that some of `retained` is written over.
+    /// Of `candidates`, the checkpoints that some of `retained` is written
+    /// over: those committed between its chain's start and itself.
     fn links_of(retained: &[CheckpointRef], candidates: impl Iterator<Item = CheckpointRef>) -> Vec<CheckpointRef> {
-        let start = retained
-            .iter()
-            .map(CheckpointRef::chain_start)
-            .min()
-            .unwrap_or(u64::MAX);
-        let newest = retained.first().map_or(0, |c| c.id);
         candidates
-            .filter(|c| c.id >= start && c.id < newest && !retained.contains(c))
+            .filter(|c| !retained.contains(c))
+            .filter(|c| retained.iter().any(|r| (r.chain_start()..r.id).contains(&c.id)))
             .collect()
     }
 
@@ -434,6 +430,25 @@ impl CheckpointStore {
 
     /// Reads a checkpoint back and verifies its checksums.
     pub async fn read(&self, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
+        let (meta, snapshot) = self.read_state(c).await?;
+        let dir = self.dir(c);
+        let main = self
+            .read_verified(&format!("{dir}/output"), &meta.output_sha256)
+            .await?;
+        let dead_letters = match &meta.dead_letters_sha256 {
+            Some(sha256) => self.read_verified(&format!("{dir}/dead-letters"), sha256).await?,
+            None => Bytes::new(),
+        };
+        Ok(Checkpoint {
+            meta,
+            snapshot,
+            memory: None,
+            output: StagedOutput { main, dead_letters },
+        })
+    }
+
+    /// A checkpoint's meta and verified snapshot, without its output.
+    async fn read_state(&self, c: CheckpointRef) -> Result<(CheckpointMeta, Bytes), CheckpointError> {
         let dir = self.dir(c);
         let raw = self.storage.get(&format!("{dir}/meta.json")).await?;
         let meta = CheckpointMeta::decode(&raw).map_err(|reason| CheckpointError::Corrupt {
@@ -449,19 +464,7 @@ impl CheckpointStore {
         let snapshot = self
             .read_verified(&format!("{dir}/snapshot"), &meta.snapshot_sha256)
             .await?;
-        let main = self
-            .read_verified(&format!("{dir}/output"), &meta.output_sha256)
-            .await?;
-        let dead_letters = match &meta.dead_letters_sha256 {
-            Some(sha256) => self.read_verified(&format!("{dir}/dead-letters"), sha256).await?,
-            None => Bytes::new(),
-        };
-        Ok(Checkpoint {
-            meta,
-            snapshot,
-            memory: None,
-            output: StagedOutput { main, dead_letters },
-        })
+        Ok((meta, snapshot))
     }
 
     async fn read_verified(&self, path: &str, sha256: &str) -> Result<Bytes, CheckpointError> {
@@ -493,8 +496,7 @@ impl CheckpointStore {
                     ),
                 });
             }
-            let link = self.read(over).await?;
-            chain.push((link.meta, link.snapshot));
+            chain.push(self.read_state(over).await?);
         }
         let dirs: Vec<String> = chain.iter().map(|(meta, _)| self.dir(meta.checkpoint)).collect();
         // Hundreds of MiB to decode and copy: not on an async thread.
@@ -579,6 +581,103 @@ pub(crate) mod tests {
             let pointer = Pointer { retained, links: Vec::new() };
             proptest::prop_assert_eq!(Pointer::decode(&pointer.encode()).unwrap(), pointer);
         }
+    }
+
+    fn image_ref(id: u64, base: Option<u64>) -> CheckpointRef {
+        CheckpointRef {
+            image_base: base,
+            ..cref(id)
+        }
+    }
+
+    fn ids(refs: &[CheckpointRef]) -> Vec<u64> {
+        refs.iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn a_chain_keeps_its_links_and_a_whole_image_to_fall_back_to() {
+        let mut pointer = Pointer::default();
+        let mut commit = |c| {
+            let (next, dropped) = pointer.advance(c);
+            pointer = next;
+            (pointer.clone(), ids(&dropped))
+        };
+        // 1 whole, 2 to 5 over it: all it has are links of one chain.
+        for id in 1..=4 {
+            commit(image_ref(id, (id > 1).then_some(1)));
+        }
+        let (now, dropped) = commit(image_ref(5, Some(1)));
+        assert_eq!(
+            (ids(&now.retained), ids(&now.links), dropped),
+            (vec![5, 4, 3], vec![2, 1], vec![])
+        );
+        // Compacted at 6: two chains, no fallback needed yet.
+        let (now, dropped) = commit(image_ref(6, None));
+        assert_eq!(
+            (ids(&now.retained), ids(&now.links), dropped),
+            (vec![6, 5, 4], vec![3, 2, 1], vec![])
+        );
+        commit(image_ref(7, Some(6)));
+        // All retained over 6: whole 1 stays to fall back to, its chain goes.
+        let (now, dropped) = commit(image_ref(8, Some(6)));
+        assert_eq!(
+            (ids(&now.retained), ids(&now.links), dropped),
+            (vec![8, 7, 6, 1], vec![], vec![5, 4, 3, 2])
+        );
+        let (now, dropped) = commit(image_ref(9, Some(6)));
+        assert_eq!(
+            (ids(&now.retained), ids(&now.links), dropped),
+            (vec![9, 8, 7, 1], vec![6], vec![])
+        );
+        assert_eq!(Pointer::decode(&now.encode()).unwrap(), now);
+        // Restored from 7 (9 and 8 unreadable): 7 still needs 6.
+        let restored = now.restored_from(2);
+        assert_eq!((ids(&restored.retained), ids(&restored.links)), (vec![7, 1], vec![6]));
+        // The SDK's snapshot is whole: the chains age out as it is retained.
+        let (now, dropped) = commit(image_ref(10, None));
+        assert_eq!(
+            (ids(&now.retained), ids(&now.links), dropped),
+            (vec![10, 9, 8], vec![7, 6], vec![1])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chain_of_images_reads_back_whole_and_a_lost_link_makes_it_corrupt() {
+        use image::Pages;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        let store = CheckpointStore::new(storage, "job", "uid");
+        let page = crate::runtime::PAGE;
+        let write = async |id: u64, pages: Pages, over: Option<u64>| {
+            let mut c = checkpoint(id);
+            c.snapshot = Bytes::from(pages.encode());
+            c.meta.snapshot_sha256 = sha256_hex(&c.snapshot);
+            c.meta.image = Some(ImageMeta {
+                module_sha256: "m".into(),
+                over: over.map(cref),
+                links: 1,
+                chain_bytes: 0,
+            });
+            store.write(&c, Duration::from_secs(10)).await.unwrap();
+            c
+        };
+        let mut memory = vec![1u8; 4 * page];
+        write(1, Pages::whole(&memory), None).await;
+        memory[page] = 2;
+        memory.resize(6 * page, 0);
+        memory[5 * page] = 3;
+        write(2, Pages::copy(&memory, vec![1, 5]), Some(1)).await;
+        memory[0] = 4;
+        let newest = write(3, Pages::copy(&memory, vec![0]), Some(2)).await;
+        assert_eq!(store.read_memory(&newest).await.unwrap(), memory);
+
+        std::fs::write(dir.path().join("checkpoints/job/uid/2-1/snapshot"), b"flipped").unwrap();
+        let err = store.read_memory(&newest).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        let mut looping = newest.clone();
+        looping.meta.image.as_mut().unwrap().over = Some(cref(3));
+        let err = store.read_memory(&looping).await.unwrap_err();
+        assert!(err.to_string().contains("does not lead back to a whole one"), "{err}");
     }
 
     /// A store whose writes never finish, like a storage dir that hangs.

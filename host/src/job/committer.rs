@@ -15,8 +15,8 @@ use super::{Task, WorkerContext};
 use crate::checkpoint::commit::{CommitAction, CommitEvent, CommitState};
 use crate::checkpoint::image::{Chain, ChainEnd, NextImage, Pages};
 use crate::checkpoint::{
-    upload_deadline, Checkpoint, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes, ImageMeta, Pointer,
-    SinkPositions, SourcePosition, StagedOutput,
+    upload_deadline, Checkpoint, CheckpointError, CheckpointMeta, CheckpointRef, CheckpointStore, EventTimes,
+    ImageMeta, Pointer, SinkPositions, SourcePosition, StagedOutput,
 };
 use crate::clock::now_ms;
 use crate::connectors::kafka::GroupOffsets;
@@ -24,7 +24,7 @@ use crate::connectors::Outputs;
 use crate::history::CheckpointRecord;
 use crate::metrics::JobMetrics;
 use crate::spec::SourceSpec;
-use crate::storage::sha256_hex_of;
+use crate::storage::{sha256_hex_of, StorageError};
 
 /// How often the wait of a publish under way is shown in its metric.
 const SINK_WAIT_STEP: std::time::Duration = std::time::Duration::from_secs(1);
@@ -223,8 +223,26 @@ impl<'a> Committer<'a> {
                     Some(snapshot) => (snapshot, None),
                     None => {
                         let next = self.images.next().expect("a barrier brings a snapshot or pages");
-                        let (snapshot, image) = self.image(next).await?;
-                        (snapshot, Some(image))
+                        match self.image(next).await {
+                            Ok((snapshot, image)) => (snapshot, Some(image)),
+                            // A lost link: the restore falls back past it, and
+                            // the next attempt's first image is whole.
+                            Err(
+                                e @ (CheckpointError::Corrupt { .. }
+                                | CheckpointError::Storage(StorageError::NotFound { .. })),
+                            ) => {
+                                return Err(failed(anyhow::Error::new(e).context("compacting the memory images")));
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    job = %self.job,
+                                    checkpoint = checkpoint.id,
+                                    "checkpoint failed compacting the memory images, the job keeps running and the next checkpoint carries its output and pages: {e}"
+                                );
+                                self.images.failed();
+                                return Ok(Some(CommitEvent::UploadFailed));
+                            }
+                        }
                     }
                 };
                 let image_base = image
@@ -366,32 +384,24 @@ impl<'a> Committer<'a> {
 
 impl Committer<'_> {
     /// The snapshot object and meta of the next image. Compacting reads
-    /// the chain back; a chain that cannot be read ends the attempt (the
-    /// restore then falls back past it, and the next attempt's first
-    /// image is whole).
-    async fn image(&mut self, next: NextImage) -> Result<(Bytes, ImageMeta), AttemptError> {
+    /// the chain back.
+    async fn image(&mut self, next: NextImage) -> Result<(Bytes, ImageMeta), CheckpointError> {
         let (snapshot, over) = match next {
             NextImage::Whole(pages) => (pages.encode(), None),
             NextImage::Over { over, pages } => (pages.encode(), Some(over)),
             NextImage::Compact { over, pages } => {
-                let end = self.store.read(over.checkpoint).await;
-                let memory = match end {
-                    Ok(end) => self.store.read_memory(&end).await,
-                    Err(e) => Err(e),
-                };
-                let memory = memory.map_err(|e| {
-                    failed(anyhow::Error::new(e).context(format!(
-                        "compacting the memory images up to checkpoint {}",
-                        over.checkpoint.id
-                    )))
-                })?;
+                let end = self.store.read(over.checkpoint).await?;
+                let memory = self.store.read_memory(&end).await?;
                 let whole = tokio::task::spawn_blocking(move || {
                     let mut memory = memory;
                     pages.apply(&mut memory);
                     Pages::whole(&memory).encode()
                 })
                 .await
-                .map_err(|e| failed(anyhow::anyhow!("compacting the memory images: {e}")))?;
+                .map_err(|e| CheckpointError::Corrupt {
+                    what: format!("the memory images up to checkpoint {}", over.checkpoint.id),
+                    reason: format!("compacting them failed: {e}"),
+                })?;
                 (whole, None)
             }
         };

@@ -18,10 +18,10 @@ use wasmtime::{Config, Engine, OptLevel};
 use crate::spec::Grants;
 use crate::wit::bindings;
 
-pub use instance::{GuestError, ImageError, Instance, Limits};
-pub use memory::PAGE;
 /// What [`Instance::image`] gives: pages of a guest's memory.
 pub use crate::checkpoint::image::Pages;
+pub use instance::{GuestError, ImageError, Instance, Limits};
+pub use memory::PAGE;
 pub use validate::{validate_component, Cause, ModuleError};
 
 /// A module that passed [`Runtime::check`].

@@ -20,7 +20,8 @@ use crate::connectors::{Sink, SinkOwner, TableShape};
 use crate::job::{
     AttemptError, Barrier, BatchLoop, Control, ControlReceiver, Executor, GuestSnapshot, LoopEnded, RunEnd,
 };
-use crate::spec::{JobSpec, JobState, JobStatus, Share, SinkSpec};
+use crate::runtime::{Pages, PAGE};
+use crate::spec::{JobSpec, JobState, JobStatus, Share, SinkSpec, StateFormat};
 
 /// How long a supervisor may let its jobs run on after its connection
 /// dropped: its loop must pause them at once, give or take a request in flight.
@@ -89,7 +90,12 @@ impl Executor for SimExecutor {
                 .push(format!("node {}: FAILED job {} started again", self.node, spec.name));
         }
         let next = restored.map_or(0, |c| c.meta.source_offset);
-        if restored.is_some_and(|c| c.snapshot.as_ref() != next.to_le_bytes()) {
+        let memory = restored.and_then(|c| c.memory.as_ref().map(|m| m.to_vec()));
+        let snapshot = match &memory {
+            Some(memory) => offset_in(memory).to_le_bytes().to_vec(),
+            None => restored.map(|c| c.snapshot.to_vec()).unwrap_or_default(),
+        };
+        if restored.is_some() && snapshot != next.to_le_bytes() {
             state.violations.push(format!(
                 "node {}: job {} restored a snapshot of another offset",
                 self.node, spec.name
@@ -106,6 +112,7 @@ impl Executor for SimExecutor {
             share,
             next,
             interval: spec.checkpoint_interval,
+            memory: (spec.state == StateFormat::Memory).then(|| memory.unwrap_or_default()),
         }))
     }
 }
@@ -122,6 +129,16 @@ struct SimLoop {
     /// How many numbers the task's source has given.
     next: u64,
     interval: Duration,
+    /// For a job whose checkpoints are its memory: the memory as of the
+    /// last image (empty: none yet), in which byte `j` of `next` is the
+    /// first of page `j`, so an image that missed a page is caught.
+    memory: Option<Vec<u8>>,
+}
+
+/// The offset a sim job's memory holds.
+fn offset_in(memory: &[u8]) -> u64 {
+    let byte = |j: usize| memory.get(j * PAGE).copied().unwrap_or(0) as u64;
+    (0..8).map(|j| byte(j) << (8 * j)).sum()
 }
 
 impl BatchLoop for SimLoop {
@@ -176,6 +193,8 @@ impl SimLoop {
                     continue;
                 }
                 Control::Finish => {
+                    // As a wasm job's, the final checkpoint is the SDK's state.
+                    self.memory = None;
                     let barrier = self.barrier(&mut staged);
                     let _ = barriers.send(barrier).await;
                     return Ok(RunEnd::Finished);
@@ -219,10 +238,27 @@ impl SimLoop {
         }
     }
 
-    fn barrier(&self, staged: &mut (Vec<u8>, Vec<u8>)) -> Barrier {
+    fn barrier(&mut self, staged: &mut (Vec<u8>, Vec<u8>)) -> Barrier {
         let (output, dead_letters) = std::mem::take(staged);
+        let state = match &mut self.memory {
+            None => GuestSnapshot::Serialized(self.next.to_le_bytes().to_vec()),
+            Some(memory) => {
+                let mut now = vec![0; 8 * PAGE];
+                for (j, byte) in self.next.to_le_bytes().into_iter().enumerate() {
+                    now[j * PAGE] = byte;
+                }
+                let whole = memory.is_empty();
+                let written = (0..8u32).filter(|&j| memory.get(j as usize * PAGE) != Some(&now[j as usize * PAGE]));
+                let pages = match whole {
+                    true => Pages::whole(&now),
+                    false => Pages::copy(&now, written.collect()),
+                };
+                *memory = now;
+                GuestSnapshot::Pages { pages, whole }
+            }
+        };
         Barrier {
-            state: GuestSnapshot::Serialized(self.next.to_le_bytes().to_vec()),
+            state,
             source_position: crate::checkpoint::SourcePosition::at(self.next),
             source_lag: Default::default(),
             event_times: Default::default(),

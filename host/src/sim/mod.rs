@@ -102,6 +102,12 @@ impl Sim {
                 path: sink_path(&uid, parallelism, false),
             },
             checkpoint_interval: Duration::from_millis(100),
+            // Its checkpoints are chains of memory pages.
+            state: if name == "count-b" {
+                crate::spec::StateFormat::Memory
+            } else {
+                crate::spec::StateFormat::Serialized
+            },
             restart: if name == DOOMED {
                 RestartStrategy::None
             } else {
