@@ -288,7 +288,7 @@ mod tests {
                 image_base: world
                     .pointer
                     .latest()
-                    .filter(|_| world.barriers % 2 == 0)
+                    .filter(|_| world.barriers.is_multiple_of(2))
                     .map(|c| c.image_base.unwrap_or(c.id)),
             },
             other => other,

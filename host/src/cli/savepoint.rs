@@ -212,9 +212,15 @@ pub(super) async fn take_savepoint(
         ),
         StateFormat::Serialized => None,
     };
+    let taking = Taking {
+        from,
+        to,
+        dir: &dir,
+        portable: portable.as_ref(),
+    };
     let mut tasks = Vec::new();
     for share in spec.shares() {
-        tasks.push(copy_newest(client, layout, spec, share, from, to, &dir, portable.as_ref()).await?);
+        tasks.push(copy_newest(client, layout, spec, share, &taking).await?);
     }
     let manifest = Manifest {
         job: spec.name.clone(),
@@ -229,20 +235,32 @@ pub(super) async fn take_savepoint(
     Ok((dir, manifest))
 }
 
-/// Copies task `share`'s newest committed checkpoint into the savepoint at
-/// `dir`. The task goes on committing meanwhile, and retention deletes
-/// what falls out of its pointer: a checkpoint gone under the copy is
-/// taken again from the pointer as it is then.
+/// A savepoint being taken: from the cluster's storage dir into `dir` in
+/// `to`, memory images made the SDK's state by `portable`.
+struct Taking<'a> {
+    from: &'a Storage,
+    to: &'a Storage,
+    dir: &'a str,
+    portable: Option<&'a Portable>,
+}
+
+/// Copies task `share`'s newest committed checkpoint into the savepoint.
+/// The task goes on committing meanwhile, and retention deletes what falls
+/// out of its pointer: a checkpoint gone under the copy is taken again
+/// from the pointer as it is then.
 async fn copy_newest(
     client: &zkc::Client,
     layout: &Layout,
     spec: &JobSpec,
     share: Share,
-    from: &Storage,
-    to: &Storage,
-    dir: &str,
-    portable: Option<&Portable>,
+    taking: &Taking<'_>,
 ) -> anyhow::Result<CheckpointRef> {
+    let Taking {
+        from,
+        to,
+        dir,
+        portable,
+    } = *taking;
     let (name, task) = (&spec.name, share.index);
     let store = CheckpointStore::new(from.clone(), name, &format!("{}/{task}", spec.uid));
     let path = layout.task_checkpoint(name, task);
