@@ -411,7 +411,6 @@ fn checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, runs: usize) {
 /// pages written), the bytes written, and a restore from the chain.
 fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usize) {
     use weir::runtime::Pages;
-    let imaging = Runtime::for_memory_images().unwrap();
     let storage = weir::storage::Storage::open(&format!("file://{}", dir.display())).unwrap();
     println!("\n### Checkpoints of guest memory\n");
     println!("`jobs/ballast` with `spread=true` (each event bumps a byte at a pseudo-random place), 1 % of its");
@@ -434,7 +433,7 @@ fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usiz
         ];
         let config: Vec<(String, String)> = config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let memory_limit = bytes * 6 + (64 << 20);
-        let mut job = instance(&imaging, "ballast", memory_limit, &config);
+        let mut job = instance(runtime, "ballast", memory_limit, &config);
         job.instance
             .track_memory()
             .expect("this kernel tracks memory writes (Linux 6.7+)");
@@ -486,7 +485,7 @@ fn memory_checkpoint_cost(runtime: &Runtime, dir: &std::path::Path, rounds: usiz
                 Pages::decode(&object).unwrap().apply(&mut memory);
             }
             let mut restored = io
-                .block_on(imaging.instantiate(&sha, "ballast", limits, &Default::default(), memory.len()))
+                .block_on(runtime.instantiate(&sha, "ballast", limits, &Default::default(), memory.len()))
                 .unwrap();
             restored.restore_memory(&memory).unwrap();
             from_chain.push(millis(started.elapsed()));

@@ -156,7 +156,7 @@ impl Portable {
     /// Compiles job `spec`'s module, read from `storage`.
     pub async fn new(storage: &Storage, spec: &JobSpec) -> Result<Portable, PortableError> {
         let module = storage.get(&Storage::module_path(&spec.module_sha256)).await?;
-        let runtime = Runtime::for_memory_images()?;
+        let runtime = Runtime::new()?;
         runtime.prepare(&spec.module_sha256, &module)?;
         Ok(Portable {
             runtime,

@@ -353,11 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = SupervisorSettings {
                 connector: Arc::new(ZooKeeper::new(args.cluster.zk()?, metrics.clone())),
                 layout,
-                executor: Arc::new(WasmExecutor::new(
-                    storage.clone(),
-                    Runtime::new()?,
-                    Runtime::for_memory_images()?,
-                )),
+                executor: Arc::new(WasmExecutor::new(storage.clone(), Runtime::new()?)),
                 storage,
                 info,
                 metrics,

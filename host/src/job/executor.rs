@@ -66,37 +66,12 @@ pub trait BatchLoop: Send {
 pub struct WasmExecutor {
     storage: Storage,
     runtime: Runtime,
-    /// For jobs checkpointing their memory ([`Runtime::for_memory_images`]).
-    imaging: Runtime,
 }
 
 impl WasmExecutor {
-    /// Modules come from `storage` and are compiled by `runtime`, or by
-    /// `imaging` for jobs whose checkpoints are their memory.
-    pub fn new(storage: Storage, runtime: Runtime, imaging: Runtime) -> Self {
-        WasmExecutor {
-            storage,
-            runtime,
-            imaging,
-        }
-    }
-
-    /// Compiles the module on `runtime` unless it is already.
-    async fn prepare_on(&self, runtime: &Runtime, module_sha256: &str) -> Result<(), AttemptError> {
-        if runtime.is_compiled(module_sha256) {
-            return Ok(());
-        }
-        let bytes = self
-            .storage
-            .get(&Storage::module_path(module_sha256))
-            .await
-            .map_err(failed)?;
-        let runtime = runtime.clone();
-        let sha256 = module_sha256.to_string();
-        tokio::task::spawn_blocking(move || runtime.prepare(&sha256, &bytes))
-            .await
-            .map_err(failed)?
-            .map_err(failed)
+    /// Modules come from `storage` and are compiled by `runtime`.
+    pub fn new(storage: Storage, runtime: Runtime) -> Self {
+        WasmExecutor { storage, runtime }
     }
 }
 
@@ -107,7 +82,20 @@ impl Executor for WasmExecutor {
     }
 
     async fn prepare(&self, module_sha256: &str) -> Result<(), AttemptError> {
-        self.prepare_on(&self.runtime, module_sha256).await
+        if self.is_prepared(module_sha256) {
+            return Ok(());
+        }
+        let bytes = self
+            .storage
+            .get(&Storage::module_path(module_sha256))
+            .await
+            .map_err(failed)?;
+        let runtime = self.runtime.clone();
+        let sha256 = module_sha256.to_string();
+        tokio::task::spawn_blocking(move || runtime.prepare(&sha256, &bytes))
+            .await
+            .map_err(failed)?
+            .map_err(failed)
     }
 
     fn open_sink(&self, spec: &SinkSpec, owner: SinkOwner) -> Box<dyn Sink> {
@@ -121,15 +109,10 @@ impl Executor for WasmExecutor {
         restored: Option<&Checkpoint>,
         table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError> {
-        let runtime = match spec.state {
-            StateFormat::Memory => &self.imaging,
-            StateFormat::Serialized => &self.runtime,
-        };
-        self.prepare_on(runtime, &spec.module_sha256).await?;
         let (loaded_tx, loaded) = oneshot::channel();
         let (start, started) = oneshot::channel();
         let job = JobThread {
-            runtime: runtime.clone(),
+            runtime: self.runtime.clone(),
             spec: spec.clone(),
             share,
             snapshot: restored.filter(|c| c.meta.image.is_none()).map(|c| c.snapshot.clone()),

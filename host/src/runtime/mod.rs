@@ -44,35 +44,25 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the thread that drives call deadlines.
     pub fn new() -> Result<Runtime, ModuleError> {
-        Runtime::with(OptLevel::Speed, false)
-    }
-
-    /// A runtime whose guests' linear memories weir maps itself, for jobs
-    /// whose checkpoints are their memory (`--checkpoint-state memory`).
-    /// wasmtime's copy-on-write memory images need its own mappings, so
-    /// here each instance copies its module's data in: 0.20 MiB of RSS
-    /// an idle counter against 0.09 MiB, which the SDK's snapshots need
-    /// not pay.
-    pub fn for_memory_images() -> Result<Runtime, ModuleError> {
-        Runtime::with(OptLevel::Speed, true)
+        Runtime::with_opt_level(OptLevel::Speed)
     }
 
     /// A runtime for [`Runtime::check`] alone, as `weir deploy` needs: it
     /// compiles without optimising, since the code is only type-checked and
     /// thrown away (supervisors compile for speed).
     pub fn for_checks() -> Result<Runtime, ModuleError> {
-        Runtime::with(OptLevel::None, false)
+        Runtime::with_opt_level(OptLevel::None)
     }
 
-    fn with(opt_level: OptLevel, host_memories: bool) -> Result<Runtime, ModuleError> {
+    fn with_opt_level(opt_level: OptLevel) -> Result<Runtime, ModuleError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(opt_level);
-        if host_memories {
-            config.with_host_memory(Arc::new(memory::HostMemories));
-            config.memory_init_cow(false);
-        }
+        // Memories weir maps itself, so a checkpoint can copy the pages a
+        // job wrote; wasmtime's copy-on-write images need its own.
+        config.with_host_memory(Arc::new(memory::HostMemories));
+        config.memory_init_cow(false);
         // Lets `perf` name guest functions (writes /tmp/perf-<pid>.map).
         if std::env::var_os("WEIR_PERF_MAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
