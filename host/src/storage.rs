@@ -96,13 +96,24 @@ fn local_dir(url: &str) -> Result<PathBuf, String> {
 /// takes a second and an async thread must never stall that long.
 const INLINE_HASH_BYTES: usize = 256 << 10;
 
+/// Runs `work`, which goes over `bytes` bytes, on the calling thread if
+/// that is little (as hashing [`INLINE_HASH_BYTES`]), else on a blocking
+/// thread. Small work staying where its caller is also keeps the
+/// simulation's schedule its own.
+pub async fn cpu_bound<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if bytes <= INLINE_HASH_BYTES {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await
+}
+
 /// [`sha256_hex`], off the async threads when `bytes` is large.
 pub async fn sha256_hex_of(bytes: Bytes) -> String {
-    if bytes.len() <= INLINE_HASH_BYTES {
-        return sha256_hex(&bytes);
-    }
     let hashed = bytes.clone();
-    match tokio::task::spawn_blocking(move || sha256_hex(&hashed)).await {
+    match cpu_bound(bytes.len(), move || sha256_hex(&hashed)).await {
         Ok(digest) => digest,
         // The runtime is shutting down: hash here rather than give a wrong digest.
         Err(_) => sha256_hex(&bytes),

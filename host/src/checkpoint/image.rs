@@ -113,6 +113,12 @@ impl Pages {
         out
     }
 
+    /// The memory's length an object says, if it is one.
+    pub fn memory_len_of(raw: &[u8]) -> Option<u64> {
+        let len = raw.strip_prefix(MAGIC)?.get(..8)?;
+        Some(u64::from_le_bytes(len.try_into().ok()?))
+    }
+
     /// Reads an object back; anything malformed is an error, never a panic.
     pub fn decode(raw: &[u8]) -> Result<Pages, String> {
         let rest = raw.strip_prefix(MAGIC).ok_or("not a memory image (no magic)")?;

@@ -499,8 +499,14 @@ impl CheckpointStore {
             chain.push(self.read_state(over).await?);
         }
         let dirs: Vec<String> = chain.iter().map(|(meta, _)| self.dir(meta.checkpoint)).collect();
-        // Hundreds of MiB to decode and copy: not on an async thread.
-        tokio::task::spawn_blocking(move || {
+        // Up to hundreds of MiB to decode and copy: not on an async thread.
+        let memory_len = chain
+            .iter()
+            .filter_map(|(_, s)| image::Pages::memory_len_of(s))
+            .max()
+            .unwrap_or(0);
+        let bytes = chain.iter().map(|(_, s)| s.len()).sum::<usize>() + memory_len as usize;
+        crate::storage::cpu_bound(bytes, move || {
             let mut memory = Vec::new();
             for ((_, snapshot), dir) in chain.iter().zip(dirs).rev() {
                 let pages = image::Pages::decode(snapshot).map_err(|reason| CheckpointError::Corrupt {

@@ -392,7 +392,7 @@ impl Committer<'_> {
             NextImage::Compact { over, pages } => {
                 let end = self.store.read(over.checkpoint).await?;
                 let memory = self.store.read_memory(&end).await?;
-                let whole = tokio::task::spawn_blocking(move || {
+                let whole = crate::storage::cpu_bound(memory.len(), move || {
                     let mut memory = memory;
                     pages.apply(&mut memory);
                     Pages::whole(&memory).encode()
