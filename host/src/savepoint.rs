@@ -165,7 +165,7 @@ impl Portable {
     }
 
     /// The checkpoint with the SDK's state in place of its memory image.
-    async fn serialized(
+    pub async fn serialized(
         &self,
         mut checkpoint: Checkpoint,
         from: &CheckpointStore,

@@ -376,6 +376,18 @@ async fn state_is_partitioned(
             return Ok(crate::savepoint::is_regroupable(storage, started).await?);
         };
         match store.read(newest).await {
+            Ok(checkpoint) if checkpoint.meta.image.is_some() => {
+                // A memory image: whether the SDK's state is kept per
+                // partition shows once the job serializes it.
+                let portable = crate::savepoint::Portable::new(storage, spec)
+                    .await
+                    .with_context(|| format!("cannot run job `{name}` to serialize its memory"))?;
+                let serialized = portable
+                    .serialized(checkpoint, &store)
+                    .await
+                    .with_context(|| format!("serializing job `{name}`'s checkpoint {}", newest.id))?;
+                return Ok(crate::regroup::is_partitioned(&serialized.snapshot));
+            }
             Ok(checkpoint) => return Ok(crate::regroup::is_partitioned(&checkpoint.snapshot)),
             Err(CheckpointError::Storage(StorageError::NotFound { .. })) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
