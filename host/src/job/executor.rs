@@ -109,6 +109,17 @@ impl Executor for WasmExecutor {
         restored: Option<&Checkpoint>,
         table: Option<TableShape>,
     ) -> Result<Box<dyn BatchLoop>, AttemptError> {
+        if let Some(c) = restored.filter(|c| c.meta.image.is_some()) {
+            let image = c.meta.image.as_ref().expect("filtered");
+            if c.memory.is_none() || image.module_sha256 != spec.module_sha256 {
+                return Err(failed(anyhow::anyhow!(
+                    "checkpoint {} is an image of module {}'s memory, not read back for module {}",
+                    c.meta.checkpoint.id,
+                    image.module_sha256,
+                    spec.module_sha256
+                )));
+            }
+        }
         let (loaded_tx, loaded) = oneshot::channel();
         let (start, started) = oneshot::channel();
         let job = JobThread {
@@ -193,7 +204,7 @@ impl JobThread {
         Ok(())
     }
 
-    async fn run(self, mut loaded: oneshot::Sender<anyhow::Result<()>>, started: oneshot::Receiver<Start>) {
+    async fn run(mut self, mut loaded: oneshot::Sender<anyhow::Result<()>>, started: oneshot::Receiver<Start>) {
         // An attempt that stops while its job loads (an `init` blocked in a
         // host call, say) drops the load with it.
         let instance = tokio::select! {
@@ -246,13 +257,15 @@ impl JobThread {
     }
 
     /// The guest, restored from the snapshot if there is one, and configured.
-    async fn instance(&self) -> anyhow::Result<Instance> {
+    async fn instance(&mut self) -> anyhow::Result<Instance> {
         let spec = &self.spec;
         let limits = Limits {
             memory_bytes: spec.memory_limit,
             call_timeout: spec.call_timeout,
         };
-        let memory_len = self.memory.as_ref().map_or(0, |m| m.len());
+        // Taken: the guest's memory is the only copy kept once restored.
+        let memory = self.memory.take();
+        let memory_len = memory.as_ref().map_or(0, |m| m.len());
         if memory_len as u64 > spec.memory_limit {
             anyhow::bail!(
                 "the checkpoint's memory image is {memory_len} bytes, past the job's memory limit of {} bytes",
@@ -263,7 +276,7 @@ impl JobThread {
             .runtime
             .instantiate(&spec.module_sha256, &spec.name, limits, &spec.grants, memory_len)
             .await?;
-        if let Some(memory) = &self.memory {
+        if let Some(memory) = &memory {
             instance
                 .restore_memory(memory)
                 .context("restoring the checkpoint's memory image")?;

@@ -268,7 +268,9 @@ impl Instance {
 
     /// Overwrites the guest's memory with a restored `image` (taken of
     /// this module, after its `init`), so that the guest carries on as it
-    /// was; pages are tracked from here on. Call before any other export.
+    /// was; pages are tracked from here on where the kernel can (else the
+    /// job's checkpoints are the SDK's snapshots, and the log says why).
+    /// Call before any other export.
     pub fn restore_memory(&mut self, image: &[u8]) -> Result<(), ImageError> {
         let memory = self.memory()?;
         if image.len() > memory.len() {
@@ -281,8 +283,10 @@ impl Instance {
         let bytes = unsafe { memory.bytes_mut() };
         bytes[..image.len()].copy_from_slice(image);
         bytes[image.len()..].fill(0);
-        self.track_memory()?;
-        self.tracked_since_image = true;
+        match self.track_memory() {
+            Ok(()) => self.tracked_since_image = true,
+            Err(e) => tracing::warn!(job = %self.store.data().job, "checkpoints keep the SDK's snapshot: {e}"),
+        }
         Ok(())
     }
 
