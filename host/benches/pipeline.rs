@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use weir::connectors::{encode_batch, open_source, Source, SourcePosition};
 use weir::runtime::{Instance, Limits, Runtime};
-use weir::spec::SourceSpec;
+use weir::spec::{EventEncoding, SourceSpec};
 use weir::storage::sha256_hex;
 use weir::wit::{batch_len, Batch, Texts};
 use weir_guest::{Assigner, CountWindow, EventTimeWindows};
@@ -182,7 +182,7 @@ impl NativeNexmark {
             if !self.query.reads(nexmark::model::kind(value)) {
                 continue;
             }
-            let event = serde_json::from_slice(value).expect("the source makes Nexmark events");
+            let event = nexmark::model::read(value).expect("the source makes Nexmark events");
             // A late event is left out, as the job's side output takes it.
             let _ = self.state.on_event(self.query, &event, emit);
         }
@@ -533,6 +533,7 @@ fn nexmark_expected(dir: &std::path::Path) {
         event_rate: Some(10_000),
         seed: 7,
         events: Some(200_000),
+        encoding: EventEncoding::Json,
     };
     std::fs::create_dir_all(dir).unwrap();
     for query in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
@@ -599,6 +600,7 @@ fn main() {
             event_rate: Some(100_000),
             seed: 0,
             events: None,
+            encoding: EventEncoding::Binary,
         };
         open_source(&spec, None, "bench", weir::spec::Share::WHOLE)
     };

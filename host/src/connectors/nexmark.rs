@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::source::{Source, Throttle};
 use crate::checkpoint::SourcePosition;
-use crate::spec::Share;
+use crate::spec::{EventEncoding, Share};
 use crate::wit::{Batch, Records};
 
 /// One in this many events is a person, then auctions, then bids.
@@ -292,7 +292,61 @@ impl Event {
             Event::Bid(b) => b.date_time,
         }
     }
+
+    /// Appends it to `out` as a record's value in `encoding`.
+    pub fn encode(&self, encoding: EventEncoding, out: &mut Vec<u8>) {
+        match encoding {
+            EventEncoding::Json => serde_json::to_writer(out, self).expect("events serialize"),
+            EventEncoding::Binary => self.encode_binary(out),
+        }
+    }
+
+    /// The binary layout (README, "Nexmark"): a tag byte that no UTF-8
+    /// text starts with, the numbers as 8 bytes little-endian, each string
+    /// but the last as a 4-byte little-endian length and its bytes, and
+    /// the last (`extra`) as the rest of the value.
+    fn encode_binary(&self, out: &mut Vec<u8>) {
+        let (tag, numbers, strings, extra): (u8, &[i64], &[&str], &str) = match self {
+            Event::Person(p) => (
+                PERSON_TAG,
+                &[p.id, p.date_time],
+                &[&p.name, &p.email_address, &p.credit_card, &p.city, &p.state],
+                &p.extra,
+            ),
+            Event::Auction(a) => (
+                AUCTION_TAG,
+                &[
+                    a.id,
+                    a.initial_bid,
+                    a.reserve,
+                    a.date_time,
+                    a.expires,
+                    a.seller,
+                    a.category,
+                ],
+                &[&a.item_name, &a.description],
+                &a.extra,
+            ),
+            Event::Bid(b) => (BID_TAG, &[b.auction, b.bidder, b.price, b.date_time], &[], &b.extra),
+        };
+        out.push(tag);
+        for n in numbers {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for s in strings {
+            let len = u32::try_from(s.len()).expect("the generator's strings are short");
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(extra.as_bytes());
+    }
 }
+
+/// The first byte of a binary event: continuation bytes, which begin no
+/// UTF-8 text (so no JSON either).
+const PERSON_TAG: u8 = 0x81;
+const AUCTION_TAG: u8 = 0x82;
+const BID_TAG: u8 = 0x83;
 
 /// The whole stream's events by number, from 0.
 #[derive(Debug, Clone, Copy)]
@@ -420,21 +474,31 @@ pub struct Nexmark {
     events: Option<u64>,
     throttle: Throttle,
     offset: u64,
+    encoding: EventEncoding,
 }
 
-/// A batch stops growing past this many bytes of JSON.
+/// A batch stops growing past this many bytes of values.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 impl Nexmark {
     /// Task `share`'s events of `generator`'s stream from `offset` on, at
-    /// `rate` a second over all tasks (0: unthrottled), `events` in all.
-    pub fn new(generator: Generator, rate: u64, events: Option<u64>, share: Share, offset: u64) -> Self {
+    /// `rate` a second over all tasks (0: unthrottled), `events` in all,
+    /// each written in `encoding`.
+    pub fn new(
+        generator: Generator,
+        rate: u64,
+        events: Option<u64>,
+        encoding: EventEncoding,
+        share: Share,
+        offset: u64,
+    ) -> Self {
         Nexmark {
             generator,
             share,
             events,
             throttle: Throttle::new(rate.div_ceil(u64::from(share.of.max(1))), offset),
             offset,
+            encoding,
         }
     }
 
@@ -469,7 +533,7 @@ impl Source for Nexmark {
             let event = self.generator.event(self.number(nth));
             write!(records.data, "{}", event.key())?;
             records.ends.push(records.data.len() as u32);
-            serde_json::to_writer(&mut records.data, &event).expect("events serialize");
+            event.encode(self.encoding, &mut records.data);
             records.ends.push(records.data.len() as u32);
             records.keyed.push(1);
             records.timestamps.push(event.date_time());
@@ -584,6 +648,35 @@ mod tests {
         );
     }
 
+    /// `jobs/nexmark` reads a binary event as it reads the same event's
+    /// JSON, every field its queries use, strings included.
+    #[test]
+    fn binary_events_read_as_their_json_does() {
+        let generator = Generator::new(10_000, 3);
+        let mut kinds = std::collections::BTreeSet::new();
+        for n in 0..2_000 {
+            let event = generator.event(n);
+            let (mut json, mut binary) = (Vec::new(), Vec::new());
+            event.encode(EventEncoding::Json, &mut json);
+            event.encode(EventEncoding::Binary, &mut binary);
+            assert!(binary.len() < json.len(), "{binary:?}");
+            let kind = nexmark::model::kind(&binary);
+            assert_eq!(kind, nexmark::model::kind(&json));
+            kinds.insert(format!("{kind:?}"));
+            let read = |value: &[u8]| format!("{:?}", nexmark::model::read(value).unwrap());
+            assert_eq!(read(&binary), read(&json), "event {n}");
+        }
+        assert_eq!(kinds.len(), 3, "persons, auctions and bids: {kinds:?}");
+        let mut bid = Vec::new();
+        generator.event(2).encode(EventEncoding::Binary, &mut bid);
+        for cut in [1, 20, 32] {
+            let err = nexmark::model::read(&bid[..cut]).unwrap_err();
+            assert!(err.contains("ends early"), "{err}");
+        }
+        bid.push(0xff);
+        assert!(nexmark::model::read(&bid).unwrap_err().contains("not UTF-8"));
+    }
+
     #[test]
     fn tasks_share_the_stream_and_a_replay_makes_the_same_events() {
         let records = |source: &mut Nexmark| {
@@ -592,7 +685,7 @@ mod tests {
             };
             r
         };
-        let mut source = Nexmark::new(Generator::new(0, 0), 0, Some(10), Share::WHOLE, 0);
+        let mut source = Nexmark::new(Generator::new(0, 0), 0, Some(10), EventEncoding::Json, Share::WHOLE, 0);
         assert!(!source.ended());
         let whole = records(&mut source);
         assert_eq!(whole.timestamps.len(), 10, "the stream ends at events=10");
@@ -602,6 +695,7 @@ mod tests {
             Generator::new(0, 0),
             0,
             Some(10),
+            EventEncoding::Json,
             Share { index: 1, of: 2 },
             0,
         ));
@@ -610,6 +704,7 @@ mod tests {
             Generator::new(0, 0),
             0,
             Some(10),
+            EventEncoding::Json,
             Share { index: 1, of: 2 },
             3,
         ));

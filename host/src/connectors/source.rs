@@ -53,9 +53,10 @@ pub fn open_source(spec: &SourceSpec, restored: Option<&SourcePosition>, job: &s
             event_rate,
             seed,
             events,
+            encoding,
         } => {
             let generator = Generator::new(event_rate.unwrap_or(*rate), *seed);
-            Box::new(Nexmark::new(generator, *rate, *events, share, offset))
+            Box::new(Nexmark::new(generator, *rate, *events, *encoding, share, offset))
         }
         SourceSpec::Kafka {
             brokers,

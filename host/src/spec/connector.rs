@@ -10,6 +10,24 @@ use serde::{Deserialize, Serialize};
 
 use super::{millis, parse_params, spec_error, SpecError};
 
+/// How `--source nexmark` writes an event into its record's value: JSON to
+/// read anywhere, or a binary layout (`jobs/nexmark`'s `model::binary`)
+/// that a job reads in place, with no parsing, as an engine's own
+/// in-memory rows are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventEncoding {
+    #[default]
+    Json,
+    Binary,
+}
+
+impl EventEncoding {
+    fn is_json(&self) -> bool {
+        *self == EventEncoding::Json
+    }
+}
+
 /// Where a job's input comes from. Every source is replayable from an offset,
 /// which is what makes restoring from a checkpoint exactly-once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +50,8 @@ pub enum SourceSpec {
     },
     /// The Nexmark benchmark's auction events (persons, auctions and bids,
     /// 1:3:46), generated as its generator makes them: event `n` is the
-    /// same on every replay, stamped with its event time, as JSON records
-    /// keyed by the id they are about.
+    /// same on every replay, stamped with its event time, as records keyed
+    /// by the id they are about.
     Nexmark {
         /// Events per second over all tasks (0: unthrottled).
         rate: u64,
@@ -47,6 +65,9 @@ pub enum SourceSpec {
         /// How many events in all; none: without end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         events: Option<u64>,
+        /// How each event is written into its record's value.
+        #[serde(default, skip_serializing_if = "EventEncoding::is_json")]
+        encoding: EventEncoding,
     },
     /// Every partition of a Kafka topic, `read_committed`, from per-partition
     /// offsets kept in weir's checkpoints; records keep their key,
@@ -208,7 +229,7 @@ pub enum TableMode {
 }
 
 const SOURCE_FORMS: &str = "expected `sequence[:start=N,rate=R,timestamp=T]`, `file:PATH`, \
-     `file:timestamp=T,path=PATH`, `nexmark[:rate=R,event-rate=E,seed=S,events=N]` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
+     `file:timestamp=T,path=PATH`, `nexmark[:rate=R,event-rate=E,seed=S,events=N,encoding=json|binary]` or `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,start=earliest|latest|timestamp=MS][,group=G]`";
 const SINK_FORMS: &str = "expected `stdout`, `file:PATH`, \
      `postgres:url=postgresql://USER@HOST:PORT/DB,table=T[,mode=append|upsert,key=COL[,COL]...]` or \
      `kafka:brokers=HOST:PORT[,HOST:PORT],topic=T[,delivery=exactly-once|at-least-once]`";
@@ -280,6 +301,7 @@ impl FromStr for SourceSpec {
             "kafka" => parse_kafka(rest),
             "nexmark" => {
                 let (mut rate, mut event_rate, mut seed, mut events) = (10_000u64, None, 0u64, None);
+                let mut encoding = EventEncoding::Json;
                 for (key, value) in parse_params(rest, SOURCE_FORMS)? {
                     let number = || {
                         value
@@ -298,9 +320,20 @@ impl FromStr for SourceSpec {
                         }
                         "seed" => seed = number()?,
                         "events" => events = Some(number()?),
+                        "encoding" => {
+                            encoding = match value {
+                                "json" => EventEncoding::Json,
+                                "binary" => EventEncoding::Binary,
+                                _ => {
+                                    return Err(spec_error(format!(
+                                        "nexmark source: `encoding={value}`: give encoding=json or encoding=binary"
+                                    )))
+                                }
+                            }
+                        }
                         _ => {
                             return Err(spec_error(format!(
-                                "nexmark source: unknown setting `{key}`; expected rate, event-rate, seed or events"
+                                "nexmark source: unknown setting `{key}`; expected rate, event-rate, seed, events or encoding"
                             )))
                         }
                     }
@@ -310,6 +343,7 @@ impl FromStr for SourceSpec {
                     event_rate,
                     seed,
                     events,
+                    encoding,
                 })
             }
             _ => Err(spec_error(format!("unknown source `{s}`; {SOURCE_FORMS}"))),
@@ -332,15 +366,19 @@ impl fmt::Display for SourceSpec {
                 event_rate,
                 seed,
                 events,
+                encoding,
             } => {
                 write!(f, "nexmark:rate={rate}")?;
                 if let Some(event_rate) = event_rate {
                     write!(f, ",event-rate={event_rate}")?;
                 }
                 write!(f, ",seed={seed}")?;
-                match events {
-                    Some(n) => write!(f, ",events={n}"),
-                    None => Ok(()),
+                if let Some(n) = events {
+                    write!(f, ",events={n}")?;
+                }
+                match encoding {
+                    EventEncoding::Json => Ok(()),
+                    EventEncoding::Binary => write!(f, ",encoding=binary"),
                 }
             }
             SourceSpec::File { path, timestamp: None } => write!(f, "file:{path}"),
@@ -651,6 +689,7 @@ mod tests {
             "nexmark:rate=0,seed=7,events=1000",
             "nexmark:rate=0,event-rate=10000,seed=7",
             "nexmark:rate=10000,seed=0",
+            "nexmark:rate=0,seed=1,events=5,encoding=binary",
         ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
@@ -660,7 +699,8 @@ mod tests {
                 rate: 10_000,
                 event_rate: None,
                 seed: 0,
-                events: None
+                events: None,
+                encoding: EventEncoding::Json,
             }
         );
         assert_eq!(
@@ -683,6 +723,7 @@ mod tests {
             "nexmark:events=many",
             "nexmark:speed=1",
             "nexmark:event-rate=0",
+            "nexmark:encoding=avro",
         ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use connector::{Delivery, KafkaStart, OnError, SinkSpec, SourceSpec, TableMode, Timestamps};
+pub use connector::{Delivery, EventEncoding, KafkaStart, OnError, SinkSpec, SourceSpec, TableMode, Timestamps};
 pub use grants::{Cidr, DirGrant, Grants};
 pub use restart::RestartStrategy;
 pub use status::{JobState, JobStatus};

@@ -9,6 +9,8 @@
 pub mod model;
 pub mod queries;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use weir_guest::{config_value, Config, Context, Error, Job, Record};
 
@@ -29,10 +31,14 @@ impl Job for Nexmark {
     }
 
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
-        if !self.query.reads(model::kind(&record.value_bytes())) {
+        let value = record.value_bytes();
+        if !self.query.reads(model::kind(&value)) {
             return Ok(());
         }
-        let event: model::Event = record.json()?;
+        let Cow::Borrowed(value) = value else {
+            return Err(Error::new("a number is no Nexmark event"));
+        };
+        let event = model::read(value).map_err(Error::new)?;
         self.state
             .on_event(self.query, &event, &mut |line| ctx.emit_text(line))?;
         Ok(())

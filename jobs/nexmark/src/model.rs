@@ -1,5 +1,6 @@
-//! The events of `--source nexmark`, as their records' JSON values
-//! (`{"bid": {...}}`), read borrowing their strings from the record.
+//! The events of `--source nexmark`, read from their records' values,
+//! JSON (`{"bid": {...}}`) or binary (`encoding=binary`), borrowing their
+//! strings from the record.
 
 use std::borrow::Cow;
 
@@ -65,6 +66,12 @@ pub enum Kind {
 }
 
 pub fn kind(value: &[u8]) -> Kind {
+    match value.first() {
+        Some(&BID_TAG) => return Kind::Bid,
+        Some(&PERSON_TAG) => return Kind::Person,
+        Some(&AUCTION_TAG) => return Kind::Auction,
+        _ => {}
+    }
     if value.starts_with(b"{\"bid\":") {
         Kind::Bid
     } else if value.starts_with(b"{\"person\":") {
@@ -74,4 +81,99 @@ pub fn kind(value: &[u8]) -> Kind {
     } else {
         Kind::Unknown
     }
+}
+
+/// The first byte of a binary event: a UTF-8 continuation byte, which no
+/// text (so no JSON) begins with.
+const PERSON_TAG: u8 = 0x81;
+const AUCTION_TAG: u8 = 0x82;
+const BID_TAG: u8 = 0x83;
+
+/// The event a record's value holds, in either encoding.
+pub fn read(value: &[u8]) -> Result<Event<'_>, String> {
+    match value.first() {
+        Some(&(PERSON_TAG | AUCTION_TAG | BID_TAG)) => binary(value),
+        _ => serde_json::from_slice(value).map_err(|e| format!("the value is no Nexmark event: {e}")),
+    }
+}
+
+/// A binary event (README, "Nexmark"): after the tag, its numbers as 8
+/// bytes little-endian, each string but the last as a 4-byte
+/// little-endian length and its bytes, and the last (`extra`) the rest.
+/// Read in place: nothing is parsed or copied, which is what the encoding
+/// is for.
+fn binary(value: &[u8]) -> Result<Event<'_>, String> {
+    let mut r = Fields(&value[1..]);
+    let event = match value[0] {
+        PERSON_TAG => {
+            let (id, date_time) = (r.int()?, r.int()?);
+            let name = r.text()?;
+            let _email_address = r.text()?;
+            let _credit_card = r.text()?;
+            let (city, state) = (r.text()?, r.text()?);
+            Event::Person(Person {
+                id,
+                name: Cow::Borrowed(name),
+                city: Cow::Borrowed(city),
+                state: Cow::Borrowed(state),
+                date_time,
+            })
+        }
+        AUCTION_TAG => {
+            let id = r.int()?;
+            let (_initial_bid, _reserve) = (r.int()?, r.int()?);
+            let (date_time, expires, seller, category) = (r.int()?, r.int()?, r.int()?, r.int()?);
+            let _item_name = r.text()?;
+            let _description = r.text()?;
+            Event::Auction(Auction {
+                id,
+                date_time,
+                expires,
+                seller,
+                category,
+            })
+        }
+        _ => Event::Bid(Bid {
+            auction: r.int()?,
+            bidder: r.int()?,
+            price: r.int()?,
+            date_time: r.int()?,
+            extra: Cow::Borrowed(r.rest()?),
+        }),
+    };
+    // A person's and an auction's extra is read by no query: its bytes go unchecked.
+    Ok(event)
+}
+
+/// The fields of a binary event not yet read.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("the value is no Nexmark event: a binary event ends early".to_string());
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn int(&mut self) -> Result<i64, String> {
+        let bytes = self.take(8)?;
+        Ok(i64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    fn text(&mut self) -> Result<&'a str, String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
+        let bytes = self.take(len as usize)?;
+        utf8(bytes)
+    }
+
+    fn rest(&mut self) -> Result<&'a str, String> {
+        utf8(std::mem::take(&mut self.0))
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("the value is no Nexmark event: a string is not UTF-8: {e}"))
 }
