@@ -5,7 +5,7 @@
 //! with its id, so a replay from any offset, on any task, makes the same
 //! events, and with seed 0 the same as the reference generator.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -192,20 +192,35 @@ fn ascii(bytes: Vec<u8>) -> String {
 /// `length` characters, six from each random int (some of them
 /// punctuation, as the reference's are).
 fn next_exact_string(rng: &mut JavaRandom, length: i32) -> String {
-    let (mut rnd, mut left) = (0i32, 0);
-    let bytes = (0..length)
-        .map(|_| {
-            if left == 0 {
-                rnd = rng.next_i32();
-                left = 6;
-            }
-            let c = (97 + rnd % 26) as u8;
-            rnd /= 26;
-            left -= 1;
-            c
-        })
-        .collect();
+    let length = usize::try_from(length).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(length);
+    for _ in 0..length / 6 {
+        bytes.extend_from_slice(&six_letters(rng.next_i32()));
+    }
+    if length % 6 > 0 {
+        bytes.extend_from_slice(&six_letters(rng.next_i32())[..length % 6]);
+    }
     ascii(bytes)
+}
+
+/// The reference's six characters of one random int: `97 + rnd % 26`,
+/// then `rnd /= 26`, six times (Java's division, toward zero, so a
+/// negative int gives characters below `a`). Each quotient is taken
+/// straight from `rnd`, since dividing toward zero by 26 `k` times is
+/// dividing by 26^k: six independent multiplications where the
+/// reference's loop waits on each division in turn (it was most of the
+/// source's time).
+fn six_letters(rnd: i32) -> [u8; 6] {
+    let q = [
+        rnd,
+        rnd / 26,
+        rnd / 676,
+        rnd / 17_576,
+        rnd / 456_976,
+        rnd / 11_881_376,
+        rnd / 308_915_776,
+    ];
+    std::array::from_fn(|k| (97 + q[k] - 26 * q[k + 1]) as u8)
 }
 
 /// Padding that brings an event of `size` bytes to about `avg`.
@@ -531,7 +546,9 @@ impl Source for Nexmark {
         let mut records = Records::default();
         for nth in self.offset..self.offset + n {
             let event = self.generator.event(self.number(nth));
-            write!(records.data, "{}", event.key())?;
+            records
+                .data
+                .extend_from_slice(itoa::Buffer::new().format(event.key()).as_bytes());
             records.ends.push(records.data.len() as u32);
             event.encode(self.encoding, &mut records.data);
             records.ends.push(records.data.len() as u32);
@@ -557,6 +574,21 @@ impl Source for Nexmark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn six_letters_are_the_reference_loop_s() {
+        let mut rng = JavaRandom::new(1);
+        let edges = [0, 1, -1, 25, 26, -26, 675, i32::MAX, i32::MIN, 308_915_776];
+        for rnd in edges.into_iter().chain((0..100_000).map(|_| rng.next_i32())) {
+            let mut r = rnd;
+            let reference: [u8; 6] = std::array::from_fn(|_| {
+                let c = (97 + r % 26) as u8;
+                r /= 26;
+                c
+            });
+            assert_eq!(six_letters(rnd), reference, "{rnd}");
+        }
+    }
 
     #[test]
     fn java_random_is_java_s() {
