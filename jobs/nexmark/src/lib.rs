@@ -79,6 +79,29 @@ mod tests {
         assert!(Harness::<Nexmark>::with_config(&[("query", "q6")]).is_err());
     }
 
+    /// `--source nexmark:encoding=binary`'s bid: its tag, then auction,
+    /// bidder, price and time as 8 bytes little-endian each, then extra.
+    fn binary_bid(auction: i64, price: i64, at: i64, extra: &str) -> Vec<u8> {
+        let mut value = vec![0x83];
+        for n in [auction, 1001, price, at] {
+            value.extend_from_slice(&n.to_le_bytes());
+        }
+        value.extend_from_slice(extra.as_bytes());
+        value
+    }
+
+    #[test]
+    fn a_binary_event_gives_the_lines_its_json_gives_and_a_cut_one_is_refused() {
+        let mut q1 = Harness::<Nexmark>::with_config(&[("query", "q1")]).unwrap();
+        let value = binary_bid(1000, 1234, 5, "x\\y");
+        let out = q1.process(&[Input::bytes(&value).at(5), Input::bytes(&value[..20]).at(5)]);
+        assert_eq!(out.texts(), ["1000,1001,1120.472,5,x\\y"]);
+        assert_eq!(out.rejected.len(), 1, "a binary event cut short is refused: {out:?}");
+        let mut q0 = Harness::<Nexmark>::with_config(&[("query", "q0")]).unwrap();
+        let out = q0.process(&[Input::bytes(&binary_bid(7, -5, -1, "")).at(-1), bid(7, 5, 3)]);
+        assert_eq!(out.texts(), ["7,1001,-5,-1,", "7,1001,5,3,x\\y"]);
+    }
+
     #[test]
     fn q4_averages_each_categorys_winning_bids_as_auctions_close() {
         let auction = |id: i64, category: i64, expires: i64| {

@@ -112,6 +112,62 @@ pub struct State {
     /// q8: per window start, the persons who registered (id, name) and the
     /// sellers who put an item up.
     new_users: BTreeMap<i64, (BTreeMap<i64, String>, BTreeSet<i64>)>,
+    /// The line being written for an event (not state: reused, so a line
+    /// per bid allocates nothing).
+    #[serde(skip)]
+    line: Line,
+}
+
+/// A result line, written column by column into one buffer: numbers with
+/// itoa, since `core::fmt` makes a call per piece, and in wasm each call
+/// checks the epoch deadline (q0 and q1 write one per bid).
+#[derive(Debug, Default)]
+struct Line {
+    text: String,
+    columns: usize,
+}
+
+impl Line {
+    fn start(&mut self) -> &mut Self {
+        self.text.clear();
+        self.columns = 0;
+        self
+    }
+
+    fn column(&mut self) -> &mut String {
+        if self.columns > 0 {
+            self.text.push(',');
+        }
+        self.columns += 1;
+        &mut self.text
+    }
+
+    fn int(&mut self, n: i64) -> &mut Self {
+        self.column().push_str(itoa::Buffer::new().format(n));
+        self
+    }
+
+    /// `n` thousandths as a decimal with three places: `-1.005`.
+    fn thousandths(&mut self, n: i128) -> &mut Self {
+        let text = self.column();
+        if n < 0 {
+            text.push('-');
+        }
+        let (whole, fraction) = (n.unsigned_abs() / 1000, n.unsigned_abs() % 1000);
+        text.push_str(itoa::Buffer::new().format(whole));
+        text.push('.');
+        text.push_str(&itoa::Buffer::new().format(fraction + 1000)[1..]);
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.column().push_str(s);
+        self
+    }
+
+    fn as_str(&self) -> &str {
+        &self.text
+    }
 }
 
 impl State {
@@ -131,34 +187,22 @@ impl State {
             return Err(Late { window_start: start });
         }
         let start = window.unwrap_or_default();
-        let mut line = String::new();
+        let line = &mut self.line;
         match (query, event) {
             (Query::Q0, Event::Bid(b)) => {
-                let _ = write!(
-                    line,
-                    "{},{},{},{},{}",
-                    b.auction, b.bidder, b.price, b.date_time, b.extra
-                );
-                emit(&line);
+                line.start().int(b.auction).int(b.bidder).int(b.price);
+                emit(line.int(b.date_time).text(&b.extra).as_str());
             }
             (Query::Q1, Event::Bid(b)) => {
-                let euro_millis = i128::from(b.price) * 908;
-                let sign = if euro_millis < 0 { "-" } else { "" };
-                let _ = write!(
-                    line,
-                    "{},{},{sign}{}.{:03},{},{}",
-                    b.auction,
-                    b.bidder,
-                    (euro_millis / 1000).abs(),
-                    (euro_millis % 1000).abs(),
-                    b.date_time,
-                    b.extra
-                );
-                emit(&line);
+                let euros = line
+                    .start()
+                    .int(b.auction)
+                    .int(b.bidder)
+                    .thousandths(i128::from(b.price) * 908);
+                emit(euros.int(b.date_time).text(&b.extra).as_str());
             }
             (Query::Q2, Event::Bid(b)) if b.auction % 123 == 0 => {
-                let _ = write!(line, "{},{}", b.auction, b.price);
-                emit(&line);
+                emit(line.start().int(b.auction).int(b.price).as_str());
             }
             (Query::Q4, Event::Auction(a)) => {
                 let auction = OpenAuction {
