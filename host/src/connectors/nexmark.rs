@@ -190,17 +190,16 @@ fn ascii(bytes: Vec<u8>) -> String {
 }
 
 /// `length` characters, six from each random int (some of them
-/// punctuation, as the reference's are).
-fn next_exact_string(rng: &mut JavaRandom, length: i32) -> String {
+/// punctuation, as the reference's are), appended to `out`.
+fn next_exact_string(rng: &mut JavaRandom, length: i32, out: &mut Vec<u8>) {
     let length = usize::try_from(length).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(length);
+    out.reserve(length);
     for _ in 0..length / 6 {
-        bytes.extend_from_slice(&six_letters(rng.next_i32()));
+        out.extend_from_slice(&six_letters(rng.next_i32()));
     }
     if length % 6 > 0 {
-        bytes.extend_from_slice(&six_letters(rng.next_i32())[..length % 6]);
+        out.extend_from_slice(&six_letters(rng.next_i32())[..length % 6]);
     }
-    ascii(bytes)
 }
 
 /// The reference's six characters of one random int: `97 + rnd % 26`,
@@ -225,13 +224,20 @@ fn six_letters(rnd: i32) -> [u8; 6] {
 
 /// Padding that brings an event of `size` bytes to about `avg`.
 fn next_extra(rng: &mut JavaRandom, size: i32, avg: i32) -> String {
+    let mut extra = Vec::new();
+    next_extra_into(rng, size, avg, &mut extra);
+    ascii(extra)
+}
+
+/// `next_extra`, appended to `out`.
+fn next_extra_into(rng: &mut JavaRandom, size: i32, avg: i32, out: &mut Vec<u8>) {
     if size > avg {
-        return String::new();
+        return;
     }
     let room = avg - size;
     let delta = java_round(f64::from(room) * 0.2) as i32;
     let len = room - delta + if delta == 0 { 0 } else { rng.next_below(2 * delta) };
-    next_exact_string(rng, len)
+    next_exact_string(rng, len, out);
 }
 
 /// A price in cents, 1 to 1,000,000 dollars, log-uniform.
@@ -299,15 +305,6 @@ impl Event {
         }
     }
 
-    /// When it happened: its record's event time.
-    pub fn date_time(&self) -> i64 {
-        match self {
-            Event::Person(p) => p.date_time,
-            Event::Auction(a) => a.date_time,
-            Event::Bid(b) => b.date_time,
-        }
-    }
-
     /// Appends it to `out` as a record's value in `encoding`.
     pub fn encode(&self, encoding: EventEncoding, out: &mut Vec<u8>) {
         match encoding {
@@ -344,10 +341,7 @@ impl Event {
             ),
             Event::Bid(b) => (BID_TAG, &[b.auction, b.bidder, b.price, b.date_time], &[], &b.extra),
         };
-        out.push(tag);
-        for n in numbers {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
+        binary_numbers(tag, numbers, out);
         for s in strings {
             let len = u32::try_from(s.len()).expect("the generator's strings are short");
             out.extend_from_slice(&len.to_le_bytes());
@@ -355,6 +349,26 @@ impl Event {
         }
         out.extend_from_slice(extra.as_bytes());
     }
+}
+
+/// A binary event's tag and numbers.
+fn binary_numbers(tag: u8, numbers: &[i64], out: &mut Vec<u8>) {
+    out.push(tag);
+    for n in numbers {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// Appends one record to `records`: its key, the value `value` writes, its time.
+fn push_record(records: &mut Records, key: i64, at: i64, value: impl FnOnce(&mut Vec<u8>)) {
+    records
+        .data
+        .extend_from_slice(itoa::Buffer::new().format(key).as_bytes());
+    records.ends.push(records.data.len() as u32);
+    value(&mut records.data);
+    records.ends.push(records.data.len() as u32);
+    records.keyed.push(1);
+    records.timestamps.push(at);
 }
 
 /// The first byte of a binary event: continuation bytes, which begin no
@@ -387,16 +401,42 @@ impl Generator {
         BASE_TIME_MS + ((number as f64 * self.delay_us) as i64) / 1000
     }
 
-    /// Event `n` of the stream (from 0).
-    pub fn event(&self, n: u64) -> Event {
+    /// Event `n`'s number (from 1), id, time and random numbers.
+    fn draw(&self, n: u64) -> (i64, i64, i64, JavaRandom) {
         let number = n as i64 + 1;
         let id = number + 1;
-        let at = self.timestamp(number);
-        let rng = &mut JavaRandom::new(id ^ mix64(self.seed) as i64);
+        (
+            number,
+            id,
+            self.timestamp(number),
+            JavaRandom::new(id ^ mix64(self.seed) as i64),
+        )
+    }
+
+    /// Event `n` of the stream (from 0).
+    pub fn event(&self, n: u64) -> Event {
+        let (number, id, at, ref mut rng) = self.draw(n);
         match id % TOTAL_PROPORTION {
             rem if rem < PERSON_PROPORTION => Event::Person(person(id, rng, at)),
             rem if rem < PERSON_PROPORTION + AUCTION_PROPORTION => Event::Auction(self.auction(number, id, rng, at)),
             _ => Event::Bid(bid(id, rng, at)),
+        }
+    }
+
+    /// Appends event `n` to `records` as a record in `encoding`. A binary
+    /// bid (most events) is written straight into the batch, its extra
+    /// never a string of its own.
+    fn append(&self, n: u64, encoding: EventEncoding, records: &mut Records) {
+        let (_, id, at, mut rng) = self.draw(n);
+        if encoding == EventEncoding::Binary && id % TOTAL_PROPORTION >= PERSON_PROPORTION + AUCTION_PROPORTION {
+            let (auction, bidder, price) = bid_numbers(id, &mut rng);
+            push_record(records, auction, at, |out| {
+                binary_numbers(BID_TAG, &[auction, bidder, price, at], out);
+                next_extra_into(&mut rng, 32, AVG_BID_BYTES, out);
+            });
+        } else {
+            let event = self.event(n);
+            push_record(records, event.key(), at, |out| event.encode(encoding, out));
         }
     }
 
@@ -459,6 +499,18 @@ fn person(id: i64, rng: &mut JavaRandom, at: i64) -> Person {
 }
 
 fn bid(id: i64, rng: &mut JavaRandom, at: i64) -> Bid {
+    let (auction, bidder, price) = bid_numbers(id, rng);
+    Bid {
+        auction,
+        bidder,
+        price,
+        date_time: at,
+        extra: next_extra(rng, 32, AVG_BID_BYTES),
+    }
+}
+
+/// A bid's auction, bidder and price: what it draws before its extra.
+fn bid_numbers(id: i64, rng: &mut JavaRandom) -> (i64, i64, i64) {
     let auction = if rng.next_below(HOT_AUCTION_RATIO) > 0 {
         (last_base0_auction_id(id) / 100) * 100
     } else {
@@ -470,14 +522,7 @@ fn bid(id: i64, rng: &mut JavaRandom, at: i64) -> Bid {
         next_base0_person_id(id, rng)
     };
     let price = next_price(rng);
-    let extra = next_extra(rng, 32, AVG_BID_BYTES);
-    Bid {
-        auction: auction + FIRST_AUCTION_ID,
-        bidder: bidder + FIRST_PERSON_ID,
-        price,
-        date_time: at,
-        extra,
-    }
+    (auction + FIRST_AUCTION_ID, bidder + FIRST_PERSON_ID, price)
 }
 
 /// A task's share of the stream: task `i` of `n` makes events `i, i+n,
@@ -545,15 +590,7 @@ impl Source for Nexmark {
         }
         let mut records = Records::default();
         for nth in self.offset..self.offset + n {
-            let event = self.generator.event(self.number(nth));
-            records
-                .data
-                .extend_from_slice(itoa::Buffer::new().format(event.key()).as_bytes());
-            records.ends.push(records.data.len() as u32);
-            event.encode(self.encoding, &mut records.data);
-            records.ends.push(records.data.len() as u32);
-            records.keyed.push(1);
-            records.timestamps.push(event.date_time());
+            self.generator.append(self.number(nth), self.encoding, &mut records);
             self.offset += 1;
             if records.data.len() >= MAX_BATCH_BYTES {
                 break;
@@ -707,6 +744,35 @@ mod tests {
         }
         bid.push(0xff);
         assert!(nexmark::model::read(&bid).unwrap_err().contains("not UTF-8"));
+    }
+
+    /// The source writes a binary bid straight into its batch: the same
+    /// bytes as the event encoded, under the same key and time as in JSON.
+    #[test]
+    fn a_binary_source_writes_each_event_as_it_encodes() {
+        let batch = |encoding| {
+            let mut source = Nexmark::new(Generator::new(1_000, 5), 0, Some(300), encoding, Share::WHOLE, 0);
+            let Batch::Records(r) = source.next_batch(1_000, Instant::now()).unwrap() else {
+                panic!("records")
+            };
+            r
+        };
+        let (json, binary) = (batch(EventEncoding::Json), batch(EventEncoding::Binary));
+        assert_eq!(binary.timestamps.len(), 300);
+        assert_eq!(binary.timestamps, json.timestamps);
+        // A batch's keys and values, one after the other, each ending where `ends` says.
+        let field = |r: &Records, i: usize| {
+            let start = if i == 0 { 0 } else { r.ends[i - 1] as usize };
+            r.data[start..r.ends[i] as usize].to_vec()
+        };
+        for n in 0..300 {
+            assert_eq!(field(&binary, 2 * n), field(&json, 2 * n), "event {n}'s key");
+            let mut encoded = Vec::new();
+            Generator::new(1_000, 5)
+                .event(n as u64)
+                .encode(EventEncoding::Binary, &mut encoded);
+            assert_eq!(field(&binary, 2 * n + 1), encoded, "event {n}");
+        }
     }
 
     #[test]
