@@ -20,13 +20,17 @@ fn encode_int(n: i64, out: &mut Vec<u8>) {
     let _ = writeln!(out, "{n}");
 }
 
+/// One line: a newline in the text becomes `\n` (found with memchr, as
+/// most texts have none and a byte-by-byte split was a tenth of a
+/// pass-through job's time).
 fn encode_text(text: &[u8], out: &mut Vec<u8>) {
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\\n");
-        }
-        out.extend_from_slice(line);
+    let mut rest = text;
+    while let Some(newline) = memchr::memchr(b'\n', rest) {
+        out.extend_from_slice(&rest[..newline]);
+        out.extend_from_slice(b"\\n");
+        rest = &rest[newline + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'\n');
 }
 

@@ -203,23 +203,31 @@ fn next_exact_string(rng: &mut JavaRandom, length: i32, out: &mut Vec<u8>) {
 }
 
 /// The reference's six characters of one random int: `97 + rnd % 26`,
-/// then `rnd /= 26`, six times (Java's division, toward zero, so a
-/// negative int gives characters below `a`). Each quotient is taken
-/// straight from `rnd`, since dividing toward zero by 26 `k` times is
-/// dividing by 26^k: six independent multiplications where the
-/// reference's loop waits on each division in turn (it was most of the
-/// source's time).
+/// then `rnd /= 26`, six times, in Java's division toward zero. That is
+/// `97 ± d` for the base-26 digits `d` of `|rnd|` (minus for a negative
+/// int, hence the punctuation), read here two at a time from a table: the
+/// reference's loop, a chain of dependent divisions, was most of the
+/// source's time.
 fn six_letters(rnd: i32) -> [u8; 6] {
-    let q = [
-        rnd,
-        rnd / 26,
-        rnd / 676,
-        rnd / 17_576,
-        rnd / 456_976,
-        rnd / 11_881_376,
-        rnd / 308_915_776,
-    ];
-    std::array::from_fn(|k| (97 + q[k] - 26 * q[k + 1]) as u8)
+    let pairs = if rnd < 0 { &LETTER_PAIRS[1] } else { &LETTER_PAIRS[0] };
+    let a = rnd.unsigned_abs();
+    let [p0, p1, p2] = [a % 676, a / 676 % 676, a / 456_976 % 676].map(|pair| pairs[pair as usize]);
+    [p0[0], p0[1], p1[0], p1[1], p2[0], p2[1]]
+}
+
+/// Two characters for each two base-26 digits (the low one first): `97 +
+/// d` for a non-negative int, `97 - d` for a negative one.
+const LETTER_PAIRS: [[[u8; 2]; 676]; 2] = [letter_pairs(1), letter_pairs(-1)];
+
+const fn letter_pairs(sign: i32) -> [[u8; 2]; 676] {
+    let mut pairs = [[0; 2]; 676];
+    let mut i = 0;
+    while i < 676 {
+        let (low, high) = ((i % 26) as i32, (i / 26) as i32);
+        pairs[i] = [(97 + sign * low) as u8, (97 + sign * high) as u8];
+        i += 1;
+    }
+    pairs
 }
 
 /// Padding that brings an event of `size` bytes to about `avg`.
