@@ -97,6 +97,13 @@ mod tests {
         let out = q1.process(&[Input::bytes(&value).at(5), Input::bytes(&value[..20]).at(5)]);
         assert_eq!(out.texts(), ["1000,1001,1120.472,5,x\\y"]);
         assert_eq!(out.rejected.len(), 1, "a binary event cut short is refused: {out:?}");
+        let extremes = [binary_bid(1, i64::MAX, 0, ""), binary_bid(1, i64::MIN, 0, "")];
+        let out = q1.process(&[Input::bytes(&extremes[0]).at(0), Input::bytes(&extremes[1]).at(0)]);
+        assert_eq!(
+            out.texts(),
+            ["1,1001,8374821809464136432.756,0,", "1,1001,-8374821809464136433.664,0,"],
+            "prices past 64 bits in thousandths"
+        );
         let mut q0 = Harness::<Nexmark>::with_config(&[("query", "q0")]).unwrap();
         let out = q0.process(&[Input::bytes(&binary_bid(7, -5, -1, "")).at(-1), bid(7, 5, 3)]);
         assert_eq!(out.texts(), ["7,1001,-5,-1,", "7,1001,5,3,x\\y"]);

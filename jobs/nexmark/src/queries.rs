@@ -153,8 +153,14 @@ impl Line {
         if n < 0 {
             text.push('-');
         }
-        let (whole, fraction) = (n.unsigned_abs() / 1000, n.unsigned_abs() % 1000);
-        text.push_str(itoa::Buffer::new().format(whole));
+        let abs = n.unsigned_abs();
+        // A price in thousandths fits in 64 bits: then no 128-bit division (a call).
+        let mut digits = itoa::Buffer::new();
+        let (whole, fraction) = match u64::try_from(abs) {
+            Ok(abs) => (digits.format(abs / 1000), abs % 1000),
+            Err(_) => (digits.format(abs / 1000), (abs % 1000) as u64),
+        };
+        text.push_str(whole);
         text.push('.');
         text.push_str(&itoa::Buffer::new().format(fraction + 1000)[1..]);
         self
