@@ -101,7 +101,10 @@ mod tests {
         let out = q1.process(&[Input::bytes(&extremes[0]).at(0), Input::bytes(&extremes[1]).at(0)]);
         assert_eq!(
             out.texts(),
-            ["1,1001,8374821809464136432.756,0,", "1,1001,-8374821809464136433.664,0,"],
+            [
+                "1,1001,8374821809464136432.756,0,",
+                "1,1001,-8374821809464136433.664,0,"
+            ],
             "prices past 64 bits in thousandths"
         );
         let mut q0 = Harness::<Nexmark>::with_config(&[("query", "q0")]).unwrap();
