@@ -927,7 +927,7 @@ public class NexmarkFlink {
     public static void main(String[] args) throws Exception {
         if (args.length < 2) {
             System.err.println("usage: NexmarkFlink <q0|q1|q2|q3|q4|q5|q7|q8> <events> [event-rate=10000000] "
-                    + "[seed=0] [discard|<file>] [last-watermark-ms]");
+                    + "[seed=0] [discard|<file>] [last-watermark-ms]   (-Dnexmark.api=datastream|sql)");
             System.exit(2);
         }
         String query = args[0];
@@ -958,7 +958,12 @@ public class NexmarkFlink {
         env.setParallelism(1);
         env.enableCheckpointing(1000, CheckpointingMode.EXACTLY_ONCE);
 
-        boolean sql = System.getProperty("nexmark.api", "datastream").equals("sql");
+        String api = System.getProperty("nexmark.api", "datastream");
+        if (!api.equals("datastream") && !api.equals("sql")) {
+            System.err.println("nexmark.api=" + api + ": give -Dnexmark.api=datastream or -Dnexmark.api=sql");
+            System.exit(2);
+        }
+        boolean sql = api.equals("sql");
         if (sql && (toFile || sqlQuery(query) == null)) {
             System.err.println("nexmark.api=sql: give q0, q1, q2, q3, q4, q5, q7 or q8, into discard"
                     + " (SQL's results are measured, not cross-checked)");

@@ -347,7 +347,11 @@ impl Event {
                 &[&a.item_name, &a.description],
                 &a.extra,
             ),
-            Event::Bid(b) => (BID_TAG, &[b.auction, b.bidder, b.price, b.date_time], &[], &b.extra),
+            Event::Bid(b) => {
+                binary_bid_numbers(b.auction, b.bidder, b.price, b.date_time, out);
+                out.extend_from_slice(b.extra.as_bytes());
+                return;
+            }
         };
         binary_numbers(tag, numbers, out);
         for s in strings {
@@ -357,6 +361,11 @@ impl Event {
         }
         out.extend_from_slice(extra.as_bytes());
     }
+}
+
+/// A binary bid's tag and numbers; its extra follows.
+fn binary_bid_numbers(auction: i64, bidder: i64, price: i64, at: i64, out: &mut Vec<u8>) {
+    binary_numbers(BID_TAG, &[auction, bidder, price, at], out);
 }
 
 /// A binary event's tag and numbers.
@@ -423,11 +432,16 @@ impl Generator {
 
     /// Event `n` of the stream (from 0).
     pub fn event(&self, n: u64) -> Event {
-        let (number, id, at, ref mut rng) = self.draw(n);
+        let (number, id, at, mut rng) = self.draw(n);
+        self.drawn(number, id, at, &mut rng)
+    }
+
+    /// The event of `id`, numbered `number`, at `at`, from its random numbers.
+    fn drawn(&self, number: i64, id: i64, at: i64, rng: &mut JavaRandom) -> Event {
         match id % TOTAL_PROPORTION {
             rem if rem < PERSON_PROPORTION => Event::Person(person(id, rng, at)),
-            rem if rem < PERSON_PROPORTION + AUCTION_PROPORTION => Event::Auction(self.auction(number, id, rng, at)),
-            _ => Event::Bid(bid(id, rng, at)),
+            _ if is_bid(id) => Event::Bid(bid(id, rng, at)),
+            _ => Event::Auction(self.auction(number, id, rng, at)),
         }
     }
 
@@ -435,15 +449,15 @@ impl Generator {
     /// bid (most events) is written straight into the batch, its extra
     /// never a string of its own.
     fn append(&self, n: u64, encoding: EventEncoding, records: &mut Records) {
-        let (_, id, at, mut rng) = self.draw(n);
-        if encoding == EventEncoding::Binary && id % TOTAL_PROPORTION >= PERSON_PROPORTION + AUCTION_PROPORTION {
+        let (number, id, at, mut rng) = self.draw(n);
+        if encoding == EventEncoding::Binary && is_bid(id) {
             let (auction, bidder, price) = bid_numbers(id, &mut rng);
             push_record(records, auction, at, |out| {
-                binary_numbers(BID_TAG, &[auction, bidder, price, at], out);
-                next_extra_into(&mut rng, 32, AVG_BID_BYTES, out);
+                binary_bid_numbers(auction, bidder, price, at, out);
+                next_bid_extra(&mut rng, out);
             });
         } else {
-            let event = self.event(n);
+            let event = self.drawn(number, id, at, &mut rng);
             push_record(records, event.key(), at, |out| event.encode(encoding, out));
         }
     }
@@ -513,8 +527,23 @@ fn bid(id: i64, rng: &mut JavaRandom, at: i64) -> Bid {
         bidder,
         price,
         date_time: at,
-        extra: next_extra(rng, 32, AVG_BID_BYTES),
+        extra: {
+            let mut extra = Vec::new();
+            next_bid_extra(rng, &mut extra);
+            ascii(extra)
+        },
     }
+}
+
+/// Whether event `id` is a bid (most are).
+fn is_bid(id: i64) -> bool {
+    id % TOTAL_PROPORTION >= PERSON_PROPORTION + AUCTION_PROPORTION
+}
+
+/// A bid's padding, its last draw, appended to `out`: the reference counts
+/// its other fields as 32 bytes.
+fn next_bid_extra(rng: &mut JavaRandom, out: &mut Vec<u8>) {
+    next_extra_into(rng, 32, AVG_BID_BYTES, out);
 }
 
 /// A bid's auction, bidder and price: what it draws before its extra.

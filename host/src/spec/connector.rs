@@ -10,15 +10,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{millis, parse_params, spec_error, SpecError};
 
-/// How `--source nexmark` writes an event into its record's value: JSON to
-/// read anywhere, or a binary layout (`jobs/nexmark`'s `model::binary`)
-/// that a job reads in place, with no parsing, as an engine's own
-/// in-memory rows are read.
+/// How `--source nexmark` writes an event into its record's value (README,
+/// "Nexmark"; `jobs/nexmark`'s `model::read` takes either).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventEncoding {
+    /// `{"bid":{...}}`: readable anywhere, parsed by the job.
     #[default]
     Json,
+    /// Numbers little-endian and length-prefixed strings, read in place
+    /// with no parsing, as an engine's own rows are: what the benchmark
+    /// measures.
     Binary,
 }
 

@@ -91,8 +91,8 @@ const BID_TAG: u8 = 0x83;
 
 /// The event a record's value holds, in either encoding.
 pub fn read(value: &[u8]) -> Result<Event<'_>, String> {
-    match value.first() {
-        Some(&(PERSON_TAG | AUCTION_TAG | BID_TAG)) => binary(value),
+    match value.split_first() {
+        Some((&tag, fields)) if matches!(tag, PERSON_TAG | AUCTION_TAG | BID_TAG) => binary(tag, Fields(fields)),
         _ => serde_json::from_slice(value).map_err(|e| format!("the value is no Nexmark event: {e}")),
     }
 }
@@ -101,15 +101,14 @@ pub fn read(value: &[u8]) -> Result<Event<'_>, String> {
 /// bytes little-endian, each string but the last as a 4-byte
 /// little-endian length and its bytes, and the last (`extra`) the rest.
 /// Read in place: nothing is parsed or copied, which is what the encoding
-/// is for.
-fn binary(value: &[u8]) -> Result<Event<'_>, String> {
-    let mut r = Fields(&value[1..]);
-    let event = match value[0] {
+/// is for. Strings no query reads are skipped, their bytes unchecked.
+fn binary(tag: u8, mut r: Fields<'_>) -> Result<Event<'_>, String> {
+    let event = match tag {
         PERSON_TAG => {
             let (id, date_time) = (r.int()?, r.int()?);
             let name = r.text()?;
-            let _email_address = r.text()?;
-            let _credit_card = r.text()?;
+            r.skip_text()?; // emailAddress
+            r.skip_text()?; // creditCard
             let (city, state) = (r.text()?, r.text()?);
             Event::Person(Person {
                 id,
@@ -123,8 +122,8 @@ fn binary(value: &[u8]) -> Result<Event<'_>, String> {
             let id = r.int()?;
             let (_initial_bid, _reserve) = (r.int()?, r.int()?);
             let (date_time, expires, seller, category) = (r.int()?, r.int()?, r.int()?, r.int()?);
-            let _item_name = r.text()?;
-            let _description = r.text()?;
+            r.skip_text()?; // itemName
+            r.skip_text()?; // description
             Event::Auction(Auction {
                 id,
                 date_time,
@@ -133,15 +132,15 @@ fn binary(value: &[u8]) -> Result<Event<'_>, String> {
                 category,
             })
         }
-        _ => Event::Bid(Bid {
+        BID_TAG => Event::Bid(Bid {
             auction: r.int()?,
             bidder: r.int()?,
             price: r.int()?,
             date_time: r.int()?,
             extra: Cow::Borrowed(r.rest()?),
         }),
+        _ => return Err(format!("the value is no Nexmark event: tag {tag:#04x}")),
     };
-    // A person's and an auction's extra is read by no query: its bytes go unchecked.
     Ok(event)
 }
 
@@ -164,9 +163,17 @@ impl<'a> Fields<'a> {
     }
 
     fn text(&mut self) -> Result<&'a str, String> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-        let bytes = self.take(len as usize)?;
+        let bytes = self.text_bytes()?;
         utf8(bytes)
+    }
+
+    fn skip_text(&mut self) -> Result<(), String> {
+        self.text_bytes().map(drop)
+    }
+
+    fn text_bytes(&mut self) -> Result<&'a [u8], String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
+        self.take(len as usize)
     }
 
     fn rest(&mut self) -> Result<&'a str, String> {
