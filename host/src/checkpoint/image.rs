@@ -12,6 +12,10 @@ use crate::runtime::PAGE;
 
 const MAGIC: &[u8; 8] = b"weirpg01";
 
+/// The most a 32-bit wasm memory can hold: an image claiming more is
+/// malformed, and is refused before a restore sizes anything by it.
+const MAX_MEMORY_LEN: u64 = 1 << 32;
+
 /// Some pages of a memory of `memory_len` bytes: the rest are as they were
 /// in the image these are written over (zero, in a whole image).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,6 +144,9 @@ impl Pages {
         let fits = indices
             .last()
             .is_none_or(|&last| (last as u64 + 1) * PAGE as u64 <= memory_len);
+        if memory_len > MAX_MEMORY_LEN {
+            return Err(format!("a memory of {memory_len} bytes, past a wasm memory's 4 GiB"));
+        }
         if !in_order || !fits || memory_len % PAGE as u64 != 0 {
             return Err("page indices out of order or past the memory's end".into());
         }
@@ -313,6 +320,16 @@ mod tests {
             }
             assert_eq!(rebuilt, live);
         }
+    }
+
+    #[test]
+    fn an_image_past_a_wasm_memory_is_refused() {
+        let mut pages = Pages::copy(&vec![1; 2 * PAGE], vec![1]);
+        pages.memory_len = MAX_MEMORY_LEN + PAGE as u64;
+        let err = Pages::decode(&pages.encode()).unwrap_err();
+        assert!(err.contains("past a wasm memory's 4 GiB"), "{err}");
+        pages.memory_len = MAX_MEMORY_LEN;
+        assert!(Pages::decode(&pages.encode()).is_ok(), "4 GiB itself is a wasm memory");
     }
 
     proptest::proptest! {
