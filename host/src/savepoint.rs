@@ -170,7 +170,7 @@ impl Portable {
         mut checkpoint: Checkpoint,
         from: &CheckpointStore,
     ) -> Result<Checkpoint, PortableError> {
-        let memory = from.read_memory(&checkpoint).await?;
+        let memory = from.read_memory(&checkpoint.meta, &checkpoint.snapshot).await?;
         let limits = Limits {
             memory_bytes: self.spec.memory_limit.max(memory.len() as u64),
             call_timeout: self.spec.call_timeout,

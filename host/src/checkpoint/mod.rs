@@ -447,8 +447,9 @@ impl CheckpointStore {
         })
     }
 
-    /// A checkpoint's meta and verified snapshot, without its output.
-    async fn read_state(&self, c: CheckpointRef) -> Result<(CheckpointMeta, Bytes), CheckpointError> {
+    /// A checkpoint's meta and verified snapshot, without its output: what
+    /// a chain of memory images needs of each link.
+    pub async fn read_state(&self, c: CheckpointRef) -> Result<(CheckpointMeta, Bytes), CheckpointError> {
         let dir = self.dir(c);
         let raw = self.storage.get(&format!("{dir}/meta.json")).await?;
         let meta = CheckpointMeta::decode(&raw).map_err(|reason| CheckpointError::Corrupt {
@@ -483,8 +484,8 @@ impl CheckpointStore {
     /// back, whole image first, each link's checksum verified. A missing
     /// or corrupt link makes the whole checkpoint corrupt, so a restore
     /// falls back as it would for the checkpoint itself.
-    pub async fn read_memory(&self, checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
-        let mut chain = vec![(checkpoint.meta.clone(), checkpoint.snapshot.clone())];
+    pub async fn read_memory(&self, meta: &CheckpointMeta, snapshot: &Bytes) -> Result<Vec<u8>, CheckpointError> {
+        let mut chain = vec![(meta.clone(), snapshot.clone())];
         while let Some(over) = chain.last().and_then(|(meta, _)| meta.image.as_ref()?.over) {
             let newer = &chain.last().expect("not empty").0;
             if over.id >= newer.checkpoint.id || chain.len() > MAX_LINKS {
@@ -675,14 +676,14 @@ pub(crate) mod tests {
         write(2, Pages::copy(&memory, vec![1, 5]), Some(1)).await;
         memory[0] = 4;
         let newest = write(3, Pages::copy(&memory, vec![0]), Some(2)).await;
-        assert_eq!(store.read_memory(&newest).await.unwrap(), memory);
+        assert_eq!(store.read_memory(&newest.meta, &newest.snapshot).await.unwrap(), memory);
 
         std::fs::write(dir.path().join("checkpoints/job/uid/2-1/snapshot"), b"flipped").unwrap();
-        let err = store.read_memory(&newest).await.unwrap_err();
+        let err = store.read_memory(&newest.meta, &newest.snapshot).await.unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
         let mut looping = newest.clone();
         looping.meta.image.as_mut().unwrap().over = Some(cref(3));
-        let err = store.read_memory(&looping).await.unwrap_err();
+        let err = store.read_memory(&looping.meta, &looping.snapshot).await.unwrap_err();
         assert!(err.to_string().contains("does not lead back to a whole one"), "{err}");
     }
 

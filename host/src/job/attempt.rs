@@ -267,7 +267,7 @@ async fn from_savepoint(ctx: &WorkerContext, task: &Task) -> Result<Option<TaskS
 async fn read_whole(store: &CheckpointStore, c: CheckpointRef) -> Result<Checkpoint, CheckpointError> {
     let mut checkpoint = store.read(c).await?;
     if checkpoint.meta.image.is_some() {
-        checkpoint.memory = Some(store.read_memory(&checkpoint).await?.into());
+        checkpoint.memory = Some(store.read_memory(&checkpoint.meta, &checkpoint.snapshot).await?.into());
     }
     Ok(checkpoint)
 }

@@ -390,8 +390,9 @@ impl Committer<'_> {
             NextImage::Whole(pages) => (pages.encode(), None),
             NextImage::Over { over, pages } => (pages.encode(), Some(over)),
             NextImage::Compact { over, pages } => {
-                let end = self.store.read(over.checkpoint).await?;
-                let memory = self.store.read_memory(&end).await?;
+                // The chain's images only: the checkpoints' output stays unread.
+                let (meta, snapshot) = self.store.read_state(over.checkpoint).await?;
+                let memory = self.store.read_memory(&meta, &snapshot).await?;
                 let whole = crate::storage::cpu_bound(memory.len(), move || {
                     let mut memory = memory;
                     pages.apply(&mut memory);
