@@ -201,6 +201,12 @@ fn corrupt_checkpoints_fall_back_and_never_restart_from_nothing() {
         "{}",
         cluster.log_of(second)
     );
+    // What the pointer no longer names goes once the restored job commits.
+    let skipped = snapshots[0].parent().unwrap().to_path_buf();
+    wait_for("the skipped checkpoint's deletion", Duration::from_secs(20), || {
+        let left = std::fs::read_dir(&skipped).map_or(0, |files| files.count());
+        (left == 0).then_some(())
+    });
     cluster.signal(second, "KILL");
 
     for snapshot in retained_snapshots(&cluster, "counter") {

@@ -10,7 +10,8 @@
 //! - a checkpoint that failed to upload is never named, and its output rides
 //!   with the next one, so nothing is lost;
 //! - nothing the pointer names is ever deleted, and what a failed upload
-//!   left behind is;
+//!   left behind is, as are the checkpoints a restore skipped (with the
+//!   attempt's first publish, once);
 //! - once a pointer write is refused (deposed, or the pointer moved under us)
 //!   or a publish fails, the attempt ends and nothing more is done.
 
@@ -110,6 +111,10 @@ pub struct CommitState {
     next_id: u64,
     pointer: Pointer,
     version: i32,
+    /// Checkpoints the znode names that the restore skipped (unreadable),
+    /// and the links only they needed: deleted with what the attempt's
+    /// first committed pointer drops.
+    skipped: Vec<CheckpointRef>,
     /// Sink bytes published: where the next output goes.
     published: SinkPositions,
     /// Output bytes produced and not yet published.
@@ -118,15 +123,24 @@ pub struct CommitState {
 }
 
 impl CommitState {
-    /// The state of a leader in `epoch` resuming after `pointer` (read at
-    /// znode `version`), whose sink holds `published` bytes, numbering its
-    /// checkpoints from `next_id` on.
-    pub fn resume(epoch: u64, pointer: Pointer, version: i32, published: SinkPositions, next_id: u64) -> CommitState {
+    /// The state of a leader in `epoch` resuming from the checkpoint
+    /// `pointer.retained[restored_at]` (the pointer read at znode
+    /// `version`), whose sink holds `published` bytes, numbering its
+    /// checkpoints on after every one the pointer names.
+    pub fn resume(
+        epoch: u64,
+        pointer: &Pointer,
+        restored_at: usize,
+        version: i32,
+        published: SinkPositions,
+    ) -> CommitState {
+        let (restored, skipped) = pointer.restored_from(restored_at);
         CommitState {
             epoch,
-            next_id,
-            pointer,
+            next_id: pointer.next_id(),
+            pointer: restored,
             version,
+            skipped,
             published,
             staged: SinkPositions::default(),
             stage: Stage::Idle,
@@ -174,10 +188,11 @@ impl CommitState {
                 }
             }
             (Stage::Uploading { checkpoint, len }, CommitEvent::Uploaded { image_base }) => {
-                let (pointer, dropped) = self.pointer.advance(CheckpointRef {
+                let (pointer, mut dropped) = self.pointer.advance(CheckpointRef {
                     image_base,
                     ..checkpoint
                 });
+                dropped.append(&mut self.skipped);
                 let action = WritePointer {
                     pointer: pointer.clone(),
                     expected_version: self.version,
@@ -260,6 +275,8 @@ mod tests {
         outstanding: Option<Outstanding>,
         last_id: u64,
         ended: bool,
+        /// What the restore skipped, until the first publish deletes it.
+        skipped: Vec<CheckpointRef>,
     }
 
     /// Feeds `event` (made concrete: the n-th barrier brings n bytes of
@@ -366,6 +383,12 @@ mod tests {
             }
             (Some(Outstanding::Publish { len }), CommitEvent::Published) => {
                 world.sink = world.sink + len;
+                for skipped in std::mem::take(&mut world.skipped) {
+                    assert!(
+                        actions.contains(&Delete(skipped)),
+                        "what the restore skipped goes with the first publish: {actions:?}"
+                    );
+                }
                 for action in &actions {
                     let Delete(old) = action else {
                         panic!("after publishing only deletes follow: {actions:?}")
@@ -393,8 +416,10 @@ mod tests {
         event
     }
 
-    /// Walks every sequence of `depth` events from a fresh attempt; returns how many runs.
-    fn every_run(depth: usize) -> usize {
+    /// Walks every sequence of `depth` events from an attempt resuming
+    /// from the `restored_at`-th checkpoint of `world`'s pointer (read at
+    /// version 0); returns how many runs.
+    fn every_run(mut world: World, restored_at: usize, depth: usize) -> usize {
         fn walk(state: &CommitState, world: &World, depth: usize) -> usize {
             if depth == 0 {
                 return 1;
@@ -407,21 +432,40 @@ mod tests {
             }
             runs
         }
-        walk(
-            &CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1),
-            &World::default(),
-            depth,
-        )
+        let state = CommitState::resume(EPOCH, &world.pointer, restored_at, 0, SinkPositions::default());
+        world.last_id = world.pointer.latest().map_or(0, |c| c.id);
+        (world.pointer, world.skipped) = world.pointer.restored_from(restored_at);
+        walk(&state, &world, depth)
     }
 
     #[test]
     fn every_rule_holds_over_every_sequence_of_outcomes() {
-        assert_eq!(every_run(7), (7usize.pow(8) - 1) / 6);
+        assert_eq!(every_run(World::default(), 0, 7), (7usize.pow(8) - 1) / 6);
+    }
+
+    #[test]
+    fn every_rule_holds_after_a_restore_that_skipped_checkpoints() {
+        let cref = |id, image_base| CheckpointRef {
+            id,
+            epoch: 3,
+            created_ms: 0,
+            image_base,
+        };
+        // 4 and 3 (pages over 2) unreadable: restored from 2.
+        let znode = Pointer {
+            retained: vec![cref(4, None), cref(3, Some(2)), cref(2, None)],
+            links: Vec::new(),
+        };
+        let world = World {
+            pointer: znode,
+            ..World::default()
+        };
+        assert_eq!(every_run(world, 2, 6), (7usize.pow(7) - 1) / 6);
     }
 
     #[test]
     fn a_clean_run_publishes_everything_and_keeps_the_newest_three() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1);
+        let mut state = CommitState::resume(EPOCH, &Pointer::default(), 0, 0, SinkPositions::default());
         let mut world = World::default();
         for _ in 0..5 {
             for event in [EVENTS[0], EVENTS[1], EVENTS[3], EVENTS[5]] {
@@ -435,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_failed_upload_carries_its_output_into_the_next_checkpoint() {
-        let mut state = CommitState::resume(EPOCH, Pointer::default(), 0, SinkPositions::default(), 1);
+        let mut state = CommitState::resume(EPOCH, &Pointer::default(), 0, 0, SinkPositions::default());
         let barrier = CommitEvent::Barrier {
             output_len: SinkPositions {
                 main: 4,
@@ -473,7 +517,7 @@ mod tests {
             main: 100,
             dead_letters: 3,
         };
-        let mut state = CommitState::resume(EPOCH, pointer, 7, published, 42);
+        let mut state = CommitState::resume(EPOCH, &pointer, 0, 7, published);
         let actions = state.step(EVENTS[0]);
         assert!(
             matches!(actions[..], [CommitAction::Upload { sink_offset, checkpoint, .. }] if checkpoint.id == 42 && sink_offset == published),
@@ -484,5 +528,35 @@ mod tests {
             matches!(&actions[..], [CommitAction::WritePointer { expected_version: 7, pointer }] if pointer.retained[1] == latest && pointer.retained[0].image_base == Some(41)),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn checkpoints_the_restore_skipped_are_deleted_once_the_next_is_published() {
+        let cref = |id| CheckpointRef {
+            id,
+            epoch: 3,
+            created_ms: 0,
+            image_base: None,
+        };
+        let znode = Pointer {
+            retained: vec![cref(42), cref(41), cref(40)],
+            links: Vec::new(),
+        };
+        let mut state = CommitState::resume(EPOCH, &znode, 2, 7, SinkPositions::default());
+        for event in [EVENTS[0], EVENTS[1], EVENTS[3]] {
+            let actions = state.step(event);
+            assert!(
+                !actions.iter().any(|a| matches!(a, CommitAction::Delete(_))),
+                "deleted before the next checkpoint was published: {actions:?}"
+            );
+        }
+        assert_eq!(
+            state.step(EVENTS[5]),
+            [CommitAction::Delete(cref(42)), CommitAction::Delete(cref(41))]
+        );
+        for event in [EVENTS[0], EVENTS[1], EVENTS[3]] {
+            state.step(event);
+        }
+        assert_eq!(state.step(EVENTS[5]), [], "deleted once");
     }
 }

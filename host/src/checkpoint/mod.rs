@@ -86,16 +86,22 @@ impl Pointer {
         self.retained.first().copied()
     }
 
-    /// The pointer for an attempt restored from `retained[index]`: the
-    /// newer checkpoints it skipped (unreadable) are dropped, so no later
-    /// restore can pick one whose output the restored attempt has cut off
-    /// the sink.
-    pub fn restored_from(&self, index: usize) -> Pointer {
+    /// The pointer for an attempt restored from `retained[index]`, and the
+    /// checkpoints it drops: the newer ones the restore skipped
+    /// (unreadable), so no later restore can pick one whose output the
+    /// restored attempt has cut off the sink, and the links only they were
+    /// written over.
+    pub fn restored_from(&self, index: usize) -> (Pointer, Vec<CheckpointRef>) {
         let retained = self.retained.get(index..).unwrap_or_default().to_vec();
-        Pointer {
-            links: Pointer::links_of(&retained, self.links.iter().copied()),
-            retained,
-        }
+        let links = Pointer::links_of(&retained, self.links.iter().copied());
+        let dropped = self
+            .retained
+            .iter()
+            .chain(&self.links)
+            .filter(|c| !retained.contains(c) && !links.contains(c))
+            .copied()
+            .collect();
+        (Pointer { retained, links }, dropped)
     }
 
     /// Of `candidates`, the checkpoints that some of `retained` is written
@@ -638,8 +644,17 @@ pub(crate) mod tests {
         );
         assert_eq!(Pointer::decode(&now.encode()).unwrap(), now);
         // Restored from 7 (9 and 8 unreadable): 7 still needs 6.
-        let restored = now.restored_from(2);
-        assert_eq!((ids(&restored.retained), ids(&restored.links)), (vec![7, 1], vec![6]));
+        let (restored, dropped) = now.restored_from(2);
+        assert_eq!(
+            (ids(&restored.retained), ids(&restored.links), ids(&dropped)),
+            (vec![7, 1], vec![6], vec![9, 8])
+        );
+        // From 1: 6 was a link of the skipped ones only.
+        let (restored, dropped) = now.restored_from(3);
+        assert_eq!(
+            (ids(&restored.retained), ids(&restored.links), ids(&dropped)),
+            (vec![1], vec![], vec![9, 8, 7, 6])
+        );
         // The SDK's snapshot is whole: the chains age out as it is retained.
         let (now, dropped) = commit(image_ref(10, None));
         assert_eq!(

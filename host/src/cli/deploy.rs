@@ -189,7 +189,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         network: args.allow_network || !args.network_to.is_empty(),
         network_to: args.network_to,
     };
-    let bytes = checked_module(&args.module, limits, &grants).await?;
+    let bytes = checked_module(&args.module, limits, &grants, args.checkpoint_state).await?;
     let sha256 = sha256_hex(&bytes);
     let storage = args.storage.open()?;
     let savepoint = match &args.from_savepoint {
@@ -324,8 +324,14 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
 
 /// The module at `path`, read and checked to be a weir job that starts
 /// within `limits` with `grants`: refused here, with the reason, rather
-/// than failing on every supervisor.
-pub(super) async fn checked_module(path: &Path, limits: Limits, grants: &Grants) -> anyhow::Result<Vec<u8>> {
+/// than failing on every supervisor. Asked for checkpoints in `state`, it
+/// is told here when they will be the SDK's snapshots.
+pub(super) async fn checked_module(
+    path: &Path,
+    limits: Limits,
+    grants: &Grants,
+    state: StateFormat,
+) -> anyhow::Result<Vec<u8>> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
@@ -342,6 +348,9 @@ pub(super) async fn checked_module(path: &Path, limits: Limits, grants: &Grants)
     let pre = runtime
         .check(&bytes)
         .with_context(|| format!("{} cannot be deployed", path.display()))?;
+    if let (StateFormat::Memory, Err(why)) = (state, pre.memory_images()) {
+        eprintln!("note: {why}; its checkpoints will be the SDK's snapshots");
+    }
     // The granted directories are the supervisors' to have, not this
     // machine's: the check instantiates without them.
     let here = Grants {

@@ -161,7 +161,7 @@ async fn replace(name: &str, change: Change, trial: Trial) -> anyhow::Result<()>
     };
     let module_sha256 = match &module {
         Some(path) => {
-            let bytes = checked_module(path, limits, &old.grants).await?;
+            let bytes = checked_module(path, limits, &old.grants, old.state).await?;
             let sha256 = sha256_hex(&bytes);
             storage
                 .put_if_absent(&Storage::module_path(&sha256), bytes.into())

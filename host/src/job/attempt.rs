@@ -73,8 +73,8 @@ pub async fn run(
 
     let pointer = PointerAt {
         path: pointer_path,
-        next_id: pointer.next_id(),
-        pointer: pointer.restored_from(restored_at),
+        pointer,
+        restored_at,
         version,
         image,
     };
@@ -296,7 +296,7 @@ async fn restore_point(
                 tracing::warn!(
                     job,
                     checkpoint = c.id,
-                    "checkpoint unreadable, falling back to the previous one: {e}"
+                    "checkpoint unreadable, falling back to the previous one (this one is deleted once the job commits again): {e}"
                 );
                 problems.push(format!("checkpoint {}: {e}", c.id));
             }

@@ -42,10 +42,11 @@ impl Drop for ZeroOnDrop {
 pub struct PointerAt {
     /// Its znode.
     pub path: String,
-    /// Its content, less any checkpoints the restore skipped.
+    /// Its content.
     pub pointer: Pointer,
-    /// The id the next checkpoint takes: after every one the znode named.
-    pub next_id: u64,
+    /// Which of its retained checkpoints the attempt restored from: the
+    /// newer ones were unreadable.
+    pub restored_at: usize,
     /// The znode version it was read or written at: the next write expects it.
     pub version: i32,
     /// The restored checkpoint's chain, if it is a memory image: the next
@@ -120,10 +121,10 @@ impl<'a> Committer<'a> {
             pointer_path: pointer.path,
             state: CommitState::resume(
                 task.generation,
-                pointer.pointer,
+                &pointer.pointer,
+                pointer.restored_at,
                 pointer.version,
                 position,
-                pointer.next_id,
             ),
             staged: Vec::new(),
             staged_dead_letters: Vec::new(),

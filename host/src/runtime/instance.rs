@@ -13,7 +13,7 @@ use super::{Cause, EPOCH_TICK};
 use crate::checkpoint::image::Pages;
 use crate::spec::Grants;
 use crate::wit::bindings::weir::job::{host, types};
-use crate::wit::bindings::{Job, JobPre};
+use crate::wit::bindings::Job;
 use crate::wit::{Batch, Output};
 
 /// Caps on one guest.
@@ -159,6 +159,9 @@ pub struct Instance {
     /// (or restored): until then the next image is whole.
     tracked_since_image: bool,
     memories: Vec<Arc<MemoryView>>,
+    /// Mutable globals its modules define: with more than one, its state
+    /// is not all in its memory.
+    mutable_globals: usize,
     store: Store<GuestState>,
     job: Job,
     limits: Limits,
@@ -177,6 +180,9 @@ pub enum ImageError {
         "the job holds WASI resources (an open file or stream) between calls, which a memory image cannot restore"
     )]
     Resources,
+    /// The guest keeps state outside its memory (see `runtime::globals`).
+    #[error("the job's modules define {0} mutable globals, whose values a memory image does not hold (it holds the whole state only of a job with at most one, a Rust job's stack pointer)")]
+    Globals(usize),
     /// The kernel does not track writes for us.
     #[error("cannot track the job's memory writes: {0}")]
     Tracking(#[source] std::io::Error),
@@ -190,10 +196,19 @@ pub enum ImageError {
     },
 }
 
+/// Refuses memory images of a module whose state is not all in its
+/// memory: one with more than one mutable global (`runtime::globals`).
+pub(super) fn memory_images_hold_all(mutable_globals: usize) -> Result<(), ImageError> {
+    match mutable_globals {
+        0 | 1 => Ok(()),
+        n => Err(ImageError::Globals(n)),
+    }
+}
+
 impl Instance {
     pub(super) async fn new(
         engine: &Engine,
-        pre: &JobPre<GuestState>,
+        compiled: &super::Compiled,
         job: &str,
         limits: Limits,
         grants: &Grants,
@@ -218,7 +233,7 @@ impl Instance {
         // made at least `memory_len` bytes (a restored image's length).
         let mut memories = Vec::new();
         let instantiated = {
-            let mut instantiating = std::pin::pin!(pre.instantiate_async(&mut store));
+            let mut instantiating = std::pin::pin!(compiled.pre.instantiate_async(&mut store));
             std::future::poll_fn(|cx| {
                 memory::creating(memory_len, &mut memories, || {
                     std::future::Future::poll(instantiating.as_mut(), cx)
@@ -240,6 +255,7 @@ impl Instance {
             tracker: None,
             tracked_since_image: false,
             memories,
+            mutable_globals: compiled.mutable_globals,
             store,
             job,
             limits,
@@ -261,6 +277,7 @@ impl Instance {
 
     /// Starts tracking the pages the guest writes, for [`Instance::image`].
     pub fn track_memory(&mut self) -> Result<(), ImageError> {
+        memory_images_hold_all(self.mutable_globals)?;
         let tracker = Tracker::new(self.memory()?.clone()).map_err(ImageError::Tracking)?;
         self.tracker = Some(tracker);
         Ok(())
@@ -272,6 +289,9 @@ impl Instance {
     /// job's checkpoints are the SDK's snapshots, and the log says why).
     /// Call before any other export.
     pub fn restore_memory(&mut self, image: &[u8]) -> Result<(), ImageError> {
+        // An image is written only of a module whose memory holds all its
+        // state; an older weir did not check.
+        memory_images_hold_all(self.mutable_globals)?;
         let memory = self.memory()?;
         if image.len() > memory.len() {
             return Err(ImageError::Size {

@@ -3,6 +3,7 @@
 //! deadline per call. A guest that traps or hits a limit fails its own call;
 //! it can never take the supervisor or another job down.
 
+mod globals;
 mod instance;
 mod memory;
 mod sandbox;
@@ -25,7 +26,23 @@ pub use memory::PAGE;
 pub use validate::{validate_component, Cause, ModuleError};
 
 /// A module that passed [`Runtime::check`].
-pub struct Checked(bindings::JobPre<instance::GuestState>);
+pub struct Checked(Compiled);
+
+impl Checked {
+    /// Whether its checkpoints can be memory images, and if not, why.
+    pub fn memory_images(&self) -> Result<(), ImageError> {
+        instance::memory_images_hold_all(self.0.mutable_globals)
+    }
+}
+
+/// A module compiled and linked, ready to instantiate.
+#[derive(Clone)]
+struct Compiled {
+    pre: bindings::JobPre<instance::GuestState>,
+    /// How many mutable globals its core modules define: a memory image
+    /// holds its whole state only with at most one (`globals`).
+    mutable_globals: usize,
+}
 
 /// How often the engine's epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -35,7 +52,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<instance::GuestState>>,
-    compiled: Arc<Mutex<HashMap<String, bindings::JobPre<instance::GuestState>>>>,
+    compiled: Arc<Mutex<HashMap<String, Compiled>>>,
     /// Held while compiling, so that jobs starting together on one module
     /// compile it once rather than each.
     compiling: Arc<Mutex<()>>,
@@ -89,9 +106,10 @@ impl Runtime {
     }
 
     /// Compiles and type-checks a component against the `weir:job/job` world.
-    fn compile(&self, bytes: &[u8]) -> Result<bindings::JobPre<instance::GuestState>, ModuleError> {
+    fn compile(&self, bytes: &[u8]) -> Result<Compiled, ModuleError> {
         validate_component(bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Compile(e.into()))?;
+        let mutable_globals = globals::mutable_globals(bytes).map_err(|e| ModuleError::Compile(e.into()))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             // An import of weir's own interfaces the linker lacks is a job
             // built against another version of the SDK, not a sandbox matter.
@@ -101,7 +119,8 @@ impl Runtime {
                 ModuleError::Imports(e.into())
             }
         })?;
-        bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(e.into()))
+        let pre = bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(e.into()))?;
+        Ok(Compiled { pre, mutable_globals })
     }
 
     /// Checks that `bytes` is a weir job, without caching it; returns it
@@ -145,11 +164,11 @@ impl Runtime {
                 actual,
             });
         }
-        let pre = self.compile(bytes)?;
+        let compiled = self.compile(bytes)?;
         self.compiled
             .lock()
             .expect("compile cache lock")
-            .insert(sha256.to_string(), pre);
+            .insert(sha256.to_string(), compiled);
         Ok(())
     }
 
@@ -162,7 +181,7 @@ impl Runtime {
         grants: &Grants,
         memory_len: usize,
     ) -> Result<Instance, GuestError> {
-        let pre = self
+        let compiled = self
             .compiled
             .lock()
             .expect("compile cache lock")
@@ -171,6 +190,6 @@ impl Runtime {
             .ok_or_else(|| GuestError::NotCompiled {
                 sha256: sha256.to_string(),
             })?;
-        Instance::new(&self.engine, &pre, job, limits, grants, memory_len).await
+        Instance::new(&self.engine, &compiled, job, limits, grants, memory_len).await
     }
 }
