@@ -344,10 +344,8 @@ pub(super) async fn checked_module(
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let runtime = Runtime::for_checks()?;
-    let pre = runtime
-        .check(&bytes)
-        .with_context(|| format!("{} cannot be deployed", path.display()))?;
+    let (runtime, pre) =
+        Runtime::check_for_deploy(&bytes).with_context(|| format!("{} cannot be deployed", path.display()))?;
     if let (StateFormat::Memory, Err(why)) = (state, pre.memory_images()) {
         eprintln!("note: {why}; its checkpoints will be the SDK's snapshots");
     }
