@@ -344,9 +344,9 @@ pub(super) async fn checked_module(
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (runtime, pre) =
+    let checked =
         Runtime::check_for_deploy(&bytes).with_context(|| format!("{} cannot be deployed", path.display()))?;
-    if let (StateFormat::Memory, Err(why)) = (state, pre.memory_images()) {
+    if let (StateFormat::Memory, Err(why)) = (state, checked.memory_images()) {
         eprintln!("note: {why}; its checkpoints will be the SDK's snapshots");
     }
     // The granted directories are the supervisors' to have, not this
@@ -355,7 +355,7 @@ pub(super) async fn checked_module(
         dirs: Vec::new(),
         ..grants.clone()
     };
-    match runtime.instantiate_checked(&pre, limits, &here).await {
+    match checked.instantiate(limits, &here).await {
         Ok(()) => Ok(bytes),
         Err(GuestError::MemoryLimit { .. }) => bail!(
             "{} cannot start within --memory-limit {} MiB: its initial memory is larger; raise --memory-limit",

@@ -36,13 +36,7 @@ mod tests {
             // i32, mutability, `i32.const 0`, `end`.
             section.extend([0x7f, u8::from(mutable), 0x41, 0x00, 0x0b]);
         }
-        let mut module = b"\0asm\x01\0\0\0".to_vec();
-        module.extend([6, section.len() as u8]);
-        module.extend(section);
-        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-        component.extend([1, module.len() as u8]);
-        component.extend(module);
-        component
+        crate::runtime::tests::component_of(&[(6, &section)])
     }
 
     #[test]

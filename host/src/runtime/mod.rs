@@ -25,13 +25,26 @@ pub use instance::{GuestError, ImageError, Instance, Limits};
 pub use memory::PAGE;
 pub use validate::{validate_component, Cause, ModuleError};
 
-/// A module that passed [`Runtime::check_for_deploy`].
-pub struct Checked(Compiled);
+/// A module that passed [`Runtime::check_for_deploy`], with the runtime
+/// that compiled it.
+pub struct Checked {
+    runtime: Runtime,
+    compiled: Compiled,
+}
 
 impl Checked {
     /// Whether its checkpoints can be memory images, and if not, why.
     pub fn memory_images(&self) -> Result<(), ImageError> {
-        instance::memory_images_hold_all(self.0.mutable_globals)
+        instance::memory_images_hold_all(self.compiled.mutable_globals)
+    }
+
+    /// Checks that the module starts within `limits` and `grants` (its
+    /// initial memory fits, its granted directories open). What runs of
+    /// it is only a start function, if it has one: a Rust job has none.
+    pub async fn instantiate(&self, limits: Limits, grants: &Grants) -> Result<(), GuestError> {
+        Instance::new(&self.runtime.engine, &self.compiled, "deploy-check", limits, grants, 0)
+            .await
+            .map(drop)
     }
 }
 
@@ -64,26 +77,28 @@ impl Runtime {
         Runtime::with_compiler(Strategy::Cranelift, OptLevel::Speed)
     }
 
-    /// Checks that `bytes` is a weir job, as `weir deploy` needs, and
-    /// returns the runtime it was compiled in, for
-    /// [`Runtime::instantiate_checked`]. The code is only type-checked and
-    /// thrown away, so Winch, wasmtime's baseline compiler, compiles it (a
-    /// quarter to a seventh of unoptimised Cranelift's time, measured on
-    /// the counter and Nexmark jobs); where Winch cannot (an instruction it
-    /// lacks, a platform it does not support), unoptimised Cranelift does,
-    /// so that only what the supervisors' Cranelift would refuse is refused.
-    pub fn check_for_deploy(bytes: &[u8]) -> Result<(Runtime, Checked), ModuleError> {
-        if let Ok(runtime) = Runtime::with_compiler(Strategy::Winch, OptLevel::None) {
-            match runtime.check(bytes) {
+    /// Checks that `bytes` is a weir job, as `weir deploy` needs, without
+    /// caching it. The code is only type-checked and thrown away, so
+    /// Winch, wasmtime's baseline compiler, compiles it (several times
+    /// faster than unoptimised Cranelift: docs/BENCHMARKS.md); where Winch
+    /// cannot (a proposal or instruction it lacks, a platform it does not
+    /// support), unoptimised Cranelift does, so that only what the
+    /// supervisors' Cranelift would refuse is refused. Only a compile error
+    /// is retried: the others come of parsing the bytes or linking them
+    /// against the world, the same whichever compiler ran.
+    pub fn check_for_deploy(bytes: &[u8]) -> Result<Checked, ModuleError> {
+        match Runtime::with_compiler(Strategy::Winch, OptLevel::None) {
+            Ok(runtime) => match runtime.compile(bytes) {
                 Err(ModuleError::Compile(e)) => {
                     tracing::debug!("Winch cannot compile the module, Cranelift checks it: {e}");
                 }
-                checked => return checked.map(|checked| (runtime, checked)),
-            }
+                result => return result.map(|compiled| Checked { runtime, compiled }),
+            },
+            Err(e) => tracing::debug!("no Winch here, Cranelift checks the module: {e}"),
         }
         let runtime = Runtime::with_compiler(Strategy::Cranelift, OptLevel::None)?;
-        let checked = runtime.check(bytes)?;
-        Ok((runtime, checked))
+        let compiled = runtime.compile(bytes)?;
+        Ok(Checked { runtime, compiled })
     }
 
     fn with_compiler(strategy: Strategy, opt_level: OptLevel) -> Result<Runtime, ModuleError> {
@@ -91,6 +106,7 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.strategy(strategy);
+        // Under Winch, for the trampolines Cranelift still compiles.
         config.cranelift_opt_level(opt_level);
         // Memories weir maps itself, so a checkpoint can copy the pages a
         // job wrote; wasmtime's copy-on-write images need its own.
@@ -137,26 +153,6 @@ impl Runtime {
         })?;
         let pre = bindings::JobPre::new(pre).map_err(|e| ModuleError::WrongWorld(e.into()))?;
         Ok(Compiled { pre, mutable_globals })
-    }
-
-    /// Checks that `bytes` is a weir job, without caching it; returns it
-    /// compiled, for [`Runtime::instantiate_checked`].
-    fn check(&self, bytes: &[u8]) -> Result<Checked, ModuleError> {
-        self.compile(bytes).map(Checked)
-    }
-
-    /// Checks that a checked module starts within `limits` and `grants`
-    /// (its initial memory fits, its granted directories open), without
-    /// running any of its code.
-    pub async fn instantiate_checked(
-        &self,
-        checked: &Checked,
-        limits: Limits,
-        grants: &Grants,
-    ) -> Result<(), GuestError> {
-        Instance::new(&self.engine, &checked.0, "deploy-check", limits, grants, 0)
-            .await
-            .map(drop)
     }
 
     /// Whether the module with this digest is compiled already.
@@ -207,5 +203,46 @@ impl Runtime {
                 sha256: sha256.to_string(),
             })?;
         Instance::new(&self.engine, &compiled, job, limits, grants, memory_len).await
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A component holding one core module of `sections` (each under 128
+    /// bytes), instantiated by nothing.
+    pub(in crate::runtime) fn component_of(sections: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        for (id, section) in sections {
+            module.extend([*id, section.len() as u8]);
+            module.extend(*section);
+        }
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        component.extend([1, module.len() as u8]);
+        component.extend(module);
+        component
+    }
+
+    /// A component whose one function tail-calls itself: Winch lacks the
+    /// tail-call proposal, Cranelift has it.
+    fn tail_calling_component() -> Vec<u8> {
+        component_of(&[
+            (1, &[0x01, 0x60, 0x00, 0x00]),              // types: [] -> []
+            (3, &[0x01, 0x00]),                          // one function of it
+            (10, &[0x01, 0x04, 0x00, 0x12, 0x00, 0x0b]), // its body: `return_call 0`
+        ])
+    }
+
+    #[test]
+    fn what_winch_cannot_compile_cranelift_checks() {
+        let bytes = tail_calling_component();
+        let winch = Runtime::with_compiler(Strategy::Winch, OptLevel::None).unwrap();
+        assert!(matches!(winch.compile(&bytes), Err(ModuleError::Compile(_))));
+        // Cranelift compiles it; it is then refused for what it is.
+        assert!(matches!(
+            Runtime::check_for_deploy(&bytes),
+            Err(ModuleError::WrongWorld(_))
+        ));
     }
 }
